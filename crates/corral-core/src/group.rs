@@ -1,0 +1,710 @@
+//! The actor state of one app: its worker slots, restarts, rolling reloads and stop, driven by events.
+//!
+//! [`Group::handle_event`] is synchronous and does all its I/O through [`Processes`], so
+//! unit tests drive it with made-up pids and instants. The async loop that feeds it lives
+//! in [`crate::supervisor`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use corral_proto::notify::Notice;
+use nix::sys::signal::Signal;
+
+use crate::process::{ExitStatus, Pid, SpawnError};
+use crate::restart::{Decision, RestartPolicy, RestartState};
+use crate::spec::{ReadyPolicy, StopPolicy};
+
+/// The side effects the group needs from the operating system.
+pub trait Processes {
+    /// Starts a worker for `slot`; its pid is also its process group id.
+    fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError>;
+    /// Sends `signal` to the whole process group `pgid`; a group that is gone is not an error.
+    fn signal_group(&mut self, pgid: Pid, signal: Signal);
+}
+
+/// The policies a group runs under.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub instances: usize,
+    pub ready: ReadyPolicy,
+    pub restart: RestartPolicy,
+    pub stop: StopPolicy,
+    pub watchdog: Option<Duration>,
+}
+
+/// What a caller asks of a running group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Replace every worker, one at a time, without ever having fewer ready than before.
+    Reload,
+    ScaleUp,
+    ScaleDown,
+    /// Ask every worker to drain and exit; SIGKILL after the kill timeout.
+    Stop,
+    /// SIGKILL every worker now.
+    Kill,
+    /// Pass a signal on to every worker's process group.
+    Forward(Signal),
+}
+
+/// An input to the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Start,
+    Exited { pid: Pid, status: ExitStatus },
+    Notify { pid: Pid, notices: Vec<Notice> },
+    /// Time passed; deadlines up to now are due.
+    Tick,
+    Control(Control),
+}
+
+/// Something that happened, for the user to see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    Spawned { slot: usize, pid: Pid, replacing: Option<Pid> },
+    SpawnFailed { slot: usize, error: String },
+    Ready { slot: usize, pid: Pid, after: Duration },
+    Status { slot: usize, pid: Pid, text: String },
+    Exited { slot: usize, pid: Pid, status: ExitStatus, uptime: Duration, expected: bool },
+    RestartScheduled { slot: usize, delay: Duration, unstable: u32 },
+    GaveUp { slot: usize, unstable: u32, min_uptime: Duration },
+    ReadyTimeout { slot: usize, pid: Pid, timeout: Duration },
+    WatchdogTimeout { slot: usize, pid: Pid, silent_for: Duration },
+    KillTimeout { slot: usize, pid: Pid, signal: Signal, timeout: Duration },
+    ReloadStarted { workers: usize },
+    ReloadQueued,
+    ReloadFinished { replaced: usize, took: Duration },
+    ReloadAborted { slot: usize, reason: AbortReason },
+    Scaled { from: usize, to: usize },
+    ScaleRefused { reason: &'static str },
+    Stopping { workers: usize, forced: bool },
+}
+
+/// Why a rolling reload stopped before it replaced every worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbortReason {
+    SpawnFailed(String),
+    ExitedBeforeReady(ExitStatus),
+    NotReadyInTime(Duration),
+}
+
+/// How a group ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped on request; every worker has exited.
+    Stopped,
+    /// Every slot gave up after a crash loop; nothing is left running.
+    Failed,
+}
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    Starting { since: Instant, deadline: Instant },
+    Ready { since: Instant, last_ping: Instant },
+    /// Asked to exit; SIGKILL at `deadline`.
+    Draining { since: Instant, deadline: Instant },
+    /// SIGKILL sent; waiting for the exit.
+    Killed { since: Instant },
+}
+
+/// One worker process.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub slot: usize,
+    pub started: Instant,
+    pub ever_ready: bool,
+    pub state: WorkerState,
+}
+
+/// A stable worker position (`CORRAL_WORKER_ID`). `current` serves; `incoming` is its
+/// replacement while a reload runs. A draining worker belongs to no slot any more.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    current: Option<Pid>,
+    incoming: Option<Pid>,
+    restart: RestartState,
+    restart_at: Option<Instant>,
+    errored: bool,
+}
+
+#[derive(Debug)]
+struct Rollout {
+    queue: VecDeque<usize>,
+    in_flight: Option<usize>,
+    started: Instant,
+    replaced: usize,
+    /// Another reload was asked for while this one ran.
+    again: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Stopping,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Current,
+    Incoming,
+    Detached,
+}
+
+/// The state of one app's workers. See the module docs.
+pub struct Group<P> {
+    config: GroupConfig,
+    procs: P,
+    now: Instant,
+    workers: BTreeMap<Pid, Worker>,
+    slots: Vec<Slot>,
+    rollout: Option<Rollout>,
+    phase: Phase,
+    reports: Vec<Report>,
+}
+
+impl<P: Processes> Group<P> {
+    pub fn new(config: GroupConfig, procs: P, now: Instant) -> Self {
+        Group {
+            slots: vec![Slot::default(); config.instances],
+            config,
+            procs,
+            now,
+            workers: BTreeMap::new(),
+            rollout: None,
+            phase: Phase::Running,
+            reports: Vec::new(),
+        }
+    }
+
+    /// Applies one event at time `now`.
+    pub fn handle_event(&mut self, now: Instant, event: Event) {
+        self.now = now.max(self.now);
+        match event {
+            Event::Start => {
+                for slot in 0..self.slots.len() {
+                    self.start_slot(slot);
+                }
+            }
+            Event::Exited { pid, status } => self.on_exit(pid, status),
+            Event::Notify { pid, notices } => {
+                for notice in notices {
+                    self.on_notice(pid, notice);
+                }
+            }
+            Event::Tick => self.on_tick(),
+            Event::Control(control) => self.on_control(control),
+        }
+    }
+
+    /// Reports produced since the last call, oldest first.
+    pub fn take_reports(&mut self) -> Vec<Report> {
+        std::mem::take(&mut self.reports)
+    }
+
+    /// The earliest instant at which a [`Event::Tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let workers = self.workers.values().filter_map(|w| match w.state {
+            WorkerState::Starting { deadline, .. } | WorkerState::Draining { deadline, .. } => {
+                Some(deadline)
+            }
+            WorkerState::Ready { last_ping, .. } => self.config.watchdog.map(|wd| last_ping + wd),
+            WorkerState::Killed { .. } => None,
+        });
+        let restarts = self.slots.iter().filter_map(|s| s.restart_at);
+        workers.chain(restarts).min()
+    }
+
+    /// `Some` once the group has nothing left to do.
+    pub fn outcome(&self) -> Option<Outcome> {
+        if !self.workers.is_empty() {
+            return None;
+        }
+        match self.phase {
+            Phase::Stopping => Some(Outcome::Stopped),
+            Phase::Running if self.slots.iter().all(|s| s.errored) => Some(Outcome::Failed),
+            Phase::Running => None,
+        }
+    }
+
+    pub fn is_known(&self, pid: Pid) -> bool {
+        self.workers.contains_key(&pid)
+    }
+
+    pub fn workers(&self) -> &BTreeMap<Pid, Worker> {
+        &self.workers
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The pid serving `slot`, if any.
+    pub fn current(&self, slot: usize) -> Option<Pid> {
+        self.slots.get(slot).and_then(|s| s.current)
+    }
+
+    pub fn reloading(&self) -> bool {
+        self.rollout.is_some()
+    }
+
+    fn report(&mut self, report: Report) {
+        self.reports.push(report);
+    }
+
+    fn role(&self, pid: Pid, slot: usize) -> Role {
+        match self.slots.get(slot) {
+            Some(s) if s.current == Some(pid) => Role::Current,
+            Some(s) if s.incoming == Some(pid) => Role::Incoming,
+            _ => Role::Detached,
+        }
+    }
+
+    /// Spawns a worker as `slot`'s current one; a failure counts as an unstable exit.
+    fn start_slot(&mut self, slot: usize) {
+        if let Err(error) = self.spawn(slot, Role::Current) {
+            self.report(Report::SpawnFailed {
+                slot,
+                error: error_chain(&error),
+            });
+            self.schedule_restart(slot, Duration::ZERO, false);
+        }
+    }
+
+    fn spawn(&mut self, slot: usize, role: Role) -> Result<Pid, SpawnError> {
+        let pid = self.procs.spawn(slot)?;
+        let deadline = self.now
+            + match self.config.ready {
+                ReadyPolicy::Notify { timeout } => timeout,
+                ReadyPolicy::Delay { delay } => delay,
+            };
+        let state = WorkerState::Starting {
+            since: self.now,
+            deadline,
+        };
+        self.workers.insert(
+            pid,
+            Worker {
+                slot,
+                started: self.now,
+                ever_ready: false,
+                state,
+            },
+        );
+        let s = &mut self.slots[slot];
+        let replacing = match role {
+            Role::Incoming => {
+                s.incoming = Some(pid);
+                s.current
+            }
+            _ => {
+                s.current = Some(pid);
+                None
+            }
+        };
+        self.report(Report::Spawned {
+            slot,
+            pid,
+            replacing,
+        });
+        Ok(pid)
+    }
+
+    fn on_exit(&mut self, pid: Pid, status: ExitStatus) {
+        let Some(worker) = self.workers.remove(&pid) else {
+            return; // an orphan we reaped as subreaper, or a fork that failed to exec
+        };
+        // Nothing the worker started may outlive it: a leftover child holding the
+        // listener would take connections nobody serves.
+        self.procs.signal_group(pid, Signal::SIGKILL);
+        let slot = worker.slot;
+        let uptime = self.now.saturating_duration_since(worker.started);
+        let role = self.role(pid, slot);
+        self.report(Report::Exited {
+            slot,
+            pid,
+            status,
+            uptime,
+            expected: role == Role::Detached,
+        });
+        match role {
+            Role::Detached => {}
+            Role::Current => {
+                self.slots[slot].current = None;
+                // During a reload the incoming worker takes the slot over when ready.
+                if self.phase == Phase::Running && self.slots[slot].incoming.is_none() {
+                    self.schedule_restart(slot, uptime, worker.ever_ready);
+                }
+            }
+            Role::Incoming => {
+                self.slots[slot].incoming = None;
+                let reason = match worker.state {
+                    WorkerState::Killed { .. } if !worker.ever_ready => match self.config.ready {
+                        ReadyPolicy::Notify { timeout } => AbortReason::NotReadyInTime(timeout),
+                        ReadyPolicy::Delay { .. } => AbortReason::ExitedBeforeReady(status),
+                    },
+                    _ => AbortReason::ExitedBeforeReady(status),
+                };
+                self.abort_rollout(slot, reason);
+                if self.phase == Phase::Running && self.slots[slot].current.is_none() {
+                    self.schedule_restart(slot, uptime, worker.ever_ready);
+                }
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self, slot: usize, uptime: Duration, ever_ready: bool) {
+        let policy = self.config.restart;
+        let s = &mut self.slots[slot];
+        match s.restart.on_exit(&policy, uptime, ever_ready) {
+            Decision::RestartIn(delay) => {
+                s.restart_at = Some(self.now + delay);
+                let unstable = s.restart.unstable;
+                self.report(Report::RestartScheduled {
+                    slot,
+                    delay,
+                    unstable,
+                });
+            }
+            Decision::GiveUp => {
+                s.errored = true;
+                s.restart_at = None;
+                let unstable = s.restart.unstable;
+                self.report(Report::GaveUp {
+                    slot,
+                    unstable,
+                    min_uptime: policy.min_uptime,
+                });
+            }
+        }
+    }
+
+    fn on_notice(&mut self, pid: Pid, notice: Notice) {
+        let Some(worker) = self.workers.get_mut(&pid) else {
+            return;
+        };
+        let slot = worker.slot;
+        match notice {
+            Notice::Ready => self.on_ready(pid),
+            Notice::Watchdog => {
+                if let WorkerState::Ready { last_ping, .. } = &mut worker.state {
+                    *last_ping = self.now;
+                }
+            }
+            Notice::WatchdogTrigger => {
+                let silent_for = Duration::ZERO;
+                self.report(Report::WatchdogTimeout {
+                    slot,
+                    pid,
+                    silent_for,
+                });
+                self.kill(pid);
+            }
+            Notice::Status(text) => self.report(Report::Status { slot, pid, text }),
+            Notice::Reloading
+            | Notice::Stopping
+            | Notice::WatchdogUsec(_)
+            | Notice::Errno(_) => {}
+        }
+    }
+
+    fn on_ready(&mut self, pid: Pid) {
+        let now = self.now;
+        let Some(worker) = self.workers.get_mut(&pid) else {
+            return;
+        };
+        if !matches!(worker.state, WorkerState::Starting { .. }) {
+            return; // a repeated READY=1, or one from a worker already on its way out
+        }
+        worker.state = WorkerState::Ready {
+            since: now,
+            last_ping: now,
+        };
+        worker.ever_ready = true;
+        let slot = worker.slot;
+        let after = now.saturating_duration_since(worker.started);
+        self.report(Report::Ready { slot, pid, after });
+        if self.role(pid, slot) == Role::Incoming {
+            let s = &mut self.slots[slot];
+            s.incoming = None;
+            let old = s.current.replace(pid);
+            if let Some(old) = old {
+                self.drain(old);
+            }
+            if let Some(rollout) = &mut self.rollout {
+                rollout.replaced += 1;
+                rollout.in_flight = None;
+            }
+            self.rollout_next();
+        }
+    }
+
+    /// Asks a worker to exit and detaches it from its slot.
+    fn drain(&mut self, pid: Pid) {
+        let Some(worker) = self.workers.get_mut(&pid) else {
+            return;
+        };
+        if matches!(
+            worker.state,
+            WorkerState::Draining { .. } | WorkerState::Killed { .. }
+        ) {
+            return;
+        }
+        worker.state = WorkerState::Draining {
+            since: self.now,
+            deadline: self.now + self.config.stop.kill_timeout,
+        };
+        let slot = worker.slot;
+        if let Some(s) = self.slots.get_mut(slot) {
+            if s.current == Some(pid) {
+                s.current = None;
+            }
+            if s.incoming == Some(pid) {
+                s.incoming = None;
+            }
+        }
+        self.procs.signal_group(pid, self.config.stop.signal);
+    }
+
+    /// SIGKILLs a worker's group; it stays in its slot until its exit is seen.
+    fn kill(&mut self, pid: Pid) {
+        if let Some(worker) = self.workers.get_mut(&pid) {
+            worker.state = WorkerState::Killed { since: self.now };
+            self.procs.signal_group(pid, Signal::SIGKILL);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.now;
+        let due: Vec<(Pid, WorkerState)> = self
+            .workers
+            .iter()
+            .map(|(&pid, w)| (pid, w.state))
+            .collect();
+        for (pid, state) in due {
+            let slot = self.workers[&pid].slot;
+            match state {
+                WorkerState::Starting { deadline, .. } if now >= deadline => match self.config.ready {
+                    ReadyPolicy::Delay { .. } => self.on_ready(pid),
+                    ReadyPolicy::Notify { timeout } => {
+                        self.report(Report::ReadyTimeout { slot, pid, timeout });
+                        self.kill(pid);
+                    }
+                },
+                WorkerState::Ready { last_ping, .. } => {
+                    if let Some(wd) = self.config.watchdog {
+                        if now >= last_ping + wd {
+                            let silent_for = now - last_ping;
+                            self.report(Report::WatchdogTimeout {
+                                slot,
+                                pid,
+                                silent_for,
+                            });
+                            self.kill(pid);
+                        }
+                    }
+                }
+                WorkerState::Draining { deadline, .. } if now >= deadline => {
+                    let stop = self.config.stop;
+                    self.report(Report::KillTimeout {
+                        slot,
+                        pid,
+                        signal: stop.signal,
+                        timeout: stop.kill_timeout,
+                    });
+                    self.kill(pid);
+                }
+                _ => {}
+            }
+        }
+        if self.phase != Phase::Running {
+            return;
+        }
+        for slot in 0..self.slots.len() {
+            let s = &mut self.slots[slot];
+            if s.restart_at.is_some_and(|at| now >= at) {
+                s.restart_at = None;
+                if s.current.is_none() && s.incoming.is_none() {
+                    self.start_slot(slot);
+                }
+            }
+        }
+    }
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Reload => self.start_reload(),
+            Control::ScaleUp => self.scale_up(),
+            Control::ScaleDown => self.scale_down(),
+            Control::Stop => self.stop(),
+            Control::Kill => {
+                self.phase = Phase::Stopping;
+                self.rollout = None;
+                let workers = self.workers.len();
+                self.report(Report::Stopping {
+                    workers,
+                    forced: true,
+                });
+                let pids: Vec<Pid> = self.workers.keys().copied().collect();
+                for pid in pids {
+                    self.kill(pid);
+                }
+            }
+            Control::Forward(signal) => {
+                let pids: Vec<Pid> = self.workers.keys().copied().collect();
+                for pid in pids {
+                    self.procs.signal_group(pid, signal);
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.phase == Phase::Stopping {
+            return;
+        }
+        self.phase = Phase::Stopping;
+        self.rollout = None;
+        for s in &mut self.slots {
+            s.restart_at = None;
+        }
+        let workers = self.workers.len();
+        self.report(Report::Stopping {
+            workers,
+            forced: false,
+        });
+        let pids: Vec<Pid> = self.workers.keys().copied().collect();
+        for pid in pids {
+            self.drain(pid);
+        }
+    }
+
+    fn scale_up(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let from = self.slots.len();
+        self.slots.push(Slot::default());
+        self.report(Report::Scaled { from, to: from + 1 });
+        self.start_slot(from);
+    }
+
+    fn scale_down(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let from = self.slots.len();
+        if from <= 1 {
+            self.report(Report::ScaleRefused {
+                reason: "already at 1 worker; stop corral to stop the app",
+            });
+            return;
+        }
+        let slot = from - 1;
+        let removed = self.slots.pop().expect("at least two slots");
+        self.report(Report::Scaled { from, to: slot });
+        for pid in [removed.current, removed.incoming].into_iter().flatten() {
+            self.drain(pid);
+        }
+        if let Some(rollout) = &mut self.rollout {
+            rollout.queue.retain(|&s| s < slot);
+            if rollout.in_flight == Some(slot) {
+                rollout.in_flight = None;
+                self.rollout_next();
+            }
+        }
+    }
+
+    fn start_reload(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(rollout) = &mut self.rollout {
+            rollout.again = true;
+            self.report(Report::ReloadQueued);
+            return;
+        }
+        // A reload is how a fix gets deployed, so slots that gave up get another chance.
+        for s in &mut self.slots {
+            if s.errored {
+                s.errored = false;
+                s.restart = RestartState::default();
+                s.restart_at = Some(self.now);
+            }
+        }
+        let workers = self.slots.len();
+        self.report(Report::ReloadStarted { workers });
+        self.rollout = Some(Rollout {
+            queue: (0..workers).collect(),
+            in_flight: None,
+            started: self.now,
+            replaced: 0,
+            again: false,
+        });
+        self.rollout_next();
+    }
+
+    /// Starts the replacement of the next slot that has a ready worker, or finishes.
+    fn rollout_next(&mut self) {
+        loop {
+            let Some(rollout) = &mut self.rollout else {
+                return;
+            };
+            let Some(slot) = rollout.queue.pop_front() else {
+                let (replaced, again) = (rollout.replaced, rollout.again);
+                let took = self.now.saturating_duration_since(rollout.started);
+                self.rollout = None;
+                self.report(Report::ReloadFinished { replaced, took });
+                if again {
+                    self.start_reload();
+                }
+                return;
+            };
+            // A slot that is starting or waiting to restart will run the new code anyway.
+            let ready = self
+                .current(slot)
+                .and_then(|pid| self.workers.get(&pid))
+                .is_some_and(|w| matches!(w.state, WorkerState::Ready { .. }));
+            if !ready {
+                continue;
+            }
+            if let Some(rollout) = &mut self.rollout {
+                rollout.in_flight = Some(slot);
+            }
+            match self.spawn(slot, Role::Incoming) {
+                Ok(_) => return,
+                Err(error) => {
+                    self.abort_rollout(slot, AbortReason::SpawnFailed(error_chain(&error)));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Gives up on the running reload; the old workers keep serving.
+    fn abort_rollout(&mut self, slot: usize, reason: AbortReason) {
+        if self.rollout.take().is_none() {
+            return;
+        }
+        if let Some(pid) = self.slots.get_mut(slot).and_then(|s| s.incoming.take()) {
+            // Detached, so its exit is not mistaken for a crash of the slot.
+            self.kill(pid);
+        }
+        self.report(Report::ReloadAborted { slot, reason });
+    }
+}
+
+/// An error and its sources, joined with ": ".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,374 @@
+//! Unit tests of the group state machine, driven with a fake process table.
+
+use super::*;
+use std::io;
+
+#[derive(Default)]
+struct Fake {
+    next_pid: Pid,
+    spawned: Vec<(usize, Pid)>,
+    signals: Vec<(Pid, Signal)>,
+    fail_spawns: bool,
+}
+
+impl Processes for Fake {
+    fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError> {
+        if self.fail_spawns {
+            return Err(SpawnError::Os(io::Error::from_raw_os_error(libc::EAGAIN)));
+        }
+        self.next_pid += 1;
+        let pid = 100 + self.next_pid;
+        self.spawned.push((slot, pid));
+        Ok(pid)
+    }
+
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
+        self.signals.push((pgid, signal));
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+struct Harness {
+    group: Group<Fake>,
+    t0: Instant,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(instances: usize, ready: ReadyPolicy) -> Self {
+        let config = GroupConfig {
+            instances,
+            ready,
+            restart: RestartPolicy {
+                delay: 100 * MS,
+                max_delay: 1000 * MS,
+                min_uptime: 1000 * MS,
+                max_restarts: 2,
+                reset_after: Duration::from_secs(30),
+            },
+            stop: StopPolicy {
+                signal: Signal::SIGTERM,
+                kill_timeout: 500 * MS,
+            },
+            watchdog: None,
+        };
+        let t0 = Instant::now();
+        let mut h = Harness {
+            group: Group::new(config, Fake::default(), t0),
+            t0,
+            now: t0,
+        };
+        h.send(Event::Start);
+        h
+    }
+
+    fn notify() -> ReadyPolicy {
+        ReadyPolicy::Notify {
+            timeout: 2000 * MS,
+        }
+    }
+
+    fn send(&mut self, event: Event) -> Vec<Report> {
+        self.group.handle_event(self.now, event);
+        self.group.take_reports()
+    }
+
+    fn advance(&mut self, by: Duration) -> Vec<Report> {
+        self.now += by;
+        self.send(Event::Tick)
+    }
+
+    fn ready(&mut self, pid: Pid) -> Vec<Report> {
+        self.send(Event::Notify {
+            pid,
+            notices: vec![Notice::Ready],
+        })
+    }
+
+    fn exit(&mut self, pid: Pid, code: i32) -> Vec<Report> {
+        self.send(Event::Exited {
+            pid,
+            status: ExitStatus::Code(code),
+        })
+    }
+
+    fn procs(&self) -> &Fake {
+        &self.group.procs
+    }
+
+    fn signals_to(&self, pid: Pid) -> Vec<Signal> {
+        let signals = &self.procs().signals;
+        signals.iter().filter(|(p, _)| *p == pid).map(|(_, s)| *s).collect()
+    }
+
+    fn ready_count(&self) -> usize {
+        (0..self.group.slot_count())
+            .filter_map(|slot| self.group.current(slot))
+            .filter(|pid| {
+                matches!(
+                    self.group.workers()[pid].state,
+                    WorkerState::Ready { .. }
+                )
+            })
+            .count()
+    }
+
+    fn all_ready(&mut self) {
+        let pids: Vec<Pid> = self.group.workers().keys().copied().collect();
+        for pid in pids {
+            self.ready(pid);
+        }
+    }
+}
+
+#[test]
+fn start_spawns_one_worker_per_slot() {
+    let h = Harness::new(3, Harness::notify());
+    assert_eq!(h.procs().spawned, vec![(0, 101), (1, 102), (2, 103)]);
+}
+
+#[test]
+fn delay_policy_makes_workers_ready_after_the_delay() {
+    let mut h = Harness::new(2, ReadyPolicy::Delay { delay: 300 * MS });
+    assert_eq!(h.group.next_deadline(), Some(h.t0 + 300 * MS));
+    assert!(h.advance(299 * MS).is_empty());
+    let reports = h.advance(MS);
+    assert_eq!(reports.len(), 2);
+    assert_eq!(h.ready_count(), 2);
+}
+
+#[test]
+fn ready_notice_comes_before_the_delay() {
+    let mut h = Harness::new(1, ReadyPolicy::Delay { delay: 300 * MS });
+    h.ready(101);
+    assert_eq!(h.ready_count(), 1);
+}
+
+#[test]
+fn crashed_worker_is_replaced_in_the_same_slot_after_backoff() {
+    let mut h = Harness::new(2, Harness::notify());
+    h.all_ready();
+    h.now += 5000 * MS;
+    let reports = h.exit(102, 1);
+    assert!(reports.contains(&Report::RestartScheduled {
+        slot: 1,
+        delay: 100 * MS,
+        unstable: 0
+    }));
+    assert!(h.signals_to(102).contains(&Signal::SIGKILL), "leftovers in its group are killed");
+    h.advance(99 * MS);
+    assert_eq!(h.procs().spawned.len(), 2);
+    h.advance(MS);
+    assert_eq!(h.procs().spawned.last(), Some(&(1, 103)));
+}
+
+#[test]
+fn crash_loop_gives_up_and_the_group_fails() {
+    let mut h = Harness::new(1, Harness::notify());
+    let mut pid = 101;
+    for _ in 0..2 {
+        h.exit(pid, 1);
+        h.advance(1000 * MS);
+        pid += 1;
+    }
+    let reports = h.exit(pid, 1);
+    assert!(matches!(reports.last(), Some(Report::GaveUp { slot: 0, unstable: 3, .. })));
+    assert_eq!(h.group.outcome(), Some(Outcome::Failed));
+    assert_eq!(h.group.next_deadline(), None);
+}
+
+#[test]
+fn spawn_failures_count_as_unstable_exits() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.group.procs.fail_spawns = true;
+    h.exit(101, 1);
+    for _ in 0..5 {
+        h.advance(2000 * MS);
+    }
+    assert_eq!(h.group.outcome(), Some(Outcome::Failed));
+}
+
+#[test]
+fn reload_replaces_one_worker_at_a_time_and_never_drops_below_n_ready() {
+    let mut h = Harness::new(2, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Reload));
+    assert_eq!(h.procs().spawned.last(), Some(&(0, 103)));
+    assert!(h.signals_to(101).is_empty(), "old worker is untouched until its replacement is ready");
+    assert_eq!(h.ready_count(), 2);
+    h.ready(103);
+    assert_eq!(h.signals_to(101), vec![Signal::SIGTERM]);
+    assert_eq!(h.ready_count(), 2);
+    assert_eq!(h.procs().spawned.last(), Some(&(1, 104)));
+    let reports = h.ready(104);
+    assert_eq!(h.signals_to(102), vec![Signal::SIGTERM]);
+    assert!(matches!(reports.last(), Some(Report::ReloadFinished { replaced: 2, .. })));
+    let reports = h.exit(101, 0);
+    assert!(matches!(reports[0], Report::Exited { expected: true, .. }));
+    assert_eq!(h.group.next_deadline(), Some(h.now + 500 * MS), "102 still draining");
+    assert!(!h.group.reloading());
+}
+
+#[test]
+fn reload_aborts_when_the_replacement_exits_and_keeps_the_old_worker() {
+    let mut h = Harness::new(2, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Reload));
+    let reports = h.exit(103, 1);
+    assert!(reports.contains(&Report::ReloadAborted {
+        slot: 0,
+        reason: AbortReason::ExitedBeforeReady(ExitStatus::Code(1))
+    }));
+    assert_eq!(h.group.current(0), Some(101));
+    assert!(h.signals_to(101).is_empty());
+    assert!(!h.group.reloading());
+    assert_eq!(h.procs().spawned.len(), 3, "no replacement for slot 1 was tried");
+}
+
+#[test]
+fn reload_aborts_when_the_replacement_is_not_ready_in_time() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Reload));
+    let reports = h.advance(2000 * MS);
+    assert!(reports.contains(&Report::ReadyTimeout {
+        slot: 0,
+        pid: 102,
+        timeout: 2000 * MS
+    }));
+    assert_eq!(h.signals_to(102), vec![Signal::SIGKILL]);
+    let reports = h.exit(102, -1);
+    assert!(reports.iter().any(|r| matches!(
+        r,
+        Report::ReloadAborted {
+            reason: AbortReason::NotReadyInTime(_),
+            ..
+        }
+    )));
+    assert_eq!(h.group.current(0), Some(101));
+    assert_eq!(h.ready_count(), 1);
+}
+
+#[test]
+fn a_reload_asked_for_during_a_reload_runs_after_it() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Reload));
+    assert_eq!(h.send(Event::Control(Control::Reload)), vec![Report::ReloadQueued]);
+    let reports = h.ready(102);
+    assert!(reports.iter().any(|r| matches!(r, Report::ReloadStarted { .. })));
+    assert_eq!(h.procs().spawned.last(), Some(&(0, 103)));
+}
+
+#[test]
+fn reload_revives_slots_that_gave_up() {
+    let mut h = Harness::new(1, Harness::notify());
+    for pid in 101..104 {
+        h.exit(pid, 1);
+        h.advance(1000 * MS);
+    }
+    assert_eq!(h.group.outcome(), Some(Outcome::Failed));
+    h.send(Event::Control(Control::Reload));
+    h.advance(MS);
+    assert_eq!(h.procs().spawned.last(), Some(&(0, 104)));
+}
+
+#[test]
+fn stop_drains_every_worker_then_kills_the_stubborn_ones() {
+    let mut h = Harness::new(2, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Stop));
+    assert_eq!(h.signals_to(101), vec![Signal::SIGTERM]);
+    assert_eq!(h.signals_to(102), vec![Signal::SIGTERM]);
+    h.exit(101, 0);
+    assert_eq!(h.group.outcome(), None);
+    let reports = h.advance(500 * MS);
+    assert!(matches!(reports[0], Report::KillTimeout { pid: 102, .. }));
+    assert_eq!(h.signals_to(102), vec![Signal::SIGTERM, Signal::SIGKILL]);
+    h.send(Event::Exited {
+        pid: 102,
+        status: ExitStatus::Signal(9),
+    });
+    assert_eq!(h.group.outcome(), Some(Outcome::Stopped));
+    assert_eq!(h.procs().spawned.len(), 2, "nothing restarts while stopping");
+}
+
+#[test]
+fn kill_sends_sigkill_to_every_worker_at_once() {
+    let mut h = Harness::new(2, Harness::notify());
+    h.send(Event::Control(Control::Stop));
+    h.send(Event::Control(Control::Kill));
+    assert_eq!(h.signals_to(101), vec![Signal::SIGTERM, Signal::SIGKILL]);
+    assert_eq!(h.signals_to(102), vec![Signal::SIGTERM, Signal::SIGKILL]);
+}
+
+#[test]
+fn scale_up_and_down_change_the_slot_count() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.send(Event::Control(Control::ScaleUp));
+    assert_eq!(h.procs().spawned.last(), Some(&(1, 102)));
+    h.send(Event::Control(Control::ScaleDown));
+    assert_eq!(h.signals_to(102), vec![Signal::SIGTERM]);
+    assert_eq!(h.group.slot_count(), 1);
+    let reports = h.send(Event::Control(Control::ScaleDown));
+    assert!(matches!(reports[0], Report::ScaleRefused { .. }));
+    let reports = h.exit(102, 0);
+    assert!(matches!(reports[0], Report::Exited { expected: true, .. }));
+    assert_eq!(h.procs().spawned.len(), 2, "a scaled-down slot is not restarted");
+}
+
+#[test]
+fn scale_down_during_reload_moves_the_reload_on() {
+    let mut h = Harness::new(2, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Reload));
+    h.ready(103);
+    assert_eq!(h.procs().spawned.last(), Some(&(1, 104)));
+    let reports = h.send(Event::Control(Control::ScaleDown));
+    assert!(reports.iter().any(|r| matches!(r, Report::ReloadFinished { .. })));
+    assert_eq!(h.signals_to(104), vec![Signal::SIGTERM]);
+}
+
+#[test]
+fn a_silent_worker_is_killed_by_the_watchdog_and_replaced() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.group.config.watchdog = Some(1000 * MS);
+    h.all_ready();
+    h.now += 800 * MS;
+    h.send(Event::Notify {
+        pid: 101,
+        notices: vec![Notice::Watchdog],
+    });
+    assert!(h.advance(900 * MS).is_empty());
+    let reports = h.advance(100 * MS);
+    assert!(matches!(reports[0], Report::WatchdogTimeout { pid: 101, .. }));
+    assert_eq!(h.signals_to(101), vec![Signal::SIGKILL]);
+    h.send(Event::Exited {
+        pid: 101,
+        status: ExitStatus::Signal(9),
+    });
+    h.advance(100 * MS);
+    assert_eq!(h.procs().spawned.last(), Some(&(0, 102)));
+}
+
+#[test]
+fn crash_of_the_old_worker_during_its_replacement_does_not_spawn_twice() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    h.now += 5000 * MS;
+    h.send(Event::Control(Control::Reload));
+    h.exit(101, 1);
+    h.advance(1000 * MS);
+    assert_eq!(h.procs().spawned.len(), 2);
+    h.ready(102);
+    assert_eq!(h.group.current(0), Some(102));
+    assert!(!h.group.reloading());
+}
+
+#[test]
+fn unknown_pids_are_ignored() {
+    let mut h = Harness::new(1, Harness::notify());
+    assert!(h.exit(999, 0).is_empty());
+    assert!(h.ready(999).is_empty());
+}

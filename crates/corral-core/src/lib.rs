@@ -1,0 +1,19 @@
+//! The corral supervisor engine: binds listeners, runs worker processes, restarts and reloads them.
+//!
+//! The engine has no command line and no terminal: the `corral` binary turns what the
+//! user typed into an [`AppSpec`], binds its [`listen::Listener`]s, and drives
+//! [`supervisor::run`], reading [`group::Report`]s and worker [`output::LogLine`]s back.
+
+pub mod group;
+pub mod listen;
+pub mod notify;
+pub mod output;
+pub mod process;
+pub mod restart;
+pub mod spec;
+pub mod supervisor;
+
+#[cfg(unix)]
+pub mod os;
+
+pub use spec::AppSpec;

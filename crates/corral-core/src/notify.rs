@@ -1,0 +1,146 @@
+//! The sd_notify socket: workers send `READY=1`, `STATUS=`, `WATCHDOG=1` here, identified by pid.
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use corral_proto::notify::{self, Notice};
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixAddr};
+use tokio::io::Interest;
+use tokio::net::UnixDatagram;
+
+use crate::process::Pid;
+
+/// A datagram socket in a private directory, receiving with `SO_PASSCRED` so every
+/// message carries the sender's pid as the kernel saw it (a worker can't pose as another).
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+/// Why the notify socket could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("cannot create the runtime directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot bind the notify socket {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Largest datagram read; systemd allows the same.
+const MAX_DATAGRAM: usize = 4096;
+
+impl NotifySocket {
+    /// Creates the socket in a new mode-0700 directory under `runtime_dir`.
+    pub fn bind(runtime_dir: &Path) -> Result<Self, NotifyError> {
+        let dir = runtime_dir.join(format!(
+            "corral-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dir)
+            .map_err(|source| NotifyError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
+        let path = dir.join("notify.sock");
+        let bind_error = |source| NotifyError::Bind {
+            path: path.clone(),
+            source,
+        };
+        let socket = UnixDatagram::bind(&path).map_err(bind_error)?;
+        setsockopt(&socket, sockopt::PassCred, &true).map_err(|e| bind_error(e.into()))?;
+        Ok(NotifySocket { socket, dir, path })
+    }
+
+    /// The value for `NOTIFY_SOCKET`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next datagram and returns its sender's pid and what it said.
+    /// Datagrams without credentials are dropped.
+    pub async fn recv(&self) -> io::Result<(Pid, Vec<Notice>)> {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let got = self
+                .socket
+                .async_io(Interest::READABLE, || recv_with_pid(&self.socket, &mut buf))
+                .await?;
+            if let Some((pid, len)) = got {
+                return Ok((pid, notify::parse(&buf[..len])));
+            }
+        }
+    }
+}
+
+fn recv_with_pid(socket: &UnixDatagram, buf: &mut [u8]) -> io::Result<Option<(Pid, usize)>> {
+    let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials, [std::os::fd::RawFd; 8]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<UnixAddr>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let len = msg.bytes;
+    let mut pid = None;
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        match cmsg {
+            ControlMessageOwned::ScmCredentials(creds) => pid = Some(creds.pid()),
+            ControlMessageOwned::ScmRights(fds) => {
+                // corral keeps no fd store; close what was sent so it can't leak.
+                for fd in fds {
+                    let _ = nix::unistd::close(fd);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(pid.map(|pid| (pid, len)))
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn receives_messages_with_the_sender_pid() {
+        let dir = std::env::temp_dir();
+        let socket = NotifySocket::bind(&dir).unwrap();
+        let client = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        client
+            .send_to(b"READY=1\nSTATUS=ok", socket.path())
+            .unwrap();
+        let (pid, notices) = socket.recv().await.unwrap();
+        assert_eq!(pid, std::process::id() as Pid);
+        assert_eq!(notices, vec![Notice::Ready, Notice::Status("ok".into())]);
+        let path = socket.path().to_owned();
+        drop(socket);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,41 @@
+//! Platform-neutral facts about worker processes: pids, exit statuses, spawn failures.
+
+use std::fmt;
+
+/// A worker's pid, which is also its process group id.
+pub type Pid = i32;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ExitStatus::Code(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signal(sig) => match nix::sys::signal::Signal::try_from(sig) {
+                Ok(sig) => write!(f, "signal {}", sig.as_str()),
+                Err(_) => write!(f, "signal {sig}"),
+            },
+        }
+    }
+}
+
+/// Why a worker process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("command not found: `{program}` is not an executable file in the working directory or on PATH")]
+    NotFound { program: String },
+    #[error("cannot execute `{program}`")]
+    Exec {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the worker process")]
+    Os(#[source] std::io::Error),
+}

@@ -1,0 +1,287 @@
+//! The validated description of an app: what to run, how many, and the policies that govern it.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::restart::RestartPolicy;
+
+/// Everything the engine needs to run one app. Built by the binary from flags or a config
+/// file; nothing here is read from the environment implicitly.
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    pub name: String,
+    /// Program and arguments; the program is resolved on `PATH` at spawn time.
+    pub command: Vec<OsString>,
+    pub cwd: Option<PathBuf>,
+    /// The full environment of each worker, before corral adds its own variables.
+    pub env: Vec<(OsString, OsString)>,
+    pub instances: usize,
+    pub listen: Vec<ListenSpec>,
+    pub ready: ReadyPolicy,
+    pub restart: RestartPolicy,
+    pub stop: StopPolicy,
+    /// When set, a ready worker that sends no `WATCHDOG=1` for this long is killed and replaced.
+    pub watchdog: Option<Duration>,
+    /// Kill workers when the supervisor dies (foreground `corral run`).
+    pub die_with_supervisor: bool,
+}
+
+/// How a worker is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopPolicy {
+    /// Sent to the worker's process group to ask it to drain and exit.
+    pub signal: Signal,
+    /// After this long the process group gets SIGKILL.
+    pub kill_timeout: Duration,
+}
+
+impl Default for StopPolicy {
+    fn default() -> Self {
+        StopPolicy {
+            signal: Signal::SIGTERM,
+            kill_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// When a worker counts as ready to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyPolicy {
+    /// Only when it sends `READY=1`; a worker that doesn't within `timeout` is killed.
+    Notify { timeout: Duration },
+    /// After `delay` alive, or at `READY=1` if that comes first.
+    Delay { delay: Duration },
+}
+
+impl Default for ReadyPolicy {
+    fn default() -> Self {
+        ReadyPolicy::Delay {
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How many workers to run, as the user wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instances {
+    Count(usize),
+    /// One per CPU this process may use.
+    Max,
+    /// One per usable CPU, less this many (at least one).
+    MaxMinus(usize),
+}
+
+/// Why an instance count was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InstancesError {
+    #[error("invalid worker count `{0}`: expected a number like 4, `max`, or a negative number like -1 (CPUs less one)")]
+    Invalid(String),
+    #[error("worker count must be at least 1 (got 0)")]
+    Zero,
+}
+
+impl FromStr for Instances {
+    type Err = InstancesError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(Instances::Max);
+        }
+        if let Some(rest) = s.strip_prefix('-') {
+            return match rest.parse::<usize>() {
+                Ok(n) => Ok(Instances::MaxMinus(n)),
+                Err(_) => Err(InstancesError::Invalid(s.to_owned())),
+            };
+        }
+        match s.parse::<usize>() {
+            Ok(0) => Err(InstancesError::Zero),
+            Ok(n) => Ok(Instances::Count(n)),
+            Err(_) => Err(InstancesError::Invalid(s.to_owned())),
+        }
+    }
+}
+
+impl Instances {
+    /// The number of workers, given how many CPUs this process may use.
+    pub fn resolve(self, cpus: usize) -> usize {
+        match self {
+            Instances::Count(n) => n,
+            Instances::Max => cpus.max(1),
+            Instances::MaxMinus(n) => cpus.saturating_sub(n).max(1),
+        }
+    }
+}
+
+/// CPUs this process may run on: its affinity mask and cgroup CPU quota both count.
+pub fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A listener as configured: an optional name (for `LISTEN_FDNAMES`) and an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub name: Option<String>,
+    pub addr: ListenAddr,
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A bare port: every address, IPv6 and IPv4 where the host has both.
+    AnyPort(u16),
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Why a listen address was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ListenAddrError {
+    #[error("invalid listen address `{0}`: expected PORT, HOST:PORT, [IPV6]:PORT or unix:PATH (for example 3000, 127.0.0.1:3000, [::1]:3000, unix:/run/app.sock)")]
+    Syntax(String),
+    #[error("invalid port in listen address `{0}`: ports are 0 to 65535")]
+    Port(String),
+    #[error("invalid host in listen address `{0}`: use an IP address or `localhost` (corral does not resolve other names)")]
+    Host(String),
+    #[error("invalid listener name `{0}`: a name may not be empty or contain `:`")]
+    Name(String),
+}
+
+impl FromStr for ListenSpec {
+    type Err = ListenAddrError;
+
+    /// `ADDR` or `NAME=ADDR`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, addr) = match s.split_once('=') {
+            Some((name, addr)) if !name.starts_with("unix:") => {
+                if name.is_empty() || name.contains(':') {
+                    return Err(ListenAddrError::Name(name.to_owned()));
+                }
+                (Some(name.to_owned()), addr)
+            }
+            _ => (None, s),
+        };
+        Ok(ListenSpec {
+            name,
+            addr: addr.parse()?,
+        })
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = ListenAddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let syntax = || ListenAddrError::Syntax(s.to_owned());
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(syntax());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if s.is_empty() {
+            return Err(syntax());
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return parse_port(s, s).map(ListenAddr::AnyPort);
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(syntax)?;
+        let port = parse_port(port, s)?;
+        let ip = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            IpAddr::V6(
+                v6.parse::<Ipv6Addr>()
+                    .map_err(|_| ListenAddrError::Host(s.to_owned()))?,
+            )
+        } else if host.eq_ignore_ascii_case("localhost") {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else if host.contains(':') {
+            // An unbracketed IPv6 address: the port boundary is ambiguous.
+            return Err(syntax());
+        } else {
+            IpAddr::V4(
+                host.parse::<Ipv4Addr>()
+                    .map_err(|_| ListenAddrError::Host(s.to_owned()))?,
+            )
+        };
+        Ok(ListenAddr::Tcp(SocketAddr::new(ip, port)))
+    }
+}
+
+fn parse_port(port: &str, whole: &str) -> Result<u16, ListenAddrError> {
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ListenAddrError::Syntax(whole.to_owned()));
+    }
+    port.parse()
+        .map_err(|_| ListenAddrError::Port(whole.to_owned()))
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::AnyPort(port) => write!(f, "[::]:{port}"),
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_forms() {
+        assert_eq!("3000".parse(), Ok(ListenAddr::AnyPort(3000)));
+        assert_eq!(
+            "127.0.0.1:0".parse(),
+            Ok(ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
+        );
+        assert_eq!(
+            "[::1]:80".parse(),
+            Ok(ListenAddr::Tcp("[::1]:80".parse().unwrap()))
+        );
+        assert_eq!(
+            "localhost:8080".parse(),
+            Ok(ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap()))
+        );
+        assert_eq!(
+            "unix:/tmp/a.sock".parse(),
+            Ok(ListenAddr::Unix("/tmp/a.sock".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_listen_addresses() {
+        assert!(matches!("".parse::<ListenAddr>(), Err(ListenAddrError::Syntax(_))));
+        assert!(matches!("70000".parse::<ListenAddr>(), Err(ListenAddrError::Port(_))));
+        assert!(matches!("example.com:80".parse::<ListenAddr>(), Err(ListenAddrError::Host(_))));
+        assert!(matches!("::1:80".parse::<ListenAddr>(), Err(ListenAddrError::Syntax(_))));
+        assert!(matches!("1.2.3.4:".parse::<ListenAddr>(), Err(ListenAddrError::Syntax(_))));
+        assert!(matches!("unix:".parse::<ListenAddr>(), Err(ListenAddrError::Syntax(_))));
+    }
+
+    #[test]
+    fn listen_spec_takes_an_optional_name() {
+        let spec: ListenSpec = "http=127.0.0.1:80".parse().unwrap();
+        assert_eq!(spec.name.as_deref(), Some("http"));
+        let spec: ListenSpec = "unix:/tmp/x=y.sock".parse().unwrap();
+        assert_eq!(spec.name, None);
+        assert!(matches!("a:b=80".parse::<ListenSpec>(), Err(ListenAddrError::Name(_))));
+    }
+
+    #[test]
+    fn instances_resolve_against_cpus() {
+        assert_eq!("max".parse::<Instances>().unwrap().resolve(4), 4);
+        assert_eq!("-1".parse::<Instances>().unwrap().resolve(4), 3);
+        assert_eq!("-9".parse::<Instances>().unwrap().resolve(4), 1);
+        assert_eq!("3".parse::<Instances>().unwrap().resolve(4), 3);
+        assert_eq!("0".parse::<Instances>(), Err(InstancesError::Zero));
+        assert!(matches!("two".parse::<Instances>(), Err(InstancesError::Invalid(_))));
+    }
+}
