@@ -79,17 +79,17 @@ fn var_number(var: &'static str) -> Result<Option<u32>, ListenersError> {
 
 /// Tells the supervisor this worker serves requests (`READY=1`). A no-op outside corral.
 pub fn ready() -> std::io::Result<()> {
-    sd_notify::notify(false, &[sd_notify::NotifyState::Ready])
+    sd_notify::notify(&[sd_notify::NotifyState::Ready])
 }
 
 /// Tells the supervisor this worker is alive (`WATCHDOG=1`). A no-op outside corral.
 pub fn watchdog() -> std::io::Result<()> {
-    sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog])
+    sd_notify::notify(&[sd_notify::NotifyState::Watchdog])
 }
 
 /// Sets the status text the supervisor shows for this worker.
 pub fn status(text: &str) -> std::io::Result<()> {
-    sd_notify::notify(false, &[sd_notify::NotifyState::Status(text)])
+    sd_notify::notify(&[sd_notify::NotifyState::Status(text)])
 }
 
 /// The interval at which the supervisor expects [`watchdog`] calls, when it set one.

@@ -1,0 +1,307 @@
+//! corral-fixture: an HTTP worker for corral's tests that answers with its pid and slot, and
+//! misbehaves when asked to through `FIXTURE_*` environment variables.
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `FIXTURE_EXIT_AT_START=CODE` | exit with CODE before doing anything |
+//! | `FIXTURE_CRASH_AFTER=N` | exit 3 right after answering the Nth request |
+//! | `FIXTURE_HANG_AFTER=N` | after the Nth request, block the whole process: no answers, no watchdog |
+//! | `FIXTURE_IGNORE_SIGTERM=1` | ignore SIGTERM (corral must SIGKILL it) |
+//! | `FIXTURE_DRAIN_MS=MS` | after draining, wait this long before exiting |
+//! | `FIXTURE_IDLE_GRACE_MS=MS` | while draining, close idle keep-alive connections after this (default 1000) |
+//! | `FIXTURE_NEVER_READY=1` | never send READY=1 |
+//! | `FIXTURE_READY_DELAY_MS=MS` | wait this long before sending READY=1 |
+//! | `FIXTURE_LEAK_KB=KB` | keep KB of touched memory per request |
+//! | `FIXTURE_PRINT_LINES=N` | print N numbered 200-byte lines to stdout at start |
+//! | `FIXTURE_ORPHAN=1` | leave a short-lived orphan process behind at start |
+//!
+//! Routes: `/` (pid, slot, app), `/slow?ms=N`, `/env/NAME`.
+//! Drain on SIGTERM: stop accepting, finish in-flight requests, answer the next request on
+//! each kept-alive connection with `Connection: close`, close idle ones after the grace.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+
+fn env_num(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+struct State {
+    requests: AtomicUsize,
+    active: AtomicUsize,
+    idle: Notify,
+    draining: watch::Receiver<bool>,
+    grace: Duration,
+    leak: Mutex<Vec<Vec<u8>>>,
+    identity: String,
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+fn main() {
+    if let Some(code) = env_num("FIXTURE_EXIT_AT_START") {
+        eprintln!("fixture: exiting at start with code {code} as asked");
+        std::process::exit(code as i32);
+    }
+    if env_flag("FIXTURE_IGNORE_SIGTERM") {
+        // SAFETY: setting a disposition to SIG_IGN installs no handler code.
+        unsafe {
+            nix::sys::signal::signal(nix::sys::signal::SIGTERM, nix::sys::signal::SigHandler::SigIgn)
+        }
+        .expect("ignore SIGTERM");
+    }
+    let inherited = corral_worker::listeners().expect("inherited listeners");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(serve(inherited));
+}
+
+async fn serve(inherited: Vec<corral_worker::Inherited>) {
+    let fd = inherited
+        .into_iter()
+        .next()
+        .expect("corral-fixture needs a listener: run it under corral with --listen")
+        .fd;
+    let listener = into_listener(fd);
+    let pid = std::process::id();
+    let slot = std::env::var("CORRAL_WORKER_ID").unwrap_or_default();
+    let app = std::env::var("CORRAL_APP").unwrap_or_default();
+    println!("fixture pid={pid} slot={slot} listening");
+    if let Some(n) = env_num("FIXTURE_PRINT_LINES") {
+        print_lines(n, &slot);
+    }
+    if env_flag("FIXTURE_ORPHAN") {
+        let _ = std::process::Command::new("sh").args(["-c", "sleep 0.3 &"]).status();
+    }
+    let (drain_tx, draining) = watch::channel(false);
+    let state = Arc::new(State {
+        requests: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
+        idle: Notify::new(),
+        draining,
+        grace: Duration::from_millis(env_num("FIXTURE_IDLE_GRACE_MS").unwrap_or(1000)),
+        leak: Mutex::new(Vec::new()),
+        identity: format!("pid={pid} slot={slot} app={app}"),
+    });
+    tokio::spawn(send_ready());
+    tokio::spawn(watchdog());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            conn = accept(&listener) => if let Some(conn) = conn {
+                state.active.fetch_add(1, Ordering::SeqCst);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    connection(conn, &state).await;
+                    if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        state.idle.notify_one();
+                    }
+                });
+            },
+        }
+    }
+    drop(listener);
+    eprintln!("fixture pid={pid} draining");
+    let _ = drain_tx.send(true);
+    while state.active.load(Ordering::SeqCst) > 0 {
+        let idle = state.idle.notified();
+        if state.active.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        idle.await;
+    }
+    if let Some(ms) = env_num("FIXTURE_DRAIN_MS") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    eprintln!("fixture pid={pid} drained");
+}
+
+fn print_lines(n: u64, slot: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for i in 0..n {
+        let line = format!("line slot={slot} n={i} ");
+        let pad = "x".repeat(200 - line.len());
+        let _ = writeln!(out, "{line}{pad}");
+    }
+}
+
+fn into_listener(fd: std::os::fd::OwnedFd) -> Listener {
+    use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|a| a.family());
+    if family == Some(AddressFamily::Unix) {
+        let std = std::os::unix::net::UnixListener::from(fd);
+        std.set_nonblocking(true).expect("nonblocking");
+        Listener::Unix(tokio::net::UnixListener::from_std(std).expect("unix listener"))
+    } else {
+        let std = std::net::TcpListener::from(fd);
+        std.set_nonblocking(true).expect("nonblocking");
+        Listener::Tcp(tokio::net::TcpListener::from_std(std).expect("tcp listener"))
+    }
+}
+
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+async fn accept(listener: &Listener) -> Option<Box<dyn Conn>> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.ok().map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            Box::new(s) as Box<dyn Conn>
+        }),
+        Listener::Unix(l) => l.accept().await.ok().map(|(s, _)| Box::new(s) as Box<dyn Conn>),
+    }
+}
+
+async fn send_ready() {
+    if env_flag("FIXTURE_NEVER_READY") {
+        return;
+    }
+    if let Some(ms) = env_num("FIXTURE_READY_DELAY_MS") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let _ = corral_worker::ready();
+}
+
+async fn watchdog() {
+    let Some(interval) = corral_worker::watchdog_interval() else {
+        return;
+    };
+    loop {
+        let _ = corral_worker::watchdog();
+        tokio::time::sleep(interval / 4).await;
+    }
+}
+
+struct Request {
+    path: String,
+    close: bool,
+}
+
+/// Takes one request head (and skips its body) off the front of `buf`, when complete.
+fn parse(buf: &mut Vec<u8>) -> Option<Request> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let first = lines.next().unwrap_or_default();
+    let mut parts = first.split(' ');
+    let _method = parts.next();
+    let path = parts.next().unwrap_or("/").to_owned();
+    let http10 = parts.next() == Some("HTTP/1.0");
+    let mut close = http10;
+    let mut body = 0usize;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("connection") {
+            close = value.eq_ignore_ascii_case("close")
+                || (http10 && !value.eq_ignore_ascii_case("keep-alive"));
+        } else if name.eq_ignore_ascii_case("content-length") {
+            body = value.parse().unwrap_or(0);
+        }
+    }
+    if buf.len() < end + 4 + body {
+        return None;
+    }
+    buf.drain(..end + 4 + body);
+    Some(Request { path, close })
+}
+
+async fn connection(mut conn: Box<dyn Conn>, state: &State) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let mut draining = state.draining.clone();
+    loop {
+        if let Some(request) = parse(&mut buf) {
+            let (status, body) = respond(&request.path, state).await;
+            let close = request.close || *state.draining.borrow();
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
+                body.len(),
+                if close { "Connection: close\r\n" } else { "" }
+            );
+            let written = async {
+                conn.write_all(head.as_bytes()).await?;
+                conn.write_all(body.as_bytes()).await?;
+                conn.flush().await
+            };
+            if written.await.is_err() {
+                return;
+            }
+            after_request(state);
+            if close {
+                let _ = conn.shutdown().await;
+                return;
+            }
+            continue;
+        }
+        let idle = buf.is_empty();
+        let n = tokio::select! {
+            n = conn.read(&mut chunk) => n,
+            _ = idle_too_long(&mut draining, state.grace), if idle => return,
+        };
+        match n {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn idle_too_long(draining: &mut watch::Receiver<bool>, grace: Duration) {
+    if draining.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(grace).await;
+}
+
+async fn respond(path: &str, state: &State) -> (&'static str, String) {
+    if let Some(ms) = path.strip_prefix("/slow?ms=") {
+        let ms = ms.parse().unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return ("200 OK", format!("{} slow={ms}\n", state.identity));
+    }
+    if let Some(name) = path.strip_prefix("/env/") {
+        return match std::env::var(name) {
+            Ok(value) => ("200 OK", value),
+            Err(_) => ("404 Not Found", format!("{name} is not set")),
+        };
+    }
+    if let Some(kb) = env_num("FIXTURE_LEAK_KB") {
+        let block = vec![1u8; kb as usize * 1024];
+        state.leak.lock().expect("leak lock").push(block);
+    }
+    ("200 OK", format!("{}\n", state.identity))
+}
+
+fn after_request(state: &State) {
+    let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    if env_num("FIXTURE_CRASH_AFTER").is_some_and(|limit| n as u64 >= limit) {
+        eprintln!("fixture pid={} crashing after {n} requests as asked", std::process::id());
+        std::process::exit(3);
+    }
+    if env_num("FIXTURE_HANG_AFTER").is_some_and(|limit| n as u64 >= limit) {
+        eprintln!("fixture pid={} hanging after {n} requests as asked", std::process::id());
+        // Blocks the only runtime thread: nothing is answered, no watchdog is sent.
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Helpers for corral integration tests (see tests in crates/corral).

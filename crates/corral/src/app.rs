@@ -1,0 +1,22 @@
+//! Dispatches a parsed command line to its subcommand and maps the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Failure;
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return Failure::from_clap(e).report(),
+    };
+    let result = match cli.command {
+        Command::Run(args) => crate::run::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}

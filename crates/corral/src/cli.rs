@@ -1,0 +1,296 @@
+//! What the user typed (clap), and its validation into an [`AppSpec`].
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use corral_core::restart::RestartPolicy;
+use corral_core::spec::{Instances, ListenSpec, ReadyPolicy, StopPolicy};
+use corral_core::AppSpec;
+use corral_proto::env::WORKERS;
+use nix::sys::signal::Signal;
+
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "Run a server on every core; restart, reload and stop it without dropping a connection."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command as N workers in the foreground, sharing the listeners corral binds.
+    ///
+    /// Signals: TERM/INT stop gracefully (a second one kills), HUP/USR2 reload one
+    /// worker at a time, TTIN/TTOU add/remove a worker, USR1 is passed on to workers.
+    #[command(after_help = "Example:\n  corral run --listen 3000 -i max -- node server.js")]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address to listen on, passed to workers as fd 3, 4, ... (systemd socket activation):
+    /// PORT, HOST:PORT, [IPV6]:PORT or unix:PATH, optionally NAME=ADDR. Repeatable.
+    #[arg(short, long = "listen", value_name = "ADDR")]
+    pub listen: Vec<ListenSpec>,
+
+    /// Number of workers: N, `max` (one per usable CPU) or -N (usable CPUs less N).
+    /// The WORKERS environment variable overrides it.
+    #[arg(short, long, value_name = "N|max|-N", default_value = "max", allow_hyphen_values = true)]
+    pub instances: Instances,
+
+    /// App name, shown in output and passed as CORRAL_APP [default: from the command]
+    #[arg(short, long)]
+    pub name: Option<String>,
+
+    /// Extra environment variable for the workers. Repeatable.
+    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(OsString, OsString)>,
+
+    /// Working directory of the workers.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
+    /// When a worker counts as ready: `notify` (it sends READY=1 to NOTIFY_SOCKET) or
+    /// `delay:DURATION` (after that long, or at READY=1 if sooner).
+    #[arg(long, value_name = "notify|delay:DURATION", default_value = "delay:1s", value_parser = parse_ready)]
+    pub ready: ReadyArg,
+
+    /// With --ready notify: how long a worker may take to send READY=1 before it is killed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
+    /// Signal that asks a worker to drain and exit.
+    #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
+    pub kill_signal: Signal,
+
+    /// How long a stopping worker may drain before its process group gets SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub kill_timeout: Duration,
+
+    /// Delay before restarting a crashed worker; doubles with each crash in a row.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub restart_delay: Duration,
+
+    /// Upper bound of the restart delay.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub max_restart_delay: Duration,
+
+    /// A worker that exits sooner than this after starting has crashed unstably.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub min_uptime: Duration,
+
+    /// Unstable crashes in a row after which corral stops restarting a worker.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_restarts: u32,
+
+    /// Kill and replace a ready worker that sends no WATCHDOG=1 for this long
+    /// (passed to workers as WATCHDOG_USEC).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub watchdog: Option<Duration>,
+
+    /// The command to run, with its arguments (put `--` before it if it has flags of its own).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyArg {
+    Notify,
+    Delay(Duration),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write a duration like 500ms, 2s or 1m"))
+}
+
+fn parse_ready(s: &str) -> Result<ReadyArg, String> {
+    if s == "notify" {
+        return Ok(ReadyArg::Notify);
+    }
+    match s.strip_prefix("delay:") {
+        Some(d) => parse_duration(d).map(ReadyArg::Delay),
+        None => Err("expected `notify` or `delay:DURATION` (for example delay:2s)".into()),
+    }
+}
+
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("no signal has number {n}"));
+    }
+    name.parse::<Signal>()
+        .map_err(|_| "expected a signal name like SIGTERM, TERM, SIGINT or SIGQUIT".into())
+}
+
+fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
+        _ => Err("expected KEY=VALUE".into()),
+    }
+}
+
+/// Programs whose first non-flag argument names the app better than they do.
+const INTERPRETERS: &[&str] = &[
+    "node", "nodejs", "bun", "deno", "python", "python3", "ruby", "php", "perl", "bash", "sh",
+    "java",
+];
+
+fn stem(arg: &OsStr) -> Option<String> {
+    Path::new(arg)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// `node server.js` → `server`; `./bin/api --port 1` → `api`.
+fn default_name(command: &[OsString]) -> String {
+    let program = command.first().and_then(|p| stem(p)).unwrap_or_else(|| "app".into());
+    if INTERPRETERS.contains(&program.as_str()) {
+        if let Some(script) = command[1..]
+            .iter()
+            .find(|a| !a.to_string_lossy().starts_with('-'))
+            .and_then(|a| stem(a))
+        {
+            return script;
+        }
+    }
+    program
+}
+
+impl RunArgs {
+    /// Validates the typed arguments into a spec. `inherited` is corral's own environment;
+    /// `cpus` the CPUs this process may use.
+    pub fn into_spec(
+        self,
+        inherited: Vec<(OsString, OsString)>,
+        cpus: usize,
+    ) -> anyhow::Result<AppSpec> {
+        let instances = match lookup(&inherited, WORKERS) {
+            Some(value) if !value.is_empty() => value
+                .to_str()
+                .unwrap_or("(not UTF-8)")
+                .parse::<Instances>()
+                .with_context(|| {
+                    format!(
+                        "invalid WORKERS environment variable {value:?} (it overrides --instances; unset it or fix it)"
+                    )
+                })?,
+            _ => self.instances,
+        };
+        if let Some(cwd) = &self.cwd {
+            if !cwd.is_dir() {
+                bail!("--cwd {}: no such directory", cwd.display());
+            }
+        }
+        let name = match self.name {
+            Some(name) if name.trim().is_empty() => bail!("--name may not be empty"),
+            Some(name) => name,
+            None => default_name(&self.command),
+        };
+        if self.max_restart_delay < self.restart_delay {
+            bail!(
+                "--max-restart-delay ({}) is shorter than --restart-delay ({})",
+                humantime::format_duration(self.max_restart_delay),
+                humantime::format_duration(self.restart_delay)
+            );
+        }
+        let mut env = inherited;
+        env.extend(self.env);
+        Ok(AppSpec {
+            name,
+            command: self.command,
+            cwd: self.cwd,
+            env,
+            instances: instances.resolve(cpus),
+            listen: self.listen,
+            ready: match self.ready {
+                ReadyArg::Notify => ReadyPolicy::Notify {
+                    timeout: self.ready_timeout,
+                },
+                ReadyArg::Delay(delay) => ReadyPolicy::Delay { delay },
+            },
+            restart: RestartPolicy {
+                delay: self.restart_delay,
+                max_delay: self.max_restart_delay,
+                min_uptime: self.min_uptime,
+                max_restarts: self.max_restarts,
+                ..RestartPolicy::default()
+            },
+            stop: StopPolicy {
+                signal: self.kill_signal,
+                kill_timeout: self.kill_timeout,
+            },
+            watchdog: self.watchdog,
+            die_with_supervisor: true,
+        })
+    }
+}
+
+
+fn lookup<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<&'a OsStr> {
+    env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_os_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &[&str]) -> RunArgs {
+        let mut argv = vec!["corral", "run"];
+        argv.extend_from_slice(line);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(args) => args,
+        }
+    }
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn names_the_app_after_the_script_or_program() {
+        assert_eq!(default_name(&os(&["node", "--inspect", "srv/server.js"])), "server");
+        assert_eq!(default_name(&os(&["./target/release/api", "--port", "1"])), "api");
+        assert_eq!(default_name(&os(&["python3"])), "python3");
+    }
+
+    #[test]
+    fn workers_env_overrides_instances() {
+        let env = vec![("WORKERS".into(), "3".into())];
+        let spec = args(&["-i", "1", "--", "true"]).into_spec(env, 8).unwrap();
+        assert_eq!(spec.instances, 3);
+        let spec = args(&["-i", "-1", "true"]).into_spec(vec![], 8).unwrap();
+        assert_eq!(spec.instances, 7);
+    }
+
+    #[test]
+    fn bad_workers_env_names_the_variable() {
+        let env = vec![("WORKERS".into(), "lots".into())];
+        let err = args(&["true"]).into_spec(env, 8).unwrap_err();
+        assert!(format!("{err:#}").starts_with("invalid WORKERS environment variable"), "{err:#}");
+    }
+
+    #[test]
+    fn flags_after_the_command_belong_to_it() {
+        let a = args(&["-i", "2", "node", "-e", "x"]);
+        assert_eq!(a.command, os(&["node", "-e", "x"]));
+    }
+
+    #[test]
+    fn parses_signals_in_every_spelling() {
+        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("sigquit"), Ok(Signal::SIGQUIT));
+        assert_eq!(parse_signal("2"), Ok(Signal::SIGINT));
+        assert!(parse_signal("SIGNOPE").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The `corral` command: parses the command line and hands over to [`app::main`].
+
+mod app;
+mod cli;
+mod exit;
+mod render;
+mod run;
+
+fn main() -> std::process::ExitCode {
+    app::main()
+}

@@ -1,0 +1,123 @@
+//! Turns engine reports and worker output into the lines a person reads.
+
+use std::io::Write;
+use std::time::Duration;
+
+use corral_core::group::{AbortReason, Report};
+use corral_core::output::{LogLine, Stream};
+
+/// A duration the way people say it: 850ms, 1.2s, 2m5s.
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let tenths = ms / 100;
+        if tenths % 10 == 0 {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        }
+    } else {
+        let s = d.as_secs();
+        format!("{}m{}s", s / 60, s % 60)
+    }
+}
+
+/// The text of a report, without the `[corral]` prefix.
+pub fn report(r: &Report) -> String {
+    match r {
+        Report::Spawned { slot, pid, replacing: None } => format!("worker {slot} started (pid {pid})"),
+        Report::Spawned { slot, pid, replacing: Some(old) } => {
+            format!("worker {slot} replacement started (pid {pid}, replacing pid {old})")
+        }
+        Report::SpawnFailed { slot, error } => format!("worker {slot} could not start: {error}"),
+        Report::Ready { slot, pid, after } => {
+            format!("worker {slot} ready (pid {pid}, after {})", duration(*after))
+        }
+        Report::Status { slot, pid, text } => format!("worker {slot} (pid {pid}) status: {text}"),
+        Report::Exited { slot, pid, status, uptime, expected: true } => {
+            format!("worker {slot} (pid {pid}) stopped: {status} after {}", duration(*uptime))
+        }
+        Report::Exited { slot, pid, status, uptime, expected: false } => {
+            format!("worker {slot} (pid {pid}) exited unexpectedly: {status} after {}", duration(*uptime))
+        }
+        Report::RestartScheduled { slot, delay, unstable } => {
+            let tail = if *unstable > 0 {
+                format!(" ({unstable} unstable exits in a row)")
+            } else {
+                String::new()
+            };
+            format!("worker {slot} restarting in {}{tail}", duration(*delay))
+        }
+        Report::GaveUp { slot, unstable, min_uptime } => format!(
+            "worker {slot} gave up: it exited {unstable} times in a row before it was ready or within {} of starting; \
+             fix the app, then reload (SIGHUP) to try again",
+            duration(*min_uptime)
+        ),
+        Report::ReadyTimeout { slot, pid, timeout } => format!(
+            "worker {slot} (pid {pid}) did not send READY=1 within {}; killing it (raise --ready-timeout if it needs longer)",
+            duration(*timeout)
+        ),
+        Report::WatchdogTimeout { slot, pid, silent_for } => format!(
+            "worker {slot} (pid {pid}) is hung: no WATCHDOG=1 for {}; killing its process group",
+            duration(*silent_for)
+        ),
+        Report::KillTimeout { slot, pid, signal, timeout } => format!(
+            "worker {slot} (pid {pid}) still running {} after {}; sent SIGKILL to its process group",
+            duration(*timeout),
+            signal.as_str()
+        ),
+        Report::ReloadStarted { workers } => {
+            format!("reload: replacing {workers} workers one at a time")
+        }
+        Report::ReloadQueued => "reload already running; another one will follow it".into(),
+        Report::ReloadFinished { replaced, took } => {
+            format!("reload done: {replaced} workers replaced in {}", duration(*took))
+        }
+        Report::ReloadAborted { slot, reason } => {
+            let why = match reason {
+                AbortReason::SpawnFailed(e) => format!("could not start: {e}"),
+                AbortReason::ExitedBeforeReady(status) => {
+                    format!("exited before it was ready ({status})")
+                }
+                AbortReason::NotReadyInTime(t) => {
+                    format!("did not get ready within {}", duration(*t))
+                }
+            };
+            format!("reload aborted: the replacement for worker {slot} {why}; the old workers keep serving")
+        }
+        Report::Scaled { from, to } => format!("scaled from {from} to {to} workers"),
+        Report::ScaleRefused { reason } => format!("cannot scale down: {reason}"),
+        Report::Stopping { workers, forced: false } => format!(
+            "stopping {workers} workers gracefully (send the signal again to kill them now)"
+        ),
+        Report::Stopping { workers, forced: true } => format!("killing {workers} workers now"),
+    }
+}
+
+/// Writes one worker line as `[app:slot] text`, in a single write so lines from
+/// different workers never mix.
+pub fn log_line(app: &str, line: &LogLine, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    buf.extend_from_slice(format!("[{app}:{}] ", line.slot).as_bytes());
+    buf.extend_from_slice(&line.text);
+    buf.push(b'\n');
+    match line.stream {
+        Stream::Stdout => std::io::stdout().lock().write_all(buf),
+        Stream::Stderr => std::io::stderr().lock().write_all(buf),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(duration(Duration::from_millis(1000)), "1s");
+        assert_eq!(duration(Duration::from_millis(1250)), "1.2s");
+        assert_eq!(duration(Duration::from_secs(125)), "2m5s");
+    }
+}
