@@ -14,8 +14,9 @@
 //! | `FIXTURE_LEAK_KB=KB` | keep KB of touched memory per request |
 //! | `FIXTURE_PRINT_LINES=N` | print N numbered 200-byte lines to stdout at start |
 //! | `FIXTURE_ORPHAN=1` | leave a short-lived orphan process behind at start |
+//! | `FIXTURE_DEPLOY=PATH` | if PATH exists, its `KEY=VALUE` lines are added to these at start (a "deploy") |
 //!
-//! Routes: `/` (pid, slot, app), `/slow?ms=N`, `/env/NAME`.
+//! Routes: `/` (pid, slot, NODE_APP_INSTANCE, app, inherited listener names), `/slow?ms=N`, `/env/NAME`.
 //! Drain on SIGTERM: stop accepting, finish in-flight requests, answer the next request on
 //! each kept-alive connection with `Connection: close`, close idle ones after the grace.
 
@@ -49,7 +50,20 @@ enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
+/// Applies the "deployed" settings, so a test can change what the next worker does.
+fn apply_deploy() {
+    let Ok(path) = std::env::var("FIXTURE_DEPLOY") else { return };
+    let Ok(text) = std::fs::read_to_string(path) else { return };
+    for line in text.lines() {
+        if let Some((key, value)) = line.split_once('=') {
+            // Single-threaded at this point.
+            std::env::set_var(key.trim(), value.trim());
+        }
+    }
+}
+
 fn main() {
+    apply_deploy();
     if let Some(code) = env_num("FIXTURE_EXIT_AT_START") {
         eprintln!("fixture: exiting at start with code {code} as asked");
         std::process::exit(code as i32);
@@ -70,6 +84,7 @@ fn main() {
 }
 
 async fn serve(inherited: Vec<corral_worker::Inherited>) {
+    let names: Vec<String> = inherited.iter().map(|l| l.name.clone()).collect();
     let fd = inherited
         .into_iter()
         .next()
@@ -79,12 +94,13 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
     let pid = std::process::id();
     let slot = std::env::var("CORRAL_WORKER_ID").unwrap_or_default();
     let app = std::env::var("CORRAL_APP").unwrap_or_default();
+    let instance = std::env::var("NODE_APP_INSTANCE").unwrap_or_default();
     println!("fixture pid={pid} slot={slot} listening");
     if let Some(n) = env_num("FIXTURE_PRINT_LINES") {
         print_lines(n, &slot);
     }
     if env_flag("FIXTURE_ORPHAN") {
-        let _ = std::process::Command::new("sh").args(["-c", "sleep 0.3 &"]).status();
+        let _ = std::process::Command::new("sh").args(["-c", "sleep 1 &"]).status();
     }
     let (drain_tx, draining) = watch::channel(false);
     let state = Arc::new(State {
@@ -94,15 +110,21 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
         draining,
         grace: Duration::from_millis(env_num("FIXTURE_IDLE_GRACE_MS").unwrap_or(1000)),
         leak: Mutex::new(Vec::new()),
-        identity: format!("pid={pid} slot={slot} app={app}"),
+        identity: format!(
+            "pid={pid} slot={slot} instance={instance} app={app} fdnames={}",
+            names.join(":")
+        ),
     });
     tokio::spawn(send_ready());
     tokio::spawn(watchdog());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    // A handler would undo SIG_IGN, so an ignoring fixture never installs one.
+    let mut term = (!env_flag("FIXTURE_IGNORE_SIGTERM")).then(|| {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler")
+    });
     loop {
         tokio::select! {
-            _ = term.recv() => break,
+            _ = terminated(&mut term) => break,
             conn = accept(&listener) => if let Some(conn) = conn {
                 state.active.fetch_add(1, Ordering::SeqCst);
                 let state = state.clone();
@@ -129,6 +151,15 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     eprintln!("fixture pid={pid} drained");
+}
+
+async fn terminated(term: &mut Option<tokio::signal::unix::Signal>) {
+    match term {
+        Some(term) => {
+            term.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn print_lines(n: u64, slot: &str) {
@@ -275,6 +306,7 @@ async fn idle_too_long(draining: &mut watch::Receiver<bool>, grace: Duration) {
 async fn respond(path: &str, state: &State) -> (&'static str, String) {
     if let Some(ms) = path.strip_prefix("/slow?ms=") {
         let ms = ms.parse().unwrap_or(1000);
+        eprintln!("fixture pid={} slow request started", std::process::id());
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return ("200 OK", format!("{} slow={ms}\n", state.identity));
     }

@@ -1,0 +1,111 @@
+//! Bounded HTTP load from a few client threads, counting what succeeded and what failed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::http::{get, KeepAlive};
+
+/// What a load run saw.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    pub ok: usize,
+    pub failed: usize,
+    /// The first few failures, for the assertion message.
+    pub errors: Vec<String>,
+    /// Successful answers per worker pid.
+    pub by_pid: BTreeMap<i32, usize>,
+}
+
+/// Client threads that send requests until [`Load::finish`], a time limit or a count limit,
+/// whichever comes first.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    report: Arc<Mutex<LoadReport>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: usize, keep_alive: bool, limit: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let report = Arc::new(Mutex::new(LoadReport::default()));
+        let deadline = Instant::now() + limit;
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, report) = (stop.clone(), report.clone());
+                std::thread::spawn(move || client(addr, keep_alive, deadline, &stop, &report))
+            })
+            .collect();
+        Load { stop, threads, report }
+    }
+
+    /// Successful requests so far.
+    pub fn ok_so_far(&self) -> usize {
+        self.report.lock().expect("report").ok
+    }
+
+    /// Waits until at least `n` requests have succeeded (or `timeout`).
+    pub fn wait_ok(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.ok_so_far() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    pub fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let report = self.report.lock().expect("report").clone();
+        report
+    }
+}
+
+const MAX_REQUESTS_PER_CLIENT: usize = 1_000_000;
+
+fn client(
+    addr: SocketAddr,
+    keep_alive: bool,
+    deadline: Instant,
+    stop: &AtomicBool,
+    report: &Mutex<LoadReport>,
+) {
+    let mut ka = KeepAlive::new(addr);
+    for _ in 0..MAX_REQUESTS_PER_CLIENT {
+        if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
+            return;
+        }
+        let result = if keep_alive { ka.get("/") } else { get(addr, "/") };
+        let mut r = report.lock().expect("report");
+        match result {
+            Ok(resp) if resp.status == 200 => {
+                r.ok += 1;
+                if let Some(pid) = resp.pid() {
+                    *r.by_pid.entry(pid).or_default() += 1;
+                }
+            }
+            Ok(resp) => {
+                r.failed += 1;
+                if r.errors.len() < 10 {
+                    r.errors.push(format!("status {}: {}", resp.status, resp.body));
+                }
+            }
+            Err(e) => {
+                r.failed += 1;
+                if r.errors.len() < 10 {
+                    r.errors.push(e.to_string());
+                }
+                drop(r);
+                ka = KeepAlive::new(addr);
+            }
+        }
+    }
+}

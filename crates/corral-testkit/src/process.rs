@@ -1,0 +1,177 @@
+//! Runs `corral` as a child process and waits on what it prints.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The fixture worker binary, built next to `corral` by `cargo nextest run --workspace`.
+pub fn fixture_bin(corral_bin: &str) -> PathBuf {
+    let path = Path::new(corral_bin).with_file_name("corral-fixture");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo nextest run --workspace` (or `cargo build -p corral-testkit` first)",
+        path.display()
+    );
+    path
+}
+
+type Lines = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// A running `corral` whose stdout and stderr lines are collected as they arrive.
+/// Dropping it SIGKILLs corral (its workers die with it).
+pub struct Corral {
+    child: Child,
+    lines: Lines,
+    status: Option<ExitStatus>,
+}
+
+impl Corral {
+    /// Starts `bin` with `args` and extra environment variables.
+    pub fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Corral {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .env_remove("WORKERS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn corral");
+        let lines: Lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        collect(child.stdout.take().expect("stdout"), lines.clone());
+        collect(child.stderr.take().expect("stderr"), lines.clone());
+        Corral {
+            child,
+            lines,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Everything printed so far, stdout and stderr in arrival order.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.0.lock().expect("lines").clone()
+    }
+
+    /// Waits until `count` lines contain `needle`; returns the last of them.
+    /// Panics with the whole output when `timeout` passes first.
+    pub fn wait_for_nth(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.lines;
+        let mut lines = lock.lock().expect("lines");
+        loop {
+            let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+            if found.len() >= count {
+                return found[count - 1].clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {count} line(s) containing {needle:?}; output:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = cvar.wait_timeout(lines, deadline - now).expect("lines").0;
+        }
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_nth(needle, 1, timeout)
+    }
+
+    /// The address of the first TCP listener, from corral's "listening on" line.
+    pub fn addr(&self) -> SocketAddr {
+        let line = self.wait_for("listening on ", Duration::from_secs(10));
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .expect("address after 'listening on'");
+        addr.parse().expect("a socket address")
+    }
+
+    /// The pid in a line like "worker 1 ready (pid 1234, ...)".
+    pub fn pid_in(line: &str) -> i32 {
+        let rest = line.split("pid ").nth(1).expect("a pid in the line");
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().expect("pid digits")
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid()), signal).expect("signal corral");
+    }
+
+    /// Waits for corral to exit, polling until `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                // Let the reader threads take the last lines.
+                self.wait_for_eof(Duration::from_secs(5));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "corral did not exit within {timeout:?}; output:\n{}",
+                self.output().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for_eof(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.lines;
+        let mut lines = lock.lock().expect("lines");
+        while lines.iter().filter(|l| l.as_str() == EOF_MARK).count() < 2 {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            lines = cvar.wait_timeout(lines, deadline - now).expect("lines").0;
+        }
+        lines.retain(|l| l != EOF_MARK);
+    }
+}
+
+const EOF_MARK: &str = "\u{0}eof";
+
+fn collect(stream: impl Read + Send + 'static, lines: Lines) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_owned();
+                    let (lock, cvar) = &*lines;
+                    lock.lock().expect("lines").push(line);
+                    cvar.notify_all();
+                }
+            }
+        }
+        let (lock, cvar) = &*lines;
+        lock.lock().expect("lines").push(EOF_MARK.into());
+        cvar.notify_all();
+    });
+}
+
+impl Drop for Corral {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! `corral run` end to end: the real binary supervising corral-fixture workers.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use corral_testkit::{eventually, fixture_bin, get, Corral, KeepAlive, Load};
+use nix::sys::signal::Signal;
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const T: Duration = Duration::from_secs(20);
+
+fn fixture() -> String {
+    fixture_bin(CORRAL).display().to_string()
+}
+
+/// corral with the fixture, on a loopback port chosen by the kernel.
+fn start(flags: &[&str], env: &[(&str, &str)]) -> Corral {
+    let fixture = fixture();
+    let mut args = vec!["run", "--listen", "127.0.0.1:0", "--name", "fx"];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.push(&fixture);
+    Corral::start(CORRAL, &args, env)
+}
+
+/// Requests until every pid in `pids` has answered, or the deadline.
+fn pids_answering(c: &Corral, want: usize) -> BTreeSet<i32> {
+    let addr = c.addr();
+    let deadline = Instant::now() + T;
+    let mut seen = BTreeSet::new();
+    for _ in 0..20_000 {
+        if seen.len() >= want || Instant::now() >= deadline {
+            break;
+        }
+        if let Some(pid) = get(addr, "/").ok().and_then(|r| r.pid()) {
+            seen.insert(pid);
+        }
+    }
+    seen
+}
+
+#[test]
+fn every_worker_serves_with_its_slot_and_environment() {
+    let c = start(&["-i", "3", "--ready", "notify", "-e", "GREETING=hi"], &[]);
+    for slot in 0..3 {
+        c.wait_for(&format!("worker {slot} ready"), T);
+    }
+    let pids = pids_answering(&c, 3);
+    assert_eq!(pids.len(), 3, "pids that answered: {pids:?}");
+    let addr = c.addr();
+    let env = |name: &str| get(addr, &format!("/env/{name}")).unwrap().body;
+    assert_eq!(env("CORRAL_APP"), "fx");
+    assert_eq!(env("PORT"), addr.port().to_string());
+    assert_eq!(env("GREETING"), "hi");
+    let answer = get(addr, "/").unwrap();
+    // The worker took over fd 3 only because LISTEN_PID matched its own pid.
+    assert_eq!(answer.field("fdnames"), Some("listen0"));
+    assert!(["0", "1", "2"].contains(&answer.field("slot").unwrap()));
+    assert_eq!(answer.field("instance"), answer.field("slot"));
+}
+
+#[test]
+fn a_killed_worker_under_load_is_replaced_in_its_slot() {
+    let c = start(&["-i", "2", "--ready", "notify"], &[]);
+    let old = Corral::pid_in(&c.wait_for("worker 1 ready", T));
+    c.wait_for("worker 0 ready", T);
+    let load = Load::start(c.addr(), 2, false, T);
+    assert!(load.wait_ok(200, T));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    c.wait_for(&format!("worker 1 (pid {old}) exited unexpectedly: signal SIGKILL"), T);
+    let new = Corral::pid_in(&c.wait_for_nth("worker 1 ready", 2, T));
+    assert_ne!(new, old);
+    let before = load.ok_so_far();
+    assert!(load.wait_ok(before + 500, T));
+    let report = load.finish();
+    assert!(report.by_pid.contains_key(&new), "the replacement serves: {report:?}");
+    // Only requests the killed process had already accepted can fail, one per client.
+    assert!(report.failed <= 2, "{report:?}");
+}
+
+fn reloads_under_load(keep_alive: bool) {
+    // Replacements take a while to get ready and old workers a while to exit, so every
+    // reload overlaps plenty of traffic.
+    let c = start(
+        &["-i", "2", "--ready", "notify", "--kill-timeout", "10s"],
+        &[("FIXTURE_READY_DELAY_MS", "150"), ("FIXTURE_DRAIN_MS", "200")],
+    );
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(60));
+    assert!(load.wait_ok(200, T));
+    for n in 1..=5 {
+        let before = load.ok_so_far();
+        c.signal(if n % 2 == 0 { Signal::SIGUSR2 } else { Signal::SIGHUP });
+        c.wait_for_nth("reload done: 2 workers replaced", n, T);
+        // Each reload happens under traffic, not in a quiet moment.
+        assert!(load.wait_ok(before + 200, T));
+    }
+    let report = load.finish();
+    assert_eq!(report.failed, 0, "failed requests during 5 reloads: {report:?}");
+    assert!(report.by_pid.len() >= 10, "every generation served: {:?}", report.by_pid);
+    assert!(report.ok > 1000, "{report:?}");
+}
+
+#[test]
+fn five_rolling_reloads_under_load_fail_no_request_with_connection_close() {
+    reloads_under_load(false);
+}
+
+#[test]
+fn five_rolling_reloads_under_load_fail_no_request_with_keep_alive() {
+    reloads_under_load(true);
+}
+
+#[test]
+fn a_reload_whose_replacements_never_get_ready_is_aborted_and_the_old_workers_serve() {
+    let dir = tempdir("never-ready");
+    let deploy = dir.join("deploy");
+    let deploy_env = deploy.display().to_string();
+    let c = start(
+        &["-i", "2", "--ready", "notify", "--ready-timeout", "1s"],
+        &[("FIXTURE_DEPLOY", &deploy_env)],
+    );
+    let a = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    let b = Corral::pid_in(&c.wait_for("worker 1 ready", T));
+    std::fs::write(&deploy, "FIXTURE_NEVER_READY=1\n").unwrap();
+    let load = Load::start(c.addr(), 2, true, T);
+    c.signal(Signal::SIGHUP);
+    c.wait_for("did not send READY=1 within 1s", T);
+    c.wait_for(
+        "reload aborted: the replacement for worker 0 did not get ready within 1s; the old workers keep serving",
+        T,
+    );
+    let before = load.ok_so_far();
+    assert!(load.wait_ok(before + 200, T));
+    let report = load.finish();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(pids_answering(&c, 2), BTreeSet::from([a, b]));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_reload_whose_replacement_crashes_is_aborted() {
+    let dir = tempdir("crashing-deploy");
+    let deploy = dir.join("deploy");
+    let deploy_env = deploy.display().to_string();
+    let c = start(&["-i", "1", "--ready", "notify"], &[("FIXTURE_DEPLOY", &deploy_env)]);
+    let old = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    std::fs::write(&deploy, "FIXTURE_EXIT_AT_START=4\n").unwrap();
+    c.signal(Signal::SIGHUP);
+    c.wait_for("reload aborted: the replacement for worker 0 exited before it was ready (exit code 4)", T);
+    assert_eq!(get(c.addr(), "/").unwrap().pid(), Some(old));
+    // Once the deploy is fixed, the next reload goes through.
+    std::fs::remove_file(&deploy).unwrap();
+    c.signal(Signal::SIGHUP);
+    c.wait_for("reload done: 1 workers replaced", T);
+    assert_ne!(get(c.addr(), "/").unwrap().pid(), Some(old));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_slow_request_finish() {
+    let mut c = start(&["-i", "1", "--ready", "notify"], &[]);
+    c.wait_for("worker 0 ready", T);
+    let addr = c.addr();
+    let slow = std::thread::spawn(move || get(addr, "/slow?ms=1500"));
+    c.wait_for("slow request started", T);
+    c.signal(Signal::SIGTERM);
+    let response = slow.join().unwrap().expect("the slow request completes");
+    assert_eq!(response.status, 200);
+    assert!(response.body.contains("slow=1500"));
+    assert!(c.wait_exit(T).success());
+    assert!(c.output().iter().any(|l| l.contains("fx: stopped")));
+    assert!(get(addr, "/").is_err(), "the listener is closed once corral exits");
+}
+
+#[test]
+fn a_worker_ignoring_sigterm_is_killed_after_the_timeout() {
+    let mut c = start(
+        &["-i", "1", "--ready", "notify", "--kill-timeout", "1s"],
+        &[("FIXTURE_IGNORE_SIGTERM", "1")],
+    );
+    c.wait_for("worker 0 ready", T);
+    let asked = Instant::now();
+    c.signal(Signal::SIGTERM);
+    c.wait_for("still running 1s after SIGTERM; sent SIGKILL to its process group", T);
+    assert!(c.wait_exit(T).success());
+    assert!(asked.elapsed() >= Duration::from_secs(1));
+    assert!(c.output().iter().any(|l| l.contains("stopped: signal SIGKILL")));
+}
+
+#[test]
+fn a_second_sigterm_kills_at_once() {
+    let mut c = start(
+        &["-i", "1", "--ready", "notify", "--kill-timeout", "60s"],
+        &[("FIXTURE_IGNORE_SIGTERM", "1")],
+    );
+    c.wait_for("worker 0 ready", T);
+    c.signal(Signal::SIGTERM);
+    c.wait_for("stopping 1 workers gracefully", T);
+    c.signal(Signal::SIGINT);
+    c.wait_for("killing 1 workers now", T);
+    assert!(c.wait_exit(T).success());
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_gives_up_with_a_nonzero_exit() {
+    let mut c = start(
+        &["-i", "1", "--max-restarts", "3", "--restart-delay", "50ms"],
+        &[("FIXTURE_EXIT_AT_START", "1")],
+    );
+    let status = c.wait_exit(T);
+    assert_eq!(status.code(), Some(1));
+    let out = c.output();
+    let restarts: Vec<&String> = out.iter().filter(|l| l.contains("restarting in")).collect();
+    let delays: Vec<&str> = restarts
+        .iter()
+        .map(|l| l.split("restarting in ").nth(1).unwrap().split(' ').next().unwrap())
+        .collect();
+    assert_eq!(delays, ["50ms", "100ms", "200ms"], "{out:#?}");
+    let spawned = out.iter().filter(|l| l.contains("worker 0 started")).count();
+    assert_eq!(spawned, 4, "first start plus 3 restarts, then no more");
+    assert!(out.iter().any(|l| l.contains(
+        "worker 0 gave up: it exited 4 times in a row before it was ready or within 1s of starting"
+    )));
+    assert!(out.iter().any(|l| l.contains(
+        "error: every worker of `fx` gave up after crashing repeatedly; nothing is running"
+    )));
+}
+
+#[test]
+fn ttin_and_ttou_add_and_remove_a_worker() {
+    let c = start(&["-i", "1", "--ready", "notify"], &[]);
+    c.wait_for("worker 0 ready", T);
+    c.signal(Signal::SIGTTIN);
+    c.wait_for("scaled from 1 to 2 workers", T);
+    let added = Corral::pid_in(&c.wait_for("worker 1 ready", T));
+    assert_eq!(pids_answering(&c, 2).len(), 2);
+    c.signal(Signal::SIGTTOU);
+    c.wait_for("scaled from 2 to 1 workers", T);
+    c.wait_for(&format!("worker 1 (pid {added}) stopped: exit code 0"), T);
+    c.signal(Signal::SIGTTOU);
+    c.wait_for("cannot scale down: already at 1 worker", T);
+}
+
+#[test]
+fn a_hung_worker_is_killed_by_the_watchdog_and_replaced() {
+    let c = start(
+        &["-i", "1", "--ready", "notify", "--watchdog", "1s"],
+        &[("FIXTURE_HANG_AFTER", "1")],
+    );
+    let hung = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    let _ = get(c.addr(), "/");
+    c.wait_for(&format!("worker 0 (pid {hung}) is hung: no WATCHDOG=1 for"), T);
+    let new = Corral::pid_in(&c.wait_for_nth("worker 0 ready", 2, T));
+    assert_ne!(new, hung);
+}
+
+#[test]
+fn worker_output_lines_are_prefixed_and_never_mixed() {
+    let c = start(&["-i", "2"], &[("FIXTURE_PRINT_LINES", "3000")]);
+    c.wait_for_nth("line slot=", 6000, T);
+    let mut counts = [0usize; 2];
+    for line in c.output().iter().filter(|l| l.contains("line slot=")) {
+        let (prefix, rest) = line.split_once("] ").expect("prefixed");
+        let slot: usize = prefix.strip_prefix("[fx:").unwrap().parse().unwrap();
+        assert!(rest.starts_with(&format!("line slot={slot} n=")), "{line}");
+        assert_eq!(rest.len(), 200, "a whole line: {line}");
+        assert!(rest.ends_with("xxxx"));
+        counts[slot] += 1;
+    }
+    assert_eq!(counts, [3000, 3000]);
+}
+
+#[test]
+fn orphans_of_workers_are_reaped() {
+    let c = start(&["-i", "1", "--ready", "notify"], &[("FIXTURE_ORPHAN", "1")]);
+    c.wait_for("worker 0 ready", T);
+    // The orphaned `sleep 1` is reparented to corral (subreaper); once it exits it
+    // must be reaped, not left a zombie.
+    let pid = c.pid();
+    assert!(eventually(T, || children_of(pid).len() == 2), "the orphan was reparented to corral");
+    assert!(
+        eventually(T, || children_of(pid).len() == 1),
+        "zombies left under corral: {:?}",
+        children_of(pid)
+    );
+}
+
+/// (pid, state) of every process whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<(i32, char)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some(after) = stat.rsplit_once(')').map(|(_, a)| a.trim().to_owned()) else { continue };
+        let mut fields = after.split(' ');
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            out.push((entry.file_name().to_string_lossy().parse().unwrap_or(0), state));
+        }
+    }
+    out
+}
+
+#[test]
+fn serves_on_a_unix_socket() {
+    let dir = tempdir("unix");
+    let path = dir.join("app.sock");
+    let listen = format!("unix:{}", path.display());
+    let fixture = fixture();
+    let c = Corral::start(
+        CORRAL,
+        &["run", "--listen", &listen, "-i", "1", "--ready", "notify", "--", &fixture],
+        &[],
+    );
+    c.wait_for("worker 0 ready", T);
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("slot=0"));
+    drop(c);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn keep_alive_client_sees_connection_close_from_a_draining_worker() {
+    let c = start(&["-i", "1", "--ready", "notify"], &[]);
+    let old = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    let mut client = KeepAlive::new(c.addr());
+    assert_eq!(client.get("/").unwrap().pid(), Some(old));
+    c.signal(Signal::SIGHUP);
+    c.wait_for("reload done", T);
+    let last_from_old = client.get("/").unwrap();
+    assert_eq!(last_from_old.pid(), Some(old));
+    assert!(last_from_old.close, "the draining worker ends the connection politely");
+    assert_ne!(client.get("/").unwrap().pid(), Some(old));
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("corral-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
