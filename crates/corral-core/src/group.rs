@@ -51,8 +51,14 @@ pub enum Control {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Start,
-    Exited { pid: Pid, status: ExitStatus },
-    Notify { pid: Pid, notices: Vec<Notice> },
+    Exited {
+        pid: Pid,
+        status: ExitStatus,
+    },
+    Notify {
+        pid: Pid,
+        notices: Vec<Notice>,
+    },
     /// Time passed; deadlines up to now are due.
     Tick,
     Control(Control),
@@ -61,23 +67,83 @@ pub enum Event {
 /// Something that happened, for the user to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    Spawned { slot: usize, pid: Pid, replacing: Option<Pid> },
-    SpawnFailed { slot: usize, error: String },
-    Ready { slot: usize, pid: Pid, after: Duration },
-    Status { slot: usize, pid: Pid, text: String },
-    Exited { slot: usize, pid: Pid, status: ExitStatus, uptime: Duration, expected: bool },
-    RestartScheduled { slot: usize, delay: Duration, unstable: u32 },
-    GaveUp { slot: usize, unstable: u32, min_uptime: Duration },
-    ReadyTimeout { slot: usize, pid: Pid, timeout: Duration },
-    WatchdogTimeout { slot: usize, pid: Pid, silent_for: Duration },
-    KillTimeout { slot: usize, pid: Pid, signal: Signal, timeout: Duration },
-    ReloadStarted { workers: usize },
+    Spawned {
+        slot: usize,
+        pid: Pid,
+        replacing: Option<Pid>,
+    },
+    /// `giving_up`: the failure is permanent and no worker ever ran, so the slot is not retried.
+    SpawnFailed {
+        slot: usize,
+        error: String,
+        giving_up: bool,
+    },
+    Ready {
+        slot: usize,
+        pid: Pid,
+        after: Duration,
+    },
+    Status {
+        slot: usize,
+        pid: Pid,
+        text: String,
+    },
+    Exited {
+        slot: usize,
+        pid: Pid,
+        status: ExitStatus,
+        uptime: Duration,
+        expected: bool,
+    },
+    RestartScheduled {
+        slot: usize,
+        delay: Duration,
+        unstable: u32,
+    },
+    GaveUp {
+        slot: usize,
+        unstable: u32,
+        min_uptime: Duration,
+    },
+    ReadyTimeout {
+        slot: usize,
+        pid: Pid,
+        timeout: Duration,
+    },
+    WatchdogTimeout {
+        slot: usize,
+        pid: Pid,
+        silent_for: Duration,
+    },
+    KillTimeout {
+        slot: usize,
+        pid: Pid,
+        signal: Signal,
+        timeout: Duration,
+    },
+    ReloadStarted {
+        workers: usize,
+    },
     ReloadQueued,
-    ReloadFinished { replaced: usize, took: Duration },
-    ReloadAborted { slot: usize, reason: AbortReason },
-    Scaled { from: usize, to: usize },
-    ScaleRefused { reason: &'static str },
-    Stopping { workers: usize, forced: bool },
+    ReloadFinished {
+        replaced: usize,
+        took: Duration,
+    },
+    ReloadAborted {
+        slot: usize,
+        reason: AbortReason,
+    },
+    Scaled {
+        from: usize,
+        to: usize,
+    },
+    ScaleRefused {
+        reason: &'static str,
+    },
+    Stopping {
+        workers: usize,
+        forced: bool,
+    },
 }
 
 /// Why a rolling reload stopped before it replaced every worker.
@@ -100,12 +166,23 @@ pub enum Outcome {
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerState {
-    Starting { since: Instant, deadline: Instant },
-    Ready { since: Instant, last_ping: Instant },
+    Starting {
+        since: Instant,
+        deadline: Instant,
+    },
+    Ready {
+        since: Instant,
+        last_ping: Instant,
+    },
     /// Asked to exit; SIGKILL at `deadline`.
-    Draining { since: Instant, deadline: Instant },
+    Draining {
+        since: Instant,
+        deadline: Instant,
+    },
     /// SIGKILL sent; waiting for the exit.
-    Killed { since: Instant },
+    Killed {
+        since: Instant,
+    },
 }
 
 /// One worker process.
@@ -160,6 +237,8 @@ pub struct Group<P> {
     slots: Vec<Slot>,
     rollout: Option<Rollout>,
     phase: Phase,
+    /// Some worker got ready at least once: the command is known to work.
+    served: bool,
     reports: Vec<Report>,
 }
 
@@ -173,6 +252,7 @@ impl<P: Processes> Group<P> {
             workers: BTreeMap::new(),
             rollout: None,
             phase: Phase::Running,
+            served: false,
             reports: Vec::new(),
         }
     }
@@ -260,14 +340,21 @@ impl<P: Processes> Group<P> {
         }
     }
 
-    /// Spawns a worker as `slot`'s current one; a failure counts as an unstable exit.
+    /// Spawns a worker as `slot`'s current one; a failure counts as an unstable exit,
+    /// except that a command that never worked and cannot work is not retried at all.
     fn start_slot(&mut self, slot: usize) {
         if let Err(error) = self.spawn(slot, Role::Current) {
+            let giving_up = !self.served && error.is_permanent();
             self.report(Report::SpawnFailed {
                 slot,
                 error: error_chain(&error),
+                giving_up,
             });
-            self.schedule_restart(slot, Duration::ZERO, false);
+            if giving_up {
+                self.slots[slot].errored = true;
+            } else {
+                self.schedule_restart(slot, Duration::ZERO, false);
+            }
         }
     }
 
@@ -401,10 +488,7 @@ impl<P: Processes> Group<P> {
                 self.kill(pid);
             }
             Notice::Status(text) => self.report(Report::Status { slot, pid, text }),
-            Notice::Reloading
-            | Notice::Stopping
-            | Notice::WatchdogUsec(_)
-            | Notice::Errno(_) => {}
+            Notice::Reloading | Notice::Stopping | Notice::WatchdogUsec(_) | Notice::Errno(_) => {}
         }
     }
 
@@ -421,6 +505,7 @@ impl<P: Processes> Group<P> {
             last_ping: now,
         };
         worker.ever_ready = true;
+        self.served = true;
         let slot = worker.slot;
         let after = now.saturating_duration_since(worker.started);
         self.report(Report::Ready { slot, pid, after });
@@ -484,13 +569,15 @@ impl<P: Processes> Group<P> {
         for (pid, state) in due {
             let slot = self.workers[&pid].slot;
             match state {
-                WorkerState::Starting { deadline, .. } if now >= deadline => match self.config.ready {
-                    ReadyPolicy::Delay { .. } => self.on_ready(pid),
-                    ReadyPolicy::Notify { timeout } => {
-                        self.report(Report::ReadyTimeout { slot, pid, timeout });
-                        self.kill(pid);
+                WorkerState::Starting { deadline, .. } if now >= deadline => {
+                    match self.config.ready {
+                        ReadyPolicy::Delay { .. } => self.on_ready(pid),
+                        ReadyPolicy::Notify { timeout } => {
+                            self.report(Report::ReadyTimeout { slot, pid, timeout });
+                            self.kill(pid);
+                        }
                     }
-                },
+                }
                 WorkerState::Ready { last_ping, .. } => {
                     if let Some(wd) = self.config.watchdog {
                         if now >= last_ping + wd {

@@ -26,13 +26,13 @@ pub struct Listener {
     unix_path: Option<PathBuf>,
 }
 
-/// Why a listener could not be bound.
+/// Why a listener could not be bound. The OS error is part of the message (in words,
+/// with a hint) rather than a `source`, so that it is not printed twice.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {}{}", reason(source), hint(source, addr))]
+#[error("cannot listen on {addr}: {}{}", reason(error), hint(error, addr))]
 pub struct BindError {
     pub addr: ListenAddr,
-    #[source]
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 fn reason(e: &io::Error) -> String {
@@ -43,7 +43,10 @@ fn reason(e: &io::Error) -> String {
         _ => {
             let text = e.to_string();
             // io::Error's Display appends " (os error N)"; the kind alone reads better.
-            text.split(" (os error").next().unwrap_or(&text).to_lowercase()
+            text.split(" (os error")
+                .next()
+                .unwrap_or(&text)
+                .to_lowercase()
         }
     }
 }
@@ -63,9 +66,7 @@ fn hint(e: &io::Error, addr: &ListenAddr) -> String {
         (io::ErrorKind::PermissionDenied, _) => {
             " (ports below 1024 need root or CAP_NET_BIND_SERVICE)".into()
         }
-        (io::ErrorKind::AddrNotAvailable, _) => {
-            " (no network interface has that address)".into()
-        }
+        (io::ErrorKind::AddrNotAvailable, _) => " (no network interface has that address)".into(),
         _ => String::new(),
     }
 }
@@ -106,9 +107,9 @@ pub fn bind_all(specs: &[ListenSpec]) -> Result<Vec<Listener>, BindError> {
 }
 
 fn bind(name: String, addr: &ListenAddr) -> Result<Listener, BindError> {
-    let err = |source| BindError {
+    let err = |error| BindError {
         addr: addr.clone(),
-        source,
+        error,
     };
     let (socket, local, unix_path) = match addr {
         ListenAddr::AnyPort(port) => {
@@ -228,7 +229,7 @@ mod tests {
         assert!(path.exists(), "std leaves the socket file behind");
         let listeners = bind_all(&[spec(&format!("unix:{}", path.display()))]).unwrap();
         let err = bind_all(&[spec(&format!("unix:{}", path.display()))]).unwrap_err();
-        assert_eq!(err.source.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(err.error.kind(), io::ErrorKind::AddrInUse);
         drop(listeners);
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -54,14 +54,26 @@ pub fn pump(fd: OwnedFd, slot: usize, pid: Pid, stream: Stream, sink: mpsc::Send
                     line.pop();
                 }
                 let text = std::mem::take(&mut line);
-                let msg = LogLine { slot, pid, stream, text };
+                let msg = LogLine {
+                    slot,
+                    pid,
+                    stream,
+                    text,
+                };
                 if sink.send(msg).await.is_err() {
                     return;
                 }
             }
         }
         if !line.is_empty() {
-            let _ = sink.send(LogLine { slot, pid, stream, text: line }).await;
+            let _ = sink
+                .send(LogLine {
+                    slot,
+                    pid,
+                    stream,
+                    text: line,
+                })
+                .await;
         }
     });
 }
@@ -89,7 +101,15 @@ mod tests {
     #[tokio::test]
     async fn splits_lines_and_keeps_the_unterminated_tail() {
         let got = lines_of(b"one\ntwo\n\nthree".to_vec()).await;
-        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec(), b"".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            got,
+            vec![
+                b"one".to_vec(),
+                b"two".to_vec(),
+                b"".to_vec(),
+                b"three".to_vec()
+            ]
+        );
     }
 
     #[tokio::test]

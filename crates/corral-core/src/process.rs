@@ -39,3 +39,25 @@ pub enum SpawnError {
     #[error("cannot create the worker process")]
     Os(#[source] std::io::Error),
 }
+
+impl SpawnError {
+    /// Whether trying again cannot help until someone changes the command or the files
+    /// (a missing program, a file that isn't executable), unlike a busy or short system.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SpawnError::NotFound { .. } => true,
+            SpawnError::Exec { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(
+                    libc::ENOENT
+                        | libc::ENOEXEC
+                        | libc::EACCES
+                        | libc::ENOTDIR
+                        | libc::EISDIR
+                        | libc::ELOOP
+                )
+            ),
+            SpawnError::Os(_) => false,
+        }
+    }
+}

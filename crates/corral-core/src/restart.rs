@@ -97,7 +97,10 @@ mod tests {
             .map(|_| state.on_exit(&p, Duration::from_secs(5), true))
             .collect();
         let ms = |n| Decision::RestartIn(Duration::from_millis(n));
-        assert_eq!(delays, vec![ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+        assert_eq!(
+            delays,
+            vec![ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
     }
 
     #[test]
@@ -123,7 +126,10 @@ mod tests {
                 Decision::RestartIn(_)
             ));
         }
-        assert_eq!(state.on_exit(&p, Duration::from_millis(5), false), Decision::GiveUp);
+        assert_eq!(
+            state.on_exit(&p, Duration::from_millis(5), false),
+            Decision::GiveUp
+        );
     }
 
     #[test]

@@ -258,12 +258,30 @@ mod tests {
 
     #[test]
     fn rejects_bad_listen_addresses() {
-        assert!(matches!("".parse::<ListenAddr>(), Err(ListenAddrError::Syntax(_))));
-        assert!(matches!("70000".parse::<ListenAddr>(), Err(ListenAddrError::Port(_))));
-        assert!(matches!("example.com:80".parse::<ListenAddr>(), Err(ListenAddrError::Host(_))));
-        assert!(matches!("::1:80".parse::<ListenAddr>(), Err(ListenAddrError::Syntax(_))));
-        assert!(matches!("1.2.3.4:".parse::<ListenAddr>(), Err(ListenAddrError::Syntax(_))));
-        assert!(matches!("unix:".parse::<ListenAddr>(), Err(ListenAddrError::Syntax(_))));
+        assert!(matches!(
+            "".parse::<ListenAddr>(),
+            Err(ListenAddrError::Syntax(_))
+        ));
+        assert!(matches!(
+            "70000".parse::<ListenAddr>(),
+            Err(ListenAddrError::Port(_))
+        ));
+        assert!(matches!(
+            "example.com:80".parse::<ListenAddr>(),
+            Err(ListenAddrError::Host(_))
+        ));
+        assert!(matches!(
+            "::1:80".parse::<ListenAddr>(),
+            Err(ListenAddrError::Syntax(_))
+        ));
+        assert!(matches!(
+            "1.2.3.4:".parse::<ListenAddr>(),
+            Err(ListenAddrError::Syntax(_))
+        ));
+        assert!(matches!(
+            "unix:".parse::<ListenAddr>(),
+            Err(ListenAddrError::Syntax(_))
+        ));
     }
 
     #[test]
@@ -272,7 +290,10 @@ mod tests {
         assert_eq!(spec.name.as_deref(), Some("http"));
         let spec: ListenSpec = "unix:/tmp/x=y.sock".parse().unwrap();
         assert_eq!(spec.name, None);
-        assert!(matches!("a:b=80".parse::<ListenSpec>(), Err(ListenAddrError::Name(_))));
+        assert!(matches!(
+            "a:b=80".parse::<ListenSpec>(),
+            Err(ListenAddrError::Name(_))
+        ));
     }
 
     #[test]
@@ -282,6 +303,9 @@ mod tests {
         assert_eq!("-9".parse::<Instances>().unwrap().resolve(4), 1);
         assert_eq!("3".parse::<Instances>().unwrap().resolve(4), 3);
         assert_eq!("0".parse::<Instances>(), Err(InstancesError::Zero));
-        assert!(matches!("two".parse::<Instances>(), Err(InstancesError::Invalid(_))));
+        assert!(matches!(
+            "two".parse::<Instances>(),
+            Err(InstancesError::Invalid(_))
+        ));
     }
 }

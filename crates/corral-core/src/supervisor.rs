@@ -127,7 +127,8 @@ fn worker_of<P: Processes>(group: &Group<P>, pid: Pid) -> Pid {
         .unwrap_or(pid)
 }
 
-fn resolve(spec: &AppSpec) -> Result<PathBuf, RunError> {
+/// Finds the program of `spec` on its `PATH`, as each worker start will.
+pub fn resolve(spec: &AppSpec) -> Result<PathBuf, RunError> {
     let program = spec.command.first().ok_or(RunError::NoCommand)?;
     let path = spec
         .env
@@ -218,8 +219,20 @@ struct OsProcesses {
 impl Processes for OsProcesses {
     fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError> {
         let child = os::spawn(&self.template.command(slot))?;
-        output::pump(child.stdout, slot, child.pid, Stream::Stdout, self.logs.clone());
-        output::pump(child.stderr, slot, child.pid, Stream::Stderr, self.logs.clone());
+        output::pump(
+            child.stdout,
+            slot,
+            child.pid,
+            Stream::Stdout,
+            self.logs.clone(),
+        );
+        output::pump(
+            child.stderr,
+            slot,
+            child.pid,
+            Stream::Stderr,
+            self.logs.clone(),
+        );
         Ok(child.pid)
     }
 

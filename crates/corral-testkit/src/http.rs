@@ -39,20 +39,31 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 /// One request on a new connection, with `Connection: close`.
 pub fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
     let mut stream = connect(addr)?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
     read_response(&mut BufReader::new(stream))
 }
 
 fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
     }
     let status = line
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {line:?}"),
+            )
+        })?;
     let mut length = None;
     let mut close = false;
     loop {
@@ -73,7 +84,8 @@ fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
             }
         }
     }
-    let length = length.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no content-length"))?;
+    let length =
+        length.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no content-length"))?;
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
     Ok(Response {

@@ -39,7 +39,11 @@ impl Load {
                 std::thread::spawn(move || client(addr, keep_alive, deadline, &stop, &report))
             })
             .collect();
-        Load { stop, threads, report }
+        Load {
+            stop,
+            threads,
+            report,
+        }
     }
 
     /// Successful requests so far.
@@ -83,7 +87,11 @@ fn client(
         if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
             return;
         }
-        let result = if keep_alive { ka.get("/") } else { get(addr, "/") };
+        let result = if keep_alive {
+            ka.get("/")
+        } else {
+            get(addr, "/")
+        };
         let mut r = report.lock().expect("report");
         match result {
             Ok(resp) if resp.status == 200 => {
@@ -95,7 +103,8 @@ fn client(
             Ok(resp) => {
                 r.failed += 1;
                 if r.errors.len() < 10 {
-                    r.errors.push(format!("status {}: {}", resp.status, resp.body));
+                    r.errors
+                        .push(format!("status {}: {}", resp.status, resp.body));
                 }
             }
             Err(e) => {

@@ -36,8 +36,8 @@ impl Corral {
     pub fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Corral {
         let mut cmd = Command::new(bin);
         cmd.args(args)
-            .envs(env.iter().copied())
             .env_remove("WORKERS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -154,7 +154,9 @@ fn collect(stream: impl Read + Send + 'static, lines: Lines) {
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_owned();
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches('\n')
+                        .to_owned();
                     let (lock, cvar) = &*lines;
                     lock.lock().expect("lines").push(line);
                     cvar.notify_all();

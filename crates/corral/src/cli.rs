@@ -12,7 +12,6 @@ use corral_core::AppSpec;
 use corral_proto::env::WORKERS;
 use nix::sys::signal::Signal;
 
-
 #[derive(Debug, Parser)]
 #[command(
     name = "corral",
@@ -43,7 +42,13 @@ pub struct RunArgs {
 
     /// Number of workers: N, `max` (one per usable CPU) or -N (usable CPUs less N).
     /// The WORKERS environment variable overrides it.
-    #[arg(short, long, value_name = "N|max|-N", default_value = "max", allow_hyphen_values = true)]
+    #[arg(
+        short,
+        long,
+        value_name = "N|max|-N",
+        default_value = "max",
+        allow_hyphen_values = true
+    )]
     pub instances: Instances,
 
     /// App name, shown in output and passed as CORRAL_APP [default: from the command]
@@ -97,7 +102,12 @@ pub struct RunArgs {
     pub watchdog: Option<Duration>,
 
     /// The command to run, with its arguments (put `--` before it if it has flags of its own).
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -108,8 +118,7 @@ pub enum ReadyArg {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{e}; write a duration like 500ms, 2s or 1m"))
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write a duration like 500ms, 2s or 1m"))
 }
 
 fn parse_ready(s: &str) -> Result<ReadyArg, String> {
@@ -124,7 +133,11 @@ fn parse_ready(s: &str) -> Result<ReadyArg, String> {
 
 fn parse_signal(s: &str) -> Result<Signal, String> {
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     if let Ok(n) = s.parse::<i32>() {
         return Signal::try_from(n).map_err(|_| format!("no signal has number {n}"));
     }
@@ -154,7 +167,10 @@ fn stem(arg: &OsStr) -> Option<String> {
 
 /// `node server.js` → `server`; `./bin/api --port 1` → `api`.
 fn default_name(command: &[OsString]) -> String {
-    let program = command.first().and_then(|p| stem(p)).unwrap_or_else(|| "app".into());
+    let program = command
+        .first()
+        .and_then(|p| stem(p))
+        .unwrap_or_else(|| "app".into());
     if INTERPRETERS.contains(&program.as_str()) {
         if let Some(script) = command[1..]
             .iter()
@@ -187,6 +203,11 @@ impl RunArgs {
                 })?,
             _ => self.instances,
         };
+        if let Some(flag) = self.command.first().and_then(|c| c.to_str()) {
+            if flag.starts_with('-') {
+                bail!("unexpected option `{flag}`: corral's options go before the command (see `corral run --help`)");
+            }
+        }
         if let Some(cwd) = &self.cwd {
             if !cwd.is_dir() {
                 bail!("--cwd {}: no such directory", cwd.display());
@@ -236,9 +257,11 @@ impl RunArgs {
     }
 }
 
-
 fn lookup<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<&'a OsStr> {
-    env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_os_str())
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_os_str())
 }
 
 #[cfg(test)]
@@ -259,8 +282,14 @@ mod tests {
 
     #[test]
     fn names_the_app_after_the_script_or_program() {
-        assert_eq!(default_name(&os(&["node", "--inspect", "srv/server.js"])), "server");
-        assert_eq!(default_name(&os(&["./target/release/api", "--port", "1"])), "api");
+        assert_eq!(
+            default_name(&os(&["node", "--inspect", "srv/server.js"])),
+            "server"
+        );
+        assert_eq!(
+            default_name(&os(&["./target/release/api", "--port", "1"])),
+            "api"
+        );
         assert_eq!(default_name(&os(&["python3"])), "python3");
     }
 
@@ -277,7 +306,10 @@ mod tests {
     fn bad_workers_env_names_the_variable() {
         let env = vec![("WORKERS".into(), "lots".into())];
         let err = args(&["true"]).into_spec(env, 8).unwrap_err();
-        assert!(format!("{err:#}").starts_with("invalid WORKERS environment variable"), "{err:#}");
+        assert!(
+            format!("{err:#}").starts_with("invalid WORKERS environment variable"),
+            "{err:#}"
+        );
     }
 
     #[test]

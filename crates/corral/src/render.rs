@@ -31,7 +31,12 @@ pub fn report(r: &Report) -> String {
         Report::Spawned { slot, pid, replacing: Some(old) } => {
             format!("worker {slot} replacement started (pid {pid}, replacing pid {old})")
         }
-        Report::SpawnFailed { slot, error } => format!("worker {slot} could not start: {error}"),
+        Report::SpawnFailed { slot, error, giving_up: false } => {
+            format!("worker {slot} could not start: {error}")
+        }
+        Report::SpawnFailed { slot, error, giving_up: true } => format!(
+            "worker {slot} could not start: {error}; not retrying until the command is fixed"
+        ),
         Report::Ready { slot, pid, after } => {
             format!("worker {slot} ready (pid {pid}, after {})", duration(*after))
         }

@@ -22,10 +22,14 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let spec = args
-        .into_spec(std::env::vars_os().collect(), corral_core::spec::usable_cpus())
+        .into_spec(
+            std::env::vars_os().collect(),
+            corral_core::spec::usable_cpus(),
+        )
         .map_err(Failure::Usage)?;
-    let listeners = listen::bind_all(&spec.listen)
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    // A typo in the command is reported before anything is bound or started.
+    supervisor::resolve(&spec).map_err(|e| Failure::Usage(e.into()))?;
+    let listeners = listen::bind_all(&spec.listen).map_err(|e| Failure::Runtime(e.into()))?;
     // Orphans of workers are reparented to us and reaped, whether or not we are PID 1.
     let _ = corral_core::os::become_subreaper();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -46,12 +50,24 @@ async fn supervise(spec: AppSpec, listeners: Vec<Listener>) -> Result<(), Failur
     let report_task = tokio::spawn(print_reports(report_rx));
 
     for l in &listeners {
-        say(&format!("{}: listening on {} (fd name {})", spec.name, l.local, l.name));
+        say(&format!(
+            "{}: listening on {} (fd name {})",
+            spec.name, l.local, l.name
+        ));
     }
     let shown: Vec<_> = spec.command.iter().map(|a| a.to_string_lossy()).collect();
-    say(&format!("{}: starting {} workers: {}", spec.name, spec.instances, shown.join(" ")));
+    say(&format!(
+        "{}: starting {} workers: {}",
+        spec.name,
+        spec.instances,
+        shown.join(" ")
+    ));
 
-    let channels = Channels { controls, reports, logs };
+    let channels = Channels {
+        controls,
+        reports,
+        logs,
+    };
     let outcome = supervisor::run(&spec, &listeners, &runtime_dir(), channels).await;
     signals.abort();
     let _ = report_task.await;
@@ -64,7 +80,7 @@ async fn supervise(spec: AppSpec, listeners: Vec<Listener>) -> Result<(), Failur
             Ok(())
         }
         Ok(Outcome::Failed) => Err(Failure::Runtime(anyhow::anyhow!(
-            "every worker of `{}` gave up after crashing repeatedly; nothing is running (see the worker output above)",
+            "every worker of `{}` gave up; nothing is running (see the output above for why)",
             spec.name
         ))),
         Err(e @ (RunError::Command { .. } | RunError::NoCommand)) => Err(Failure::Usage(e.into())),

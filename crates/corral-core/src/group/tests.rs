@@ -9,12 +9,20 @@ struct Fake {
     spawned: Vec<(usize, Pid)>,
     signals: Vec<(Pid, Signal)>,
     fail_spawns: bool,
+    /// Fail exec with this errno.
+    fail_with: Option<i32>,
 }
 
 impl Processes for Fake {
     fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError> {
         if self.fail_spawns {
             return Err(SpawnError::Os(io::Error::from_raw_os_error(libc::EAGAIN)));
+        }
+        if let Some(errno) = self.fail_with {
+            return Err(SpawnError::Exec {
+                program: "app".into(),
+                source: io::Error::from_raw_os_error(errno),
+            });
         }
         self.next_pid += 1;
         let pid = 100 + self.next_pid;
@@ -64,9 +72,7 @@ impl Harness {
     }
 
     fn notify() -> ReadyPolicy {
-        ReadyPolicy::Notify {
-            timeout: 2000 * MS,
-        }
+        ReadyPolicy::Notify { timeout: 2000 * MS }
     }
 
     fn send(&mut self, event: Event) -> Vec<Report> {
@@ -99,18 +105,17 @@ impl Harness {
 
     fn signals_to(&self, pid: Pid) -> Vec<Signal> {
         let signals = &self.procs().signals;
-        signals.iter().filter(|(p, _)| *p == pid).map(|(_, s)| *s).collect()
+        signals
+            .iter()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, s)| *s)
+            .collect()
     }
 
     fn ready_count(&self) -> usize {
         (0..self.group.slot_count())
             .filter_map(|slot| self.group.current(slot))
-            .filter(|pid| {
-                matches!(
-                    self.group.workers()[pid].state,
-                    WorkerState::Ready { .. }
-                )
-            })
+            .filter(|pid| matches!(self.group.workers()[pid].state, WorkerState::Ready { .. }))
             .count()
     }
 
@@ -156,7 +161,10 @@ fn crashed_worker_is_replaced_in_the_same_slot_after_backoff() {
         delay: 100 * MS,
         unstable: 0
     }));
-    assert!(h.signals_to(102).contains(&Signal::SIGKILL), "leftovers in its group are killed");
+    assert!(
+        h.signals_to(102).contains(&Signal::SIGKILL),
+        "leftovers in its group are killed"
+    );
     h.advance(99 * MS);
     assert_eq!(h.procs().spawned.len(), 2);
     h.advance(MS);
@@ -173,7 +181,14 @@ fn crash_loop_gives_up_and_the_group_fails() {
         pid += 1;
     }
     let reports = h.exit(pid, 1);
-    assert!(matches!(reports.last(), Some(Report::GaveUp { slot: 0, unstable: 3, .. })));
+    assert!(matches!(
+        reports.last(),
+        Some(Report::GaveUp {
+            slot: 0,
+            unstable: 3,
+            ..
+        })
+    ));
     assert_eq!(h.group.outcome(), Some(Outcome::Failed));
     assert_eq!(h.group.next_deadline(), None);
 }
@@ -195,7 +210,10 @@ fn reload_replaces_one_worker_at_a_time_and_never_drops_below_n_ready() {
     h.all_ready();
     h.send(Event::Control(Control::Reload));
     assert_eq!(h.procs().spawned.last(), Some(&(0, 103)));
-    assert!(h.signals_to(101).is_empty(), "old worker is untouched until its replacement is ready");
+    assert!(
+        h.signals_to(101).is_empty(),
+        "old worker is untouched until its replacement is ready"
+    );
     assert_eq!(h.ready_count(), 2);
     h.ready(103);
     assert_eq!(h.signals_to(101), vec![Signal::SIGTERM]);
@@ -203,10 +221,17 @@ fn reload_replaces_one_worker_at_a_time_and_never_drops_below_n_ready() {
     assert_eq!(h.procs().spawned.last(), Some(&(1, 104)));
     let reports = h.ready(104);
     assert_eq!(h.signals_to(102), vec![Signal::SIGTERM]);
-    assert!(matches!(reports.last(), Some(Report::ReloadFinished { replaced: 2, .. })));
+    assert!(matches!(
+        reports.last(),
+        Some(Report::ReloadFinished { replaced: 2, .. })
+    ));
     let reports = h.exit(101, 0);
     assert!(matches!(reports[0], Report::Exited { expected: true, .. }));
-    assert_eq!(h.group.next_deadline(), Some(h.now + 500 * MS), "102 still draining");
+    assert_eq!(
+        h.group.next_deadline(),
+        Some(h.now + 500 * MS),
+        "102 still draining"
+    );
     assert!(!h.group.reloading());
 }
 
@@ -223,7 +248,11 @@ fn reload_aborts_when_the_replacement_exits_and_keeps_the_old_worker() {
     assert_eq!(h.group.current(0), Some(101));
     assert!(h.signals_to(101).is_empty());
     assert!(!h.group.reloading());
-    assert_eq!(h.procs().spawned.len(), 3, "no replacement for slot 1 was tried");
+    assert_eq!(
+        h.procs().spawned.len(),
+        3,
+        "no replacement for slot 1 was tried"
+    );
 }
 
 #[test]
@@ -255,9 +284,14 @@ fn a_reload_asked_for_during_a_reload_runs_after_it() {
     let mut h = Harness::new(1, Harness::notify());
     h.all_ready();
     h.send(Event::Control(Control::Reload));
-    assert_eq!(h.send(Event::Control(Control::Reload)), vec![Report::ReloadQueued]);
+    assert_eq!(
+        h.send(Event::Control(Control::Reload)),
+        vec![Report::ReloadQueued]
+    );
     let reports = h.ready(102);
-    assert!(reports.iter().any(|r| matches!(r, Report::ReloadStarted { .. })));
+    assert!(reports
+        .iter()
+        .any(|r| matches!(r, Report::ReloadStarted { .. })));
     assert_eq!(h.procs().spawned.last(), Some(&(0, 103)));
 }
 
@@ -291,7 +325,11 @@ fn stop_drains_every_worker_then_kills_the_stubborn_ones() {
         status: ExitStatus::Signal(9),
     });
     assert_eq!(h.group.outcome(), Some(Outcome::Stopped));
-    assert_eq!(h.procs().spawned.len(), 2, "nothing restarts while stopping");
+    assert_eq!(
+        h.procs().spawned.len(),
+        2,
+        "nothing restarts while stopping"
+    );
 }
 
 #[test]
@@ -315,7 +353,11 @@ fn scale_up_and_down_change_the_slot_count() {
     assert!(matches!(reports[0], Report::ScaleRefused { .. }));
     let reports = h.exit(102, 0);
     assert!(matches!(reports[0], Report::Exited { expected: true, .. }));
-    assert_eq!(h.procs().spawned.len(), 2, "a scaled-down slot is not restarted");
+    assert_eq!(
+        h.procs().spawned.len(),
+        2,
+        "a scaled-down slot is not restarted"
+    );
 }
 
 #[test]
@@ -326,7 +368,9 @@ fn scale_down_during_reload_moves_the_reload_on() {
     h.ready(103);
     assert_eq!(h.procs().spawned.last(), Some(&(1, 104)));
     let reports = h.send(Event::Control(Control::ScaleDown));
-    assert!(reports.iter().any(|r| matches!(r, Report::ReloadFinished { .. })));
+    assert!(reports
+        .iter()
+        .any(|r| matches!(r, Report::ReloadFinished { .. })));
     assert_eq!(h.signals_to(104), vec![Signal::SIGTERM]);
 }
 
@@ -342,7 +386,10 @@ fn a_silent_worker_is_killed_by_the_watchdog_and_replaced() {
     });
     assert!(h.advance(900 * MS).is_empty());
     let reports = h.advance(100 * MS);
-    assert!(matches!(reports[0], Report::WatchdogTimeout { pid: 101, .. }));
+    assert!(matches!(
+        reports[0],
+        Report::WatchdogTimeout { pid: 101, .. }
+    ));
     assert_eq!(h.signals_to(101), vec![Signal::SIGKILL]);
     h.send(Event::Exited {
         pid: 101,
@@ -371,4 +418,37 @@ fn unknown_pids_are_ignored() {
     let mut h = Harness::new(1, Harness::notify());
     assert!(h.exit(999, 0).is_empty());
     assert!(h.ready(999).is_empty());
+}
+
+#[test]
+fn a_command_that_cannot_run_is_not_retried_before_it_ever_worked() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.exit(101, 1);
+    h.group.procs.fail_with = Some(libc::ENOEXEC);
+    let reports = h.advance(100 * MS);
+    assert!(matches!(
+        reports[0],
+        Report::SpawnFailed {
+            giving_up: true,
+            ..
+        }
+    ));
+    assert_eq!(h.group.outcome(), Some(Outcome::Failed));
+}
+
+#[test]
+fn a_command_that_worked_before_is_retried_when_exec_fails() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.ready(101);
+    h.exit(101, 1);
+    h.group.procs.fail_with = Some(libc::ENOENT);
+    let reports = h.advance(100 * MS);
+    assert!(matches!(
+        reports[0],
+        Report::SpawnFailed {
+            giving_up: false,
+            ..
+        }
+    ));
+    assert!(matches!(reports[1], Report::RestartScheduled { .. }));
 }

@@ -105,7 +105,11 @@ mod tests {
 
     #[test]
     fn resolves_on_path_and_refuses_what_is_missing() {
-        let sh = resolve_program(OsStr::new("sh"), Some(OsStr::new("/nonexistent:/bin")), None);
+        let sh = resolve_program(
+            OsStr::new("sh"),
+            Some(OsStr::new("/nonexistent:/bin")),
+            None,
+        );
         assert_eq!(sh.unwrap(), PathBuf::from("/bin/sh"));
         let missing = resolve_program(OsStr::new("no-such-program-xyz"), None, None);
         assert!(matches!(missing, Err(SpawnError::NotFound { .. })));

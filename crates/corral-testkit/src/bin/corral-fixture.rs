@@ -52,8 +52,12 @@ enum Listener {
 
 /// Applies the "deployed" settings, so a test can change what the next worker does.
 fn apply_deploy() {
-    let Ok(path) = std::env::var("FIXTURE_DEPLOY") else { return };
-    let Ok(text) = std::fs::read_to_string(path) else { return };
+    let Ok(path) = std::env::var("FIXTURE_DEPLOY") else {
+        return;
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
     for line in text.lines() {
         if let Some((key, value)) = line.split_once('=') {
             // Single-threaded at this point.
@@ -71,7 +75,10 @@ fn main() {
     if env_flag("FIXTURE_IGNORE_SIGTERM") {
         // SAFETY: setting a disposition to SIG_IGN installs no handler code.
         unsafe {
-            nix::sys::signal::signal(nix::sys::signal::SIGTERM, nix::sys::signal::SigHandler::SigIgn)
+            nix::sys::signal::signal(
+                nix::sys::signal::SIGTERM,
+                nix::sys::signal::SigHandler::SigIgn,
+            )
         }
         .expect("ignore SIGTERM");
     }
@@ -100,7 +107,9 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
         print_lines(n, &slot);
     }
     if env_flag("FIXTURE_ORPHAN") {
-        let _ = std::process::Command::new("sh").args(["-c", "sleep 1 &"]).status();
+        let _ = std::process::Command::new("sh")
+            .args(["-c", "sleep 1 &"])
+            .status();
     }
     let (drain_tx, draining) = watch::channel(false);
     let state = Arc::new(State {
@@ -198,7 +207,11 @@ async fn accept(listener: &Listener) -> Option<Box<dyn Conn>> {
             let _ = s.set_nodelay(true);
             Box::new(s) as Box<dyn Conn>
         }),
-        Listener::Unix(l) => l.accept().await.ok().map(|(s, _)| Box::new(s) as Box<dyn Conn>),
+        Listener::Unix(l) => l
+            .accept()
+            .await
+            .ok()
+            .map(|(s, _)| Box::new(s) as Box<dyn Conn>),
     }
 }
 
@@ -240,7 +253,9 @@ fn parse(buf: &mut Vec<u8>) -> Option<Request> {
     let mut close = http10;
     let mut body = 0usize;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("connection") {
             close = value.eq_ignore_ascii_case("close")
@@ -326,11 +341,17 @@ async fn respond(path: &str, state: &State) -> (&'static str, String) {
 fn after_request(state: &State) {
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     if env_num("FIXTURE_CRASH_AFTER").is_some_and(|limit| n as u64 >= limit) {
-        eprintln!("fixture pid={} crashing after {n} requests as asked", std::process::id());
+        eprintln!(
+            "fixture pid={} crashing after {n} requests as asked",
+            std::process::id()
+        );
         std::process::exit(3);
     }
     if env_num("FIXTURE_HANG_AFTER").is_some_and(|limit| n as u64 >= limit) {
-        eprintln!("fixture pid={} hanging after {n} requests as asked", std::process::id());
+        eprintln!(
+            "fixture pid={} hanging after {n} requests as asked",
+            std::process::id()
+        );
         // Blocks the only runtime thread: nothing is answered, no watchdog is sent.
         loop {
             std::thread::sleep(Duration::from_secs(3600));
