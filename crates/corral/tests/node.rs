@@ -29,7 +29,18 @@ fn node_server_on_fd_3_serves_from_every_worker_and_reloads_without_failures() {
     let Some(server) = server_js() else { return };
     let c = Corral::start(
         CORRAL,
-        &["run", "--listen", "127.0.0.1:0", "-i", "2", "--ready", "delay:300ms", "--", "node", &server],
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "-i",
+            "2",
+            "--ready",
+            "delay:300ms",
+            "--",
+            "node",
+            &server,
+        ],
         &[],
     );
     c.wait_for("worker 0 ready", T);
@@ -45,5 +56,8 @@ fn node_server_on_fd_3_serves_from_every_worker_and_reloads_without_failures() {
     let report = load.finish();
     assert_eq!(report.failed, 0, "{report:?}");
     assert!(report.by_pid.len() >= 2, "both workers served: {report:?}");
-    assert!(c.output().iter().any(|l| l.contains("[server:0] listening on {\"fd\":3}")));
+    assert!(c
+        .output()
+        .iter()
+        .any(|l| l.contains("[server:0] listening on {\"fd\":3}")));
 }

@@ -16,6 +16,7 @@
 //! | `FIXTURE_ORPHAN=1` | leave a short-lived orphan process behind at start |
 //! | `FIXTURE_DEPLOY=PATH` | if PATH exists, its `KEY=VALUE` lines are added to these at start (a "deploy") |
 //!
+//! SIGUSR1 prints `got SIGUSR1` on stderr.
 //! Routes: `/` (pid, slot, NODE_APP_INSTANCE, app, inherited listener names), `/slow?ms=N`, `/env/NAME`.
 //! Drain on SIGTERM: stop accepting, finish in-flight requests, answer the next request on
 //! each kept-alive connection with `Connection: close`, close idle ones after the grace.
@@ -125,6 +126,7 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
         ),
     });
     tokio::spawn(send_ready());
+    tokio::spawn(report_usr1(pid));
     tokio::spawn(watchdog());
     // A handler would undo SIG_IGN, so an ignoring fixture never installs one.
     let mut term = (!env_flag("FIXTURE_IGNORE_SIGTERM")).then(|| {
@@ -147,8 +149,8 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
         }
     }
     drop(listener);
-    eprintln!("fixture pid={pid} draining");
     let _ = drain_tx.send(true);
+    eprintln!("fixture pid={pid} draining");
     while state.active.load(Ordering::SeqCst) > 0 {
         let idle = state.idle.notified();
         if state.active.load(Ordering::SeqCst) == 0 {
@@ -160,6 +162,17 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     eprintln!("fixture pid={pid} drained");
+}
+
+/// Says so on stderr when SIGUSR1 arrives, so tests can see that corral forwarded it.
+async fn report_usr1(pid: u32) {
+    let kind = tokio::signal::unix::SignalKind::user_defined1();
+    let Ok(mut usr1) = tokio::signal::unix::signal(kind) else {
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        eprintln!("fixture pid={pid} got SIGUSR1");
+    }
 }
 
 async fn terminated(term: &mut Option<tokio::signal::unix::Signal>) {
