@@ -623,20 +623,8 @@ impl<P: Processes> Group<P> {
             Control::Reload => self.start_reload(),
             Control::ScaleUp => self.scale_up(),
             Control::ScaleDown => self.scale_down(),
-            Control::Stop => self.stop(),
-            Control::Kill => {
-                self.phase = Phase::Stopping;
-                self.rollout = None;
-                let workers = self.workers.len();
-                self.report(Report::Stopping {
-                    workers,
-                    forced: true,
-                });
-                let pids: Vec<Pid> = self.workers.keys().copied().collect();
-                for pid in pids {
-                    self.kill(pid);
-                }
-            }
+            Control::Stop => self.stop(false),
+            Control::Kill => self.stop(true),
             Control::Forward(signal) => {
                 let pids: Vec<Pid> = self.workers.keys().copied().collect();
                 for pid in pids {
@@ -646,8 +634,9 @@ impl<P: Processes> Group<P> {
         }
     }
 
-    fn stop(&mut self) {
-        if self.phase == Phase::Stopping {
+    /// Drains every worker (SIGKILL after the kill timeout), or with `forced` kills them now.
+    fn stop(&mut self, forced: bool) {
+        if self.phase == Phase::Stopping && !forced {
             return;
         }
         self.phase = Phase::Stopping;
@@ -656,13 +645,14 @@ impl<P: Processes> Group<P> {
             s.restart_at = None;
         }
         let workers = self.workers.len();
-        self.report(Report::Stopping {
-            workers,
-            forced: false,
-        });
+        self.report(Report::Stopping { workers, forced });
         let pids: Vec<Pid> = self.workers.keys().copied().collect();
         for pid in pids {
-            self.drain(pid);
+            if forced {
+                self.kill(pid);
+            } else {
+                self.drain(pid);
+            }
         }
     }
 

@@ -124,8 +124,8 @@ fn spawn_signal_task(
     let mut hup = listen(SignalKind::hangup())?;
     let mut usr2 = listen(SignalKind::user_defined2())?;
     let mut usr1 = listen(SignalKind::user_defined1())?;
-    let mut ttin = listen(SignalKind::from_raw(libc_sig(Signal::SIGTTIN)))?;
-    let mut ttou = listen(SignalKind::from_raw(libc_sig(Signal::SIGTTOU)))?;
+    let mut ttin = listen(SignalKind::from_raw(Signal::SIGTTIN as i32))?;
+    let mut ttou = listen(SignalKind::from_raw(Signal::SIGTTOU as i32))?;
     Ok(tokio::spawn(async move {
         let mut stopping = false;
         loop {
@@ -151,10 +151,6 @@ fn stop_or_kill(stopping: &mut bool) -> Control {
     } else {
         Control::Stop
     }
-}
-
-fn libc_sig(signal: Signal) -> i32 {
-    signal as i32
 }
 
 /// Where the notify socket goes: `$XDG_RUNTIME_DIR` when usable, else the temp dir.

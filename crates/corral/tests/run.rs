@@ -109,6 +109,10 @@ fn reloads_under_load(keep_alive: bool) {
         // Each reload happens under traffic, not in a quiet moment.
         assert!(load.wait_ok(before + 200, T));
     }
+    // Once every old worker has exited, all traffic goes to the newest ones.
+    c.wait_for_nth("stopped: exit code 0", 10, T);
+    let before = load.ok_so_far();
+    assert!(load.wait_ok(before + 200, T));
     let report = load.finish();
     assert_eq!(
         report.failed, 0,
@@ -329,17 +333,21 @@ fn orphans_of_workers_are_reaped() {
         &[("FIXTURE_ORPHAN", "1")],
     );
     c.wait_for("worker 0 ready", T);
-    // The orphaned `sleep 1` is reparented to corral (subreaper); once it exits it
-    // must be reaped, not left a zombie.
-    let pid = c.pid();
+    assert_orphan_reaped(c.pid());
+}
+
+/// The fixture's orphaned `sleep 1` is reparented to `parent` (subreaper or PID 1), which
+/// has one worker; once the orphan exits it must be reaped, not left a zombie.
+fn assert_orphan_reaped(parent: i32) {
     assert!(
-        eventually(T, || children_of(pid).len() == 2),
-        "the orphan was reparented to corral"
+        eventually(T, || children_of(parent).len() == 2),
+        "the orphan was reparented to corral: {:?}",
+        children_of(parent)
     );
     assert!(
-        eventually(T, || children_of(pid).len() == 1),
+        eventually(T, || children_of(parent).len() == 1),
         "zombies left under corral: {:?}",
-        children_of(pid)
+        children_of(parent)
     );
 }
 
@@ -426,11 +434,6 @@ fn sigusr1_is_forwarded_to_every_worker() {
     c.wait_for(&format!("fixture pid={b} got SIGUSR1"), T);
 }
 
-/// The pids of the direct children of `pid`.
-fn child_pids(pid: i32) -> Vec<i32> {
-    children_of(pid).into_iter().map(|(p, _)| p).collect()
-}
-
 #[test]
 fn as_pid_1_it_reaps_orphans_and_stops_gracefully_on_sigterm() {
     if std::env::var_os("CORRAL_SKIP_PID1").is_some() {
@@ -464,22 +467,14 @@ fn as_pid_1_it_reaps_orphans_and_stops_gracefully_on_sigterm() {
         &[("FIXTURE_ORPHAN", "1")],
     );
     c.wait_for("worker 0 ready", T);
-    let corral = child_pids(c.pid())[0];
+    let corral = children_of(c.pid())[0].0;
     let status = std::fs::read_to_string(format!("/proc/{corral}/status")).unwrap();
     let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
     assert!(
         nspid.ends_with("\t1"),
         "corral is PID 1 in its namespace: {nspid}"
     );
-    assert!(
-        eventually(T, || child_pids(corral).len() == 2),
-        "the orphan was reparented to PID 1"
-    );
-    assert!(
-        eventually(T, || child_pids(corral).len() == 1),
-        "zombies left under PID 1: {:?}",
-        children_of(corral)
-    );
+    assert_orphan_reaped(corral);
     assert_eq!(get(c.addr(), "/").unwrap().status, 200);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(corral), Signal::SIGTERM).unwrap();
     assert!(c.wait_exit(T).success());
