@@ -425,14 +425,7 @@ impl<P: Processes> Group<P> {
             }
             Role::Incoming => {
                 self.slots[slot].incoming = None;
-                let reason = match worker.state {
-                    WorkerState::Killed { .. } if !worker.ever_ready => match self.config.ready {
-                        ReadyPolicy::Notify { timeout } => AbortReason::NotReadyInTime(timeout),
-                        ReadyPolicy::Delay { .. } => AbortReason::ExitedBeforeReady(status),
-                    },
-                    _ => AbortReason::ExitedBeforeReady(status),
-                };
-                self.abort_rollout(slot, reason);
+                self.abort_rollout(slot, AbortReason::ExitedBeforeReady(status));
                 if self.phase == Phase::Running && self.slots[slot].current.is_none() {
                     self.schedule_restart(slot, uptime, worker.ever_ready);
                 }
@@ -524,8 +517,36 @@ impl<P: Processes> Group<P> {
         }
     }
 
+    /// A worker that is not ready in time is stopped gracefully, not killed: in shared
+    /// mode it may already have accepted connections, and those deserve an answer.
+    /// A replacement is detached and the reload aborted at once; a slot's current worker
+    /// stays attached, so its exit counts as an unstable one and it is restarted.
+    fn on_ready_timeout(&mut self, pid: Pid, slot: usize, timeout: Duration) {
+        if self.role(pid, slot) == Role::Incoming {
+            self.abort_rollout(slot, AbortReason::NotReadyInTime(timeout));
+        } else {
+            self.ask_to_exit(pid);
+        }
+    }
+
     /// Asks a worker to exit and detaches it from its slot.
     fn drain(&mut self, pid: Pid) {
+        let Some(worker) = self.workers.get(&pid) else {
+            return;
+        };
+        if let Some(s) = self.slots.get_mut(worker.slot) {
+            if s.current == Some(pid) {
+                s.current = None;
+            }
+            if s.incoming == Some(pid) {
+                s.incoming = None;
+            }
+        }
+        self.ask_to_exit(pid);
+    }
+
+    /// Sends the stop signal and starts the kill timer; slot membership is unchanged.
+    fn ask_to_exit(&mut self, pid: Pid) {
         let Some(worker) = self.workers.get_mut(&pid) else {
             return;
         };
@@ -539,15 +560,6 @@ impl<P: Processes> Group<P> {
             since: self.now,
             deadline: self.now + self.config.stop.kill_timeout,
         };
-        let slot = worker.slot;
-        if let Some(s) = self.slots.get_mut(slot) {
-            if s.current == Some(pid) {
-                s.current = None;
-            }
-            if s.incoming == Some(pid) {
-                s.incoming = None;
-            }
-        }
         self.procs.signal_group(pid, self.config.stop.signal);
     }
 
@@ -574,7 +586,7 @@ impl<P: Processes> Group<P> {
                         ReadyPolicy::Delay { .. } => self.on_ready(pid),
                         ReadyPolicy::Notify { timeout } => {
                             self.report(Report::ReadyTimeout { slot, pid, timeout });
-                            self.kill(pid);
+                            self.on_ready_timeout(pid, slot, timeout);
                         }
                     }
                 }
@@ -763,9 +775,9 @@ impl<P: Processes> Group<P> {
         if self.rollout.take().is_none() {
             return;
         }
-        if let Some(pid) = self.slots.get_mut(slot).and_then(|s| s.incoming.take()) {
+        if let Some(pid) = self.slots.get(slot).and_then(|s| s.incoming) {
             // Detached, so its exit is not mistaken for a crash of the slot.
-            self.kill(pid);
+            self.drain(pid);
         }
         self.report(Report::ReloadAborted { slot, reason });
     }

@@ -61,7 +61,7 @@ pub fn report(r: &Report) -> String {
             duration(*min_uptime)
         ),
         Report::ReadyTimeout { slot, pid, timeout } => format!(
-            "worker {slot} (pid {pid}) did not send READY=1 within {}; killing it (raise --ready-timeout if it needs longer)",
+            "worker {slot} (pid {pid}) did not send READY=1 within {}; stopping it (raise --ready-timeout if it needs longer)",
             duration(*timeout)
         ),
         Report::WatchdogTimeout { slot, pid, silent_for } => format!(

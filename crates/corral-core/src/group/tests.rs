@@ -261,22 +261,46 @@ fn reload_aborts_when_the_replacement_is_not_ready_in_time() {
     h.all_ready();
     h.send(Event::Control(Control::Reload));
     let reports = h.advance(2000 * MS);
-    assert!(reports.contains(&Report::ReadyTimeout {
-        slot: 0,
-        pid: 102,
-        timeout: 2000 * MS
-    }));
-    assert_eq!(h.signals_to(102), vec![Signal::SIGKILL]);
-    let reports = h.exit(102, -1);
-    assert!(reports.iter().any(|r| matches!(
-        r,
-        Report::ReloadAborted {
-            reason: AbortReason::NotReadyInTime(_),
-            ..
-        }
-    )));
+    assert_eq!(
+        reports,
+        vec![
+            Report::ReadyTimeout {
+                slot: 0,
+                pid: 102,
+                timeout: 2000 * MS
+            },
+            Report::ReloadAborted {
+                slot: 0,
+                reason: AbortReason::NotReadyInTime(2000 * MS)
+            }
+        ]
+    );
+    // Stopped gracefully: connections it may have accepted still get answers.
+    assert_eq!(h.signals_to(102), vec![Signal::SIGTERM]);
+    let reports = h.exit(102, 0);
+    assert!(matches!(reports[0], Report::Exited { expected: true, .. }));
     assert_eq!(h.group.current(0), Some(101));
     assert_eq!(h.ready_count(), 1);
+    assert_eq!(h.procs().spawned.len(), 2, "nothing restarted");
+}
+
+#[test]
+fn a_first_worker_not_ready_in_time_is_stopped_and_restarted() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.advance(2000 * MS);
+    assert_eq!(h.signals_to(101), vec![Signal::SIGTERM]);
+    let reports = h.exit(101, 0);
+    assert!(matches!(
+        reports[0],
+        Report::Exited {
+            expected: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        reports[1],
+        Report::RestartScheduled { unstable: 1, .. }
+    ));
 }
 
 #[test]

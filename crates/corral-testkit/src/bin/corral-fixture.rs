@@ -125,8 +125,11 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
             names.join(":")
         ),
     });
+    // Installed before READY=1, so a forwarded SIGUSR1 never meets the default action.
+    let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .expect("SIGUSR1 handler");
+    tokio::spawn(report_usr1(pid, usr1));
     tokio::spawn(send_ready());
-    tokio::spawn(report_usr1(pid));
     tokio::spawn(watchdog());
     // A handler would undo SIG_IGN, so an ignoring fixture never installs one.
     let mut term = (!env_flag("FIXTURE_IGNORE_SIGTERM")).then(|| {
@@ -165,11 +168,7 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
 }
 
 /// Says so on stderr when SIGUSR1 arrives, so tests can see that corral forwarded it.
-async fn report_usr1(pid: u32) {
-    let kind = tokio::signal::unix::SignalKind::user_defined1();
-    let Ok(mut usr1) = tokio::signal::unix::signal(kind) else {
-        return;
-    };
+async fn report_usr1(pid: u32, mut usr1: tokio::signal::unix::Signal) {
     while usr1.recv().await.is_some() {
         eprintln!("fixture pid={pid} got SIGUSR1");
     }
