@@ -68,7 +68,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "notify|delay:DURATION", default_value = "delay:1s", value_parser = parse_ready)]
     pub ready: ReadyArg,
 
-    /// With --ready notify: how long a worker may take to send READY=1 before it is killed.
+    /// With --ready notify: how long a worker may take to send READY=1 before it is stopped.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub ready_timeout: Duration,
 
