@@ -483,3 +483,82 @@ fn as_pid_1_it_reaps_orphans_and_stops_gracefully_on_sigterm() {
         .iter()
         .any(|l| l.contains("worker 0") && l.contains("stopped: exit code 0")));
 }
+
+#[test]
+fn max_workers_follow_the_cpu_affinity() {
+    let fixture = fixture();
+    let c = Corral::start(
+        "taskset",
+        &[
+            "-c",
+            "0",
+            CORRAL,
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "-i",
+            "max",
+            "--name",
+            "fx",
+            "--",
+            &fixture,
+        ],
+        &[],
+    );
+    c.wait_for("fx: starting 1 workers", T);
+    drop(c);
+    let c = Corral::start(
+        "taskset",
+        &[
+            "-c",
+            "0",
+            CORRAL,
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "-i",
+            "-1",
+            "--",
+            &fixture,
+        ],
+        &[],
+    );
+    c.wait_for("starting 1 workers", T);
+}
+
+#[test]
+fn a_worker_that_crashes_after_n_requests_is_restarted_while_the_other_serves() {
+    // Each worker lives for longer than --min-uptime, so these crashes are "stable".
+    let c = start(
+        &["-i", "2", "--ready", "notify", "--min-uptime", "5ms"],
+        &[("FIXTURE_CRASH_AFTER", "50")],
+    );
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let load = Load::start(c.addr(), 1, false, T);
+    // 400 requests mean at least 6 crashes, each followed by a restart in the same slot.
+    assert!(load.wait_ok(400, T));
+    let report = load.finish();
+    let crashes = c
+        .output()
+        .iter()
+        .filter(|l| l.contains("exited unexpectedly: exit code 3"))
+        .count();
+    assert!(crashes >= 6, "{crashes} crashes: {:?}", c.output());
+    // The fixture exits right after answering, so no request is lost.
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(
+        !c.output().iter().any(|l| l.contains("gave up")),
+        "stable crashes never give up"
+    );
+}
+
+#[test]
+fn status_text_from_a_worker_is_shown() {
+    let c = start(
+        &["-i", "1", "--ready", "notify"],
+        &[("FIXTURE_STATUS", "warming caches")],
+    );
+    c.wait_for("worker 0 (pid", T);
+    c.wait_for("status: warming caches", T);
+}

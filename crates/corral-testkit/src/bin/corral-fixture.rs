@@ -11,6 +11,7 @@
 //! | `FIXTURE_IDLE_GRACE_MS=MS` | while draining, close idle keep-alive connections after this (default 1000) |
 //! | `FIXTURE_NEVER_READY=1` | never send READY=1 |
 //! | `FIXTURE_READY_DELAY_MS=MS` | wait this long before sending READY=1 |
+//! | `FIXTURE_STATUS=TEXT` | send `STATUS=TEXT` just before READY=1 |
 //! | `FIXTURE_LEAK_KB=KB` | keep KB of touched memory per request |
 //! | `FIXTURE_PRINT_LINES=N` | print N numbered 200-byte lines to stdout at start |
 //! | `FIXTURE_ORPHAN=1` | leave a short-lived orphan process behind at start |
@@ -233,6 +234,9 @@ async fn send_ready() {
     }
     if let Some(ms) = env_num("FIXTURE_READY_DELAY_MS") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Ok(text) = std::env::var("FIXTURE_STATUS") {
+        let _ = corral_worker::status(&text);
     }
     let _ = corral_worker::ready();
 }
