@@ -22,6 +22,8 @@ pub const CORRAL_WORKER_ID: &str = "CORRAL_WORKER_ID";
 pub const NODE_APP_INSTANCE: &str = "NODE_APP_INSTANCE";
 /// Port of the first TCP listener.
 pub const PORT: &str = "PORT";
+/// The fd of the worker's end of its channel to the supervisor (newline-delimited JSON).
+pub const CORRAL_CHANNEL_FD: &str = "CORRAL_CHANNEL_FD";
 /// Overrides the configured number of workers when set.
 pub const WORKERS: &str = "WORKERS";
 

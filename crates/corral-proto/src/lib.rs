@@ -3,5 +3,6 @@
 //! Everything a worker process can observe about corral is defined here, so that the
 //! supervisor (`corral-core`) and the worker library (`corral-worker`) cannot drift apart.
 
+pub mod channel;
 pub mod env;
 pub mod notify;
