@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 use crate::process::{ExitStatus, Pid, SpawnError};
 use crate::restart::{Decision, RestartPolicy, RestartState};
-use crate::spec::{ReadyPolicy, StopPolicy};
+use crate::spec::{HealthPolicy, ReadyPolicy, StopPolicy};
 
 /// The side effects the group needs from the operating system.
 pub trait Processes {
@@ -20,6 +20,10 @@ pub trait Processes {
     fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError>;
     /// Sends `signal` to the whole process group `pgid`; a group that is gone is not an error.
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
+    /// Starts (ready) or stops (draining, killed) handing connections to a worker.
+    fn route(&mut self, pid: Pid, slot: usize, routable: bool);
+    /// The worker has exited and been reaped: release what belongs to it.
+    fn reaped(&mut self, pid: Pid);
 }
 
 /// The policies a group runs under.
@@ -30,7 +34,11 @@ pub struct GroupConfig {
     pub restart: RestartPolicy,
     pub stop: StopPolicy,
     pub watchdog: Option<Duration>,
+    pub health: HealthPolicy,
 }
+
+/// How often a lagging worker is reported, at most.
+const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// What a caller asks of a running group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +66,21 @@ pub enum Event {
     Notify {
         pid: Pid,
         notices: Vec<Notice>,
+    },
+    /// The worker said hello on its channel; it heartbeats every `heartbeat`, if set.
+    Hello {
+        pid: Pid,
+        heartbeat: Option<Duration>,
+    },
+    /// A heartbeat, with how late the worker's timers fire.
+    Heartbeat {
+        pid: Pid,
+        lag: Duration,
+    },
+    /// Memory of the worker's process tree, in bytes.
+    Memory {
+        pid: Pid,
+        rss: u64,
     },
     /// Time passed; deadlines up to now are due.
     Tick,
@@ -129,9 +152,34 @@ pub enum Report {
         replaced: usize,
         took: Duration,
     },
+    /// `reload` is false when the replacement was for one worker (memory limit).
     ReloadAborted {
         slot: usize,
         reason: AbortReason,
+        reload: bool,
+    },
+    Lag {
+        slot: usize,
+        pid: Pid,
+        lag: Duration,
+    },
+    MemoryLimit {
+        slot: usize,
+        pid: Pid,
+        rss: u64,
+        limit: u64,
+    },
+    /// A user message a worker sent on its channel (JSON text).
+    Message {
+        slot: usize,
+        pid: Pid,
+        json: String,
+    },
+    /// A worker broke its channel's rules; the message says how.
+    ChannelProblem {
+        slot: usize,
+        pid: Pid,
+        problem: String,
     },
     Scaled {
         from: usize,
@@ -192,6 +240,10 @@ pub struct Worker {
     pub started: Instant,
     pub ever_ready: bool,
     pub state: WorkerState,
+    /// Silence after which it counts as hung: set by its hello (heartbeats), else the
+    /// group's sd_notify watchdog.
+    pub watchdog: Option<Duration>,
+    lag_reported: Option<Instant>,
 }
 
 /// A stable worker position (`CORRAL_WORKER_ID`). `current` serves; `incoming` is its
@@ -207,6 +259,8 @@ struct Slot {
 
 #[derive(Debug)]
 struct Rollout {
+    /// A reload of every worker, or the replacement of one (memory limit).
+    reload: bool,
     queue: VecDeque<usize>,
     in_flight: Option<usize>,
     started: Instant,
@@ -272,6 +326,14 @@ impl<P: Processes> Group<P> {
                     self.on_notice(pid, notice);
                 }
             }
+            Event::Hello { pid, heartbeat } => {
+                let timeout = self.config.health.heartbeat_timeout;
+                if let (Some(w), Some(every)) = (self.workers.get_mut(&pid), heartbeat) {
+                    w.watchdog = Some(timeout.max(every * 3));
+                }
+            }
+            Event::Heartbeat { pid, lag } => self.on_heartbeat(pid, lag),
+            Event::Memory { pid, rss } => self.on_memory(pid, rss),
             Event::Tick => self.on_tick(),
             Event::Control(control) => self.on_control(control),
         }
@@ -288,7 +350,7 @@ impl<P: Processes> Group<P> {
             WorkerState::Starting { deadline, .. } | WorkerState::Draining { deadline, .. } => {
                 Some(deadline)
             }
-            WorkerState::Ready { last_ping, .. } => self.config.watchdog.map(|wd| last_ping + wd),
+            WorkerState::Ready { last_ping, .. } => w.watchdog.map(|wd| last_ping + wd),
             WorkerState::Killed { .. } => None,
         });
         let restarts = self.slots.iter().filter_map(|s| s.restart_at);
@@ -326,6 +388,16 @@ impl<P: Processes> Group<P> {
 
     pub fn reloading(&self) -> bool {
         self.rollout.is_some()
+    }
+
+    /// The OS side, for the supervisor loop (channels, dispatch).
+    pub fn processes_mut(&mut self) -> &mut P {
+        &mut self.procs
+    }
+
+    /// The slot of a live worker.
+    pub fn slot_of(&self, pid: Pid) -> Option<usize> {
+        self.workers.get(&pid).map(|w| w.slot)
     }
 
     fn report(&mut self, report: Report) {
@@ -376,6 +448,8 @@ impl<P: Processes> Group<P> {
                 started: self.now,
                 ever_ready: false,
                 state,
+                watchdog: self.config.watchdog,
+                lag_reported: None,
             },
         );
         let s = &mut self.slots[slot];
@@ -404,6 +478,7 @@ impl<P: Processes> Group<P> {
         // Nothing the worker started may outlive it: a leftover child holding the
         // listener would take connections nobody serves.
         self.procs.signal_group(pid, Signal::SIGKILL);
+        self.procs.reaped(pid);
         let slot = worker.slot;
         let uptime = self.now.saturating_duration_since(worker.started);
         let role = self.role(pid, slot);
@@ -485,6 +560,56 @@ impl<P: Processes> Group<P> {
         }
     }
 
+    fn on_heartbeat(&mut self, pid: Pid, lag: Duration) {
+        let now = self.now;
+        let warn = self.config.health.lag_warning;
+        let Some(worker) = self.workers.get_mut(&pid) else {
+            return;
+        };
+        if let WorkerState::Ready { last_ping, .. } = &mut worker.state {
+            *last_ping = now;
+        }
+        let due = worker
+            .lag_reported
+            .is_none_or(|at| now.saturating_duration_since(at) >= LAG_REPORT_EVERY);
+        if lag >= warn && due {
+            worker.lag_reported = Some(now);
+            let slot = worker.slot;
+            self.report(Report::Lag { slot, pid, lag });
+        }
+    }
+
+    /// Over the memory limit: a replacement starts, and the worker drains once it is ready.
+    fn on_memory(&mut self, pid: Pid, rss: u64) {
+        let Some(limit) = self.config.health.max_memory else {
+            return;
+        };
+        let Some(worker) = self.workers.get(&pid) else {
+            return;
+        };
+        let slot = worker.slot;
+        let serving = matches!(worker.state, WorkerState::Ready { .. })
+            && self.role(pid, slot) == Role::Current;
+        if rss <= limit || !serving || self.phase != Phase::Running || self.rollout.is_some() {
+            return; // a running reload or replacement deals with it, or the next sample does
+        }
+        self.report(Report::MemoryLimit {
+            slot,
+            pid,
+            rss,
+            limit,
+        });
+        self.rollout = Some(Rollout {
+            reload: false,
+            queue: VecDeque::from([slot]),
+            in_flight: None,
+            started: self.now,
+            replaced: 0,
+            again: false,
+        });
+        self.rollout_next();
+    }
+
     fn on_ready(&mut self, pid: Pid) {
         let now = self.now;
         let Some(worker) = self.workers.get_mut(&pid) else {
@@ -502,6 +627,8 @@ impl<P: Processes> Group<P> {
         let slot = worker.slot;
         let after = now.saturating_duration_since(worker.started);
         self.report(Report::Ready { slot, pid, after });
+        // Route to the new worker before the old one stops taking connections.
+        self.procs.route(pid, slot, true);
         if self.role(pid, slot) == Role::Incoming {
             let s = &mut self.slots[slot];
             s.incoming = None;
@@ -560,6 +687,8 @@ impl<P: Processes> Group<P> {
             since: self.now,
             deadline: self.now + self.config.stop.kill_timeout,
         };
+        let slot = worker.slot;
+        self.procs.route(pid, slot, false);
         self.procs.signal_group(pid, self.config.stop.signal);
     }
 
@@ -567,6 +696,8 @@ impl<P: Processes> Group<P> {
     fn kill(&mut self, pid: Pid) {
         if let Some(worker) = self.workers.get_mut(&pid) {
             worker.state = WorkerState::Killed { since: self.now };
+            let slot = worker.slot;
+            self.procs.route(pid, slot, false);
             self.procs.signal_group(pid, Signal::SIGKILL);
         }
     }
@@ -591,7 +722,7 @@ impl<P: Processes> Group<P> {
                     }
                 }
                 WorkerState::Ready { last_ping, .. } => {
-                    if let Some(wd) = self.config.watchdog {
+                    if let Some(wd) = self.workers[&pid].watchdog {
                         if now >= last_ping + wd {
                             let silent_for = now - last_ping;
                             self.report(Report::WatchdogTimeout {
@@ -724,6 +855,7 @@ impl<P: Processes> Group<P> {
         let workers = self.slots.len();
         self.report(Report::ReloadStarted { workers });
         self.rollout = Some(Rollout {
+            reload: true,
             queue: (0..workers).collect(),
             in_flight: None,
             started: self.now,
@@ -742,8 +874,11 @@ impl<P: Processes> Group<P> {
             let Some(slot) = rollout.queue.pop_front() else {
                 let (replaced, again) = (rollout.replaced, rollout.again);
                 let took = self.now.saturating_duration_since(rollout.started);
+                let reload = rollout.reload;
                 self.rollout = None;
-                self.report(Report::ReloadFinished { replaced, took });
+                if reload {
+                    self.report(Report::ReloadFinished { replaced, took });
+                }
                 if again {
                     self.start_reload();
                 }
@@ -772,14 +907,18 @@ impl<P: Processes> Group<P> {
 
     /// Gives up on the running reload; the old workers keep serving.
     fn abort_rollout(&mut self, slot: usize, reason: AbortReason) {
-        if self.rollout.take().is_none() {
+        let Some(rollout) = self.rollout.take() else {
             return;
-        }
+        };
         if let Some(pid) = self.slots.get(slot).and_then(|s| s.incoming) {
             // Detached, so its exit is not mistaken for a crash of the slot.
             self.drain(pid);
         }
-        self.report(Report::ReloadAborted { slot, reason });
+        self.report(Report::ReloadAborted {
+            slot,
+            reason,
+            reload: rollout.reload,
+        });
     }
 }
 

@@ -4,6 +4,8 @@
 //! user typed into an [`AppSpec`], binds its [`listen::Listener`]s, and drives
 //! [`supervisor::run`], reading [`group::Report`]s and worker [`output::LogLine`]s back.
 
+pub mod channel;
+pub mod dispatch;
 pub mod group;
 pub mod listen;
 pub mod notify;

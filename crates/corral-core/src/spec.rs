@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::dispatch::Balance;
 use crate::restart::RestartPolicy;
 
 /// Everything the engine needs to run one app. Built by the binary from flags or a config
@@ -30,6 +31,30 @@ pub struct AppSpec {
     pub watchdog: Option<Duration>,
     /// Kill workers when the supervisor dies (foreground `corral run`).
     pub die_with_supervisor: bool,
+    /// How connections reach workers.
+    pub balance: Balance,
+    pub health: HealthPolicy,
+}
+
+/// Limits on workers that are alive but sick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// A worker that announced heartbeats and sends none for this long is killed.
+    pub heartbeat_timeout: Duration,
+    /// Runtime lag above this is reported.
+    pub lag_warning: Duration,
+    /// Memory of a worker's whole process tree above which it is replaced gracefully.
+    pub max_memory: Option<u64>,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            heartbeat_timeout: Duration::from_secs(10),
+            lag_warning: Duration::from_millis(1000),
+            max_memory: None,
+        }
+    }
 }
 
 /// How a worker is stopped.

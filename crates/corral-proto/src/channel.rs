@@ -84,7 +84,7 @@ pub enum Frame {
 }
 
 /// Why a line could not be decoded.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("not JSON: {0}")]
     NotJson(String),

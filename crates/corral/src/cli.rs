@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use corral_core::dispatch::Balance;
 use corral_core::restart::RestartPolicy;
-use corral_core::spec::{Instances, ListenSpec, ReadyPolicy, StopPolicy};
+use corral_core::spec::{HealthPolicy, Instances, ListenSpec, ReadyPolicy, StopPolicy};
 use corral_core::AppSpec;
 use corral_proto::env::WORKERS;
 use nix::sys::signal::Signal;
@@ -101,6 +102,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub watchdog: Option<Duration>,
 
+    /// How connections reach workers: `shared` (every worker accepts; the kernel picks),
+    /// `round-robin`, `least-loaded` or `sticky` (same client IP, same worker), handed
+    /// over by corral to workers that use corral-worker. `auto`: round-robin for those,
+    /// shared for the rest.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub balance: Balance,
+
+    /// Replace a worker gracefully (replacement first) when its process tree uses more
+    /// memory than this: 512M, 1G, 300MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+
+    /// Kill and replace a worker that announced heartbeats and sent none for this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// Report workers whose runtime lags (late timers) more than this.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub lag_warning: Duration,
+
     /// The command to run, with its arguments (put `--` before it if it has flags of its own).
     #[arg(
         required = true,
@@ -143,6 +164,26 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
     }
     name.parse::<Signal>()
         .map_err(|_| "expected a signal name like SIGTERM, TERM, SIGINT or SIGQUIT".into())
+}
+
+/// `512M`, `1G`, `300MiB`, `1048576`: binary units, as PM2's max_memory_restart.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || "expected a size like 512M, 1G or 300MiB".to_string();
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(1 << shift) {
+        Some(0) | None => Err(bad()),
+        Some(bytes) => Ok(bytes),
+    }
 }
 
 fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
@@ -253,6 +294,12 @@ impl RunArgs {
             },
             watchdog: self.watchdog,
             die_with_supervisor: true,
+            balance: self.balance,
+            health: HealthPolicy {
+                heartbeat_timeout: self.heartbeat_timeout,
+                lag_warning: self.lag_warning,
+                max_memory: self.max_memory,
+            },
         })
     }
 }
@@ -316,6 +363,17 @@ mod tests {
     fn flags_after_the_command_belong_to_it() {
         let a = args(&["-i", "2", "node", "-e", "x"]);
         assert_eq!(a.command, os(&["node", "-e", "x"]));
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("300MiB"), Ok(300 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0M").is_err());
+        assert!(parse_size("5T").is_err());
     }
 
     #[test]

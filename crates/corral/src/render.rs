@@ -24,6 +24,22 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// A byte count in binary units: 1.5 MiB.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// The text of a report, without the `[corral]` prefix.
 pub fn report(r: &Report) -> String {
     match r {
@@ -65,7 +81,7 @@ pub fn report(r: &Report) -> String {
             duration(*timeout)
         ),
         Report::WatchdogTimeout { slot, pid, silent_for } => format!(
-            "worker {slot} (pid {pid}) is hung: no WATCHDOG=1 for {}; killing its process group",
+            "worker {slot} (pid {pid}) is hung: no heartbeat or WATCHDOG=1 for {}; killing its process group",
             duration(*silent_for)
         ),
         Report::KillTimeout { slot, pid, signal, timeout } => format!(
@@ -80,7 +96,11 @@ pub fn report(r: &Report) -> String {
         Report::ReloadFinished { replaced, took } => {
             format!("reload done: {replaced} workers replaced in {}", duration(*took))
         }
-        Report::ReloadAborted { slot, reason } => {
+        Report::ReloadAborted {
+            slot,
+            reason,
+            reload,
+        } => {
             let why = match reason {
                 AbortReason::SpawnFailed(e) => format!("could not start: {e}"),
                 AbortReason::ExitedBeforeReady(status) => {
@@ -90,7 +110,28 @@ pub fn report(r: &Report) -> String {
                     format!("did not get ready within {}", duration(*t))
                 }
             };
-            format!("reload aborted: the replacement for worker {slot} {why}; the old workers keep serving")
+            let what = if *reload { "reload" } else { "replacement" };
+            format!("{what} aborted: the replacement for worker {slot} {why}; the old workers keep serving")
+        }
+        Report::Lag { slot, pid, lag } => format!(
+            "worker {slot} (pid {pid}) is lagging: its timers fire {} late (blocking work on the event loop?)",
+            duration(*lag)
+        ),
+        Report::MemoryLimit {
+            slot,
+            pid,
+            rss,
+            limit,
+        } => format!(
+            "worker {slot} (pid {pid}) uses {} (limit {}); replacing it gracefully",
+            size(*rss),
+            size(*limit)
+        ),
+        Report::Message { slot, pid, json } => {
+            format!("message from worker {slot} (pid {pid}): {json}")
+        }
+        Report::ChannelProblem { slot, pid, problem } => {
+            format!("worker {slot} (pid {pid}) {problem}")
         }
         Report::Scaled { from, to } => format!("scaled from {from} to {to} workers"),
         Report::ScaleRefused { reason } => format!("cannot scale down: {reason}"),

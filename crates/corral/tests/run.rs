@@ -303,7 +303,7 @@ fn a_hung_worker_is_killed_by_the_watchdog_and_replaced() {
     let hung = Corral::pid_in(&c.wait_for("worker 0 ready", T));
     let _ = get(c.addr(), "/");
     c.wait_for(
-        &format!("worker 0 (pid {hung}) is hung: no WATCHDOG=1 for"),
+        &format!("worker 0 (pid {hung}) is hung: no heartbeat or WATCHDOG=1 for"),
         T,
     );
     let new = Corral::pid_in(&c.wait_for_nth("worker 0 ready", 2, T));

@@ -11,6 +11,8 @@ struct Fake {
     fail_spawns: bool,
     /// Fail exec with this errno.
     fail_with: Option<i32>,
+    routes: Vec<(Pid, bool)>,
+    reaped: Vec<Pid>,
 }
 
 impl Processes for Fake {
@@ -32,6 +34,14 @@ impl Processes for Fake {
 
     fn signal_group(&mut self, pgid: Pid, signal: Signal) {
         self.signals.push((pgid, signal));
+    }
+
+    fn route(&mut self, pid: Pid, _slot: usize, routable: bool) {
+        self.routes.push((pid, routable));
+    }
+
+    fn reaped(&mut self, pid: Pid) {
+        self.reaped.push(pid);
     }
 }
 
@@ -60,6 +70,11 @@ impl Harness {
                 kill_timeout: 500 * MS,
             },
             watchdog: None,
+            health: HealthPolicy {
+                heartbeat_timeout: 3000 * MS,
+                lag_warning: 500 * MS,
+                max_memory: Some(100),
+            },
         };
         let t0 = Instant::now();
         let mut h = Harness {
@@ -243,7 +258,8 @@ fn reload_aborts_when_the_replacement_exits_and_keeps_the_old_worker() {
     let reports = h.exit(103, 1);
     assert!(reports.contains(&Report::ReloadAborted {
         slot: 0,
-        reason: AbortReason::ExitedBeforeReady(ExitStatus::Code(1))
+        reason: AbortReason::ExitedBeforeReady(ExitStatus::Code(1)),
+        reload: true,
     }));
     assert_eq!(h.group.current(0), Some(101));
     assert!(h.signals_to(101).is_empty());
@@ -271,7 +287,8 @@ fn reload_aborts_when_the_replacement_is_not_ready_in_time() {
             },
             Report::ReloadAborted {
                 slot: 0,
-                reason: AbortReason::NotReadyInTime(2000 * MS)
+                reason: AbortReason::NotReadyInTime(2000 * MS),
+                reload: true,
             }
         ]
     );
@@ -402,6 +419,7 @@ fn scale_down_during_reload_moves_the_reload_on() {
 fn a_silent_worker_is_killed_by_the_watchdog_and_replaced() {
     let mut h = Harness::new(1, Harness::notify());
     h.group.config.watchdog = Some(1000 * MS);
+    h.group.workers.get_mut(&101).unwrap().watchdog = Some(1000 * MS);
     h.all_ready();
     h.now += 800 * MS;
     h.send(Event::Notify {
@@ -475,4 +493,96 @@ fn a_command_that_worked_before_is_retried_when_exec_fails() {
         }
     ));
     assert!(matches!(reports[1], Report::RestartScheduled { .. }));
+}
+
+#[test]
+fn routing_follows_readiness_and_stops_before_the_drain_signal() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Reload));
+    h.ready(102);
+    assert_eq!(
+        h.procs().routes,
+        vec![(101, true), (102, true), (101, false)]
+    );
+    h.exit(101, 0);
+    assert_eq!(h.procs().reaped, vec![101]);
+}
+
+#[test]
+fn a_worker_that_announced_heartbeats_and_goes_silent_is_killed() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.send(Event::Hello {
+        pid: 101,
+        heartbeat: Some(500 * MS),
+    });
+    h.all_ready();
+    h.now += 2000 * MS;
+    h.send(Event::Heartbeat { pid: 101, lag: MS });
+    assert!(h.advance(2999 * MS).is_empty());
+    let reports = h.advance(MS);
+    assert!(matches!(
+        reports[0],
+        Report::WatchdogTimeout { pid: 101, .. }
+    ));
+    assert_eq!(h.signals_to(101), vec![Signal::SIGKILL]);
+}
+
+#[test]
+fn lag_is_reported_at_most_every_ten_seconds() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    let lag = |h: &mut Harness, ms| {
+        h.send(Event::Heartbeat {
+            pid: 101,
+            lag: ms * MS,
+        })
+    };
+    assert!(lag(&mut h, 100).is_empty());
+    assert_eq!(
+        lag(&mut h, 700),
+        vec![Report::Lag {
+            slot: 0,
+            pid: 101,
+            lag: 700 * MS
+        }]
+    );
+    h.now += 5000 * MS;
+    assert!(lag(&mut h, 900).is_empty());
+    h.now += 5000 * MS;
+    assert_eq!(lag(&mut h, 900).len(), 1);
+}
+
+#[test]
+fn over_the_memory_limit_a_worker_is_replaced_replacement_first() {
+    let mut h = Harness::new(2, Harness::notify());
+    h.all_ready();
+    assert!(h.send(Event::Memory { pid: 101, rss: 100 }).is_empty());
+    let reports = h.send(Event::Memory { pid: 101, rss: 101 });
+    assert_eq!(
+        reports[0],
+        Report::MemoryLimit {
+            slot: 0,
+            pid: 101,
+            rss: 101,
+            limit: 100
+        }
+    );
+    assert_eq!(h.procs().spawned.last(), Some(&(0, 103)));
+    assert!(
+        h.signals_to(101).is_empty(),
+        "still serving until its replacement is ready"
+    );
+    // Another sample while the replacement starts changes nothing.
+    assert!(h.send(Event::Memory { pid: 101, rss: 500 }).is_empty());
+    let reports = h.ready(103);
+    assert_eq!(h.signals_to(101), vec![Signal::SIGTERM]);
+    assert!(
+        !reports
+            .iter()
+            .any(|r| matches!(r, Report::ReloadFinished { .. })),
+        "not reported as a reload: {reports:?}"
+    );
+    assert_eq!(h.group.current(0), Some(103));
+    assert_eq!(h.group.current(1), Some(102));
 }

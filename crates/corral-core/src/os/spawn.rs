@@ -27,6 +27,8 @@ pub struct Command {
     pub cwd: Option<PathBuf>,
     /// Listening sockets to hand over as fds 3, 4, ... (borrowed; they stay open here).
     pub listen_fds: Vec<RawFd>,
+    /// Further fds installed right after the listeners (the worker's channel end).
+    pub extra_fds: Vec<RawFd>,
     /// SIGKILL the worker if the supervisor dies.
     pub die_with_parent: bool,
 }
@@ -125,6 +127,7 @@ pub fn spawn(cmd: &Command) -> Result<Child, SpawnError> {
     // fds the child installs at 0, 1, 2, 3, ... in this order.
     let mut plan: Vec<RawFd> = vec![devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
     plan.extend_from_slice(&cmd.listen_fds);
+    plan.extend_from_slice(&cmd.extra_fds);
     let parent = std::process::id() as libc::pid_t;
 
     // Block every signal across fork so that no handler of the parent's runs in the

@@ -1,12 +1,15 @@
-//! The async loop that runs one app: turns child exits, notify messages, timers and
-//! controls into [`Event`]s for its [`Group`], and spawns real worker processes.
+//! The async loop that runs one app: turns child exits, notify and channel messages,
+//! listener readiness, timers and controls into [`Event`]s for its [`Group`].
 
-use std::ffi::OsString;
+mod inbox;
+mod workers;
+
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use corral_proto::env;
-use nix::sys::signal::Signal;
+use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -14,9 +17,15 @@ use crate::group::{Control, Event, Group, GroupConfig, Outcome, Processes, Repor
 use crate::listen::Listener;
 use crate::notify::{NotifyError, NotifySocket};
 use crate::os;
-use crate::output::{self, LogLine, Stream};
+use crate::output::LogLine;
 use crate::process::{Pid, SpawnError};
 use crate::spec::AppSpec;
+
+pub use workers::WINDOW;
+use workers::{OsProcesses, Template};
+
+/// How often worker memory is sampled when a limit is set.
+const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why an app could not be run.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +42,8 @@ pub enum RunError {
     Notify(#[from] NotifyError),
     #[error("cannot watch for exiting workers (SIGCHLD)")]
     Signal(#[source] std::io::Error),
+    #[error("cannot watch the listeners for connections")]
+    Listen(#[source] std::io::Error),
 }
 
 /// Where a running app sends what happens, and where it takes orders from.
@@ -41,6 +52,10 @@ pub struct Channels {
     pub reports: mpsc::UnboundedSender<Report>,
     pub logs: mpsc::Sender<LogLine>,
 }
+
+/// A duplicate of a listener fd (same socket), owned here so that its registration
+/// with the reactor can never outlive it.
+type Watched = std::os::fd::OwnedFd;
 
 /// Runs `spec` until it is stopped ([`Control::Stop`]) or every worker slot gave up.
 ///
@@ -59,16 +74,16 @@ pub async fn run(
     let program = resolve(spec)?;
     let mut sigchld = signal(SignalKind::child()).map_err(RunError::Signal)?;
     let notify = NotifySocket::bind(runtime_dir)?;
-    let procs = OsProcesses {
-        template: Template::new(spec, program, listeners, notify.path()),
-        logs,
-    };
+    let (inputs_tx, mut inputs) = mpsc::channel(1024);
+    let template = Template::new(spec, program, listeners, notify.path());
+    let procs = OsProcesses::new(template, logs, inputs_tx, spec.balance);
     let config = GroupConfig {
         instances: spec.instances,
         ready: spec.ready,
         restart: spec.restart,
         stop: spec.stop,
         watchdog: spec.watchdog,
+        health: spec.health,
     };
     let mut group = Group::new(config, procs, Instant::now());
     let flush = |group: &mut Group<OsProcesses>| {
@@ -78,11 +93,23 @@ pub async fn run(
     };
     group.handle_event(Instant::now(), Event::Start);
     flush(&mut group);
+    let mut watched: Vec<AsyncFd<Watched>> = Vec::new();
+    let mut memory = tokio::time::interval(MEMORY_SAMPLE_EVERY);
+    memory.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sample_memory = spec.health.max_memory.is_some();
     let mut controls_open = true;
     loop {
         if let Some(outcome) = group.outcome() {
             return Ok(outcome);
         }
+        let procs = group.processes_mut();
+        if procs.accepting() && watched.is_empty() {
+            watched = watch(procs.listener_fds()).map_err(RunError::Listen)?;
+        }
+        if procs.wants_pass() {
+            clear(&watched, &procs.dispatch_pass());
+        }
+        let can_accept = procs.wants_accept();
         let deadline = group.next_deadline().map(tokio::time::Instant::from_std);
         let event = tokio::select! {
             control = controls.recv(), if controls_open => match control {
@@ -103,10 +130,71 @@ pub async fn run(
                 Ok((pid, notices)) => Event::Notify { pid: worker_of(&group, pid), notices },
                 Err(_) => continue,
             },
+            Some((pid, input)) = inputs.recv() => {
+                for event in inbox::handle(&mut group, pid, input, &reports) {
+                    group.handle_event(Instant::now(), event);
+                }
+                flush(&mut group);
+                continue;
+            }
+            i = readable(&watched), if can_accept => {
+                let procs = group.processes_mut();
+                procs.readable(i);
+                clear(&watched, &procs.dispatch_pass());
+                continue;
+            }
+            _ = memory.tick(), if sample_memory => {
+                let pids: Vec<Pid> = group.workers().keys().copied().collect();
+                for (pid, rss) in os::memory::tree_rss(&pids) {
+                    group.handle_event(Instant::now(), Event::Memory { pid, rss });
+                }
+                flush(&mut group);
+                continue;
+            }
             _ = sleep_until(deadline), if deadline.is_some() => Event::Tick,
         };
         group.handle_event(Instant::now(), event);
         flush(&mut group);
+    }
+}
+
+fn watch(fds: &[RawFd]) -> std::io::Result<Vec<AsyncFd<Watched>>> {
+    fds.iter()
+        .map(|&fd| {
+            // SAFETY: `fd` is a listener the caller keeps open for this whole run.
+            let dup = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+            // SAFETY: the AsyncFd owns `dup`, so the fd stays open and the same for its life.
+            unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)
+        })
+        .collect()
+}
+
+/// Resolves with the index of a listener that has connections waiting. Readiness stays
+/// set until [`clear`] is called for that listener (after accept found it empty).
+async fn readable(watched: &[AsyncFd<Watched>]) -> usize {
+    std::future::poll_fn(|cx| {
+        for (i, fd) in watched.iter().enumerate() {
+            if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready(cx) {
+                guard.retain_ready();
+                return Poll::Ready(i);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Forgets the readiness of listeners that accept found empty, so the next
+/// [`readable`] waits for new connections.
+fn clear(watched: &[AsyncFd<Watched>], emptied: &[usize]) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for &i in emptied {
+        if let Some(fd) = watched.get(i) {
+            if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready(&mut cx) {
+                guard.clear_ready();
+            }
+        }
     }
 }
 
@@ -140,109 +228,4 @@ pub fn resolve(spec: &AppSpec) -> Result<PathBuf, RunError> {
         command: program.to_string_lossy().into_owned(),
         source,
     })
-}
-
-/// The parts of every worker's command line and environment that don't depend on its slot.
-struct Template {
-    app: String,
-    program: PathBuf,
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-    cwd: Option<PathBuf>,
-    listen_fds: Vec<i32>,
-    die_with_parent: bool,
-}
-
-impl Template {
-    fn new(spec: &AppSpec, program: PathBuf, listeners: &[Listener], notify: &Path) -> Self {
-        let mut vars: Vec<(&str, OsString)> = vec![
-            (env::CORRAL_APP, spec.name.clone().into()),
-            (env::NOTIFY_SOCKET, notify.as_os_str().to_owned()),
-        ];
-        if !listeners.is_empty() {
-            vars.push((env::LISTEN_FDS, listeners.len().to_string().into()));
-            let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
-            vars.push((env::LISTEN_FDNAMES, names.join(":").into()));
-        }
-        if let Some(port) = listeners.iter().find_map(Listener::port) {
-            vars.push((env::PORT, port.to_string().into()));
-        }
-        if let Some(watchdog) = spec.watchdog {
-            vars.push((env::WATCHDOG_USEC, watchdog.as_micros().to_string().into()));
-        }
-        // corral's own variables win over inherited ones of the same name.
-        let mut env: Vec<(OsString, OsString)> = spec
-            .env
-            .iter()
-            .filter(|(k, _)| {
-                !env::NOT_INHERITED.iter().any(|n| k == n)
-                    && !vars.iter().any(|(n, _)| k == n)
-                    && k != env::CORRAL_WORKER_ID
-                    && k != env::NODE_APP_INSTANCE
-            })
-            .cloned()
-            .collect();
-        env.extend(vars.into_iter().map(|(k, v)| (k.into(), v)));
-        Template {
-            app: spec.name.clone(),
-            program,
-            args: spec.command.clone(),
-            env,
-            cwd: spec.cwd.clone(),
-            listen_fds: listeners.iter().map(Listener::raw_fd).collect(),
-            die_with_parent: spec.die_with_supervisor,
-        }
-    }
-
-    fn command(&self, slot: usize) -> os::Command {
-        let mut env = self.env.clone();
-        let id = OsString::from(slot.to_string());
-        env.push((env::CORRAL_WORKER_ID.into(), id.clone()));
-        env.push((env::NODE_APP_INSTANCE.into(), id));
-        os::Command {
-            program: self.program.clone(),
-            args: self.args.clone(),
-            env,
-            cwd: self.cwd.clone(),
-            listen_fds: self.listen_fds.clone(),
-            die_with_parent: self.die_with_parent,
-        }
-    }
-}
-
-/// [`Processes`] on the real OS: fork/exec, output pumped to the log channel.
-struct OsProcesses {
-    template: Template,
-    logs: mpsc::Sender<LogLine>,
-}
-
-impl Processes for OsProcesses {
-    fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError> {
-        let child = os::spawn(&self.template.command(slot))?;
-        output::pump(
-            child.stdout,
-            slot,
-            child.pid,
-            Stream::Stdout,
-            self.logs.clone(),
-        );
-        output::pump(
-            child.stderr,
-            slot,
-            child.pid,
-            Stream::Stderr,
-            self.logs.clone(),
-        );
-        Ok(child.pid)
-    }
-
-    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
-        os::signal_group(pgid, signal);
-    }
-}
-
-impl std::fmt::Debug for OsProcesses {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OsProcesses({})", self.template.app)
-    }
 }

@@ -1,0 +1,121 @@
+//! Resident memory of whole process trees, read from /proc.
+
+use std::collections::HashMap;
+
+use crate::process::Pid;
+
+/// One process as /proc shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Proc {
+    pid: Pid,
+    ppid: Pid,
+    rss_pages: u64,
+}
+
+/// For each root, the resident memory in bytes of it and all its descendants. Roots that
+/// are gone are missing from the result.
+pub fn tree_rss(roots: &[Pid]) -> HashMap<Pid, u64> {
+    let procs: Vec<Proc> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<Pid>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            parse_stat(pid, &stat)
+        })
+        .collect();
+    let page = page_size();
+    sum_trees(&procs, roots)
+        .into_iter()
+        .map(|(root, pages)| (root, pages * page))
+        .collect()
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as u64
+    } else {
+        4096
+    }
+}
+
+/// Fields 4 (ppid) and 24 (rss) of /proc/PID/stat; the command name in field 2 may
+/// contain spaces and parentheses, so parsing starts after its last `)`.
+fn parse_stat(pid: Pid, stat: &str) -> Option<Proc> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(Proc {
+        pid,
+        ppid: fields.get(1)?.parse().ok()?,
+        rss_pages: fields.get(21)?.parse().ok()?,
+    })
+}
+
+fn sum_trees(procs: &[Proc], roots: &[Pid]) -> HashMap<Pid, u64> {
+    let mut children: HashMap<Pid, Vec<&Proc>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    let mut out = HashMap::new();
+    for &root in roots {
+        let Some(top) = procs.iter().find(|p| p.pid == root) else {
+            continue;
+        };
+        let mut total = 0;
+        let mut stack = vec![top];
+        while let Some(p) = stack.pop() {
+            total += p.rss_pages;
+            stack.extend(children.get(&p.pid).into_iter().flatten().copied());
+        }
+        out.insert(root, total);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_name_with_spaces_and_parens() {
+        let stat = "42 (my (odd) name) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 5 1000 250 18446744073709551615";
+        assert_eq!(
+            parse_stat(42, stat),
+            Some(Proc {
+                pid: 42,
+                ppid: 7,
+                rss_pages: 250
+            })
+        );
+    }
+
+    #[test]
+    fn sums_every_descendant() {
+        let p = |pid, ppid, rss_pages| Proc {
+            pid,
+            ppid,
+            rss_pages,
+        };
+        let procs = [
+            p(10, 1, 5),
+            p(11, 10, 3),
+            p(12, 11, 2),
+            p(20, 1, 7),
+            p(21, 20, 1),
+        ];
+        let sums = sum_trees(&procs, &[10, 20, 99]);
+        assert_eq!(sums.get(&10), Some(&10));
+        assert_eq!(sums.get(&20), Some(&8));
+        assert_eq!(sums.get(&99), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id() as Pid;
+        let rss = tree_rss(&[me])[&me];
+        assert!(rss > 1024 * 1024, "{rss}");
+    }
+}

@@ -1,0 +1,106 @@
+//! What the supervisor does with each message a worker sends on its channel.
+
+use std::time::Duration;
+
+use corral_proto::channel::{Frame, Message};
+use tokio::sync::mpsc;
+
+use super::workers::OsProcesses;
+use crate::channel::{Input, RATE_PER_SEC};
+use crate::group::{Event, Group, Report};
+use crate::process::Pid;
+
+/// Handles one channel input from `pid`; returns the events it means for the group.
+pub(super) fn handle(
+    group: &mut Group<OsProcesses>,
+    pid: Pid,
+    input: Input,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> Vec<Event> {
+    let Some(slot) = group.slot_of(pid) else {
+        return Vec::new(); // from a worker already reaped
+    };
+    let problem = |problem: String| {
+        let _ = reports.send(Report::ChannelProblem { slot, pid, problem });
+    };
+    let procs = group.processes_mut();
+    if let Some(channel) = procs.channel(pid) {
+        // The worker is alive and talking: a good moment to send what it didn't take yet.
+        let _ = channel.flush();
+    }
+    match input {
+        Input::Frame(Frame::Corral(message)) => return corral(procs, pid, slot, message, &problem),
+        Input::Frame(Frame::User(value)) => {
+            let _ = reports.send(Report::Message {
+                slot,
+                pid,
+                json: value.to_string(),
+            });
+        }
+        Input::Bad(error) => problem(format!("sent a bad line on its channel: {error}")),
+        Input::Flooded { dropped } => problem(format!(
+            "floods its channel: dropped {dropped} messages over the limit of {RATE_PER_SEC} a second"
+        )),
+        Input::Closed => {}
+    }
+    Vec::new()
+}
+
+fn corral(
+    procs: &mut OsProcesses,
+    pid: Pid,
+    slot: usize,
+    message: Message,
+    problem: &dyn Fn(String),
+) -> Vec<Event> {
+    match message {
+        Message::Hello {
+            dispatch,
+            heartbeat_ms,
+            ..
+        } => {
+            if let Err(e) = procs.hello(pid, slot, dispatch) {
+                problem(format!("could not be answered: {e}"));
+            }
+            let heartbeat = heartbeat_ms.map(Duration::from_millis);
+            vec![Event::Hello { pid, heartbeat }]
+        }
+        Message::Ready {} => vec![Event::Notify {
+            pid,
+            notices: vec![corral_proto::notify::Notice::Ready],
+        }],
+        Message::Heartbeat { lag_ms, .. } => {
+            let lag = Duration::from_secs_f64((lag_ms / 1000.0).clamp(0.0, 86_400.0));
+            vec![Event::Heartbeat { pid, lag }]
+        }
+        Message::Ack { n, active } => {
+            procs.dispatcher.ack(pid, n, active);
+            Vec::new()
+        }
+        Message::Broadcast { data } => {
+            let message = Message::Message {
+                from: Some(slot),
+                data,
+            };
+            let mut refused = 0;
+            for (_, channel) in procs.other_channels(pid) {
+                if channel.send(&message).is_err() {
+                    refused += 1;
+                }
+            }
+            if refused > 0 {
+                problem(format!(
+                    "broadcast not delivered to {refused} workers that are not reading their channel"
+                ));
+            }
+            Vec::new()
+        }
+        Message::Welcome { .. }
+        | Message::Conn { .. }
+        | Message::Message { .. }
+        | Message::Shutdown {} => {
+            problem("sent a message only the supervisor may send; ignored".into());
+            Vec::new()
+        }
+    }
+}

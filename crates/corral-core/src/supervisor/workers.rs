@@ -1,0 +1,373 @@
+//! The real [`Processes`]: spawns workers with their listeners and channel, and hands
+//! accepted connections to them over it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use corral_proto::channel::{Message, PROTOCOL_VERSION};
+use corral_proto::env;
+use nix::sys::signal::Signal;
+use nix::sys::socket::{accept4, getpeername, SockFlag, SockaddrStorage};
+use tokio::sync::mpsc;
+
+use crate::channel::{self, Channel, Input, SendError};
+use crate::dispatch::{Balance, Dispatcher};
+use crate::group::Processes;
+use crate::listen::Listener;
+use crate::os;
+use crate::output::{self, LogLine, Stream};
+use crate::process::{Pid, SpawnError};
+use crate::spec::AppSpec;
+
+/// Connections a worker may have handed over but not yet acked.
+pub const WINDOW: u32 = 32;
+/// Accepted connections the supervisor holds at most while no worker has room; beyond
+/// it, connections wait in the kernel's backlog instead.
+const MAX_HELD: usize = 1024;
+/// Connections accepted in one pass before the loop looks at its other inputs again.
+const ACCEPTS_PER_PASS: usize = 256;
+/// SCM_RIGHTS carries at most this many fds per message (the kernel allows 253).
+const FDS_PER_MESSAGE: usize = 64;
+
+/// The parts of every worker's command line and environment that don't depend on its slot.
+pub(super) struct Template {
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    listen_fds: Vec<RawFd>,
+    die_with_parent: bool,
+}
+
+impl Template {
+    pub(super) fn new(
+        spec: &AppSpec,
+        program: PathBuf,
+        listeners: &[Listener],
+        notify: &Path,
+    ) -> Self {
+        let mut vars: Vec<(&str, OsString)> = vec![
+            (env::CORRAL_APP, spec.name.clone().into()),
+            (env::NOTIFY_SOCKET, notify.as_os_str().to_owned()),
+            // The channel goes right after the listeners.
+            (
+                env::CORRAL_CHANNEL_FD,
+                (env::LISTEN_FDS_START as usize + listeners.len())
+                    .to_string()
+                    .into(),
+            ),
+        ];
+        if !listeners.is_empty() {
+            vars.push((env::LISTEN_FDS, listeners.len().to_string().into()));
+            let names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+            vars.push((env::LISTEN_FDNAMES, names.join(":").into()));
+        }
+        if let Some(port) = listeners.iter().find_map(Listener::port) {
+            vars.push((env::PORT, port.to_string().into()));
+        }
+        if let Some(watchdog) = spec.watchdog {
+            vars.push((env::WATCHDOG_USEC, watchdog.as_micros().to_string().into()));
+        }
+        // corral's own variables win over inherited ones of the same name.
+        let mut env: Vec<(OsString, OsString)> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| {
+                !env::NOT_INHERITED.iter().any(|n| k == n)
+                    && !vars.iter().any(|(n, _)| k == n)
+                    && k != env::CORRAL_WORKER_ID
+                    && k != env::NODE_APP_INSTANCE
+            })
+            .cloned()
+            .collect();
+        env.extend(vars.into_iter().map(|(k, v)| (k.into(), v)));
+        Template {
+            program,
+            args: spec.command.clone(),
+            env,
+            cwd: spec.cwd.clone(),
+            listen_fds: listeners.iter().map(Listener::raw_fd).collect(),
+            die_with_parent: spec.die_with_supervisor,
+        }
+    }
+
+    fn command(&self, slot: usize, channel_fd: RawFd) -> os::Command {
+        let mut env = self.env.clone();
+        let id = OsString::from(slot.to_string());
+        env.push((env::CORRAL_WORKER_ID.into(), id.clone()));
+        env.push((env::NODE_APP_INSTANCE.into(), id));
+        os::Command {
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env,
+            cwd: self.cwd.clone(),
+            listen_fds: self.listen_fds.clone(),
+            extra_fds: vec![channel_fd],
+            die_with_parent: self.die_with_parent,
+        }
+    }
+}
+
+/// A connection the supervisor accepted and has not handed over yet.
+struct Held {
+    fd: OwnedFd,
+    client: Option<IpAddr>,
+    listener: u32,
+}
+
+/// [`Processes`] on the real OS.
+pub(super) struct OsProcesses {
+    template: Template,
+    logs: mpsc::Sender<LogLine>,
+    inputs: mpsc::Sender<(Pid, Input)>,
+    channels: HashMap<Pid, Channel>,
+    pub(super) dispatcher: Dispatcher,
+    listeners: Vec<RawFd>,
+    held: VecDeque<Held>,
+    /// Listeners found empty since they were last reported readable.
+    drained: Vec<bool>,
+    accepting: bool,
+}
+
+impl OsProcesses {
+    pub(super) fn new(
+        template: Template,
+        logs: mpsc::Sender<LogLine>,
+        inputs: mpsc::Sender<(Pid, Input)>,
+        balance: Balance,
+    ) -> Self {
+        let listeners = template.listen_fds.clone();
+        OsProcesses {
+            drained: vec![false; listeners.len()],
+            template,
+            logs,
+            inputs,
+            channels: HashMap::new(),
+            dispatcher: Dispatcher::new(balance, WINDOW),
+            listeners,
+            held: VecDeque::new(),
+            accepting: false,
+        }
+    }
+
+    pub(super) fn channel(&mut self, pid: Pid) -> Option<&mut Channel> {
+        self.channels.get_mut(&pid)
+    }
+
+    /// Every channel but `except`'s.
+    pub(super) fn other_channels(
+        &mut self,
+        except: Pid,
+    ) -> impl Iterator<Item = (&Pid, &mut Channel)> {
+        self.channels
+            .iter_mut()
+            .filter(move |(pid, _)| **pid != except)
+    }
+
+    /// Answers a worker's hello; the first worker that takes dispatched connections
+    /// turns the supervisor's accepting on.
+    pub(super) fn hello(
+        &mut self,
+        pid: Pid,
+        slot: usize,
+        dispatch: bool,
+    ) -> Result<bool, SendError> {
+        let capable = self.dispatcher.hello(pid, slot, dispatch);
+        if capable && !self.accepting {
+            // O_NONBLOCK is a property of the socket's open file description, which the
+            // workers share: only turned on once workers stop accepting themselves.
+            for &fd in &self.listeners {
+                set_nonblocking(fd);
+            }
+            self.accepting = true;
+        }
+        let welcome = Message::Welcome {
+            version: PROTOCOL_VERSION,
+            dispatch: capable,
+            window: self.dispatcher.window(),
+        };
+        if let Some(channel) = self.channels.get_mut(&pid) {
+            channel.send(&welcome)?;
+        }
+        Ok(capable)
+    }
+
+    /// Whether the supervisor accepts at all (some worker takes dispatched connections).
+    pub(super) fn accepting(&self) -> bool {
+        self.accepting
+    }
+
+    pub(super) fn listener_fds(&self) -> &[RawFd] {
+        &self.listeners
+    }
+
+    /// Whether a pass would do something: held connections with somewhere to go, or
+    /// a listener with pending connections and room for them.
+    pub(super) fn wants_pass(&self) -> bool {
+        self.accepting && self.dispatcher.credit_total() > 0 && (!self.held.is_empty())
+    }
+
+    /// Whether the loop should wait for listener readiness.
+    pub(super) fn wants_accept(&self) -> bool {
+        self.accepting && self.dispatcher.credit_total() > 0 && self.held.len() < MAX_HELD
+    }
+
+    /// Marks listener `i` readable again (tokio saw it ready).
+    pub(super) fn readable(&mut self, i: usize) {
+        if let Some(d) = self.drained.get_mut(i) {
+            *d = false;
+        }
+    }
+
+    /// Delivers held connections, then accepts and delivers new ones while there is
+    /// credit. Returns the listeners found empty (their readiness can be cleared).
+    pub(super) fn dispatch_pass(&mut self) -> Vec<usize> {
+        let mut batches: BTreeMap<(Pid, u32), Vec<Held>> = BTreeMap::new();
+        let mut keep = VecDeque::new();
+        while let Some(held) = self.held.pop_front() {
+            match self.choose(held.client) {
+                Some(pid) => batches.entry((pid, held.listener)).or_default().push(held),
+                None => keep.push_back(held),
+            }
+        }
+        self.held = keep;
+        let mut emptied = Vec::new();
+        let mut accepted = 0;
+        for i in 0..self.listeners.len() {
+            let fd = self.listeners[i];
+            while !self.drained[i]
+                && accepted < ACCEPTS_PER_PASS
+                && self.held.len() < MAX_HELD
+                && self.dispatcher.credit_total() > 0
+            {
+                let Some(held) = accept_one(fd, i as u32) else {
+                    self.drained[i] = true;
+                    emptied.push(i);
+                    break;
+                };
+                accepted += 1;
+                match self.choose(held.client) {
+                    Some(pid) => batches.entry((pid, held.listener)).or_default().push(held),
+                    None => self.held.push_back(held),
+                }
+            }
+        }
+        for ((pid, listener), conns) in batches {
+            self.deliver(pid, listener, conns);
+        }
+        emptied
+    }
+
+    /// The worker for a connection, counted as sent to it; `None` to hold it.
+    fn choose(&mut self, client: Option<IpAddr>) -> Option<Pid> {
+        let pid = self.dispatcher.pick(client)?;
+        if !self.dispatcher.has_credit(pid) {
+            return None; // sticky: its worker is full; wait for its acks
+        }
+        self.dispatcher.sent(pid, 1);
+        Some(pid)
+    }
+
+    fn deliver(&mut self, pid: Pid, listener: u32, conns: Vec<Held>) {
+        let mut rest = conns;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(FDS_PER_MESSAGE));
+            let batch = std::mem::replace(&mut rest, tail);
+            let fds: Vec<RawFd> = batch.iter().map(|h| h.fd.as_raw_fd()).collect();
+            let sent = match self.channels.get_mut(&pid) {
+                Some(channel) => channel.send_conns(listener, &fds).is_ok(),
+                None => false,
+            };
+            if sent {
+                continue; // dropping `batch` closes our copies; the worker has its own
+            }
+            // Not delivered: give the credit back and hold every connection left for
+            // another pass (another worker, or this one once it reads again).
+            let undelivered = (batch.len() + rest.len()) as u64;
+            self.dispatcher.unsent(pid, undelivered);
+            self.held.extend(batch);
+            self.held.extend(rest);
+            return;
+        }
+    }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: F_GETFL/F_SETFL on a listener fd this process keeps open.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// One non-blocking accept; `None` when the queue is empty (or the listener failed).
+fn accept_one(fd: RawFd, listener: u32) -> Option<Held> {
+    loop {
+        match accept4(fd, SockFlag::SOCK_CLOEXEC) {
+            Ok(raw) => {
+                // SAFETY: accept4 returned a new fd that nothing else owns.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                let client = getpeername::<SockaddrStorage>(fd.as_raw_fd())
+                    .ok()
+                    .and_then(|a| {
+                        a.as_sockaddr_in()
+                            .map(|v4| IpAddr::from(v4.ip()))
+                            .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
+                    });
+                return Some(Held {
+                    fd,
+                    client,
+                    listener,
+                });
+            }
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::ECONNABORTED) => continue,
+            // EAGAIN, or out of fds (EMFILE/ENFILE): leave the rest in the backlog.
+            Err(_) => return None,
+        }
+    }
+}
+
+impl Processes for OsProcesses {
+    fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError> {
+        let (theirs, ours) = channel::pair().map_err(SpawnError::Os)?;
+        let child = os::spawn(&self.template.command(slot, theirs.as_raw_fd()))?;
+        drop(theirs);
+        output::pump(
+            child.stdout,
+            slot,
+            child.pid,
+            Stream::Stdout,
+            self.logs.clone(),
+        );
+        output::pump(
+            child.stderr,
+            slot,
+            child.pid,
+            Stream::Stderr,
+            self.logs.clone(),
+        );
+        // Without a channel the worker still runs; it just can't talk to us.
+        if let Ok(channel) = Channel::start(ours, child.pid, self.inputs.clone()) {
+            self.channels.insert(child.pid, channel);
+        }
+        Ok(child.pid)
+    }
+
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
+        os::signal_group(pgid, signal);
+    }
+
+    fn route(&mut self, pid: Pid, slot: usize, routable: bool) {
+        self.dispatcher.route(pid, slot, routable);
+    }
+
+    fn reaped(&mut self, pid: Pid) {
+        self.channels.remove(&pid);
+        self.dispatcher.remove(pid);
+    }
+}
