@@ -22,8 +22,9 @@ pub trait Processes {
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
     /// Starts (ready) or stops (draining, killed) handing connections to a worker.
     fn route(&mut self, pid: Pid, slot: usize, routable: bool);
-    /// The worker has exited and been reaped: release what belongs to it.
-    fn reaped(&mut self, pid: Pid);
+    /// The worker has exited and been reaped: release what belongs to it. Returns how
+    /// many connections handed to it but never taken were recovered for other workers.
+    fn reaped(&mut self, pid: Pid) -> usize;
 }
 
 /// The policies a group runs under.
@@ -168,6 +169,12 @@ pub enum Report {
         pid: Pid,
         rss: u64,
         limit: u64,
+    },
+    /// Connections handed to a worker that died before taking them, given to others.
+    Recovered {
+        slot: usize,
+        pid: Pid,
+        connections: usize,
     },
     /// A user message a worker sent on its channel (JSON text).
     Message {
@@ -329,7 +336,9 @@ impl<P: Processes> Group<P> {
             Event::Hello { pid, heartbeat } => {
                 let timeout = self.config.health.heartbeat_timeout;
                 if let (Some(w), Some(every)) = (self.workers.get_mut(&pid), heartbeat) {
-                    w.watchdog = Some(timeout.max(every * 3));
+                    // An explicit --watchdog that is shorter still applies.
+                    let by_heartbeat = timeout.max(every * 3);
+                    w.watchdog = Some(w.watchdog.map_or(by_heartbeat, |wd| wd.min(by_heartbeat)));
                 }
             }
             Event::Heartbeat { pid, lag } => self.on_heartbeat(pid, lag),
@@ -478,7 +487,7 @@ impl<P: Processes> Group<P> {
         // Nothing the worker started may outlive it: a leftover child holding the
         // listener would take connections nobody serves.
         self.procs.signal_group(pid, Signal::SIGKILL);
-        self.procs.reaped(pid);
+        let recovered = self.procs.reaped(pid);
         let slot = worker.slot;
         let uptime = self.now.saturating_duration_since(worker.started);
         let role = self.role(pid, slot);
@@ -489,6 +498,13 @@ impl<P: Processes> Group<P> {
             uptime,
             expected: role == Role::Detached,
         });
+        if recovered > 0 {
+            self.report(Report::Recovered {
+                slot,
+                pid,
+                connections: recovered,
+            });
+        }
         match role {
             Role::Detached => {}
             Role::Current => {

@@ -1,12 +1,22 @@
-//! Library for server processes run by corral: take over the listeners corral bound, and say when ready.
+//! Library for server processes run by corral: take connections, say when ready, drain on stop.
 //!
-//! corral hands listeners to workers with the systemd socket-activation protocol, so
-//! anything here also works under systemd. A worker calls [`listeners`] once at start,
-//! serves on what it gets, then calls [`ready`].
+//! Two levels:
+//! - [`Worker`] (feature `tokio`, on by default): `Worker::start().await`, then
+//!   `while let Some(conn) = worker.accept().await { ... }`. Connections arrive from
+//!   the shared listener or handed over by corral (round-robin, least-loaded, sticky),
+//!   whichever corral chose; `accept` returns `None` once the worker should drain.
+//!   Heartbeats, acks and messages are handled in the background.
+//! - plain functions for any server loop: [`listeners`] (systemd socket activation,
+//!   so they work under systemd too), [`ready`], [`watchdog`], [`status`].
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use corral_proto::env;
+
+#[cfg(feature = "tokio")]
+mod worker;
+#[cfg(feature = "tokio")]
+pub use worker::{Connection, Incoming, Options, StartError, Worker};
 
 /// A listening socket inherited from the supervisor.
 #[derive(Debug)]

@@ -127,6 +127,13 @@ pub fn report(r: &Report) -> String {
             size(*rss),
             size(*limit)
         ),
+        Report::Recovered {
+            slot,
+            pid,
+            connections,
+        } => format!(
+            "worker {slot} (pid {pid}) died before taking {connections} handed-over connections; they go to other workers"
+        ),
         Report::Message { slot, pid, json } => {
             format!("message from worker {slot} (pid {pid}): {json}")
         }

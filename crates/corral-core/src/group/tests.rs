@@ -40,8 +40,9 @@ impl Processes for Fake {
         self.routes.push((pid, routable));
     }
 
-    fn reaped(&mut self, pid: Pid) {
+    fn reaped(&mut self, pid: Pid) -> usize {
         self.reaped.push(pid);
+        0
     }
 }
 

@@ -124,6 +124,10 @@ pub(super) struct OsProcesses {
     logs: mpsc::Sender<LogLine>,
     inputs: mpsc::Sender<(Pid, Input)>,
     channels: HashMap<Pid, Channel>,
+    /// Our duplicate of each worker's end of its channel. It keeps the worker's receive
+    /// queue alive after the worker dies, so connections handed over but never read can
+    /// be taken back and given to another worker.
+    worker_ends: HashMap<Pid, OwnedFd>,
     pub(super) dispatcher: Dispatcher,
     listeners: Vec<RawFd>,
     held: VecDeque<Held>,
@@ -146,6 +150,7 @@ impl OsProcesses {
             logs,
             inputs,
             channels: HashMap::new(),
+            worker_ends: HashMap::new(),
             dispatcher: Dispatcher::new(balance, WINDOW),
             listeners,
             held: VecDeque::new(),
@@ -295,6 +300,69 @@ impl OsProcesses {
     }
 }
 
+/// Takes back the connections still queued, unread, on a dead worker's end of its channel.
+/// Fds travel with the first bytes of their `CORRAL_CONN` line, so every fd found here is
+/// one the worker never received.
+fn recover(end: &OwnedFd) -> Vec<Held> {
+    use corral_proto::channel::{decode, Frame, Lines};
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut fds: VecDeque<OwnedFd> = VecDeque::new();
+    let mut lines = Lines::new();
+    let mut conns = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut space = nix::cmsg_space!([RawFd; 64]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        let Ok(msg) = recvmsg::<()>(end.as_raw_fd(), &mut iov, Some(&mut space), flags) else {
+            break;
+        };
+        let n = msg.bytes;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for cmsg in cmsgs {
+                if let ControlMessageOwned::ScmRights(received) = cmsg {
+                    // SAFETY: the kernel just installed these fds for us.
+                    fds.extend(
+                        received
+                            .into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        for line in lines.push(&buf[..n]).into_iter().flatten() {
+            if let Ok(Frame::Corral(Message::Conn {
+                listener,
+                fds: count,
+            })) = decode(&line)
+            {
+                for fd in fds.drain(..(count as usize).min(fds.len())) {
+                    let client = peer_ip(&fd);
+                    conns.push(Held {
+                        fd,
+                        client,
+                        listener,
+                    });
+                }
+            }
+        }
+    }
+    conns
+}
+
+fn peer_ip(fd: &OwnedFd) -> Option<IpAddr> {
+    getpeername::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::from(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
+        })
+}
+
 fn set_nonblocking(fd: RawFd) {
     // SAFETY: F_GETFL/F_SETFL on a listener fd this process keeps open.
     unsafe {
@@ -312,13 +380,7 @@ fn accept_one(fd: RawFd, listener: u32) -> Option<Held> {
             Ok(raw) => {
                 // SAFETY: accept4 returned a new fd that nothing else owns.
                 let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-                let client = getpeername::<SockaddrStorage>(fd.as_raw_fd())
-                    .ok()
-                    .and_then(|a| {
-                        a.as_sockaddr_in()
-                            .map(|v4| IpAddr::from(v4.ip()))
-                            .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
-                    });
+                let client = peer_ip(&fd);
                 return Some(Held {
                     fd,
                     client,
@@ -336,7 +398,7 @@ impl Processes for OsProcesses {
     fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError> {
         let (theirs, ours) = channel::pair().map_err(SpawnError::Os)?;
         let child = os::spawn(&self.template.command(slot, theirs.as_raw_fd()))?;
-        drop(theirs);
+        self.worker_ends.insert(child.pid, theirs);
         output::pump(
             child.stdout,
             slot,
@@ -366,8 +428,17 @@ impl Processes for OsProcesses {
         self.dispatcher.route(pid, slot, routable);
     }
 
-    fn reaped(&mut self, pid: Pid) {
+    fn reaped(&mut self, pid: Pid) -> usize {
         self.channels.remove(&pid);
         self.dispatcher.remove(pid);
+        let Some(end) = self.worker_ends.remove(&pid) else {
+            return 0;
+        };
+        let recovered = recover(&end);
+        let n = recovered.len();
+        for held in recovered.into_iter().rev() {
+            self.held.push_front(held);
+        }
+        n
     }
 }

@@ -11,6 +11,7 @@
 //! | `FIXTURE_IDLE_GRACE_MS=MS` | while draining, close idle keep-alive connections after this (default 1000) |
 //! | `FIXTURE_NEVER_READY=1` | never send READY=1 |
 //! | `FIXTURE_READY_DELAY_MS=MS` | wait this long before sending READY=1 |
+//! | `FIXTURE_HEARTBEAT_MS=MS` | heartbeat interval (default 1000) |
 //! | `FIXTURE_STATUS=TEXT` | send `STATUS=TEXT` just before READY=1 |
 //! | `FIXTURE_LEAK_KB=KB` | keep KB of touched memory per request |
 //! | `FIXTURE_PRINT_LINES=N` | print N numbered 200-byte lines to stdout at start |
@@ -18,7 +19,8 @@
 //! | `FIXTURE_DEPLOY=PATH` | if PATH exists, its `KEY=VALUE` lines are added to these at start (a "deploy") |
 //!
 //! SIGUSR1 prints `got SIGUSR1` on stderr.
-//! Routes: `/` (pid, slot, NODE_APP_INSTANCE, app, inherited listener names), `/slow?ms=N`, `/env/NAME`.
+//! Routes: `/` (pid, slot, NODE_APP_INSTANCE, app, inherited listener names, mode),
+//! `/broadcast?msg=TEXT` and `/send?msg=TEXT` (channel messages), `/slow?ms=N`, `/env/NAME`.
 //! Drain on SIGTERM: stop accepting, finish in-flight requests, answer the next request on
 //! each kept-alive connection with `Connection: close`, close idle ones after the grace.
 
@@ -45,11 +47,7 @@ struct State {
     grace: Duration,
     leak: Mutex<Vec<Vec<u8>>>,
     identity: String,
-}
-
-enum Listener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
+    worker: Arc<corral_worker::Worker>,
 }
 
 /// Applies the "deployed" settings, so a test can change what the next worker does.
@@ -84,27 +82,36 @@ fn main() {
         }
         .expect("ignore SIGTERM");
     }
-    let inherited = corral_worker::listeners().expect("inherited listeners");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(serve(inherited));
+    runtime.block_on(serve());
 }
 
-async fn serve(inherited: Vec<corral_worker::Inherited>) {
-    let names: Vec<String> = inherited.iter().map(|l| l.name.clone()).collect();
-    let fd = inherited
-        .into_iter()
-        .next()
-        .expect("corral-fixture needs a listener: run it under corral with --listen")
-        .fd;
-    let listener = into_listener(fd);
+async fn serve() {
+    let options = corral_worker::Options {
+        // A handler would undo SIG_IGN, so an ignoring fixture never installs one.
+        sigterm: !env_flag("FIXTURE_IGNORE_SIGTERM"),
+        heartbeat: Some(Duration::from_millis(
+            env_num("FIXTURE_HEARTBEAT_MS").unwrap_or(1000),
+        )),
+    };
+    let worker = Arc::new(
+        corral_worker::Worker::start_with(options)
+            .await
+            .expect("corral-fixture needs a listener: run it under corral with --listen"),
+    );
     let pid = std::process::id();
     let slot = std::env::var("CORRAL_WORKER_ID").unwrap_or_default();
     let app = std::env::var("CORRAL_APP").unwrap_or_default();
     let instance = std::env::var("NODE_APP_INSTANCE").unwrap_or_default();
-    println!("fixture pid={pid} slot={slot} listening");
+    let mode = if worker.dispatched() {
+        "dispatched"
+    } else {
+        "shared"
+    };
+    println!("fixture pid={pid} slot={slot} listening mode={mode}");
     if let Some(n) = env_num("FIXTURE_PRINT_LINES") {
         print_lines(n, &slot);
     }
@@ -122,37 +129,30 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
         grace: Duration::from_millis(env_num("FIXTURE_IDLE_GRACE_MS").unwrap_or(1000)),
         leak: Mutex::new(Vec::new()),
         identity: format!(
-            "pid={pid} slot={slot} instance={instance} app={app} fdnames={}",
-            names.join(":")
+            "pid={pid} slot={slot} instance={instance} app={app} fdnames={} mode={mode}",
+            worker.listener_names().join(":")
         ),
+        worker: worker.clone(),
     });
     // Installed before READY=1, so a forwarded SIGUSR1 never meets the default action.
     let usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .expect("SIGUSR1 handler");
     tokio::spawn(report_usr1(pid, usr1));
-    tokio::spawn(send_ready());
-    tokio::spawn(watchdog());
-    // A handler would undo SIG_IGN, so an ignoring fixture never installs one.
-    let mut term = (!env_flag("FIXTURE_IGNORE_SIGTERM")).then(|| {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler")
-    });
-    loop {
-        tokio::select! {
-            _ = terminated(&mut term) => break,
-            conn = accept(&listener) => if let Some(conn) = conn {
-                state.active.fetch_add(1, Ordering::SeqCst);
-                let state = state.clone();
-                tokio::spawn(async move {
-                    connection(conn, &state).await;
-                    if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-                        state.idle.notify_one();
-                    }
-                });
-            },
-        }
+    if let Some(messages) = worker.messages() {
+        tokio::spawn(print_messages(pid, messages));
     }
-    drop(listener);
+    tokio::spawn(send_ready(worker.clone()));
+    tokio::spawn(watchdog());
+    while let Some(conn) = worker.accept().await {
+        state.active.fetch_add(1, Ordering::SeqCst);
+        let state = state.clone();
+        tokio::spawn(async move {
+            connection(Box::new(conn), &state).await;
+            if state.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+                state.idle.notify_one();
+            }
+        });
+    }
     let _ = drain_tx.send(true);
     eprintln!("fixture pid={pid} draining");
     while state.active.load(Ordering::SeqCst) > 0 {
@@ -168,19 +168,22 @@ async fn serve(inherited: Vec<corral_worker::Inherited>) {
     eprintln!("fixture pid={pid} drained");
 }
 
+async fn print_messages(
+    pid: u32,
+    mut messages: tokio::sync::mpsc::UnboundedReceiver<corral_worker::Incoming>,
+) {
+    while let Some(m) = messages.recv().await {
+        let from = m
+            .from
+            .map_or("supervisor".to_string(), |s| format!("worker {s}"));
+        println!("fixture pid={pid} got message from {from}: {}", m.data);
+    }
+}
+
 /// Says so on stderr when SIGUSR1 arrives, so tests can see that corral forwarded it.
 async fn report_usr1(pid: u32, mut usr1: tokio::signal::unix::Signal) {
     while usr1.recv().await.is_some() {
         eprintln!("fixture pid={pid} got SIGUSR1");
-    }
-}
-
-async fn terminated(term: &mut Option<tokio::signal::unix::Signal>) {
-    match term {
-        Some(term) => {
-            term.recv().await;
-        }
-        None => std::future::pending().await,
     }
 }
 
@@ -194,41 +197,10 @@ fn print_lines(n: u64, slot: &str) {
     }
 }
 
-fn into_listener(fd: std::os::fd::OwnedFd) -> Listener {
-    use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
-    use std::os::fd::AsRawFd;
-    let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())
-        .ok()
-        .and_then(|a| a.family());
-    if family == Some(AddressFamily::Unix) {
-        let std = std::os::unix::net::UnixListener::from(fd);
-        std.set_nonblocking(true).expect("nonblocking");
-        Listener::Unix(tokio::net::UnixListener::from_std(std).expect("unix listener"))
-    } else {
-        let std = std::net::TcpListener::from(fd);
-        std.set_nonblocking(true).expect("nonblocking");
-        Listener::Tcp(tokio::net::TcpListener::from_std(std).expect("tcp listener"))
-    }
-}
-
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 
-async fn accept(listener: &Listener) -> Option<Box<dyn Conn>> {
-    match listener {
-        Listener::Tcp(l) => l.accept().await.ok().map(|(s, _)| {
-            let _ = s.set_nodelay(true);
-            Box::new(s) as Box<dyn Conn>
-        }),
-        Listener::Unix(l) => l
-            .accept()
-            .await
-            .ok()
-            .map(|(s, _)| Box::new(s) as Box<dyn Conn>),
-    }
-}
-
-async fn send_ready() {
+async fn send_ready(worker: Arc<corral_worker::Worker>) {
     if env_flag("FIXTURE_NEVER_READY") {
         return;
     }
@@ -238,7 +210,7 @@ async fn send_ready() {
     if let Ok(text) = std::env::var("FIXTURE_STATUS") {
         let _ = corral_worker::status(&text);
     }
-    let _ = corral_worker::ready();
+    worker.ready();
 }
 
 async fn watchdog() {
@@ -341,6 +313,14 @@ async fn respond(path: &str, state: &State) -> (&'static str, String) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return ("200 OK", format!("{} slow={ms}\n", state.identity));
     }
+    if let Some(text) = path.strip_prefix("/broadcast?msg=") {
+        state.worker.broadcast(text.into());
+        return ("200 OK", "broadcast\n".into());
+    }
+    if let Some(text) = path.strip_prefix("/send?msg=") {
+        state.worker.send(&text.into());
+        return ("200 OK", "sent\n".into());
+    }
     if let Some(name) = path.strip_prefix("/env/") {
         return match std::env::var(name) {
             Ok(value) => ("200 OK", value),
@@ -355,6 +335,7 @@ async fn respond(path: &str, state: &State) -> (&'static str, String) {
 }
 
 fn after_request(state: &State) {
+    state.worker.request_done();
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     if env_num("FIXTURE_CRASH_AFTER").is_some_and(|limit| n as u64 >= limit) {
         eprintln!(
