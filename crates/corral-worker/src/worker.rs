@@ -480,11 +480,10 @@ impl Reader {
                     for _ in 0..count {
                         let Some(fd) = fds.pop_front() else { break };
                         self.inner.received.fetch_add(1, Ordering::AcqRel);
-                        match (Stream::from_fd(fd), &self.conns) {
-                            (Ok(stream), Some(conns)) => {
-                                let _ = conns.send(Connection::new(stream, &self.inner));
-                            }
-                            _ => {} // dropped: the client sees the connection close
+                        // A connection that can't be wrapped (or arrives after the
+                        // drain) is dropped: its client sees it close.
+                        if let (Ok(stream), Some(conns)) = (Stream::from_fd(fd), &self.conns) {
+                            let _ = conns.send(Connection::new(stream, &self.inner));
                         }
                     }
                     self.inner.dirty.notify_one();
