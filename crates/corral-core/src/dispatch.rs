@@ -129,9 +129,10 @@ impl Dispatcher {
         self.targets.remove(&pid);
     }
 
-    pub fn ack(&mut self, pid: Pid, n: u32, active: u64) {
+    /// The worker has taken `received` connections in all; `active` are open.
+    pub fn ack(&mut self, pid: Pid, received: u64, active: u64) {
         if let Some(t) = self.targets.get_mut(&pid) {
-            t.acked = (t.acked + u64::from(n)).min(t.sent);
+            t.acked = t.acked.max(received).min(t.sent);
             t.active = active;
         }
     }
@@ -268,6 +269,12 @@ mod tests {
         assert_eq!(d.pick(None), None);
         d.ack(10, 2, 2);
         assert_eq!(d.credit_total(), 2);
+        d.ack(10, 1, 0);
+        assert_eq!(
+            d.credit_total(),
+            2,
+            "an old ack arriving late changes nothing"
+        );
         assert_eq!(d.pick(None), Some(10));
     }
 

@@ -56,9 +56,10 @@ pub enum Message {
     /// this line as SCM_RIGHTS.
     #[serde(rename = "CORRAL_CONN")]
     Conn { listener: u32, fds: u32 },
-    /// Worker → supervisor: `n` more connections taken off the channel; `active` open now.
+    /// Worker → supervisor: `received` connections taken off the channel since it
+    /// started (a running total, so a lost ack is made good by the next); `active` open now.
     #[serde(rename = "CORRAL_ACK")]
-    Ack { n: u32, active: u64 },
+    Ack { received: u64, active: u64 },
     /// Worker → supervisor: deliver `data` to every other worker of the app.
     #[serde(rename = "CORRAL_BROADCAST")]
     Broadcast { data: serde_json::Value },
@@ -211,7 +212,10 @@ mod tests {
                 listener: 0,
                 fds: 3,
             },
-            Message::Ack { n: 3, active: 1 },
+            Message::Ack {
+                received: 3,
+                active: 1,
+            },
             Message::Broadcast {
                 data: json!({"k": [1, 2]}),
             },
@@ -251,7 +255,7 @@ mod tests {
             Err(DecodeError::UnknownCommand("CORRAL_EXPLODE".into()))
         );
         assert!(matches!(
-            decode(br#"{"cmd":"CORRAL_ACK","n":"many"}"#),
+            decode(br#"{"cmd":"CORRAL_ACK","received":"many"}"#),
             Err(DecodeError::Malformed { .. })
         ));
     }

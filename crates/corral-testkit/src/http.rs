@@ -36,6 +36,22 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// One request on a new connection from source address `from` (any 127.x.y.z works on
+/// Linux loopback), with `Connection: close`.
+pub fn get_from(addr: SocketAddr, from: std::net::IpAddr, path: &str) -> io::Result<Response> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    socket.set_write_timeout(Some(IO_TIMEOUT))?;
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    let mut stream: TcpStream = socket.into();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
+    read_response(&mut BufReader::new(stream))
+}
+
 /// One request on a new connection, with `Connection: close`.
 pub fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
     let mut stream = connect(addr)?;

@@ -5,7 +5,7 @@ mod http;
 mod load;
 mod process;
 
-pub use http::{get, KeepAlive, Response};
+pub use http::{get, get_from, KeepAlive, Response};
 pub use load::{Load, LoadReport};
 pub use process::{fixture_bin, Corral};
 

@@ -58,7 +58,11 @@ impl Corral {
 
     /// Everything printed so far, stdout and stderr in arrival order.
     pub fn output(&self) -> Vec<String> {
-        self.lines.0.lock().expect("lines").clone()
+        self.lines
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits until `count` lines contain `needle`; returns the last of them.
@@ -66,7 +70,7 @@ impl Corral {
     pub fn wait_for_nth(&self, needle: &str, count: usize, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.lines;
-        let mut lines = lock.lock().expect("lines");
+        let mut lines = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
             if found.len() >= count {
@@ -79,7 +83,10 @@ impl Corral {
                     lines.join("\n")
                 );
             }
-            lines = cvar.wait_timeout(lines, deadline - now).expect("lines").0;
+            lines = cvar
+                .wait_timeout(lines, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -131,7 +138,7 @@ impl Corral {
     fn wait_for_eof(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.lines;
-        let mut lines = lock.lock().expect("lines");
+        let mut lines = lock.lock().unwrap_or_else(|e| e.into_inner());
         while lines.iter().filter(|l| l.as_str() == EOF_MARK).count() < 2 {
             let now = Instant::now();
             if now >= deadline {
@@ -158,13 +165,15 @@ fn collect(stream: impl Read + Send + 'static, lines: Lines) {
                         .trim_end_matches('\n')
                         .to_owned();
                     let (lock, cvar) = &*lines;
-                    lock.lock().expect("lines").push(line);
+                    lock.lock().unwrap_or_else(|e| e.into_inner()).push(line);
                     cvar.notify_all();
                 }
             }
         }
         let (lock, cvar) = &*lines;
-        lock.lock().expect("lines").push(EOF_MARK.into());
+        lock.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(EOF_MARK.into());
         cvar.notify_all();
     });
 }

@@ -66,7 +66,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     active: AtomicU64,
     requests: AtomicU64,
-    /// Connections taken off the channel and not acked yet.
+    /// Connections taken off the channel, in all.
     received: AtomicU64,
     /// Something for the acker to report.
     dirty: Notify,
@@ -411,9 +411,8 @@ fn own_rss() -> u64 {
 async fn ack_loop(inner: Arc<Inner>) {
     loop {
         inner.dirty.notified().await;
-        let n = inner.received.swap(0, Ordering::AcqRel) as u32;
         inner.send(&Message::Ack {
-            n,
+            received: inner.received.load(Ordering::Acquire),
             active: inner.active.load(Ordering::Relaxed),
         });
     }

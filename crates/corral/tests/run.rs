@@ -85,10 +85,23 @@ fn a_killed_worker_under_load_is_replaced_in_its_slot() {
 }
 
 fn reloads_under_load(keep_alive: bool) {
+    reloads_under_load_with(keep_alive, "auto");
+}
+
+fn reloads_under_load_with(keep_alive: bool, balance: &str) {
     // Replacements take a while to get ready and old workers a while to exit, so every
     // reload overlaps plenty of traffic.
     let c = start(
-        &["-i", "2", "--ready", "notify", "--kill-timeout", "10s"],
+        &[
+            "-i",
+            "2",
+            "--ready",
+            "notify",
+            "--kill-timeout",
+            "10s",
+            "--balance",
+            balance,
+        ],
         &[
             ("FIXTURE_READY_DELAY_MS", "150"),
             ("FIXTURE_DRAIN_MS", "200"),
@@ -135,6 +148,16 @@ fn five_rolling_reloads_under_load_fail_no_request_with_connection_close() {
 #[test]
 fn five_rolling_reloads_under_load_fail_no_request_with_keep_alive() {
     reloads_under_load(true);
+}
+
+#[test]
+fn five_rolling_reloads_under_load_fail_no_request_in_shared_mode_with_connection_close() {
+    reloads_under_load_with(false, "shared");
+}
+
+#[test]
+fn five_rolling_reloads_under_load_fail_no_request_in_shared_mode_with_keep_alive() {
+    reloads_under_load_with(true, "shared");
 }
 
 #[test]

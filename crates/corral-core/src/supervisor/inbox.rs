@@ -73,8 +73,8 @@ fn corral(
             let lag = Duration::from_secs_f64((lag_ms / 1000.0).clamp(0.0, 86_400.0));
             vec![Event::Heartbeat { pid, lag }]
         }
-        Message::Ack { n, active } => {
-            procs.dispatcher.ack(pid, n, active);
+        Message::Ack { received, active } => {
+            procs.dispatcher.ack(pid, received, active);
             Vec::new()
         }
         Message::Broadcast { data } => {

@@ -12,6 +12,8 @@
 //! | `FIXTURE_NEVER_READY=1` | never send READY=1 |
 //! | `FIXTURE_READY_DELAY_MS=MS` | wait this long before sending READY=1 |
 //! | `FIXTURE_HEARTBEAT_MS=MS` | heartbeat interval (default 1000) |
+//! | `FIXTURE_SLOW_SLOT=SLOT:MS` | the worker in SLOT takes MS for every request |
+//! | `FIXTURE_HANG_SLOT=SLOT` | only the worker in SLOT hangs (with `FIXTURE_HANG_AFTER`) |
 //! | `FIXTURE_STATUS=TEXT` | send `STATUS=TEXT` just before READY=1 |
 //! | `FIXTURE_LEAK_KB=KB` | keep KB of touched memory per request |
 //! | `FIXTURE_PRINT_LINES=N` | print N numbered 200-byte lines to stdout at start |
@@ -20,7 +22,8 @@
 //!
 //! SIGUSR1 prints `got SIGUSR1` on stderr.
 //! Routes: `/` (pid, slot, NODE_APP_INSTANCE, app, inherited listener names, mode),
-//! `/broadcast?msg=TEXT` and `/send?msg=TEXT` (channel messages), `/slow?ms=N`, `/env/NAME`.
+//! `/broadcast?msg=TEXT` and `/send?msg=TEXT` (channel messages), `/abuse` (write
+//! garbage, an overlong line and a flood on the channel, beside the real traffic), `/slow?ms=N`, `/env/NAME`.
 //! Drain on SIGTERM: stop accepting, finish in-flight requests, answer the next request on
 //! each kept-alive connection with `Connection: close`, close idle ones after the grace.
 
@@ -68,6 +71,12 @@ fn apply_deploy() {
 
 fn main() {
     apply_deploy();
+    if let Some(fd) = std::env::var("CORRAL_CHANNEL_FD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        let _ = CHANNEL_FD.set(fd);
+    }
     if let Some(code) = env_num("FIXTURE_EXIT_AT_START") {
         eprintln!("fixture: exiting at start with code {code} as asked");
         std::process::exit(code as i32);
@@ -166,6 +175,51 @@ async fn serve() {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     eprintln!("fixture pid={pid} drained");
+}
+
+/// Writes what a broken or hostile worker might on its channel, from a thread of its own
+/// on a duplicate of the channel fd, while the real worker goes on normally.
+/// The channel fd, noted before corral-worker takes (and unsets) `CORRAL_CHANNEL_FD`.
+static CHANNEL_FD: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+fn abuse_channel() {
+    use std::os::fd::BorrowedFd;
+    let Some(&fd) = CHANNEL_FD.get() else {
+        return;
+    };
+    // SAFETY: the channel fd stays open for the worker's life; the duplicate is owned
+    // by the thread.
+    let dup = unsafe { BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .expect("dup channel");
+    let out = std::os::unix::net::UnixStream::from(dup);
+    std::thread::spawn(move || {
+        let flood = b"{\"cmd\":\"CORRAL_HEARTBEAT\"}\n".repeat(50_000);
+        for chunk in [
+            &b"this is not json\n"[..],
+            &vec![b'x'; 200 * 1024],
+            b"\n",
+            &flood,
+        ] {
+            write_fully(&out, chunk);
+        }
+        eprintln!("fixture pid={} abused its channel", std::process::id());
+    });
+}
+
+/// Writes all of `bytes` on a socket whose file description is non-blocking (the
+/// worker library made it so).
+fn write_fully(mut out: &std::os::unix::net::UnixStream, mut bytes: &[u8]) {
+    use std::io::Write;
+    while !bytes.is_empty() {
+        match out.write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 async fn print_messages(
@@ -307,19 +361,33 @@ async fn idle_too_long(draining: &mut watch::Receiver<bool>, grace: Duration) {
 }
 
 async fn respond(path: &str, state: &State) -> (&'static str, String) {
+    if let Some((slot, ms)) = std::env::var("FIXTURE_SLOW_SLOT").ok().and_then(|v| {
+        Some((
+            v.split_once(':')?.0.to_owned(),
+            v.split_once(':')?.1.parse().ok()?,
+        ))
+    }) {
+        if std::env::var("CORRAL_WORKER_ID").is_ok_and(|s| s == slot) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
     if let Some(ms) = path.strip_prefix("/slow?ms=") {
         let ms = ms.parse().unwrap_or(1000);
         eprintln!("fixture pid={} slow request started", std::process::id());
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return ("200 OK", format!("{} slow={ms}\n", state.identity));
     }
+    if path == "/abuse" {
+        abuse_channel();
+        return ("200 OK", format!("{} abusing\n", state.identity));
+    }
     if let Some(text) = path.strip_prefix("/broadcast?msg=") {
         state.worker.broadcast(text.into());
-        return ("200 OK", "broadcast\n".into());
+        return ("200 OK", format!("{} broadcast\n", state.identity));
     }
     if let Some(text) = path.strip_prefix("/send?msg=") {
         state.worker.send(&text.into());
-        return ("200 OK", "sent\n".into());
+        return ("200 OK", format!("{} sent\n", state.identity));
     }
     if let Some(name) = path.strip_prefix("/env/") {
         return match std::env::var(name) {
@@ -344,7 +412,10 @@ fn after_request(state: &State) {
         );
         std::process::exit(3);
     }
-    if env_num("FIXTURE_HANG_AFTER").is_some_and(|limit| n as u64 >= limit) {
+    let hangs_here = std::env::var("FIXTURE_HANG_SLOT").map_or(true, |slot| {
+        std::env::var("CORRAL_WORKER_ID").is_ok_and(|s| s == slot)
+    });
+    if hangs_here && env_num("FIXTURE_HANG_AFTER").is_some_and(|limit| n as u64 >= limit) {
         eprintln!(
             "fixture pid={} hanging after {n} requests as asked",
             std::process::id()
