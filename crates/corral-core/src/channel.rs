@@ -210,13 +210,17 @@ async fn read_loop(mut rx: OwnedReadHalf, pid: Pid, sink: mpsc::Sender<(Pid, Inp
             Ok(n) => n,
         };
         let now = Instant::now();
+        // Acks are running totals: only the newest of a read matters, and it is never
+        // dropped, or credit could stay lost while the worker waits for connections.
+        let mut ack = None;
         for line in lines.push(&buf[..n]) {
             let input = match line {
-                Ok(line) if !rate.allow(now) => {
-                    drop(line);
-                    continue;
-                }
                 Ok(line) => match channel::decode(&line) {
+                    Ok(frame @ Frame::Corral(Message::Ack { .. })) => {
+                        ack = Some(frame);
+                        continue;
+                    }
+                    _ if !rate.allow(now) => continue,
                     Ok(frame) => Input::Frame(frame),
                     Err(e) if bad.allow(now) => Input::Bad(e),
                     Err(_) => continue,
@@ -225,6 +229,11 @@ async fn read_loop(mut rx: OwnedReadHalf, pid: Pid, sink: mpsc::Sender<(Pid, Inp
                 Err(_) => continue,
             };
             if sink.send((pid, input)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(frame) = ack {
+            if sink.send((pid, Input::Frame(frame))).await.is_err() {
                 return;
             }
         }

@@ -68,7 +68,9 @@ struct Inner {
     requests: AtomicU64,
     /// Connections taken off the channel, in all.
     received: AtomicU64,
-    /// Something for the acker to report.
+    /// Connections were taken off the channel: ack now.
+    taken: Notify,
+    /// Connections finished: report the new count soon.
     dirty: Notify,
 }
 
@@ -119,6 +121,7 @@ impl Worker {
             active: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            taken: Notify::new(),
             dirty: Notify::new(),
         };
         let channel = take_channel_fd()?;
@@ -406,17 +409,36 @@ fn own_rss() -> u64 {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64
 }
 
-/// Returns credit to the supervisor whenever connections were taken or finished;
-/// notifications that pile up while an ack is sent become one ack.
+/// Returns credit to the supervisor when connections were taken (at once: the
+/// supervisor waits for it), and reports finished connections at most every
+/// [`ACTIVE_EVERY`]. Notifications that pile up meanwhile become one ack.
 async fn ack_loop(inner: Arc<Inner>) {
+    let mut last = Instant::now();
     loop {
-        inner.dirty.notified().await;
+        tokio::select! {
+            _ = inner.taken.notified() => {}
+            _ = inner.dirty.notified() => {
+                let since = last.elapsed();
+                if since < ACTIVE_EVERY {
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACTIVE_EVERY - since) => {}
+                        _ = inner.taken.notified() => {}
+                    }
+                }
+            }
+        }
+        // Let the reader hand over the rest of what it just read first.
+        tokio::task::yield_now().await;
+        last = Instant::now();
         inner.send(&Message::Ack {
             received: inner.received.load(Ordering::Acquire),
             active: inner.active.load(Ordering::Relaxed),
         });
     }
 }
+
+/// How often a change in open connections alone is reported (for least-loaded).
+const ACTIVE_EVERY: Duration = Duration::from_millis(20);
 
 /// Reads the channel: welcome, handed-over connections, messages, shutdown.
 struct Reader {
@@ -485,7 +507,7 @@ impl Reader {
                             let _ = conns.send(Connection::new(stream, &self.inner));
                         }
                     }
-                    self.inner.dirty.notify_one();
+                    self.inner.taken.notify_one();
                 }
                 Ok(Frame::Corral(Message::Message { from, data })) => {
                     let _ = self.messages.send(Incoming { from, data });

@@ -107,7 +107,7 @@ pub async fn run(
             watched = watch(procs.listener_fds()).map_err(RunError::Listen)?;
         }
         if procs.wants_pass() {
-            clear(&watched, &procs.dispatch_pass());
+            procs.deliver_held();
         }
         let can_accept = procs.wants_accept();
         let deadline = group.next_deadline().map(tokio::time::Instant::from_std);
@@ -137,10 +137,8 @@ pub async fn run(
                 flush(&mut group);
                 continue;
             }
-            i = readable(&watched), if can_accept => {
-                let procs = group.processes_mut();
-                procs.readable(i);
-                clear(&watched, &procs.dispatch_pass());
+            () = readable(&watched), if can_accept => {
+                accept_ready(&watched, group.processes_mut());
                 continue;
             }
             _ = memory.tick(), if sample_memory => {
@@ -170,14 +168,14 @@ fn watch(fds: &[RawFd]) -> std::io::Result<Vec<AsyncFd<Watched>>> {
         .collect()
 }
 
-/// Resolves with the index of a listener that has connections waiting. Readiness stays
-/// set until [`clear`] is called for that listener (after accept found it empty).
-async fn readable(watched: &[AsyncFd<Watched>]) -> usize {
+/// Resolves once some listener has connections waiting. Readiness stays set until
+/// [`accept_ready`] finds that listener's queue empty.
+async fn readable(watched: &[AsyncFd<Watched>]) {
     std::future::poll_fn(|cx| {
-        for (i, fd) in watched.iter().enumerate() {
+        for fd in watched {
             if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready(cx) {
                 guard.retain_ready();
-                return Poll::Ready(i);
+                return Poll::Ready(());
             }
         }
         Poll::Pending
@@ -185,14 +183,17 @@ async fn readable(watched: &[AsyncFd<Watched>]) -> usize {
     .await
 }
 
-/// Forgets the readiness of listeners that accept found empty, so the next
-/// [`readable`] waits for new connections.
-fn clear(watched: &[AsyncFd<Watched>], emptied: &[usize]) {
+/// Accepts from every ready listener. The readiness guard is taken before accepting,
+/// so clearing it after an empty accept cannot swallow a connection that arrived in
+/// between (tokio then keeps the newer readiness).
+fn accept_ready(watched: &[AsyncFd<Watched>], procs: &mut OsProcesses) {
     let mut cx = Context::from_waker(Waker::noop());
-    for &i in emptied {
-        if let Some(fd) = watched.get(i) {
-            if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready(&mut cx) {
+    for (i, fd) in watched.iter().enumerate() {
+        if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready(&mut cx) {
+            if procs.accept_from(i) {
                 guard.clear_ready();
+            } else {
+                guard.retain_ready();
             }
         }
     }

@@ -111,6 +111,9 @@ impl Template {
     }
 }
 
+/// Connections to hand over, per worker and listener.
+type Batches = BTreeMap<(Pid, u32), Vec<Held>>;
+
 /// A connection the supervisor accepted and has not handed over yet.
 struct Held {
     fd: OwnedFd,
@@ -131,8 +134,6 @@ pub(super) struct OsProcesses {
     pub(super) dispatcher: Dispatcher,
     listeners: Vec<RawFd>,
     held: VecDeque<Held>,
-    /// Listeners found empty since they were last reported readable.
-    drained: Vec<bool>,
     accepting: bool,
 }
 
@@ -145,7 +146,6 @@ impl OsProcesses {
     ) -> Self {
         let listeners = template.listen_fds.clone();
         OsProcesses {
-            drained: vec![false; listeners.len()],
             template,
             logs,
             inputs,
@@ -220,17 +220,9 @@ impl OsProcesses {
         self.accepting && self.dispatcher.credit_total() > 0 && self.held.len() < MAX_HELD
     }
 
-    /// Marks listener `i` readable again (tokio saw it ready).
-    pub(super) fn readable(&mut self, i: usize) {
-        if let Some(d) = self.drained.get_mut(i) {
-            *d = false;
-        }
-    }
-
-    /// Delivers held connections, then accepts and delivers new ones while there is
-    /// credit. Returns the listeners found empty (their readiness can be cleared).
-    pub(super) fn dispatch_pass(&mut self) -> Vec<usize> {
-        let mut batches: BTreeMap<(Pid, u32), Vec<Held>> = BTreeMap::new();
+    /// Hands held connections to workers that have room now.
+    pub(super) fn deliver_held(&mut self) {
+        let mut batches = Batches::new();
         let mut keep = VecDeque::new();
         while let Some(held) = self.held.pop_front() {
             match self.choose(held.client) {
@@ -239,31 +231,38 @@ impl OsProcesses {
             }
         }
         self.held = keep;
-        let mut emptied = Vec::new();
+        self.deliver_all(batches);
+    }
+
+    /// Accepts from listener `i` and hands the connections out while there is credit.
+    /// Returns true when the listener's queue was found empty.
+    pub(super) fn accept_from(&mut self, i: usize) -> bool {
+        let fd = self.listeners[i];
+        let mut batches = Batches::new();
+        let mut emptied = false;
         let mut accepted = 0;
-        for i in 0..self.listeners.len() {
-            let fd = self.listeners[i];
-            while !self.drained[i]
-                && accepted < ACCEPTS_PER_PASS
-                && self.held.len() < MAX_HELD
-                && self.dispatcher.credit_total() > 0
-            {
-                let Some(held) = accept_one(fd, i as u32) else {
-                    self.drained[i] = true;
-                    emptied.push(i);
-                    break;
-                };
-                accepted += 1;
-                match self.choose(held.client) {
-                    Some(pid) => batches.entry((pid, held.listener)).or_default().push(held),
-                    None => self.held.push_back(held),
-                }
+        while accepted < ACCEPTS_PER_PASS
+            && self.held.len() < MAX_HELD
+            && self.dispatcher.credit_total() > 0
+        {
+            let Some(held) = accept_one(fd, i as u32) else {
+                emptied = true;
+                break;
+            };
+            accepted += 1;
+            match self.choose(held.client) {
+                Some(pid) => batches.entry((pid, held.listener)).or_default().push(held),
+                None => self.held.push_back(held),
             }
         }
+        self.deliver_all(batches);
+        emptied
+    }
+
+    fn deliver_all(&mut self, batches: Batches) {
         for ((pid, listener), conns) in batches {
             self.deliver(pid, listener, conns);
         }
-        emptied
     }
 
     /// The worker for a connection, counted as sent to it; `None` to hold it.

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Side by side on the same Rust worker (corral-fixture), 2 workers, `Connection: close`:
+# corral --balance shared vs round-robin vs a single process, with Node's cluster module
+# (round-robin, examples/node/server.js) as the reference point. Also: connections the
+# supervisor hands off per CPU-second it spends (round-robin run). Loopback only; every
+# run is bounded by wrk's -d.
+#
+#   bench/dispatch.sh [SECONDS_PER_RUN]        (needs wrk, node, cargo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-10}
+for tool in wrk node cargo python3; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is not installed (apt-get install wrk nodejs)" >&2; exit 2; }
+done
+cargo build --release --workspace -q
+CORRAL=target/release/corral
+FIXTURE=target/release/corral-fixture
+OUT=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "bench: nothing answers on port $1" >&2; exit 1
+}
+rps() { grep -o 'Requests/sec: *[0-9.]*' "$1" | awk '{print $2}'; }
+total() { grep -o '[0-9]* requests in' "$1" | awk '{print $1}'; }
+errors() { awk '/Socket errors/ { gsub(","," "); s+=$4+$6+$8+$10 } /Non-2xx/ { s+=$5 } END { print s+0 }' "$1"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+corral_run() { # label instances balance
+  local label=$1 n=$2 balance=$3 P S T0 T1
+  P=$(free_port)
+  $CORRAL run --listen "127.0.0.1:$P" -i "$n" --balance "$balance" --ready notify -- $FIXTURE >/dev/null 2>&1 & S=$!; PIDS+=($S)
+  wait_http "$P"; sleep 0.5
+  T0=$(cpu_ticks "$S")
+  wrk -t2 -c64 -d"${D}s" -H "Connection: close" "http://127.0.0.1:$P/" > "$OUT/$label.wrk"
+  T1=$(cpu_ticks "$S")
+  echo $((T1 - T0)) > "$OUT/$label.ticks"
+  stop "$S"
+  echo "$label: $(rps "$OUT/$label.wrk") req/s, $(errors "$OUT/$label.wrk") errors"
+}
+
+echo "== corral-fixture, Connection: close, wrk -t2 -c64 -d${D}s, 2 cores shared with wrk =="
+corral_run single 1 shared
+corral_run shared 2 shared
+corral_run round-robin 2 round-robin
+
+P=$(free_port); PORT=$P WORKERS=2 node bench/node/cluster.js >/dev/null & S=$!; PIDS+=($S); wait_http "$P"; sleep 0.5
+wrk -t2 -c64 -d"${D}s" -H "Connection: close" "http://127.0.0.1:$P/" > "$OUT/node.wrk"; stop $S
+echo "node-cluster (Node hello-world, reference): $(rps "$OUT/node.wrk") req/s, $(errors "$OUT/node.wrk") errors"
+
+HZ=$(getconf CLK_TCK)
+awk -v s="$(rps "$OUT/single.wrk")" -v sh="$(rps "$OUT/shared.wrk")" -v rr="$(rps "$OUT/round-robin.wrk")" -v n="$(rps "$OUT/node.wrk")" 'BEGIN {
+  printf "ratios: shared/single %.2f  round-robin/single %.2f  round-robin/shared %.2f  round-robin/node-cluster %.2f\n", sh/s, rr/s, rr/sh, rr/n }'
+awk -v conns="$(total "$OUT/round-robin.wrk")" -v ticks="$(cat "$OUT/round-robin.ticks")" -v hz="$HZ" 'BEGIN {
+  cpu = ticks / hz; printf "round-robin supervisor: %d connections handed off using %.2f CPU-s = %.0f connections per CPU-second\n", conns, cpu, (cpu > 0 ? conns / cpu : 0) }'
