@@ -42,7 +42,7 @@ pub struct GroupConfig {
 const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// What a caller asks of a running group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Replace every worker, one at a time, without ever having fewer ready than before.
     Reload,
@@ -54,6 +54,8 @@ pub enum Control {
     Kill,
     /// Pass a signal on to every worker's process group.
     Forward(Signal),
+    /// Send a message (JSON) to every worker over its channel.
+    Message(serde_json::Value),
 }
 
 /// An input to the group.
@@ -784,6 +786,8 @@ impl<P: Processes> Group<P> {
             Control::ScaleDown => self.scale_down(),
             Control::Stop => self.stop(false),
             Control::Kill => self.stop(true),
+            // Channels belong to the OS side; the supervisor loop delivers these.
+            Control::Message(_) => {}
             Control::Forward(signal) => {
                 let pids: Vec<Pid> = self.workers.keys().copied().collect();
                 for pid in pids {

@@ -5,6 +5,7 @@
 //! [`supervisor::run`], reading [`group::Report`]s and worker [`output::LogLine`]s back.
 
 pub mod channel;
+pub mod cluster;
 pub mod dispatch;
 pub mod group;
 pub mod listen;
@@ -12,6 +13,7 @@ pub mod notify;
 pub mod output;
 pub mod process;
 pub mod restart;
+pub mod signals;
 pub mod spec;
 pub mod supervisor;
 

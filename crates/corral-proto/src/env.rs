@@ -24,6 +24,9 @@ pub const NODE_APP_INSTANCE: &str = "NODE_APP_INSTANCE";
 pub const PORT: &str = "PORT";
 /// The fd of the worker's end of its channel to the supervisor (newline-delimited JSON).
 pub const CORRAL_CHANNEL_FD: &str = "CORRAL_CHANNEL_FD";
+/// Set in the workers of an embedded cluster (`corral_core::Cluster`): this process is
+/// a worker, not the primary.
+pub const CORRAL_CLUSTER_WORKER: &str = "CORRAL_CLUSTER_WORKER";
 /// Overrides the configured number of workers when set.
 pub const WORKERS: &str = "WORKERS";
 

@@ -1,16 +1,13 @@
 //! `corral run`: one app in the foreground, with signals mapped to engine controls.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use corral_core::group::{Control, Outcome, Report};
+use corral_core::group::{Outcome, Report};
 use corral_core::listen::{self, Listener};
 use corral_core::output::LogLine;
 use corral_core::supervisor::{self, Channels, RunError};
 use corral_core::AppSpec;
-use nix::sys::signal::Signal;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cli::RunArgs;
@@ -44,7 +41,9 @@ async fn supervise(spec: AppSpec, listeners: Vec<Listener>) -> Result<(), Failur
     let (control_tx, controls) = mpsc::channel(16);
     let (reports, report_rx) = mpsc::unbounded_channel();
     let (logs, log_rx) = mpsc::channel(1024);
-    let signals = spawn_signal_task(control_tx).map_err(Failure::Runtime)?;
+    let signals = corral_core::signals::forward(control_tx)
+        .context("cannot install signal handlers")
+        .map_err(Failure::Runtime)?;
     let (written, all_written) = oneshot::channel();
     spawn_log_writer(spec.name.clone(), log_rx, written);
     let report_task = tokio::spawn(print_reports(report_rx));
@@ -68,7 +67,13 @@ async fn supervise(spec: AppSpec, listeners: Vec<Listener>) -> Result<(), Failur
         reports,
         logs,
     };
-    let outcome = supervisor::run(&spec, &listeners, &runtime_dir(), channels).await;
+    let outcome = supervisor::run(
+        &spec,
+        &listeners,
+        &corral_core::signals::runtime_dir(),
+        channels,
+    )
+    .await;
     signals.abort();
     let _ = report_task.await;
     // Workers are gone; let the last lines they wrote reach the terminal.
@@ -111,52 +116,4 @@ fn spawn_log_writer(app: String, mut rx: mpsc::Receiver<LogLine>, done: oneshot:
         }
         let _ = done.send(());
     });
-}
-
-/// TERM/INT: stop, then kill on the second one. HUP/USR2: reload. TTIN/TTOU: scale.
-/// USR1: passed on to every worker.
-fn spawn_signal_task(
-    controls: mpsc::Sender<Control>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listen = |kind: SignalKind| signal(kind).context("cannot install signal handlers");
-    let mut term = listen(SignalKind::terminate())?;
-    let mut int = listen(SignalKind::interrupt())?;
-    let mut hup = listen(SignalKind::hangup())?;
-    let mut usr2 = listen(SignalKind::user_defined2())?;
-    let mut usr1 = listen(SignalKind::user_defined1())?;
-    let mut ttin = listen(SignalKind::from_raw(Signal::SIGTTIN as i32))?;
-    let mut ttou = listen(SignalKind::from_raw(Signal::SIGTTOU as i32))?;
-    Ok(tokio::spawn(async move {
-        let mut stopping = false;
-        loop {
-            let control = tokio::select! {
-                _ = term.recv() => stop_or_kill(&mut stopping),
-                _ = int.recv() => stop_or_kill(&mut stopping),
-                _ = hup.recv() => Control::Reload,
-                _ = usr2.recv() => Control::Reload,
-                _ = ttin.recv() => Control::ScaleUp,
-                _ = ttou.recv() => Control::ScaleDown,
-                _ = usr1.recv() => Control::Forward(Signal::SIGUSR1),
-            };
-            if controls.send(control).await.is_err() {
-                return;
-            }
-        }
-    }))
-}
-
-fn stop_or_kill(stopping: &mut bool) -> Control {
-    if std::mem::replace(stopping, true) {
-        Control::Kill
-    } else {
-        Control::Stop
-    }
-}
-
-/// Where the notify socket goes: `$XDG_RUNTIME_DIR` when usable, else the temp dir.
-fn runtime_dir() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
 }

@@ -113,6 +113,10 @@ pub async fn run(
         let deadline = group.next_deadline().map(tokio::time::Instant::from_std);
         let event = tokio::select! {
             control = controls.recv(), if controls_open => match control {
+                Some(Control::Message(data)) => {
+                    group.processes_mut().message_all(&data);
+                    continue;
+                }
                 Some(control) => Event::Control(control),
                 None => {
                     controls_open = false;

@@ -162,6 +162,21 @@ impl OsProcesses {
         self.channels.get_mut(&pid)
     }
 
+    /// Sends `data` from the supervisor to every worker; returns how many took it.
+    pub(super) fn message_all(&mut self, data: &serde_json::Value) -> usize {
+        let message = Message::Message {
+            from: None,
+            data: data.clone(),
+        };
+        let mut delivered = 0;
+        for channel in self.channels.values_mut() {
+            if channel.send(&message).is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
     /// Every channel but `except`'s.
     pub(super) fn other_channels(
         &mut self,

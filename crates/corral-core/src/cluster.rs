@@ -1,0 +1,335 @@
+//! The embedded cluster: a Rust binary that is its own primary, as a Node script uses
+//! `cluster.isPrimary` / `cluster.fork()`.
+//!
+//! ```no_run
+//! use corral_core::cluster::{Cluster, ClusterEvent};
+//!
+//! Cluster::builder()
+//!     .workers(2)
+//!     .listen("127.0.0.1:3000")
+//!     .on_event(|event, cluster| {
+//!         if let ClusterEvent::Ready { .. } = event {
+//!             cluster.broadcast(serde_json::json!({ "config": 1 }));
+//!         }
+//!     })
+//!     .run(|| async {
+//!         // In each worker: take connections with corral-worker's `Worker`.
+//!     })
+//!     .expect("cluster");
+//! ```
+//!
+//! The primary re-executes the current binary for each worker (never `fork` in a
+//! multithreaded process); the workers find `CORRAL_CLUSTER_WORKER` set and run the
+//! closure passed to [`Builder::run`]. Everything else is the same engine as `corral run`.
+
+use std::future::Future;
+
+use corral_proto::env;
+use tokio::sync::mpsc;
+
+use crate::dispatch::Balance;
+use crate::group::{Control, Outcome, Report};
+use crate::listen::{self, BindError};
+use crate::process::{ExitStatus, Pid};
+use crate::restart::RestartPolicy;
+use crate::spec::{
+    AppSpec, HealthPolicy, Instances, ListenAddrError, ListenSpec, ReadyPolicy, StopPolicy,
+};
+use crate::supervisor::{self, RunError};
+
+/// Entry point; see the module docs.
+pub struct Cluster;
+
+impl Cluster {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Whether this process is one of the cluster's workers.
+    pub fn is_worker() -> bool {
+        std::env::var_os(env::CORRAL_CLUSTER_WORKER).is_some()
+    }
+}
+
+/// What the primary sees happen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterEvent {
+    /// A worker process started.
+    Online {
+        slot: usize,
+        pid: Pid,
+    },
+    Ready {
+        slot: usize,
+        pid: Pid,
+    },
+    Exit {
+        slot: usize,
+        pid: Pid,
+        status: ExitStatus,
+        expected: bool,
+    },
+    /// A worker sent a message (`worker.send(..)`).
+    Message {
+        slot: usize,
+        pid: Pid,
+        data: serde_json::Value,
+    },
+    /// Anything else the engine reports (restarts, reloads, health).
+    Other(Report),
+}
+
+impl From<Report> for ClusterEvent {
+    fn from(report: Report) -> Self {
+        match report {
+            Report::Spawned { slot, pid, .. } => ClusterEvent::Online { slot, pid },
+            Report::Ready { slot, pid, .. } => ClusterEvent::Ready { slot, pid },
+            Report::Exited {
+                slot,
+                pid,
+                status,
+                expected,
+                ..
+            } => ClusterEvent::Exit {
+                slot,
+                pid,
+                status,
+                expected,
+            },
+            Report::Message { slot, pid, json } => ClusterEvent::Message {
+                slot,
+                pid,
+                data: serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json)),
+            },
+            other => ClusterEvent::Other(other),
+        }
+    }
+}
+
+/// What the primary can ask of its workers.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    controls: mpsc::Sender<Control>,
+}
+
+impl Handle {
+    /// Sends `data` to every worker (it arrives in `Worker::messages()`).
+    pub fn broadcast(&self, data: serde_json::Value) {
+        let _ = self.controls.try_send(Control::Message(data));
+    }
+
+    /// Rolling reload: replaces every worker without dropping connections.
+    pub fn reload(&self) {
+        let _ = self.controls.try_send(Control::Reload);
+    }
+
+    /// Graceful stop; `run` returns once every worker has exited.
+    pub fn stop(&self) {
+        let _ = self.controls.try_send(Control::Stop);
+    }
+}
+
+/// Why the cluster could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Listen(#[from] ListenAddrError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("cannot find this program's own executable to start workers")]
+    Exe(#[source] std::io::Error),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("every worker gave up; nothing is running")]
+    Failed,
+}
+
+type EventHandler = Box<dyn FnMut(&ClusterEvent, &Handle) + Send>;
+
+/// Configures a cluster. Defaults: one worker per usable CPU, `auto` balance, the same
+/// restart, stop and health policies as `corral run`.
+pub struct Builder {
+    name: Option<String>,
+    instances: Instances,
+    listen: Vec<String>,
+    balance: Balance,
+    ready: ReadyPolicy,
+    restart: RestartPolicy,
+    stop: StopPolicy,
+    health: HealthPolicy,
+    on_event: Option<EventHandler>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            name: None,
+            instances: Instances::Max,
+            listen: Vec::new(),
+            balance: Balance::Auto,
+            // Workers of an embedded cluster use corral-worker, which says when it is ready.
+            ready: ReadyPolicy::Notify {
+                timeout: std::time::Duration::from_secs(30),
+            },
+            restart: RestartPolicy::default(),
+            stop: StopPolicy::default(),
+            health: HealthPolicy::default(),
+            on_event: None,
+        }
+    }
+}
+
+impl Builder {
+    pub fn workers(mut self, n: usize) -> Self {
+        self.instances = Instances::Count(n.max(1));
+        self
+    }
+
+    pub fn instances(mut self, instances: Instances) -> Self {
+        self.instances = instances;
+        self
+    }
+
+    /// An address as `corral run --listen` takes it; checked when the cluster runs.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen.push(addr.into());
+        self
+    }
+
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn ready(mut self, ready: ReadyPolicy) -> Self {
+        self.ready = ready;
+        self
+    }
+
+    pub fn health(mut self, health: HealthPolicy) -> Self {
+        self.health = health;
+        self
+    }
+
+    pub fn stop_policy(mut self, stop: StopPolicy) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Called in the primary for every event, with a handle to message or reload workers.
+    pub fn on_event(
+        mut self,
+        handler: impl FnMut(&ClusterEvent, &Handle) + Send + 'static,
+    ) -> Self {
+        self.on_event = Some(Box::new(handler));
+        self
+    }
+
+    /// In a worker: runs `worker` to completion on a fresh runtime. In the primary:
+    /// supervises the workers until SIGTERM/SIGINT (or [`Handle::stop`]).
+    pub fn run<F, Fut>(self, worker: F) -> Result<(), ClusterError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ClusterError::Runtime)?;
+        if Cluster::is_worker() {
+            runtime.block_on(worker());
+            return Ok(());
+        }
+        let spec = self.spec()?;
+        let listeners = listen::bind_all(&spec.listen)?;
+        let _ = crate::os::become_subreaper();
+        let on_event = self.on_event;
+        runtime.block_on(primary(spec, listeners, on_event))
+    }
+
+    fn spec(&self) -> Result<AppSpec, ClusterError> {
+        let exe = std::env::current_exe().map_err(ClusterError::Exe)?;
+        let mut command = vec![exe.clone().into_os_string()];
+        command.extend(std::env::args_os().skip(1));
+        let listen = self
+            .listen
+            .iter()
+            .map(|a| a.parse::<ListenSpec>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut env: Vec<_> = std::env::vars_os().collect();
+        env.push((env::CORRAL_CLUSTER_WORKER.into(), "1".into()));
+        let name = self.name.clone().unwrap_or_else(|| {
+            exe.file_stem()
+                .map_or("app".into(), |s| s.to_string_lossy().into_owned())
+        });
+        Ok(AppSpec {
+            name,
+            command,
+            cwd: None,
+            env,
+            instances: self.instances.resolve(crate::spec::usable_cpus()),
+            listen,
+            ready: self.ready,
+            restart: self.restart,
+            stop: self.stop,
+            watchdog: None,
+            die_with_supervisor: true,
+            balance: self.balance,
+            health: self.health,
+        })
+    }
+}
+
+async fn primary(
+    spec: AppSpec,
+    listeners: Vec<listen::Listener>,
+    mut on_event: Option<EventHandler>,
+) -> Result<(), ClusterError> {
+    let (controls_tx, controls) = mpsc::channel(64);
+    let (reports, mut report_rx) = mpsc::unbounded_channel();
+    let (logs, mut log_rx) = mpsc::channel::<crate::output::LogLine>(1024);
+    let handle = Handle {
+        controls: controls_tx.clone(),
+    };
+    let signals = crate::signals::forward(controls_tx).map_err(ClusterError::Runtime)?;
+    // Worker output goes to the primary's own stdout/stderr, whole lines at a time.
+    let printer = tokio::spawn(async move {
+        use std::io::Write;
+        while let Some(line) = log_rx.recv().await {
+            let mut text = line.text;
+            text.push(b'\n');
+            let _ = match line.stream {
+                crate::output::Stream::Stdout => std::io::stdout().lock().write_all(&text),
+                crate::output::Stream::Stderr => std::io::stderr().lock().write_all(&text),
+            };
+        }
+    });
+    let events = tokio::spawn(async move {
+        while let Some(report) = report_rx.recv().await {
+            if let Some(handler) = on_event.as_mut() {
+                handler(&ClusterEvent::from(report), &handle);
+            }
+        }
+    });
+    let channels = supervisor::Channels {
+        controls,
+        reports,
+        logs,
+    };
+    let outcome =
+        supervisor::run(&spec, &listeners, &crate::signals::runtime_dir(), channels).await;
+    signals.abort();
+    let _ = events.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    match outcome? {
+        Outcome::Stopped => Ok(()),
+        Outcome::Failed => Err(ClusterError::Failed),
+    }
+}
