@@ -13,10 +13,12 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use corral_proto::env;
 
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "tokio")]
 mod worker;
 #[cfg(feature = "tokio")]
-pub use worker::{Connection, Incoming, Options, StartError, Worker};
+pub use worker::{Connection, Incoming, Options, RequestCounter, StartError, Worker};
 
 /// A listening socket inherited from the supervisor.
 #[derive(Debug)]

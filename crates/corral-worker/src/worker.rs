@@ -242,6 +242,11 @@ impl Worker {
         let _ = rx.wait_for(|s| *s).await;
     }
 
+    /// Becomes `true` when the worker should drain.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
     pub fn is_draining(&self) -> bool {
         *self.inner.shutdown.borrow()
     }
@@ -249,6 +254,11 @@ impl Worker {
     /// Counts one handled request (reported in heartbeats).
     pub fn request_done(&self) {
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A cheap handle that counts requests, for code that outlives a borrow of the worker.
+    pub fn request_counter(&self) -> RequestCounter {
+        RequestCounter(self.inner.clone())
     }
 
     /// Sends a user message to the supervisor (shown in its output and events).
@@ -567,6 +577,16 @@ impl Stream {
             let _ = std.set_nodelay(true);
             Ok(Stream::Tcp(TcpStream::from_std(std)?))
         }
+    }
+}
+
+/// Counts handled requests for the heartbeats; see [`Worker::request_counter`].
+#[derive(Clone)]
+pub struct RequestCounter(Arc<Inner>);
+
+impl RequestCounter {
+    pub fn add(&self) {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
     }
 }
 
