@@ -8,6 +8,8 @@
 #   bench/dispatch.sh [SECONDS_PER_RUN]        (needs wrk, node, cargo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 D=${1:-10}
 for tool in wrk node cargo python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is not installed (apt-get install wrk nodejs)" >&2; exit 2; }
@@ -20,19 +22,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "bench: nothing answers on port $1" >&2; exit 1
-}
-rps() { grep -o 'Requests/sec: *[0-9.]*' "$1" | awk '{print $2}'; }
-total() { grep -o '[0-9]* requests in' "$1" | awk '{print $1}'; }
-errors() { awk '/Socket errors/ { gsub(","," "); s+=$4+$6+$8+$10 } /Non-2xx/ { s+=$5 } END { print s+0 }' "$1"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 corral_run() { # label instances balance
   local label=$1 n=$2 balance=$3 P S T0 T1

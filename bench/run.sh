@@ -7,6 +7,8 @@
 #   bench/run.sh [SECONDS_PER_RUN]        (needs wrk, node, cargo; apt-get install wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 D=${1:-10}
 for tool in wrk node cargo; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is not installed (apt-get install wrk nodejs)" >&2; exit 2; }
@@ -20,21 +22,9 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-wait_http() { # port
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "bench: nothing answers on port $1" >&2; exit 1
-}
 
-rps() { grep -o 'Requests/sec: *[0-9.]*' "$1" | awk '{print $2}'; }
 
-errors() { # total failed requests wrk saw: socket errors plus non-2xx
-  awk '/Socket errors/ { gsub(","," "); s+=$4+$6+$8+$10 } /Non-2xx/ { s+=$5 } END { print s+0 }' "$1"
-}
 
 load() { # label port extra-wrk-args...
   local label=$1 port=$2; shift 2
@@ -42,7 +32,6 @@ load() { # label port extra-wrk-args...
   echo "$label: $(rps "$OUT/$label.wrk") req/s, $(errors "$OUT/$label.wrk") errors"
 }
 
-stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 echo "== throughput, Connection: close, ${D}s each, wrk -t2 -c64 (same 2-core machine) =="
 P=$(free_port); PORT=$P node $SERVER >/dev/null & S=$!; PIDS+=($S); wait_http "$P"

@@ -510,9 +510,9 @@ fn as_pid_1_it_reaps_orphans_and_stops_gracefully_on_sigterm() {
 #[test]
 fn max_workers_follow_the_cpu_affinity() {
     let fixture = fixture();
-    let c = Corral::start(
-        "taskset",
-        &[
+    // Pinned to one CPU: `max` means 1, and `-1` (one less than max) still means 1.
+    for instances in ["max", "-1"] {
+        let args = [
             "-c",
             "0",
             CORRAL,
@@ -520,33 +520,15 @@ fn max_workers_follow_the_cpu_affinity() {
             "--listen",
             "127.0.0.1:0",
             "-i",
-            "max",
+            instances,
             "--name",
             "fx",
             "--",
             &fixture,
-        ],
-        &[],
-    );
-    c.wait_for("fx: starting 1 workers", T);
-    drop(c);
-    let c = Corral::start(
-        "taskset",
-        &[
-            "-c",
-            "0",
-            CORRAL,
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "-i",
-            "-1",
-            "--",
-            &fixture,
-        ],
-        &[],
-    );
-    c.wait_for("starting 1 workers", T);
+        ];
+        let c = Corral::start("taskset", &args, &[]);
+        c.wait_for("fx: starting 1 workers", T);
+    }
 }
 
 #[test]
