@@ -22,6 +22,8 @@ pub trait Processes {
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
     /// Starts (ready) or stops (draining, killed) handing connections to a worker.
     fn route(&mut self, pid: Pid, slot: usize, routable: bool);
+    /// Asks a worker to drain over its channel; false when it has none.
+    fn send_shutdown(&mut self, pid: Pid) -> bool;
     /// The worker has exited and been reaped: release what belongs to it. Returns how
     /// many connections handed to it but never taken were recovered for other workers.
     fn reaped(&mut self, pid: Pid) -> usize;
@@ -707,7 +709,10 @@ impl<P: Processes> Group<P> {
         };
         let slot = worker.slot;
         self.procs.route(pid, slot, false);
-        self.procs.signal_group(pid, self.config.stop.signal);
+        let by_message = self.config.stop.message && self.procs.send_shutdown(pid);
+        if !by_message {
+            self.procs.signal_group(pid, self.config.stop.signal);
+        }
     }
 
     /// SIGKILLs a worker's group; it stays in its slot until its exit is seen.

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod dispatch;
 pub mod group;
 pub mod listen;
+pub mod node;
 pub mod notify;
 pub mod output;
 pub mod process;

@@ -64,6 +64,9 @@ pub struct StopPolicy {
     pub signal: Signal,
     /// After this long the process group gets SIGKILL.
     pub kill_timeout: Duration,
+    /// Ask over the channel (`CORRAL_SHUTDOWN`, and `"shutdown"` as PM2 sends it)
+    /// instead of with the signal; workers without a channel still get the signal.
+    pub message: bool,
 }
 
 impl Default for StopPolicy {
@@ -71,6 +74,7 @@ impl Default for StopPolicy {
         StopPolicy {
             signal: Signal::SIGTERM,
             kill_timeout: Duration::from_secs(10),
+            message: false,
         }
     }
 }

@@ -77,6 +77,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
     pub kill_signal: Signal,
 
+    /// Ask workers to drain with a message on their channel (`CORRAL_SHUTDOWN`, and
+    /// `'shutdown'` for Node apps written for PM2) instead of the kill signal.
+    #[arg(long)]
+    pub shutdown_with_message: bool,
+
     /// How long a stopping worker may drain before its process group gets SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub kill_timeout: Duration,
@@ -291,6 +296,7 @@ impl RunArgs {
             stop: StopPolicy {
                 signal: self.kill_signal,
                 kill_timeout: self.kill_timeout,
+                message: self.shutdown_with_message,
             },
             watchdog: self.watchdog,
             die_with_supervisor: true,

@@ -1,17 +1,20 @@
-//! `corral run` with an unmodified Node server that listens on `{fd: 3}`.
+//! Unmodified Node apps under `corral run`: a server on `{fd: 3}`, and apps that call
+//! `listen(PORT)` (plain http, Express), through corral's Node adapter.
 //!
-//! Needs `node` on PATH (CI installs it); set CORRAL_SKIP_NODE=1 to skip knowingly.
+//! Needs `node` on PATH and `npm ci --prefix examples/node` (CI does both); set
+//! CORRAL_SKIP_NODE=1 to skip knowingly.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corral_testkit::{Corral, Load};
+use corral_testkit::{get, Corral, KeepAlive, Load};
 use nix::sys::signal::Signal;
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const T: Duration = Duration::from_secs(20);
 
-fn server_js() -> Option<String> {
+/// The path of `examples/node/NAME`, or None when Node tests are skipped.
+fn node_example(name: &str) -> Option<String> {
     if std::env::var_os("CORRAL_SKIP_NODE").is_some() {
         return None;
     }
@@ -20,29 +23,31 @@ fn server_js() -> Option<String> {
         found.is_ok_and(|o| o.status.success()),
         "node is not installed: install Node.js 20+ or set CORRAL_SKIP_NODE=1"
     );
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/node/server.js");
-    Some(path.canonicalize().unwrap().display().to_string())
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/node");
+    assert!(
+        dir.join("node_modules").is_dir(),
+        "run `npm ci --prefix examples/node` first (or set CORRAL_SKIP_NODE=1)"
+    );
+    Some(dir.join(name).canonicalize().unwrap().display().to_string())
+}
+
+fn run_node(script: &str, flags: &[&str], env: &[(&str, &str)]) -> Corral {
+    let mut args = vec!["run", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", "node", script]);
+    Corral::start(CORRAL, &args, env)
+}
+
+fn pid_of(c: &Corral, slot: usize, nth: usize) -> i32 {
+    Corral::pid_in(&c.wait_for_nth(&format!("worker {slot} ready"), nth, T))
 }
 
 #[test]
 fn node_server_on_fd_3_serves_from_every_worker_and_reloads_without_failures() {
-    let Some(server) = server_js() else { return };
-    let c = Corral::start(
-        CORRAL,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "-i",
-            "2",
-            "--ready",
-            "delay:300ms",
-            "--",
-            "node",
-            &server,
-        ],
-        &[],
-    );
+    let Some(server) = node_example("server.js") else {
+        return;
+    };
+    let c = run_node(&server, &["-i", "2", "--ready", "delay:300ms"], &[]);
     c.wait_for("worker 0 ready", T);
     c.wait_for("worker 1 ready", T);
     let load = Load::start(c.addr(), 4, false, Duration::from_secs(60));
@@ -60,4 +65,161 @@ fn node_server_on_fd_3_serves_from_every_worker_and_reloads_without_failures() {
         .output()
         .iter()
         .any(|l| l.contains("[server:0] listening on {\"fd\":3}")));
+}
+
+#[test]
+fn a_plain_http_app_calling_listen_port_serves_from_every_worker_and_gets_ready_on_listening() {
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let c = run_node(&plain, &["-i", "2"], &[]);
+    let pids = [pid_of(&c, 0, 1), pid_of(&c, 1, 1)];
+    // Ready as soon as it listened, well before the 1s default delay.
+    let line = c.wait_for("worker 0 ready", T);
+    assert!(line.ends_with("ms)"), "ready on 'listening': {line}");
+    let load = Load::start(c.addr(), 4, false, T);
+    assert!(load.wait_ok(400, T));
+    let report = load.finish();
+    for pid in pids {
+        assert!(report.by_pid.contains_key(&pid), "{report:?}");
+    }
+}
+
+#[test]
+fn an_express_app_with_redis_sessions_serves_from_every_worker() {
+    let Some(app) = node_example("app.js") else {
+        return;
+    };
+    let c = run_node(&app, &["-i", "2"], &[("REDIS_URL", "redis://127.0.0.1:1")]);
+    let pids = [pid_of(&c, 0, 1), pid_of(&c, 1, 1)];
+    c.wait_for("sessions are kept in this worker's memory", T);
+    let addr = c.addr();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..2000 {
+        if seen.len() == 2 {
+            break;
+        }
+        let body = get(addr, "/").unwrap().body;
+        let pid: i32 = body.split_whitespace().nth(3).unwrap().parse().unwrap();
+        seen.insert(pid);
+    }
+    assert_eq!(
+        seen,
+        pids.into_iter().collect(),
+        "both Express workers answered"
+    );
+    let heavy = get(addr, "/heavy?n=1000000").unwrap();
+    assert!(heavy.body.contains("\"primes\":78498"), "{}", heavy.body);
+}
+
+#[test]
+fn process_send_ready_gates_readiness_and_reloads() {
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let c = run_node(
+        &plain,
+        &["-i", "2", "--ready", "notify"],
+        &[("READY_AFTER_MS", "600")],
+    );
+    let line = c.wait_for("worker 0 ready", T);
+    let after = line.split("after ").nth(1).unwrap();
+    assert!(
+        !after.ends_with("ms)") || after.trim_end_matches("ms)").parse::<u64>().unwrap() >= 600,
+        "{line}"
+    );
+    c.wait_for("worker 1 ready", T);
+    c.signal(Signal::SIGHUP);
+    let done = c.wait_for("reload done: 2 workers replaced in", T);
+    let took = done.split(" in ").nth(1).unwrap();
+    assert!(
+        took.ends_with('s') && !took.ends_with("ms"),
+        "each replacement waited for 'ready': {done}"
+    );
+}
+
+fn reloads_under_load(keep_alive: bool) {
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let c = run_node(
+        &plain,
+        &["-i", "2", "--ready", "notify"],
+        &[("READY_AFTER_MS", "100")],
+    );
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(90));
+    assert!(load.wait_ok(200, T));
+    for n in 1..=5 {
+        let before = load.ok_so_far();
+        c.signal(Signal::SIGHUP);
+        c.wait_for_nth("reload done: 2 workers replaced", n, T);
+        assert!(load.wait_ok(before + 200, T));
+    }
+    c.wait_for_nth("stopped: exit code 0", 10, T);
+    let report = load.finish();
+    assert_eq!(
+        report.failed, 0,
+        "failed requests during 5 reloads: {report:?}"
+    );
+}
+
+#[test]
+fn five_reloads_of_a_node_app_under_load_fail_no_request_with_connection_close() {
+    reloads_under_load(false);
+}
+
+#[test]
+fn five_reloads_of_a_node_app_under_load_fail_no_request_with_keep_alive() {
+    reloads_under_load(true);
+}
+
+#[test]
+fn a_node_worker_stuck_in_a_busy_loop_is_killed_on_missed_heartbeats_and_replaced() {
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let c = run_node(&plain, &["-i", "1", "--heartbeat-timeout", "2s"], &[]);
+    let stuck = pid_of(&c, 0, 1);
+    assert_eq!(get(c.addr(), "/block").unwrap().status, 200);
+    c.wait_for(&format!("worker 0 (pid {stuck}) is hung: no heartbeat"), T);
+    let new = pid_of(&c, 0, 2);
+    assert_ne!(new, stuck);
+    assert!(get(c.addr(), "/")
+        .unwrap()
+        .body
+        .contains(&format!("pid={new}")));
+}
+
+#[test]
+fn a_listener_on_a_port_corral_does_not_own_is_left_alone() {
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let c = run_node(&plain, &["-i", "1"], &[("OTHER_PORT", "0")]);
+    let line = c.wait_for("other listener on port", T);
+    let port: u16 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let other: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let answer = get(other, "/").unwrap();
+    assert!(answer.body.starts_with("other pid="), "{}", answer.body);
+    assert!(get(c.addr(), "/").unwrap().body.starts_with("pid="));
+}
+
+#[test]
+fn shutdown_with_message_reaches_the_app_and_it_drains() {
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let mut c = run_node(&plain, &["-i", "1", "--shutdown-with-message"], &[]);
+    let pid = pid_of(&c, 0, 1);
+    let mut client = KeepAlive::new(c.addr());
+    assert_eq!(client.get("/").unwrap().status, 200);
+    c.signal(Signal::SIGTERM);
+    c.wait_for(&format!("plain: pid {pid} got the shutdown message"), T);
+    assert!(c.wait_exit(T).success());
+    assert!(c
+        .output()
+        .iter()
+        .any(|l| l.contains("stopped: exit code 0")));
 }

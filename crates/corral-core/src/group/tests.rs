@@ -13,6 +13,7 @@ struct Fake {
     fail_with: Option<i32>,
     routes: Vec<(Pid, bool)>,
     reaped: Vec<Pid>,
+    shutdowns: Vec<Pid>,
 }
 
 impl Processes for Fake {
@@ -38,6 +39,11 @@ impl Processes for Fake {
 
     fn route(&mut self, pid: Pid, _slot: usize, routable: bool) {
         self.routes.push((pid, routable));
+    }
+
+    fn send_shutdown(&mut self, pid: Pid) -> bool {
+        self.shutdowns.push(pid);
+        true
     }
 
     fn reaped(&mut self, pid: Pid) -> usize {
@@ -69,6 +75,7 @@ impl Harness {
             stop: StopPolicy {
                 signal: Signal::SIGTERM,
                 kill_timeout: 500 * MS,
+                message: false,
             },
             watchdog: None,
             health: HealthPolicy {
@@ -586,4 +593,16 @@ fn over_the_memory_limit_a_worker_is_replaced_replacement_first() {
     );
     assert_eq!(h.group.current(0), Some(103));
     assert_eq!(h.group.current(1), Some(102));
+}
+
+#[test]
+fn with_shutdown_by_message_no_signal_is_sent_until_the_kill_timeout() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.group.config.stop.message = true;
+    h.all_ready();
+    h.send(Event::Control(Control::Stop));
+    assert_eq!(h.procs().shutdowns, vec![101]);
+    assert!(h.signals_to(101).is_empty());
+    h.advance(500 * MS);
+    assert_eq!(h.signals_to(101), vec![Signal::SIGKILL]);
 }

@@ -30,6 +30,13 @@ pub(super) fn handle(
     }
     match input {
         Input::Frame(Frame::Corral(message)) => return corral(procs, pid, slot, message, &problem),
+        // Node apps say `process.send('ready')`, as under PM2 with wait_ready.
+        Input::Frame(Frame::User(serde_json::Value::String(s))) if s == "ready" => {
+            return vec![Event::Notify {
+                pid,
+                notices: vec![corral_proto::notify::Notice::Ready],
+            }];
+        }
         Input::Frame(Frame::User(value)) => {
             let _ = reports.send(Report::Message {
                 slot,

@@ -17,6 +17,7 @@ use crate::channel::{self, Channel, Input, SendError};
 use crate::dispatch::{Balance, Dispatcher};
 use crate::group::Processes;
 use crate::listen::Listener;
+use crate::node;
 use crate::os;
 use crate::output::{self, LogLine, Stream};
 use crate::process::{Pid, SpawnError};
@@ -71,6 +72,9 @@ impl Template {
         if let Some(watchdog) = spec.watchdog {
             vars.push((env::WATCHDOG_USEC, watchdog.as_micros().to_string().into()));
         }
+        if node::is_node(&program) {
+            vars.extend(node_vars(spec, listeners, notify));
+        }
         // corral's own variables win over inherited ones of the same name.
         let mut env: Vec<(OsString, OsString)> = spec
             .env
@@ -109,6 +113,29 @@ impl Template {
             die_with_parent: self.die_with_parent,
         }
     }
+}
+
+/// The Node adapter's variables; without its preload file (which should not happen in
+/// corral's own runtime directory) the app still runs, shared, just without the adapter.
+fn node_vars(
+    spec: &AppSpec,
+    listeners: &[Listener],
+    notify: &Path,
+) -> Vec<(&'static str, OsString)> {
+    let Some(dir) = notify.parent() else {
+        return Vec::new();
+    };
+    let Ok(preload) = node::write_preload(dir) else {
+        return Vec::new();
+    };
+    let theirs = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "NODE_OPTIONS")
+        .map(|(_, v)| v);
+    let channel_fd = env::LISTEN_FDS_START as usize + listeners.len();
+    node::env(&preload, theirs, listeners, channel_fd, spec.ready)
 }
 
 /// Connections to hand over, per worker and listener.
@@ -440,6 +467,16 @@ impl Processes for OsProcesses {
 
     fn route(&mut self, pid: Pid, slot: usize, routable: bool) {
         self.dispatcher.route(pid, slot, routable);
+    }
+
+    fn send_shutdown(&mut self, pid: Pid) -> bool {
+        let Some(channel) = self.channels.get_mut(&pid) else {
+            return false;
+        };
+        channel.send(&Message::Shutdown {}).is_ok()
+            && channel
+                .send_user(&serde_json::Value::String("shutdown".into()))
+                .is_ok()
     }
 
     fn reaped(&mut self, pid: Pid) -> usize {

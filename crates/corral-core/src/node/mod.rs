@@ -1,0 +1,79 @@
+//! The Node adapter: what corral adds to a Node worker so an unmodified app serves on
+//! corral's sockets, talks over Node's IPC channel and drains cleanly.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::listen::Listener;
+use crate::spec::{ListenAddr, ReadyPolicy};
+
+/// The preload module, shipped inside the binary.
+pub const PRELOAD: &str = include_str!("preload.js");
+
+/// Whether `program` runs Node (by its file name: `node`, `nodejs`).
+pub fn is_node(program: &Path) -> bool {
+    matches!(
+        program.file_name().and_then(|n| n.to_str()),
+        Some("node" | "nodejs")
+    )
+}
+
+/// Writes the preload module into `dir` (corral's private runtime directory).
+pub fn write_preload(dir: &Path) -> io::Result<PathBuf> {
+    let path = dir.join("corral-node-preload.js");
+    std::fs::write(&path, PRELOAD)?;
+    Ok(path)
+}
+
+/// The variables a Node worker gets on top of corral's usual ones. `channel_fd` is the
+/// worker's end of its corral channel, which doubles as Node's IPC channel.
+pub fn env(
+    preload: &Path,
+    inherited_node_options: Option<&OsString>,
+    listeners: &[Listener],
+    channel_fd: usize,
+    ready: ReadyPolicy,
+) -> Vec<(&'static str, OsString)> {
+    let mut options = OsString::from(format!("--require {}", preload.display()));
+    if let Some(theirs) = inherited_node_options {
+        options.push(" ");
+        options.push(theirs);
+    }
+    let owned: Vec<String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let key = match &l.local {
+                ListenAddr::AnyPort(port) => port.to_string(),
+                ListenAddr::Tcp(addr) => addr.port().to_string(),
+                ListenAddr::Unix(path) => path.display().to_string(),
+            };
+            format!("{key}={}", corral_proto::env::LISTEN_FDS_START as usize + i)
+        })
+        .collect();
+    let mut vars = vec![
+        ("NODE_OPTIONS", options),
+        ("NODE_CHANNEL_FD", channel_fd.to_string().into()),
+        ("NODE_CHANNEL_SERIALIZATION_MODE", "json".into()),
+        ("CORRAL_NODE_LISTENERS", owned.join(",").into()),
+    ];
+    if matches!(ready, ReadyPolicy::Notify { .. }) {
+        // The app says when it is ready (process.send('ready')), as with PM2's wait_ready.
+        vars.push(("CORRAL_WAIT_READY", "1".into()));
+    }
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_node_by_name() {
+        assert!(is_node(Path::new("/usr/bin/node")));
+        assert!(is_node(Path::new("nodejs")));
+        assert!(!is_node(Path::new("/usr/bin/python3")));
+        assert!(!is_node(Path::new("/opt/node/bin/npm")));
+    }
+}
