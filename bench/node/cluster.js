@@ -1,4 +1,5 @@
-// Node's own cluster module with N workers (default 2) running examples/node/server.js:
+// Node's own cluster module with N workers (default 2) running APP (default
+// examples/node/server.js):
 // the reference corral is measured against. Linux default scheduling: round-robin.
 'use strict';
 const cluster = require('cluster');
@@ -16,5 +17,5 @@ if (cluster.isPrimary) {
     setTimeout(() => process.exit(0), 2000).unref();
   });
 } else {
-  require(path.join(__dirname, '../../examples/node/server.js'));
+  require(process.env.APP || path.join(__dirname, '../../examples/node/server.js'));
 }
