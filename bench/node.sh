@@ -46,7 +46,7 @@ reload_under_load() { # label port reload-command...
   echo "$label: $(errors "$OUT/$label.reload") failed of $(total "$OUT/$label.reload") requests across 5 reloads (keep-alive, wrk -c32)"
 }
 
-echo "== same app, 2 workers, wrk -t2 -c64 -d${D}s, all on the same 2 cores =="
+echo "== same app, 2 workers (corral shared and round-robin), wrk -t2 -c64 -d${D}s, all on the same 2 cores =="
 
 P=$(free_port)
 $CORRAL run --listen "127.0.0.1:$P" -i 2 -- node "$APP" >/dev/null 2>"$OUT/corral.err" &
@@ -55,6 +55,13 @@ throughput corral "$P"
 W=$(children "$S"); echo "corral: supervisor $(rss_kib "$S") KiB; workers $(for w in $W; do echo -n "$(rss_kib "$w") "; done)KiB"
 reload_under_load corral "$P" kill -HUP "$S"
 echo "corral reloads done: $(grep -c 'reload done' "$OUT/corral.err"), aborted: $(grep -c 'reload aborted' "$OUT/corral.err")"
+stop "$S"
+
+P=$(free_port)
+$CORRAL run --listen "127.0.0.1:$P" -i 2 --balance round-robin -- node "$APP" >/dev/null 2>"$OUT/corral-rr.err" &
+S=$!; PIDS+=($S); wait_http "$P"
+throughput corral-round-robin "$P"
+reload_under_load corral-round-robin "$P" kill -HUP "$S"
 stop "$S"
 
 P=$(free_port)
@@ -72,6 +79,6 @@ echo "pm2: daemon $(rss_kib "$DAEMON") KiB; workers $(for w in $W; do echo -n "$
 reload_under_load pm2 "$P" $PM2 reload plain
 $PM2 kill >/dev/null
 
-awk -v c="$(rps "$OUT/corral.close")" -v n="$(rps "$OUT/node-cluster.close")" -v p="$(rps "$OUT/pm2.close")" \
+awk -v c="$(rps "$OUT/corral.close")" -v r="$(rps "$OUT/corral-round-robin.close")" -v n="$(rps "$OUT/node-cluster.close")" -v p="$(rps "$OUT/pm2.close")" \
     -v ck="$(rps "$OUT/corral.ka")" -v nk="$(rps "$OUT/node-cluster.ka")" -v pk="$(rps "$OUT/pm2.ka")" 'BEGIN {
-  printf "ratios close: corral/node-cluster %.2f corral/pm2 %.2f; keep-alive: corral/node-cluster %.2f corral/pm2 %.2f\n", c/n, c/p, ck/nk, ck/pk }'
+  printf "ratios close: corral/node-cluster %.2f corral/pm2 %.2f corral-rr/node-cluster %.2f; keep-alive: corral/node-cluster %.2f corral/pm2 %.2f\n", c/n, c/p, r/n, ck/nk, ck/pk }'

@@ -107,6 +107,18 @@ impl Channel {
         Ok(())
     }
 
+    /// Hands one connection to a Node worker, framed as Node's handle passing.
+    pub fn send_node_conn(&mut self, listener: u32, fd: RawFd) -> Result<(), SendError> {
+        self.flush()?;
+        if !self.backlog.is_empty() {
+            return Err(SendError::Backlogged(self.backlog.len()));
+        }
+        let line = channel::encode_node_conn(listener);
+        let sent = self.write(&line, &[fd])?;
+        self.backlog.extend_from_slice(&line[sent..]);
+        Ok(())
+    }
+
     /// Whether connections can be handed over right now.
     pub fn is_clear(&self) -> bool {
         self.backlog.is_empty()
@@ -220,6 +232,9 @@ async fn read_loop(mut rx: OwnedReadHalf, pid: Pid, sink: mpsc::Sender<(Pid, Inp
                         ack = Some(frame);
                         continue;
                     }
+                    // Node's own bookkeeping (a NODE_HANDLE_ACK per connection handed to
+                    // a Node worker): nothing for corral, and not counted as traffic.
+                    Ok(Frame::User(value)) if channel::is_node_internal(&value) => continue,
                     _ if !rate.allow(now) => continue,
                     Ok(frame) => Input::Frame(frame),
                     Err(e) if bad.allow(now) => Input::Bad(e),

@@ -26,6 +26,10 @@ pub enum Message {
         /// The worker sends heartbeats at least this often.
         #[serde(default)]
         heartbeat_ms: Option<u64>,
+        /// The worker is Node reading this channel as its IPC channel: connections
+        /// must come one per message, framed as Node's own handle passing.
+        #[serde(default)]
+        node: bool,
     },
     /// Supervisor → worker, in answer to hello.
     #[serde(rename = "CORRAL_WELCOME")]
@@ -124,6 +128,26 @@ pub fn encode(message: &Message) -> Vec<u8> {
     out
 }
 
+/// The line that hands one connection to a Node worker: Node's own IPC handle message
+/// (`NODE_HANDLE`, type `net.Socket`) wrapping a `CORRAL_CONN` for listener `listener`.
+/// Node answers each with `{"cmd":"NODE_HANDLE_ACK"}`.
+pub fn encode_node_conn(listener: u32) -> Vec<u8> {
+    let value = serde_json::json!({
+        "cmd": "NODE_HANDLE",
+        "type": "net.Socket",
+        "msg": { "cmd": "CORRAL_CONN", "listener": listener, "fds": 1 },
+    });
+    encode_user(&value)
+}
+
+/// Whether a user value is one of Node's own IPC messages (`{"cmd":"NODE_..."}`).
+pub fn is_node_internal(value: &serde_json::Value) -> bool {
+    value
+        .get("cmd")
+        .and_then(|c| c.as_str())
+        .is_some_and(|c| c.starts_with("NODE_"))
+}
+
 /// Encodes any user value as one line, newline included.
 pub fn encode_user(value: &serde_json::Value) -> Vec<u8> {
     let mut out = serde_json::to_vec(value).expect("JSON values always serialize");
@@ -195,6 +219,7 @@ mod tests {
                 version: 1,
                 dispatch: true,
                 heartbeat_ms: Some(1000),
+                node: false,
             },
             Message::Welcome {
                 version: 1,

@@ -141,6 +141,7 @@ impl Worker {
                 version: PROTOCOL_VERSION,
                 dispatch: true,
                 heartbeat_ms: options.heartbeat.map(|h| h.as_millis() as u64),
+                node: false,
             });
             let (welcome_tx, welcome_rx) = oneshot::channel();
             let (conns_tx, conns_rx) = mpsc::unbounded_channel();

@@ -139,12 +139,16 @@ fn process_send_ready_gates_readiness_and_reloads() {
 }
 
 fn reloads_under_load(keep_alive: bool) {
+    reloads_under_load_with(keep_alive, "auto");
+}
+
+fn reloads_under_load_with(keep_alive: bool, balance: &str) {
     let Some(plain) = node_example("plain.js") else {
         return;
     };
     let c = run_node(
         &plain,
-        &["-i", "2", "--ready", "notify"],
+        &["-i", "2", "--ready", "notify", "--balance", balance],
         &[("READY_AFTER_MS", "100")],
     );
     c.wait_for("worker 0 ready", T);
@@ -173,6 +177,32 @@ fn five_reloads_of_a_node_app_under_load_fail_no_request_with_connection_close()
 #[test]
 fn five_reloads_of_a_node_app_under_load_fail_no_request_with_keep_alive() {
     reloads_under_load(true);
+}
+
+#[test]
+fn five_reloads_of_a_node_app_under_load_fail_no_request_in_round_robin_with_keep_alive() {
+    reloads_under_load_with(true, "round-robin");
+}
+
+#[test]
+fn round_robin_hands_node_workers_equal_shares() {
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let c = run_node(&plain, &["-i", "2", "--balance", "round-robin"], &[]);
+    let pids = [pid_of(&c, 0, 1), pid_of(&c, 1, 1)];
+    let load = Load::start(c.addr(), 4, false, Duration::from_secs(60));
+    assert!(load.wait_ok(2000, Duration::from_secs(60)));
+    let report = load.finish();
+    assert_eq!(report.failed, 0, "{report:?}");
+    for pid in pids {
+        let share = report.by_pid.get(&pid).copied().unwrap_or(0) as f64 / report.ok as f64;
+        assert!(
+            (share - 0.5).abs() <= 0.05,
+            "worker {pid} got {:.1}%: {report:?}",
+            share * 100.0
+        );
+    }
 }
 
 #[test]

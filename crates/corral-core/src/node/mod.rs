@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::dispatch::Balance;
 use crate::listen::Listener;
 use crate::spec::{ListenAddr, ReadyPolicy};
 
@@ -34,6 +35,7 @@ pub fn env(
     listeners: &[Listener],
     channel_fd: usize,
     ready: ReadyPolicy,
+    balance: Balance,
 ) -> Vec<(&'static str, OsString)> {
     let mut options = OsString::from(format!("--require {}", preload.display()));
     if let Some(theirs) = inherited_node_options {
@@ -58,6 +60,14 @@ pub fn env(
         ("NODE_CHANNEL_SERIALIZATION_MODE", "json".into()),
         ("CORRAL_NODE_LISTENERS", owned.join(",").into()),
     ];
+    // Node gets connections handed over only when a balance mode is asked for
+    // explicitly; by default it accepts from the shared socket, which is fastest.
+    if matches!(
+        balance,
+        Balance::RoundRobin | Balance::LeastLoaded | Balance::Sticky
+    ) {
+        vars.push(("CORRAL_NODE_DISPATCH", "1".into()));
+    }
     if matches!(ready, ReadyPolicy::Notify { .. }) {
         // The app says when it is ready (process.send('ready')), as with PM2's wait_ready.
         vars.push(("CORRAL_WAIT_READY", "1".into()));

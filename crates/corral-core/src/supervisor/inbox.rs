@@ -64,9 +64,10 @@ fn corral(
         Message::Hello {
             dispatch,
             heartbeat_ms,
+            node,
             ..
         } => {
-            if let Err(e) = procs.hello(pid, slot, dispatch) {
+            if let Err(e) = procs.hello(pid, slot, dispatch, node) {
                 problem(format!("could not be answered: {e}"));
             }
             let heartbeat = heartbeat_ms.map(Duration::from_millis);

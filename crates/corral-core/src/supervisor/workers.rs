@@ -135,7 +135,14 @@ fn node_vars(
         .find(|(k, _)| k == "NODE_OPTIONS")
         .map(|(_, v)| v);
     let channel_fd = env::LISTEN_FDS_START as usize + listeners.len();
-    node::env(&preload, theirs, listeners, channel_fd, spec.ready)
+    node::env(
+        &preload,
+        theirs,
+        listeners,
+        channel_fd,
+        spec.ready,
+        spec.balance,
+    )
 }
 
 /// Connections to hand over, per worker and listener.
@@ -158,6 +165,8 @@ pub(super) struct OsProcesses {
     /// queue alive after the worker dies, so connections handed over but never read can
     /// be taken back and given to another worker.
     worker_ends: HashMap<Pid, OwnedFd>,
+    /// Workers that are Node reading their channel as Node's IPC channel.
+    node_workers: std::collections::HashSet<Pid>,
     pub(super) dispatcher: Dispatcher,
     listeners: Vec<RawFd>,
     held: VecDeque<Held>,
@@ -178,6 +187,7 @@ impl OsProcesses {
             inputs,
             channels: HashMap::new(),
             worker_ends: HashMap::new(),
+            node_workers: Default::default(),
             dispatcher: Dispatcher::new(balance, WINDOW),
             listeners,
             held: VecDeque::new(),
@@ -221,8 +231,12 @@ impl OsProcesses {
         pid: Pid,
         slot: usize,
         dispatch: bool,
+        node: bool,
     ) -> Result<bool, SendError> {
         let capable = self.dispatcher.hello(pid, slot, dispatch);
+        if node {
+            self.node_workers.insert(pid);
+        }
         if capable && !self.accepting {
             // O_NONBLOCK is a property of the socket's open file description, which the
             // workers share: only turned on once workers stop accepting themselves.
@@ -318,12 +332,16 @@ impl OsProcesses {
     }
 
     fn deliver(&mut self, pid: Pid, listener: u32, conns: Vec<Held>) {
+        // Node takes one handle per message; everyone else takes batches.
+        let node = self.node_workers.contains(&pid);
+        let per_message = if node { 1 } else { FDS_PER_MESSAGE };
         let mut rest = conns;
         while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(FDS_PER_MESSAGE));
+            let tail = rest.split_off(rest.len().min(per_message));
             let batch = std::mem::replace(&mut rest, tail);
             let fds: Vec<RawFd> = batch.iter().map(|h| h.fd.as_raw_fd()).collect();
             let sent = match self.channels.get_mut(&pid) {
+                Some(channel) if node => channel.send_node_conn(listener, fds[0]).is_ok(),
                 Some(channel) => channel.send_conns(listener, &fds).is_ok(),
                 None => false,
             };
@@ -375,11 +393,18 @@ fn recover(end: &OwnedFd) -> Vec<Held> {
             break;
         }
         for line in lines.push(&buf[..n]).into_iter().flatten() {
-            if let Ok(Frame::Corral(Message::Conn {
-                listener,
-                fds: count,
-            })) = decode(&line)
-            {
+            let conn = match decode(&line) {
+                Ok(Frame::Corral(Message::Conn {
+                    listener,
+                    fds: count,
+                })) => Some((listener, count)),
+                // A Node worker's: NODE_HANDLE wrapping {"cmd":"CORRAL_CONN","listener":i}.
+                Ok(Frame::User(v)) if v["cmd"] == "NODE_HANDLE" => {
+                    Some((v["msg"]["listener"].as_u64().unwrap_or(0) as u32, 1))
+                }
+                _ => None,
+            };
+            if let Some((listener, count)) = conn {
                 for fd in fds.drain(..(count as usize).min(fds.len())) {
                     let client = peer_ip(&fd);
                     conns.push(Held {
@@ -482,6 +507,7 @@ impl Processes for OsProcesses {
     fn reaped(&mut self, pid: Pid) -> usize {
         self.channels.remove(&pid);
         self.dispatcher.remove(pid);
+        self.node_workers.remove(&pid);
         let Some(end) = self.worker_ends.remove(&pid) else {
             return 0;
         };
