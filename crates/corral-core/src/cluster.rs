@@ -322,6 +322,7 @@ async fn primary(
         controls,
         reports,
         logs,
+        reap_all: true,
     };
     let outcome =
         supervisor::run(&spec, &listeners, &crate::signals::runtime_dir(), channels).await;

@@ -66,6 +66,7 @@ async fn supervise(spec: AppSpec, listeners: Vec<Listener>) -> Result<(), Failur
         controls,
         reports,
         logs,
+        reap_all: true,
     };
     let outcome = supervisor::run(
         &spec,

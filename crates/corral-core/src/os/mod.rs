@@ -45,6 +45,18 @@ pub fn reap() -> Vec<(Pid, ExitStatus)> {
     }
 }
 
+/// Collects the exits of `pids` only, without blocking: for a process that runs several
+/// apps, where reaping every child would take other apps' exits.
+pub fn reap_pids(pids: &[Pid]) -> Vec<(Pid, ExitStatus)> {
+    pids.iter()
+        .filter_map(|&pid| match waitpid(NixPid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some((pid, ExitStatus::Code(code))),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some((pid, ExitStatus::Signal(sig as i32))),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Makes orphaned descendants of this process its children, so it can reap them
 /// (what PID 1 does anyway).
 pub fn become_subreaper() -> std::io::Result<()> {

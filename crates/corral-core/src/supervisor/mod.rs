@@ -51,6 +51,9 @@ pub struct Channels {
     pub controls: mpsc::Receiver<Control>,
     pub reports: mpsc::UnboundedSender<Report>,
     pub logs: mpsc::Sender<LogLine>,
+    /// Reap every child of the process (orphans included), as the only supervisor in
+    /// it does; false where one process runs several apps, each reaping its own workers.
+    pub reap_all: bool,
 }
 
 /// A duplicate of a listener fd (same socket), owned here so that its registration
@@ -70,6 +73,7 @@ pub async fn run(
         mut controls,
         reports,
         logs,
+        reap_all,
     } = channels;
     let program = resolve(spec)?;
     let mut sigchld = signal(SignalKind::child()).map_err(RunError::Signal)?;
@@ -124,7 +128,12 @@ pub async fn run(
                 }
             },
             _ = sigchld.recv() => {
-                for (pid, status) in os::reap() {
+                let exits = if reap_all {
+                    os::reap()
+                } else {
+                    os::reap_pids(&group.workers().keys().copied().collect::<Vec<_>>())
+                };
+                for (pid, status) in exits {
                     group.handle_event(Instant::now(), Event::Exited { pid, status });
                 }
                 flush(&mut group);
