@@ -32,10 +32,115 @@ pub enum Command {
     /// worker at a time, TTIN/TTOU add/remove a worker, USR1 is passed on to workers.
     #[command(after_help = "Example:\n  corral run --listen 3000 -i max -- node server.js")]
     Run(RunArgs),
+    /// Start an app in the background daemon (started on demand), as `pm2 start`.
+    ///
+    /// The interpreter comes from the extension: .js/.mjs/.cjs node, .py python3,
+    /// .rb ruby, .sh bash; anything else is executed. Arguments for the app go after `--`.
+    #[command(after_help = "Example:\n  corral start app.js -i max --listen 3000 -- --verbose")]
+    Start(StartArgs),
+    /// List apps and their workers.
+    #[command(visible_aliases = ["list", "status"])]
+    Ls(ListArgs),
+    /// Stop an app (or `all`); it stays listed until deleted.
+    Stop(Target),
+    /// Stop and start an app again (or `all`).
+    Restart(Target),
+    /// Replace an app's workers one at a time, without dropping a connection (or `all`).
+    Reload(Target),
+    /// Stop an app (or `all`) and forget it.
+    Delete(Target),
+    /// Set the number of workers: N, +N or -N.
+    Scale(ScaleArgs),
+    /// Show (and follow) the output of an app's workers.
+    Logs(LogsArgs),
+    /// Send a signal to an app's workers (`app`) or one worker (`app:slot`).
+    Signal(SignalArgs),
+    /// Send a JSON message to every worker of an app.
+    Send(SendArgs),
+    /// Remember the running apps for `corral resurrect`.
+    Save,
+    /// Start the apps remembered by `corral save`.
+    Resurrect,
+    /// Check that the daemon answers.
+    Ping,
+    /// Stop every app gracefully, then the daemon.
+    Kill,
+    /// Run the daemon in the foreground (the CLI starts it on demand).
+    #[command(hide = true)]
+    Daemon,
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct StartArgs {
+    /// Script or program to run.
+    #[arg(value_name = "SCRIPT")]
+    pub script: OsString,
+
+    #[command(flatten)]
+    pub app: AppOptions,
+
+    /// Arguments for the app.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// App name, or `all`.
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    pub name: String,
+    /// N, +N or -N.
+    #[arg(allow_hyphen_values = true)]
+    pub change: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// App name (all apps when left out).
+    pub app: Option<String>,
+    /// How many past lines to show per file.
+    #[arg(long, default_value_t = 20)]
+    pub lines: usize,
+    /// Keep printing new lines as they come.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only standard error.
+    #[arg(long, conflicts_with = "out")]
+    pub err: bool,
+    /// Only standard output.
+    #[arg(long)]
+    pub out: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    #[arg(value_parser = parse_signal)]
+    pub signal: Signal,
+    /// `app` or `app:slot`.
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    pub name: String,
+    /// A JSON value, e.g. '{"reload_config": true}'.
+    pub json: String,
+}
+
+/// The options of an app, shared by `corral run` and `corral start`.
+#[derive(Debug, Clone, Args)]
+pub struct AppOptions {
     /// Address to listen on, passed to workers as fd 3, 4, ... (systemd socket activation):
     /// PORT, HOST:PORT, [IPV6]:PORT or unix:PATH, optionally NAME=ADDR. Repeatable.
     #[arg(short, long = "listen", value_name = "ADDR")]
@@ -126,6 +231,12 @@ pub struct RunArgs {
     /// Report workers whose runtime lags (late timers) more than this.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub lag_warning: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub app: AppOptions,
 
     /// The command to run, with its arguments (put `--` before it if it has flags of its own).
     #[arg(
@@ -157,7 +268,7 @@ fn parse_ready(s: &str) -> Result<ReadyArg, String> {
     }
 }
 
-fn parse_signal(s: &str) -> Result<Signal, String> {
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
     let upper = s.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
         upper
@@ -195,6 +306,38 @@ fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
     match s.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
         _ => Err("expected KEY=VALUE".into()),
+    }
+}
+
+/// The interpreter for a script, from its extension.
+pub fn interpreter_for(script: &Path) -> Option<&'static str> {
+    match script.extension().and_then(|e| e.to_str()) {
+        Some("js" | "mjs" | "cjs") => Some("node"),
+        Some("py") => Some("python3"),
+        Some("rb") => Some("ruby"),
+        Some("sh") => Some("bash"),
+        _ => None,
+    }
+}
+
+impl StartArgs {
+    /// The full command: interpreter (from the extension), the script made absolute
+    /// against `cwd`, then the app's arguments.
+    pub fn command(&self, cwd: &Path) -> Vec<OsString> {
+        let script = Path::new(&self.script);
+        let mut command = Vec::new();
+        if let Some(interpreter) = interpreter_for(script) {
+            command.push(OsString::from(interpreter));
+        }
+        let is_path =
+            script.components().count() > 1 || cwd.join(script).exists() || !command.is_empty();
+        if is_path && script.is_relative() {
+            command.push(cwd.join(script).into_os_string());
+        } else {
+            command.push(self.script.clone());
+        }
+        command.extend(self.args.iter().cloned());
+        command
     }
 }
 
@@ -237,6 +380,18 @@ impl RunArgs {
         inherited: Vec<(OsString, OsString)>,
         cpus: usize,
     ) -> anyhow::Result<AppSpec> {
+        self.app.into_spec(self.command, inherited, cpus)
+    }
+}
+
+impl AppOptions {
+    /// Validates the options and `command` into a spec.
+    pub fn into_spec(
+        self,
+        command: Vec<OsString>,
+        inherited: Vec<(OsString, OsString)>,
+        cpus: usize,
+    ) -> anyhow::Result<AppSpec> {
         let instances = match lookup(&inherited, WORKERS) {
             Some(value) if !value.is_empty() => value
                 .to_str()
@@ -249,7 +404,7 @@ impl RunArgs {
                 })?,
             _ => self.instances,
         };
-        if let Some(flag) = self.command.first().and_then(|c| c.to_str()) {
+        if let Some(flag) = command.first().and_then(|c| c.to_str()) {
             if flag.starts_with('-') {
                 bail!("unexpected option `{flag}`: corral's options go before the command (see `corral run --help`)");
             }
@@ -262,7 +417,7 @@ impl RunArgs {
         let name = match self.name {
             Some(name) if name.trim().is_empty() => bail!("--name may not be empty"),
             Some(name) => name,
-            None => default_name(&self.command),
+            None => default_name(&command),
         };
         if self.max_restart_delay < self.restart_delay {
             bail!(
@@ -275,7 +430,7 @@ impl RunArgs {
         env.extend(self.env);
         Ok(AppSpec {
             name,
-            command: self.command,
+            command,
             cwd: self.cwd,
             env,
             instances: instances.resolve(cpus),
@@ -326,6 +481,7 @@ mod tests {
         argv.extend_from_slice(line);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(args) => args,
+            other => panic!("parsed as {other:?}"),
         }
     }
 
@@ -369,6 +525,34 @@ mod tests {
     fn flags_after_the_command_belong_to_it() {
         let a = args(&["-i", "2", "node", "-e", "x"]);
         assert_eq!(a.command, os(&["node", "-e", "x"]));
+    }
+
+    #[test]
+    fn start_finds_the_interpreter_and_makes_the_script_absolute() {
+        let cwd = Path::new("/srv/app");
+        let start = |line: &[&str]| {
+            let mut argv = vec!["corral", "start"];
+            argv.extend_from_slice(line);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Start(args) => args,
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        let a = start(&["server.js", "-i", "2", "--", "--port", "1"]);
+        assert_eq!(
+            a.command(cwd),
+            os(&["node", "/srv/app/server.js", "--port", "1"])
+        );
+        assert_eq!(a.app.instances, Instances::Count(2));
+        assert_eq!(
+            start(&["job.py"]).command(cwd),
+            os(&["python3", "/srv/app/job.py"])
+        );
+        assert_eq!(
+            start(&["./bin/api"]).command(cwd),
+            os(&["/srv/app/./bin/api"])
+        );
+        assert_eq!(start(&["redis-server"]).command(cwd), os(&["redis-server"]));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 mod app;
 mod cli;
+mod commands;
+mod daemon;
 mod exit;
 mod render;
 mod run;

@@ -49,11 +49,13 @@ pub fn reap() -> Vec<(Pid, ExitStatus)> {
 /// apps, where reaping every child would take other apps' exits.
 pub fn reap_pids(pids: &[Pid]) -> Vec<(Pid, ExitStatus)> {
     pids.iter()
-        .filter_map(|&pid| match waitpid(NixPid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => Some((pid, ExitStatus::Code(code))),
-            Ok(WaitStatus::Signaled(_, sig, _)) => Some((pid, ExitStatus::Signal(sig as i32))),
-            _ => None,
-        })
+        .filter_map(
+            |&pid| match waitpid(NixPid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => Some((pid, ExitStatus::Code(code))),
+                Ok(WaitStatus::Signaled(_, sig, _)) => Some((pid, ExitStatus::Signal(sig as i32))),
+                _ => None,
+            },
+        )
         .collect()
 }
 

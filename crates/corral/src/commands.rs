@@ -1,0 +1,240 @@
+//! The daemon commands on the CLI side: build a request, print the answer.
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+use crate::cli::{Command, ListArgs, LogsArgs, StartArgs};
+use crate::daemon::client;
+use crate::daemon::logfile;
+use crate::daemon::protocol::{AppView, Request, Response};
+use crate::daemon::Home;
+use crate::exit::Failure;
+use crate::render;
+
+/// Runs one daemon command.
+pub fn run(command: Command) -> Result<(), Failure> {
+    let home = Home::from_env();
+    let request = match command {
+        Command::Start(args) => start_request(&args)?,
+        Command::Ls(args) => return list(&home, &args),
+        Command::Logs(args) => return logs(&home, &args).map_err(Failure::Runtime),
+        Command::Stop(t) => Request::Stop { target: t.target },
+        Command::Restart(t) => Request::Restart { target: t.target },
+        Command::Reload(t) => Request::Reload { target: t.target },
+        Command::Delete(t) => Request::Delete { target: t.target },
+        Command::Scale(a) => Request::Scale {
+            name: a.name,
+            change: a.change,
+        },
+        Command::Signal(a) => Request::Signal {
+            target: a.target,
+            signal: a.signal.as_str().to_owned(),
+        },
+        Command::Send(a) => Request::Send {
+            name: a.name,
+            data: serde_json::from_str(&a.json)
+                .with_context(|| format!("`{}` is not JSON", a.json))
+                .map_err(Failure::Usage)?,
+        },
+        Command::Save => Request::Save,
+        Command::Resurrect => Request::Resurrect,
+        Command::Ping => Request::Ping,
+        Command::Kill => return kill(&home),
+        Command::Run(_) | Command::Daemon => unreachable!("handled by app::main"),
+    };
+    let starts_daemon = matches!(
+        request,
+        Request::Start { .. } | Request::Resurrect | Request::Ping
+    );
+    let response = client::request(&home, request, starts_daemon).map_err(Failure::Runtime)?;
+    answer(response)
+}
+
+fn answer(response: Response) -> Result<(), Failure> {
+    match response {
+        Response::Ok { message, .. } => {
+            if !message.is_empty() {
+                println!("{message}");
+            }
+            Ok(())
+        }
+        Response::Error { message } => Err(Failure::Runtime(anyhow!(message))),
+    }
+}
+
+/// Checks the arguments here (for clap's own error messages), then sends them as typed.
+fn start_request(args: &StartArgs) -> Result<Request, Failure> {
+    let argv: Vec<String> = std::env::args()
+        .skip_while(|a| a != "start")
+        .skip(1)
+        .collect();
+    let cwd = std::env::current_dir()
+        .context("cannot read the current directory")
+        .map_err(Failure::Runtime)?;
+    let script = cwd.join(&args.script);
+    if crate::cli::interpreter_for(&script).is_some() && !script.is_file() {
+        return Err(Failure::Usage(anyhow!(
+            "no such script: {}",
+            script.display()
+        )));
+    }
+    Ok(Request::Start {
+        argv,
+        cwd: cwd.display().to_string(),
+    })
+}
+
+fn kill(home: &Home) -> Result<(), Failure> {
+    match client::request(home, Request::Kill, false) {
+        Ok(response) => answer(response),
+        Err(_) => {
+            println!("no daemon running");
+            Ok(())
+        }
+    }
+}
+
+fn list(home: &Home, args: &ListArgs) -> Result<(), Failure> {
+    let apps = match client::request(home, Request::List, false) {
+        Ok(Response::Ok { apps, .. }) => apps,
+        Ok(Response::Error { message }) => return Err(Failure::Runtime(anyhow!(message))),
+        Err(_) => Vec::new(), // no daemon: no apps
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&apps).expect("views serialize")
+        );
+    } else {
+        print!("{}", table(&apps));
+    }
+    Ok(())
+}
+
+/// `ls` as a table: one row per app, then one per worker.
+pub fn table(apps: &[AppView]) -> String {
+    let mut rows = vec![[
+        "app", "slot", "pid", "status", "uptime", "restarts", "cpu", "memory",
+    ]
+    .map(String::from)];
+    for app in apps {
+        rows.push([
+            app.name.clone(),
+            String::new(),
+            String::new(),
+            app.status.clone(),
+            String::new(),
+            app.restarts.to_string(),
+            String::new(),
+            app.listen.join(" "),
+        ]);
+        for w in &app.workers {
+            rows.push([
+                String::new(),
+                w.slot.to_string(),
+                w.pid.map_or("-".into(), |p| p.to_string()),
+                w.status.clone(),
+                w.pid.map_or("-".into(), |_| {
+                    render::duration(Duration::from_millis(w.uptime_ms))
+                }),
+                w.restarts.to_string(),
+                format!("{:.0}%", w.cpu_percent),
+                render::size(w.memory),
+            ]);
+        }
+    }
+    if apps.is_empty() {
+        return "no apps (start one with `corral start app.js`)\n".into();
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn logs(home: &Home, args: &LogsArgs) -> anyhow::Result<()> {
+    let files: Vec<PathBuf> = logfile::files_of(&home.logs(), args.app.as_deref())
+        .into_iter()
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            !(args.err && name.ends_with("-out.log") || args.out && name.ends_with("-err.log"))
+        })
+        .collect();
+    if files.is_empty() {
+        let which = args.app.as_deref().unwrap_or("any app");
+        anyhow::bail!("no logs for {which} in {}", home.logs().display());
+    }
+    let out = std::io::stdout();
+    let mut positions = Vec::new();
+    for path in &files {
+        let label = label_of(path);
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut lock = out.lock();
+        for line in &lines[lines.len().saturating_sub(args.lines)..] {
+            writeln!(lock, "[{label}] {line}")?;
+        }
+        positions.push((path.clone(), label, text.len() as u64));
+    }
+    if args.follow {
+        follow(positions)?;
+    }
+    Ok(())
+}
+
+/// `app-0-out.log` → `app:0 out`.
+fn label_of(path: &std::path::Path) -> String {
+    let name = path
+        .file_stem()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let mut parts = name.rsplitn(3, '-');
+    let kind = parts.next().unwrap_or_default();
+    let slot = parts.next().unwrap_or_default();
+    let app = parts.next().unwrap_or_default();
+    format!("{app}:{slot} {kind}")
+}
+
+/// Prints what is appended to the files; a file that shrank was rotated and is read
+/// again from its start.
+fn follow(mut files: Vec<(PathBuf, String, u64)>) -> anyhow::Result<()> {
+    loop {
+        for (path, label, offset) in &mut files {
+            let Ok(mut file) = std::fs::File::open(&*path) else {
+                continue;
+            };
+            let len = file.metadata()?.len();
+            if len < *offset {
+                *offset = 0;
+            }
+            if len == *offset {
+                continue;
+            }
+            file.seek(SeekFrom::Start(*offset))?;
+            let mut chunk = Vec::new();
+            file.take(len - *offset).read_to_end(&mut chunk)?;
+            // Only whole lines; a partial last line waits for its newline.
+            let whole = chunk.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let mut lock = std::io::stdout().lock();
+            for line in BufReader::new(&chunk[..whole]).lines() {
+                writeln!(lock, "[{label}] {}", line?)?;
+            }
+            lock.flush()?;
+            *offset += whole as u64;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,93 @@
+//! The CLI's side of the control socket: connect (starting the daemon on demand), send
+//! one request, read one response.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::protocol::{Envelope, Request, Response, PROTOCOL_VERSION};
+use super::Home;
+
+/// How long a freshly started daemon may take to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `request`; with `start`, starts the daemon first when none is running.
+pub fn request(home: &Home, request: Request, start: bool) -> anyhow::Result<Response> {
+    let stream = match UnixStream::connect(home.socket()) {
+        Ok(stream) => stream,
+        Err(_) if start => start_daemon(home)?,
+        Err(_) => bail!("no corral daemon is running (for {})", home.dir.display()),
+    };
+    exchange(stream, &request)
+}
+
+fn exchange(mut stream: UnixStream, request: &Request) -> anyhow::Result<Response> {
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        body: request.clone(),
+    };
+    let mut line = serde_json::to_vec(&envelope)?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .context("cannot send to the corral daemon")?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .context("the corral daemon did not answer")?;
+    let envelope: Envelope<Response> = serde_json::from_str(&answer).with_context(|| {
+        format!(
+            "the corral daemon answered something this corral (protocol v{PROTOCOL_VERSION}) \
+             doesn't understand: {}; run `corral kill` and retry",
+            answer.trim()
+        )
+    })?;
+    Ok(envelope.body)
+}
+
+/// Starts `corral daemon` in a session of its own, output to `daemon.log`, and waits
+/// until it answers.
+fn start_daemon(home: &Home) -> anyhow::Result<UnixStream> {
+    home.create()
+        .with_context(|| format!("cannot create {}", home.dir.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.daemon_log())
+        .with_context(|| format!("cannot open {}", home.daemon_log().display()))?;
+    let exe = std::env::current_exe().context("cannot find the corral executable")?;
+    let mut command = Command::new(exe);
+    command
+        .arg("daemon")
+        .env("CORRAL_HOME", &home.dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    command.spawn().context("cannot start the corral daemon")?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(stream) = UnixStream::connect(home.socket()) {
+            return Ok(stream);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the corral daemon did not start within {}s; see {}",
+                START_TIMEOUT.as_secs(),
+                home.daemon_log().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

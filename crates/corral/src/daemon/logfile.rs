@@ -1,0 +1,166 @@
+//! Worker output to files per app and slot, rotated by size with rename-and-reopen.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use corral_core::output::{LogLine, Stream};
+
+/// Rotate a file once it is this big...
+pub const MAX_SIZE: u64 = 10 * 1024 * 1024;
+/// ...and keep this many old ones (`.1` newest).
+pub const KEEP: usize = 5;
+
+/// The log file of one stream of one slot of an app.
+pub fn path(dir: &Path, app: &str, slot: usize, stream: Stream) -> PathBuf {
+    let kind = match stream {
+        Stream::Stdout => "out",
+        Stream::Stderr => "err",
+    };
+    dir.join(format!("{app}-{slot}-{kind}.log"))
+}
+
+struct Open {
+    file: File,
+    size: u64,
+    path: PathBuf,
+}
+
+/// The open log files of one app.
+pub struct LogFiles {
+    dir: PathBuf,
+    app: String,
+    max_size: u64,
+    keep: usize,
+    open: HashMap<(usize, u8), Open>,
+}
+
+impl LogFiles {
+    /// With the default limits, or `CORRAL_LOG_MAX_BYTES` / `CORRAL_LOG_KEEP` from the
+    /// daemon's environment.
+    pub fn new(dir: PathBuf, app: String) -> Self {
+        let env = |var: &str, default: u64| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let max_size = env("CORRAL_LOG_MAX_BYTES", MAX_SIZE);
+        let keep = env("CORRAL_LOG_KEEP", KEEP as u64) as usize;
+        LogFiles::with_limits(dir, app, max_size, keep)
+    }
+
+    pub fn with_limits(dir: PathBuf, app: String, max_size: u64, keep: usize) -> Self {
+        LogFiles {
+            dir,
+            app,
+            max_size,
+            keep: keep.max(1),
+            open: HashMap::new(),
+        }
+    }
+
+    /// Appends one line (whole, in one write); rotates first when the file is full.
+    pub fn write(&mut self, line: &LogLine) -> io::Result<()> {
+        let key = (line.slot, line.stream as u8);
+        if !self.open.contains_key(&key) {
+            let path = path(&self.dir, &self.app, line.slot, line.stream);
+            let opened = open(&path)?;
+            self.open.insert(key, opened);
+        }
+        let needs_rotation = self.open[&key].size >= self.max_size;
+        if needs_rotation {
+            self.rotate(key)?;
+        }
+        let out = self.open.get_mut(&key).expect("opened above");
+        let mut bytes = Vec::with_capacity(line.text.len() + 1);
+        bytes.extend_from_slice(&line.text);
+        bytes.push(b'\n');
+        out.file.write_all(&bytes)?;
+        out.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// `x.log` → `x.log.1` → ... → `x.log.KEEP` (dropped), then a fresh `x.log`. Lines
+    /// are never copied, so none is lost or duplicated.
+    fn rotate(&mut self, key: (usize, u8)) -> io::Result<()> {
+        let path = self.open[&key].path.clone();
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
+        let _ = std::fs::remove_file(numbered(self.keep));
+        for n in (1..self.keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        std::fs::rename(&path, numbered(1))?;
+        let fresh = open(&path)?;
+        self.open.insert(key, fresh);
+        Ok(())
+    }
+}
+
+fn open(path: &Path) -> io::Result<Open> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let size = file.metadata()?.len();
+    Ok(Open {
+        file,
+        size,
+        path: path.to_owned(),
+    })
+}
+
+/// Every log file of `app` (all slots, both streams), current ones only.
+pub fn files_of(dir: &Path, app: Option<&str>) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            app.is_none_or(|a| name.strip_prefix(a).is_some_and(|r| r.starts_with('-')))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(slot: usize, text: &str) -> LogLine {
+        LogLine {
+            slot,
+            pid: 1,
+            stream: Stream::Stdout,
+            text: text.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_every_line_exactly_once_and_bounds_the_files() {
+        let dir = std::env::temp_dir().join(format!("corral-logfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut logs = LogFiles::with_limits(dir.clone(), "app".into(), 1000, 3);
+        for i in 0..100 {
+            logs.write(&line(0, &format!("line {i:04} {}", "x".repeat(40))))
+                .unwrap();
+        }
+        let base = path(&dir, "app", 0, Stream::Stdout);
+        let mut all = String::new();
+        for n in (1..=3).rev() {
+            all += &std::fs::read_to_string(format!("{}.{n}", base.display())).unwrap_or_default();
+        }
+        all += &std::fs::read_to_string(&base).unwrap();
+        let kept: Vec<&str> = all.lines().collect();
+        assert!(!std::path::Path::new(&format!("{}.4", base.display())).exists());
+        // The kept lines are the newest ones, consecutive, none doubled.
+        let first: usize = kept[0][5..9].parse().unwrap();
+        for (i, l) in kept.iter().enumerate() {
+            assert!(l.starts_with(&format!("line {:04}", first + i)), "{l}");
+        }
+        assert_eq!(first + kept.len(), 100);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,108 @@
+//! The control socket's protocol: one JSON request per connection, one JSON response,
+//! each on a line, both carrying the protocol version.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a request or response changes meaning.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request with its version.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub version: u32,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// What the CLI asks the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    /// `argv` is what follows `corral start`, with the script made absolute and its
+    /// interpreter in front; `cwd` is the client's working directory.
+    Start {
+        argv: Vec<String>,
+        cwd: String,
+    },
+    List,
+    Stop {
+        target: String,
+    },
+    Restart {
+        target: String,
+    },
+    Reload {
+        target: String,
+    },
+    Delete {
+        target: String,
+    },
+    Scale {
+        name: String,
+        change: String,
+    },
+    Signal {
+        target: String,
+        signal: String,
+    },
+    Send {
+        name: String,
+        data: serde_json::Value,
+    },
+    Save,
+    Resurrect,
+    Kill,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Response {
+    Ok {
+        message: String,
+        #[serde(default)]
+        apps: Vec<AppView>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Response::Ok {
+            message: message.into(),
+            apps: Vec::new(),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Response::Error {
+            message: message.into(),
+        }
+    }
+}
+
+/// One app as `ls` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppView {
+    pub name: String,
+    pub status: String,
+    pub command: Vec<String>,
+    pub listen: Vec<String>,
+    pub restarts: u32,
+    pub workers: Vec<WorkerView>,
+}
+
+/// One worker slot as `ls` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    pub slot: usize,
+    pub pid: Option<i32>,
+    pub status: String,
+    pub uptime_ms: u64,
+    pub restarts: u32,
+    pub cpu_percent: f64,
+    pub memory: u64,
+}

@@ -1,0 +1,633 @@
+//! The daemon process: the control socket, and one task that owns every app's state
+//! (requests, engine reports and app exits all arrive there as messages).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use corral_core::group::{Control, Outcome, Report};
+use corral_core::listen;
+use corral_core::process::Pid;
+use corral_core::supervisor::{self, Channels};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::logfile::LogFiles;
+use super::protocol::{Envelope, Request, Response, PROTOCOL_VERSION};
+use super::state::{closest, App, Status, Then};
+use super::Home;
+use crate::cli::{Cli, Command};
+use crate::render;
+
+/// Runs the daemon until `corral kill`. Returns at once when another daemon holds the lock.
+pub fn serve(home: Home) -> anyhow::Result<()> {
+    home.create()
+        .with_context(|| format!("cannot create {}", home.dir.display()))?;
+    let lock = std::fs::File::create(home.lock())?;
+    // SAFETY: flock on a file we own; LOCK_NB never blocks.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!(
+            "[corral] another daemon already runs for {}",
+            home.dir.display()
+        );
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(home.socket());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = UnixListener::bind(home.socket())
+            .with_context(|| format!("cannot listen on {}", home.socket().display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(home.socket(), std::fs::Permissions::from_mode(0o600))?;
+        eprintln!(
+            "[corral] daemon {} listening on {}",
+            std::process::id(),
+            home.socket().display()
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(accept_loop(listener, tx.clone()));
+        Daemon::new(home, tx, lock).run(rx).await;
+        Ok(())
+    })
+}
+
+enum Msg {
+    Request(Request, oneshot::Sender<Response>),
+    Report(String, Report),
+    Finished(String, Result<Outcome, String>),
+}
+
+async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(connection(stream, tx.clone()));
+    }
+}
+
+/// One request per connection, from our own user only.
+async fn connection(stream: UnixStream, tx: mpsc::UnboundedSender<Msg>) {
+    let peer = getsockopt(&stream, PeerCredentials).map(|c| c.uid());
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let (read, mut write) = stream.into_split();
+    let response = if peer.ok() != Some(me) {
+        Response::error(format!(
+            "permission denied: this daemon belongs to uid {me}; run corral as that user or set CORRAL_HOME"
+        ))
+    } else {
+        let mut line = String::new();
+        let _ = BufReader::new(read).read_line(&mut line).await;
+        match serde_json::from_str::<Envelope<Request>>(&line) {
+            Ok(envelope) if envelope.version == PROTOCOL_VERSION => {
+                let (reply, answer) = oneshot::channel();
+                let _ = tx.send(Msg::Request(envelope.body, reply));
+                answer.await.unwrap_or_else(|_| Response::error("the daemon is shutting down"))
+            }
+            Ok(envelope) => Response::error(format!(
+                "this daemon speaks protocol v{PROTOCOL_VERSION}, the client v{}: run `corral kill` with the old corral, then retry",
+                envelope.version
+            )),
+            Err(e) => Response::error(format!("bad request: {e}")),
+        }
+    };
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        body: response,
+    };
+    if let Ok(mut bytes) = serde_json::to_vec(&envelope) {
+        bytes.push(b'\n');
+        let _ = write.write_all(&bytes).await;
+    }
+}
+
+/// A saved app: enough to start it again.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    name: String,
+    argv: Vec<String>,
+    cwd: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Dump {
+    version: u32,
+    apps: Vec<Saved>,
+}
+
+struct Daemon {
+    home: Home,
+    tx: mpsc::UnboundedSender<Msg>,
+    apps: BTreeMap<String, App>,
+    /// `corral kill` callers, answered once every app has stopped.
+    killing: Option<Vec<oneshot::Sender<Response>>>,
+    /// CPU ticks at the last `ls`, for CPU % over the interval since.
+    ticks: HashMap<Pid, (u64, Instant)>,
+    /// Held (flock) while this daemon serves the home.
+    lock: Option<std::fs::File>,
+}
+
+impl Daemon {
+    fn new(home: Home, tx: mpsc::UnboundedSender<Msg>, lock: std::fs::File) -> Self {
+        Daemon {
+            home,
+            tx,
+            apps: BTreeMap::new(),
+            killing: None,
+            ticks: HashMap::new(),
+            lock: Some(lock),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Request(request, reply) => self.request(request, reply),
+                Msg::Report(app, report) => self.report(&app, report),
+                Msg::Finished(app, outcome) => self.finished(&app, outcome),
+            }
+            if self.killing.is_some() && self.apps.values().all(|a| a.controls.is_none()) {
+                // Hand the home over first, so a command right after `kill` can start
+                // a new daemon at once.
+                let _ = std::fs::remove_file(self.home.socket());
+                drop(self.lock.take());
+                for reply in self.killing.take().unwrap_or_default() {
+                    let _ = reply.send(Response::ok("every app stopped; daemon exiting"));
+                }
+                // Let the replies go out before the process ends.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                return;
+            }
+        }
+    }
+
+    fn request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        let response = match request {
+            Request::Ping => Response::ok(format!("pong from daemon {}", std::process::id())),
+            Request::Start { argv, cwd } => self.start(argv, cwd),
+            Request::List => self.list(),
+            Request::Stop { target } => return self.stop_targets(&target, Then::Nothing, reply),
+            Request::Restart { target } => return self.stop_targets(&target, Then::Start, reply),
+            Request::Delete { target } => return self.stop_targets(&target, Then::Delete, reply),
+            Request::Reload { target } => self.each(&target, |app| {
+                send(app, Control::Reload).map(|()| format!("reloading {}", app.name))
+            }),
+            Request::Scale { name, change } => self.scale(&name, &change),
+            Request::Signal { target, signal } => self.signal(&target, &signal),
+            Request::Send { name, data } => self.each(&name, |app| {
+                send(app, Control::Message(data.clone())).map(|()| format!("sent to {}", app.name))
+            }),
+            Request::Save => self.save(),
+            Request::Resurrect => self.resurrect(),
+            Request::Kill => return self.kill(reply),
+        };
+        let _ = reply.send(response);
+    }
+
+    /// Applies `f` to the app named `target` (or every app for `all`).
+    fn each(
+        &mut self,
+        target: &str,
+        mut f: impl FnMut(&mut App) -> Result<String, String>,
+    ) -> Response {
+        let names = match self.targets(target) {
+            Ok(names) => names,
+            Err(e) => return Response::error(e),
+        };
+        let mut messages = Vec::new();
+        for name in names {
+            let app = self.apps.get_mut(&name).expect("target exists");
+            match f(app) {
+                Ok(m) => messages.push(m),
+                Err(e) => return Response::error(e),
+            }
+        }
+        Response::ok(messages.join("\n"))
+    }
+
+    fn targets(&self, target: &str) -> Result<Vec<String>, String> {
+        if target == "all" {
+            return Ok(self.apps.keys().cloned().collect());
+        }
+        if self.apps.contains_key(target) {
+            return Ok(vec![target.to_owned()]);
+        }
+        Err(match closest(target, self.apps.keys()) {
+            Some(near) => format!("no app named `{target}`; did you mean `{near}`?"),
+            None if self.apps.is_empty() => {
+                format!("no app named `{target}`: no apps are running (see `corral start`)")
+            }
+            None => format!(
+                "no app named `{target}`; apps: {}",
+                self.apps.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    fn start(&mut self, argv: Vec<String>, cwd: String) -> Response {
+        let mut full = vec!["corral".to_owned(), "start".to_owned()];
+        full.extend(argv.iter().cloned());
+        let args = match Cli::try_parse_from(&full).map(|c| c.command) {
+            Ok(Command::Start(args)) => args,
+            Ok(_) => return Response::error("not a start command"),
+            Err(e) => return Response::error(e.render().to_string().trim().to_owned()),
+        };
+        let cwd_path = PathBuf::from(&cwd);
+        let command = args.command(&cwd_path);
+        let mut app_options = args.app;
+        app_options.cwd.get_or_insert(cwd_path);
+        let spec =
+            match app_options.into_spec(command, base_env(), corral_core::spec::usable_cpus()) {
+                Ok(spec) => spec,
+                Err(e) => return Response::error(format!("{e:#}")),
+            };
+        if let Some(existing) = self.apps.get(&spec.name) {
+            return Response::error(format!(
+                "an app named `{}` exists ({}); `corral delete {}` first, or pick another --name",
+                spec.name,
+                existing.status_text(),
+                spec.name
+            ));
+        }
+        let mut app = App::new(spec.name.clone(), argv, cwd, spec);
+        if let Err(e) = launch(&mut app, &self.home, &self.tx) {
+            return Response::error(e);
+        }
+        let message = format!(
+            "started {} ({} workers){}",
+            app.name,
+            app.instances,
+            if app.listen.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", app.listen.join(", "))
+            }
+        );
+        self.apps.insert(app.name.clone(), app);
+        Response::ok(message)
+    }
+
+    fn list(&mut self) -> Response {
+        let pids: Vec<Pid> = self
+            .apps
+            .values()
+            .flat_map(|a| a.rows.values().filter_map(|r| r.pid))
+            .collect();
+        let usage = self.usage(&pids);
+        let now = Instant::now();
+        Response::Ok {
+            message: String::new(),
+            apps: self.apps.values().map(|a| a.view(&usage, now)).collect(),
+        }
+    }
+
+    /// CPU % since the last `ls` (or since the process started) and tree memory.
+    fn usage(&mut self, pids: &[Pid]) -> HashMap<Pid, (f64, u64)> {
+        let memory = corral_core::os::memory::tree_rss(pids);
+        let hz = 100.0; // USER_HZ, fixed at 100 on Linux for /proc
+        let now = Instant::now();
+        let mut out = HashMap::new();
+        for &pid in pids {
+            let Some(ticks) = cpu_ticks(pid) else {
+                continue;
+            };
+            let cpu = match self.ticks.get(&pid) {
+                Some(&(before, at)) if now > at => {
+                    (ticks.saturating_sub(before)) as f64 / hz / (now - at).as_secs_f64() * 100.0
+                }
+                _ => 0.0,
+            };
+            self.ticks.insert(pid, (ticks, now));
+            out.insert(pid, (cpu, memory.get(&pid).copied().unwrap_or(0)));
+        }
+        self.ticks.retain(|pid, _| pids.contains(pid));
+        out
+    }
+
+    /// Stops targets; the reply waits until they have stopped (and, for restart, started).
+    fn stop_targets(&mut self, target: &str, then: Then, reply: oneshot::Sender<Response>) {
+        let names = match self.targets(target) {
+            Ok(names) => names,
+            Err(e) => {
+                let _ = reply.send(Response::error(e));
+                return;
+            }
+        };
+        let mut reply = Some(reply);
+        let mut done = Vec::new();
+        for name in &names {
+            let app = self.apps.get_mut(name).expect("target exists");
+            app.then = then;
+            if app.controls.is_some() {
+                if app.status != Status::Stopping {
+                    let _ = send(app, Control::Stop);
+                    app.status = Status::Stopping;
+                }
+                // The last app to stop answers.
+                if let Some(r) = reply.take() {
+                    app.waiting.push(r);
+                }
+            } else {
+                done.push(name.clone());
+            }
+        }
+        for name in done {
+            self.after_stop(&name);
+        }
+        if let Some(r) = reply {
+            let _ = r.send(Response::ok(describe(then, &names)));
+        }
+    }
+
+    fn after_stop(&mut self, name: &str) {
+        let Some(app) = self.apps.get_mut(name) else {
+            return;
+        };
+        match std::mem::replace(&mut app.then, Then::Nothing) {
+            Then::Nothing => {}
+            Then::Delete => {
+                self.apps.remove(name);
+            }
+            Then::Start => {
+                if let Err(e) = launch(app, &self.home, &self.tx) {
+                    eprintln!("[corral] {name}: cannot start again: {e}");
+                }
+            }
+        }
+    }
+
+    fn scale(&mut self, name: &str, change: &str) -> Response {
+        self.each(name, |app| {
+            let current = app.instances as i64;
+            let target = match change.as_bytes().first() {
+                Some(b'+') => change[1..].parse::<i64>().map(|n| current + n),
+                Some(b'-') => change[1..].parse::<i64>().map(|n| current - n),
+                _ => change.parse::<i64>(),
+            }
+            .map_err(|_| format!("invalid scale `{change}`: expected N, +N or -N"))?;
+            if target < 1 {
+                return Err(format!(
+                    "cannot scale {} to {target}: at least 1 worker; use `corral stop`",
+                    app.name
+                ));
+            }
+            let control = if target > current {
+                Control::ScaleUp
+            } else {
+                Control::ScaleDown
+            };
+            for _ in 0..(target - current).abs() {
+                send(app, control.clone())?;
+            }
+            app.instances = target as usize;
+            Ok(format!("{}: {current} → {target} workers", app.name))
+        })
+    }
+
+    fn signal(&mut self, target: &str, signal: &str) -> Response {
+        let signal = match crate::cli::parse_signal(signal) {
+            Ok(s) => s,
+            Err(e) => return Response::error(e),
+        };
+        let (name, slot) = match target.split_once(':') {
+            Some((name, slot)) => match slot.parse::<usize>() {
+                Ok(slot) => (name, Some(slot)),
+                Err(_) => {
+                    return Response::error(format!("invalid worker `{target}`: expected APP:SLOT"))
+                }
+            },
+            None => (target, None),
+        };
+        self.each(name, |app| match slot {
+            None => send(app, Control::Forward(signal))
+                .map(|()| format!("{} → {}", signal.as_str(), app.name)),
+            Some(slot) => {
+                let pid = app
+                    .rows
+                    .get(&slot)
+                    .and_then(|r| r.pid)
+                    .ok_or(format!("{} has no running worker {slot}", app.name))?;
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+                    .map_err(|e| format!("cannot signal pid {pid}: {e}"))?;
+                Ok(format!(
+                    "{} → {}:{slot} (pid {pid})",
+                    signal.as_str(),
+                    app.name
+                ))
+            }
+        })
+    }
+
+    /// Writes the app list so that a crash at any moment leaves the old dump or the new
+    /// one, never a partial file: write a temp file, fsync, rename, fsync the directory.
+    fn save(&self) -> Response {
+        let dump = Dump {
+            version: 1,
+            apps: self
+                .apps
+                .values()
+                .map(|a| Saved {
+                    name: a.name.clone(),
+                    argv: a.argv.clone(),
+                    cwd: a.cwd.clone(),
+                })
+                .collect(),
+        };
+        match write_atomically(&self.home.dump(), &dump) {
+            Ok(()) => Response::ok(format!(
+                "saved {} apps to {}",
+                dump.apps.len(),
+                self.home.dump().display()
+            )),
+            Err(e) => Response::error(format!(
+                "cannot save to {}: {e}",
+                self.home.dump().display()
+            )),
+        }
+    }
+
+    fn resurrect(&mut self) -> Response {
+        let text = match std::fs::read_to_string(self.home.dump()) {
+            Ok(text) => text,
+            Err(e) => {
+                return Response::error(format!(
+                    "nothing to resurrect: {}: {e} (run `corral save` first)",
+                    self.home.dump().display()
+                ))
+            }
+        };
+        let dump: Dump = match serde_json::from_str(&text) {
+            Ok(dump) => dump,
+            Err(e) => {
+                return Response::error(format!(
+                    "{} is not a corral dump: {e}",
+                    self.home.dump().display()
+                ))
+            }
+        };
+        let mut messages = Vec::new();
+        for saved in dump.apps {
+            if self.apps.contains_key(&saved.name) {
+                messages.push(format!("{} already running", saved.name));
+                continue;
+            }
+            match self.start(saved.argv, saved.cwd) {
+                Response::Ok { message, .. } => messages.push(message),
+                Response::Error { message } => messages.push(format!("{}: {message}", saved.name)),
+            }
+        }
+        Response::ok(messages.join("\n"))
+    }
+
+    fn kill(&mut self, reply: oneshot::Sender<Response>) {
+        for app in self.apps.values_mut() {
+            if app.controls.is_some() && app.status != Status::Stopping {
+                let _ = send(app, Control::Stop);
+                app.status = Status::Stopping;
+            }
+        }
+        self.killing.get_or_insert_with(Vec::new).push(reply);
+    }
+
+    fn report(&mut self, name: &str, report: Report) {
+        eprintln!("[corral] {name}: {}", render::report(&report));
+        if let Some(app) = self.apps.get_mut(name) {
+            app.apply(&report, Instant::now());
+        }
+    }
+
+    fn finished(&mut self, name: &str, outcome: Result<Outcome, String>) {
+        let Some(app) = self.apps.get_mut(name) else {
+            return;
+        };
+        app.controls = None;
+        app.listen.clear();
+        app.status = match &outcome {
+            Ok(Outcome::Stopped) => Status::Stopped,
+            Ok(Outcome::Failed) => Status::Errored,
+            Err(e) => {
+                eprintln!("[corral] {name}: {e}");
+                Status::Errored
+            }
+        };
+        let then = app.then;
+        let waiting = std::mem::take(&mut app.waiting);
+        self.after_stop(name);
+        for reply in waiting {
+            let _ = reply.send(Response::ok(describe(then, &[name.to_owned()])));
+        }
+    }
+}
+
+impl App {
+    fn status_text(&self) -> &'static str {
+        match self.status {
+            Status::Online => "online",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Errored => "errored",
+        }
+    }
+}
+
+fn describe(then: Then, names: &[String]) -> String {
+    let verb = match then {
+        Then::Nothing => "stopped",
+        Then::Start => "restarted",
+        Then::Delete => "deleted",
+    };
+    format!("{verb} {}", names.join(", "))
+}
+
+fn send(app: &App, control: Control) -> Result<(), String> {
+    match &app.controls {
+        Some(tx) => tx
+            .try_send(control)
+            .map_err(|_| format!("{} is busy; try again", app.name)),
+        None => Err(format!(
+            "{} is not running (`corral restart {}` starts it)",
+            app.name, app.name
+        )),
+    }
+}
+
+/// Binds the app's listeners and starts its engine group in a task of its own.
+fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result<(), String> {
+    supervisor::resolve(&app.spec).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+    let listeners = listen::bind_all(&app.spec.listen).map_err(|e| e.to_string())?;
+    app.listen = listeners.iter().map(|l| l.local.to_string()).collect();
+    let (controls_tx, controls) = mpsc::channel(64);
+    let (reports, mut report_rx) = mpsc::unbounded_channel();
+    let (logs, mut log_rx) = mpsc::channel(1024);
+    let mut files = LogFiles::new(home.logs(), app.name.clone());
+    std::thread::spawn(move || {
+        while let Some(line) = log_rx.blocking_recv() {
+            let _ = files.write(&line);
+        }
+    });
+    let name = app.name.clone();
+    let forward = tx.clone();
+    tokio::spawn(async move {
+        while let Some(report) = report_rx.recv().await {
+            let _ = forward.send(Msg::Report(name.clone(), report));
+        }
+    });
+    let spec = app.spec.clone();
+    let name = app.name.clone();
+    let finished = tx.clone();
+    let runtime_dir = corral_core::signals::runtime_dir();
+    tokio::spawn(async move {
+        let channels = Channels {
+            controls,
+            reports,
+            logs,
+            reap_all: false,
+        };
+        let outcome = supervisor::run(&spec, &listeners, &runtime_dir, channels)
+            .await
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)));
+        drop(listeners);
+        let _ = finished.send(Msg::Finished(name, outcome));
+    });
+    app.controls = Some(controls_tx);
+    app.status = Status::Online;
+    app.rows.clear();
+    app.instances = app.spec.instances;
+    Ok(())
+}
+
+/// The environment every daemon app starts from; the rest is declared (`--env`).
+fn base_env() -> Vec<(OsString, OsString)> {
+    const KEEP: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
+    std::env::vars_os()
+        .filter(|(k, _)| KEEP.iter().any(|keep| k == keep))
+        .collect()
+}
+
+fn cpu_ticks(pid: Pid) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn write_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(value)?)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! What the daemon knows about each app: its spec, its workers as reports describe them,
+//! and the views `ls` prints.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use corral_core::group::{Control, Report};
+use corral_core::process::Pid;
+use corral_core::AppSpec;
+use tokio::sync::{mpsc, oneshot};
+
+use super::protocol::{AppView, Response, WorkerView};
+
+/// Where an app is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Online,
+    Stopping,
+    Stopped,
+    /// Every worker gave up (crash loop).
+    Errored,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Errored => "errored",
+        }
+    }
+}
+
+/// What to do once an app has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    Nothing,
+    Start,
+    Delete,
+}
+
+/// One worker slot.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub pid: Option<Pid>,
+    pub status: &'static str,
+    pub since: Instant,
+    pub restarts: u32,
+}
+
+/// One app of the daemon.
+pub struct App {
+    pub name: String,
+    /// What `corral start` got (after `start`), and where: enough to start it again.
+    pub argv: Vec<String>,
+    pub cwd: String,
+    pub spec: AppSpec,
+    pub controls: Option<mpsc::Sender<Control>>,
+    pub status: Status,
+    pub rows: BTreeMap<usize, Row>,
+    pub instances: usize,
+    pub then: Then,
+    /// Clients waiting for the app to stop.
+    pub waiting: Vec<oneshot::Sender<Response>>,
+    pub listen: Vec<String>,
+}
+
+impl App {
+    pub fn new(name: String, argv: Vec<String>, cwd: String, spec: AppSpec) -> App {
+        App {
+            name,
+            argv,
+            cwd,
+            instances: spec.instances,
+            spec,
+            controls: None,
+            status: Status::Stopped,
+            rows: BTreeMap::new(),
+            then: Then::Nothing,
+            waiting: Vec::new(),
+            listen: Vec::new(),
+        }
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.rows.values().map(|r| r.restarts).sum()
+    }
+
+    /// Updates the worker rows from what the engine reported.
+    pub fn apply(&mut self, report: &Report, now: Instant) {
+        match report {
+            Report::Spawned {
+                slot,
+                pid,
+                replacing: None,
+            } => {
+                let row = self.rows.entry(*slot).or_insert(Row {
+                    pid: None,
+                    status: "starting",
+                    since: now,
+                    restarts: 0,
+                });
+                row.pid = Some(*pid);
+                row.status = "starting";
+                row.since = now;
+            }
+            Report::Ready { slot, pid, .. } => {
+                let row = self.rows.entry(*slot).or_insert(Row {
+                    pid: None,
+                    status: "online",
+                    since: now,
+                    restarts: 0,
+                });
+                row.pid = Some(*pid);
+                row.status = "online";
+                row.since = now;
+            }
+            Report::Exited {
+                slot,
+                pid,
+                expected: false,
+                ..
+            } => {
+                if let Some(row) = self.rows.get_mut(slot).filter(|r| r.pid == Some(*pid)) {
+                    row.status = "restarting";
+                    row.pid = None;
+                    row.restarts += 1;
+                }
+            }
+            Report::GaveUp { slot, .. } => {
+                if let Some(row) = self.rows.get_mut(slot) {
+                    row.status = "errored";
+                }
+            }
+            Report::Scaled { to, .. } => {
+                self.instances = *to;
+                self.rows.retain(|slot, _| *slot < *to);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn view(&self, usage: &HashMap<Pid, (f64, u64)>, now: Instant) -> AppView {
+        let workers = self
+            .rows
+            .iter()
+            .map(|(&slot, row)| {
+                let (cpu_percent, memory) = row
+                    .pid
+                    .and_then(|pid| usage.get(&pid).copied())
+                    .unwrap_or((0.0, 0));
+                let live = self.status == Status::Online || self.status == Status::Stopping;
+                WorkerView {
+                    slot,
+                    pid: row.pid.filter(|_| live),
+                    status: if live {
+                        row.status
+                    } else {
+                        self.status.as_str()
+                    }
+                    .to_owned(),
+                    uptime_ms: now.saturating_duration_since(row.since).as_millis() as u64,
+                    restarts: row.restarts,
+                    cpu_percent,
+                    memory,
+                }
+            })
+            .collect();
+        AppView {
+            name: self.name.clone(),
+            status: self.status.as_str().to_owned(),
+            command: self
+                .spec
+                .command
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect(),
+            listen: self.listen.clone(),
+            restarts: self.restarts(),
+            workers,
+        }
+    }
+}
+
+/// The closest known name to `wanted`, for "did you mean".
+pub fn closest<'a>(wanted: &str, names: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    names
+        .map(|n| (edit_distance(wanted, n), n))
+        .filter(|(d, n)| *d <= (n.len().max(wanted.len()) / 2).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_near_names_only() {
+        let names = ["api".to_string(), "worker".to_string()];
+        assert_eq!(closest("apj", names.iter()), Some(&names[0]));
+        assert_eq!(closest("wroker", names.iter()), Some(&names[1]));
+        assert_eq!(closest("database", names.iter()), None);
+    }
+}

@@ -1,0 +1,385 @@
+//! The daemon and its CLI, each test with a home (`CORRAL_HOME`) of its own.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use corral_testkit::{eventually, fixture_bin, get};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const T: Duration = Duration::from_secs(20);
+
+/// A private CORRAL_HOME; its daemon is killed on drop.
+struct Home {
+    dir: PathBuf,
+}
+
+impl Home {
+    fn new(name: &str) -> Home {
+        let dir = std::env::temp_dir().join(format!("corral-home-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Home { dir }
+    }
+
+    fn corral(&self, args: &[&str]) -> Output {
+        self.corral_env(args, &[])
+    }
+
+    fn corral_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(CORRAL)
+            .args(args)
+            .env("CORRAL_HOME", &self.dir)
+            .env_remove("WORKERS")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run corral")
+    }
+
+    /// stdout of a command that must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.corral(args);
+        assert!(
+            out.status.success(),
+            "corral {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// stderr of a command that must fail.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.corral(args);
+        assert!(!out.status.success(), "corral {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn apps(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["ls", "--json"])).expect("ls --json is JSON")
+    }
+
+    fn app(&self, name: &str) -> serde_json::Value {
+        self.apps()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until `name` has `n` workers, all online.
+    fn wait_online(&self, name: &str, n: usize) -> serde_json::Value {
+        let ok = eventually(T, || {
+            let app = self.app(name);
+            let workers = app["workers"].as_array().cloned().unwrap_or_default();
+            workers.len() == n && workers.iter().all(|w| w["status"] == "online")
+        });
+        assert!(
+            ok,
+            "{name} never had {n} online workers: {}",
+            self.app(name)
+        );
+        self.app(name)
+    }
+
+    fn addr(&self, name: &str) -> std::net::SocketAddr {
+        self.app(name)["listen"][0]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn daemon_pid(&self) -> i32 {
+        let pong = self.ok(&["ping"]);
+        pong.trim().rsplit(' ').next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.corral(&["kill"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pids(app: &serde_json::Value) -> Vec<i64> {
+    app["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["pid"].as_i64())
+        .collect()
+}
+
+fn fixture() -> String {
+    fixture_bin(CORRAL).display().to_string()
+}
+
+#[test]
+fn start_ls_reload_scale_stop_restart_delete() {
+    let home = Home::new("lifecycle");
+    let fixture = fixture();
+    let started = home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "fx",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+    ]);
+    assert!(
+        started.starts_with("started fx (2 workers) on 127.0.0.1:"),
+        "{started}"
+    );
+    let before = pids(&home.wait_online("fx", 2));
+    let addr = home.addr("fx");
+    assert!(get(addr, "/").unwrap().body.contains("app=fx"));
+    let table = home.ok(&["ls"]);
+    assert!(table.starts_with("app  slot  pid"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains("online")).count(),
+        3,
+        "{table}"
+    );
+
+    home.ok(&["reload", "fx"]);
+    assert!(eventually(T, || {
+        let now = pids(&home.app("fx"));
+        now.len() == 2 && now.iter().all(|p| !before.contains(p))
+    }));
+    assert_eq!(home.ok(&["scale", "fx", "+1"]).trim(), "fx: 2 → 3 workers");
+    home.wait_online("fx", 3);
+    assert_eq!(home.ok(&["stop", "fx"]).trim(), "stopped fx");
+    assert_eq!(home.app("fx")["status"], "stopped");
+    assert!(get(addr, "/").is_err(), "the port is released");
+    assert_eq!(home.ok(&["restart", "fx"]).trim(), "restarted fx");
+    home.wait_online("fx", 2);
+    assert_eq!(home.ok(&["delete", "fx"]).trim(), "deleted fx");
+    assert_eq!(home.apps(), serde_json::json!([]));
+}
+
+#[test]
+fn unknown_apps_and_bad_input_get_clear_errors() {
+    let home = Home::new("errors");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "api",
+        "--listen",
+        "127.0.0.1:0",
+        "-i",
+        "1",
+    ]);
+    assert_eq!(
+        home.fails(&["stop", "apj"]).trim(),
+        "error: no app named `apj`; did you mean `api`?"
+    );
+    assert_eq!(
+        home.fails(&["scale", "api", "lots"]).trim(),
+        "error: invalid scale `lots`: expected N, +N or -N"
+    );
+    let duplicate = home.fails(&["start", &fixture, "--name", "api"]);
+    assert!(
+        duplicate.contains("an app named `api` exists (online)"),
+        "{duplicate}"
+    );
+    let missing = home.fails(&["start", "no-such-app.js"]);
+    assert!(missing.starts_with("error: no such script: "), "{missing}");
+    assert!(missing.trim().ends_with("/no-such-app.js"), "{missing}");
+    let json = home.fails(&["send", "api", "{nope"]);
+    assert!(json.starts_with("error: `{nope` is not JSON"), "{json}");
+}
+
+#[test]
+fn without_a_daemon_ls_is_empty_and_stop_says_so() {
+    let home = Home::new("nodaemon");
+    assert_eq!(
+        home.ok(&["ls"]).trim(),
+        "no apps (start one with `corral start app.js`)"
+    );
+    let err = home.fails(&["stop", "x"]);
+    assert!(
+        err.starts_with("error: no corral daemon is running"),
+        "{err}"
+    );
+}
+
+#[test]
+fn save_then_a_killed_daemon_then_resurrect_restores_every_app() {
+    let home = Home::new("resurrect");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "a",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "b",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "-e",
+        "GREETING=hi",
+    ]);
+    home.wait_online("a", 2);
+    home.wait_online("b", 1);
+    assert_eq!(
+        home.ok(&["save"]).trim(),
+        format!("saved 2 apps to {}/dump.json", home.dir.display())
+    );
+    let old_workers = pids(&home.app("a"));
+    let daemon = home.daemon_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Workers die with the daemon (they are not re-adopted yet).
+    assert!(eventually(T, || {
+        old_workers
+            .iter()
+            .all(|&p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    }));
+    let restored = home.ok(&["resurrect"]);
+    assert!(
+        restored.contains("started a (2 workers)") && restored.contains("started b (1 workers)"),
+        "{restored}"
+    );
+    home.wait_online("a", 2);
+    home.wait_online("b", 1);
+    assert_eq!(get(home.addr("b"), "/env/GREETING").unwrap().body, "hi");
+}
+
+#[test]
+fn the_control_socket_is_private_and_other_users_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let home = Home::new("socket");
+    home.ok(&["ping"]);
+    let socket = home.dir.join("corral.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    if !nix::unistd::geteuid().is_root() {
+        return; // checking the peer uid needs a second user
+    }
+    // Even with the file opened up, the daemon checks who is on the other end.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&home.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(CORRAL)
+        .arg("ping")
+        .env("CORRAL_HOME", &home.dir)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("permission denied: this daemon belongs to uid 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn log_rotation_under_a_fast_writer_loses_no_line() {
+    let home = Home::new("logs");
+    let fixture = fixture();
+    let out = home.corral_env(
+        &[
+            "start",
+            &fixture,
+            "--name",
+            "loud",
+            "-i",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "-e",
+            "FIXTURE_PRINT_LINES=20000",
+        ],
+        // The daemon this command starts keeps these limits.
+        &[
+            ("CORRAL_LOG_MAX_BYTES", "65536"),
+            ("CORRAL_LOG_KEEP", "200"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = home.dir.join("logs");
+    let base = logs.join("loud-0-out.log");
+    let read_all = || {
+        let mut text = String::new();
+        for n in (1..=200).rev() {
+            text += &std::fs::read_to_string(format!("{}.{n}", base.display())).unwrap_or_default();
+        }
+        text + &std::fs::read_to_string(&base).unwrap_or_default()
+    };
+    assert!(eventually(T, || read_all()
+        .lines()
+        .filter(|l| l.starts_with("line "))
+        .count()
+        >= 20000));
+    let all = read_all();
+    let lines: Vec<&str> = all.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(lines.len(), 20000, "no line lost or doubled");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("line slot=0 n={i} ")),
+            "line {i}: {line}"
+        );
+    }
+    assert!(
+        std::path::Path::new(&format!("{}.30", base.display())).exists(),
+        "it rotated"
+    );
+    let tail = home.ok(&["logs", "loud", "--lines", "1", "--out"]);
+    assert!(tail.starts_with("[loud:0 out] "), "{tail}");
+}
+
+#[test]
+fn corral_start_runs_an_unmodified_node_app_with_the_right_interpreter() {
+    if std::env::var_os("CORRAL_SKIP_NODE").is_some() {
+        return;
+    }
+    let home = Home::new("node");
+    let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/node/plain.js");
+    let app = app.canonicalize().unwrap().display().to_string();
+    home.ok(&["start", &app, "-i", "2", "--listen", "127.0.0.1:0"]);
+    let view = home.wait_online("plain", 2);
+    assert_eq!(view["command"][0], "node");
+    let addr = home.addr("plain");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..500 {
+        if let Some(pid) = get(addr, "/").ok().and_then(|r| r.pid()) {
+            seen.insert(pid as i64);
+        }
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), {
+        let mut p = pids(&view);
+        p.sort();
+        p
+    });
+}
