@@ -79,13 +79,20 @@ async fn connection(stream: UnixStream, tx: mpsc::UnboundedSender<Msg>) {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     let (read, mut write) = stream.into_split();
+    // Read the request even from a stranger, so that the refusal reaches it rather than
+    // a broken pipe; at most one line of 64 KiB, within 10 s.
+    let mut line = String::new();
+    let reading = tokio::io::AsyncReadExt::take(read, 64 * 1024);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        BufReader::new(reading).read_line(&mut line),
+    )
+    .await;
     let response = if peer.ok() != Some(me) {
         Response::error(format!(
             "permission denied: this daemon belongs to uid {me}; run corral as that user or set CORRAL_HOME"
         ))
     } else {
-        let mut line = String::new();
-        let _ = BufReader::new(read).read_line(&mut line).await;
         match serde_json::from_str::<Envelope<Request>>(&line) {
             Ok(envelope) if envelope.version == PROTOCOL_VERSION => {
                 let (reply, answer) = oneshot::channel();
