@@ -57,6 +57,12 @@ pub enum Command {
     Signal(SignalArgs),
     /// Send a JSON message to every worker of an app.
     Send(SendArgs),
+    /// Show an app's settings, workers and environment (secrets masked).
+    Describe(DescribeArgs),
+    /// Show the environment an app's workers get (secrets masked).
+    Env(Target),
+    /// Empty the log files of an app (or `all`).
+    Flush(Target),
     /// Remember the running apps for `corral resurrect`.
     Save,
     /// Start the apps remembered by `corral save`.
@@ -82,6 +88,14 @@ pub struct StartArgs {
     /// Arguments for the app.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    pub name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,12 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 .with_context(|| format!("`{}` is not JSON", a.json))
                 .map_err(Failure::Usage)?,
         },
+        Command::Describe(a) if a.json => {
+            return describe_json(&home, a.name);
+        }
+        Command::Describe(a) => Request::Describe { name: a.name },
+        Command::Env(t) => Request::Env { name: t.target },
+        Command::Flush(t) => Request::Flush { target: t.target },
         Command::Save => Request::Save,
         Command::Resurrect => Request::Resurrect,
         Command::Ping => Request::Ping,
@@ -85,6 +91,19 @@ fn start_request(args: &StartArgs) -> Result<Request, Failure> {
         argv,
         cwd: cwd.display().to_string(),
     })
+}
+
+fn describe_json(home: &Home, name: String) -> Result<(), Failure> {
+    match client::request(home, Request::Describe { name }, false).map_err(Failure::Runtime)? {
+        Response::Ok { apps, .. } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&apps).expect("views serialize")
+            );
+            Ok(())
+        }
+        Response::Error { message } => Err(Failure::Runtime(anyhow!(message))),
+    }
 }
 
 fn kill(home: &Home) -> Result<(), Failure> {

@@ -383,3 +383,47 @@ fn corral_start_runs_an_unmodified_node_app_with_the_right_interpreter() {
         p
     });
 }
+
+#[test]
+fn describe_and_env_show_the_declared_environment_with_secrets_masked_and_flush_empties_logs() {
+    let home = Home::new("describe");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "api",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "-e",
+        "API_TOKEN=s3cr3t",
+        "-e",
+        "MODE=prod",
+    ]);
+    home.wait_online("api", 1);
+    let described = home.ok(&["describe", "api"]);
+    assert!(described.contains("name      api"), "{described}");
+    assert!(described.contains("  MODE=prod"), "{described}");
+    assert!(described.contains("  API_TOKEN=****"), "{described}");
+    assert!(!described.contains("s3cr3t"));
+    let env = home.ok(&["env", "api"]);
+    assert!(env.lines().any(|l| l == "MODE=prod"), "{env}");
+    assert!(
+        !env.contains("SHELL="),
+        "nothing from the invoking shell leaks in: {env}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&home.ok(&["describe", "api", "--json"])).unwrap();
+    assert_eq!(json[0]["name"], "api");
+    // The worker printed its start line; flush empties the files.
+    assert!(eventually(T, || home
+        .ok(&["logs", "api", "--out"])
+        .contains("listening")));
+    assert_eq!(
+        home.ok(&["flush", "api"]).trim(),
+        "flushed 1 log files of api"
+    );
+    assert!(!home.ok(&["logs", "api", "--out"]).contains("listening"));
+}

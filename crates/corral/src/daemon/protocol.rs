@@ -50,6 +50,15 @@ pub enum Request {
         name: String,
         data: serde_json::Value,
     },
+    Describe {
+        name: String,
+    },
+    Env {
+        name: String,
+    },
+    Flush {
+        target: String,
+    },
     Save,
     Resurrect,
     Kill,

@@ -192,6 +192,12 @@ impl Daemon {
             Request::Send { name, data } => self.each(&name, |app| {
                 send(app, Control::Message(data.clone())).map(|()| format!("sent to {}", app.name))
             }),
+            Request::Describe { name } => self.describe(&name),
+            Request::Env { name } => self.each(&name, |app| Ok(env_lines(app).join("\n"))),
+            Request::Flush { target } => {
+                let logs = self.home.logs();
+                self.each(&target, |app| flush_logs(&logs, &app.name))
+            }
             Request::Save => self.save(),
             Request::Resurrect => self.resurrect(),
             Request::Kill => return self.kill(reply),
@@ -280,6 +286,52 @@ impl Daemon {
         );
         self.apps.insert(app.name.clone(), app);
         Response::ok(message)
+    }
+
+    fn describe(&mut self, name: &str) -> Response {
+        let names = match self.targets(name) {
+            Ok(names) if names.len() == 1 => names,
+            Ok(_) => return Response::error("describe takes one app name"),
+            Err(e) => return Response::error(e),
+        };
+        let mut listed = match self.list() {
+            Response::Ok { apps, .. } => apps,
+            error => return error,
+        };
+        listed.retain(|a| a.name == names[0]);
+        let app = &self.apps[&names[0]];
+        let spec = &app.spec;
+        let listen = if app.listen.is_empty() {
+            "-".to_owned()
+        } else {
+            app.listen.join(" ")
+        };
+        let cwd = spec
+            .cwd
+            .as_ref()
+            .map_or("-".into(), |c| c.display().to_string());
+        let mut text = vec![
+            format!("name      {}", app.name),
+            format!("status    {}", listed[0].status),
+            format!("command   {}", listed[0].command.join(" ")),
+            format!("cwd       {cwd}"),
+            format!("listen    {listen}"),
+            format!("workers   {} ({} restarts)", app.instances, app.restarts()),
+            format!("balance   {}", spec.balance),
+            format!(
+                "logs      {}",
+                self.home
+                    .logs()
+                    .join(format!("{}-*.log", app.name))
+                    .display()
+            ),
+            "env".to_owned(),
+        ];
+        text.extend(env_lines(app).into_iter().map(|l| format!("  {l}")));
+        Response::Ok {
+            message: text.join("\n"),
+            apps: listed,
+        }
     }
 
     fn list(&mut self) -> Response {
@@ -617,6 +669,60 @@ fn base_env() -> Vec<(OsString, OsString)> {
     std::env::vars_os()
         .filter(|(k, _)| KEEP.iter().any(|keep| k == keep))
         .collect()
+}
+
+/// The app's declared environment as KEY=VALUE, secret-looking values masked.
+fn env_lines(app: &App) -> Vec<String> {
+    let mut lines: Vec<String> = app
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let key = k.to_string_lossy();
+            let value = if looks_secret(&key) {
+                "****".into()
+            } else {
+                v.to_string_lossy()
+            };
+            format!("{key}={value}")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn looks_secret(key: &str) -> bool {
+    const HINTS: &[&str] = &[
+        "SECRET",
+        "TOKEN",
+        "PASSWORD",
+        "PASSWD",
+        "PASS",
+        "KEY",
+        "CREDENTIAL",
+        "AUTH",
+        "PRIVATE",
+    ];
+    let upper = key.to_ascii_uppercase();
+    HINTS.iter().any(|h| upper.contains(h))
+}
+
+/// Empties an app's log files in place (writers append, so they go on at offset 0) and
+/// removes the rotated ones.
+fn flush_logs(dir: &Path, app: &str) -> Result<String, String> {
+    let mut emptied = 0;
+    for path in super::logfile::files_of(dir, Some(app)) {
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
+            let _ = file.set_len(0);
+            emptied += 1;
+        }
+        for n in 1.. {
+            if std::fs::remove_file(format!("{}.{n}", path.display())).is_err() {
+                break;
+            }
+        }
+    }
+    Ok(format!("flushed {emptied} log files of {app}"))
 }
 
 fn cpu_ticks(pid: Pid) -> Option<u64> {
