@@ -94,28 +94,9 @@ impl App {
                 slot,
                 pid,
                 replacing: None,
-            } => {
-                let row = self.rows.entry(*slot).or_insert(Row {
-                    pid: None,
-                    status: "starting",
-                    since: now,
-                    restarts: 0,
-                });
-                row.pid = Some(*pid);
-                row.status = "starting";
-                row.since = now;
-            }
-            Report::Ready { slot, pid, .. } => {
-                let row = self.rows.entry(*slot).or_insert(Row {
-                    pid: None,
-                    status: "online",
-                    since: now,
-                    restarts: 0,
-                });
-                row.pid = Some(*pid);
-                row.status = "online";
-                row.since = now;
-            }
+            } => self.set_row(*slot, *pid, "starting", now),
+            // A replacement shows up in its slot once it is ready.
+            Report::Ready { slot, pid, .. } => self.set_row(*slot, *pid, "online", now),
             Report::Exited {
                 slot,
                 pid,
@@ -139,6 +120,18 @@ impl App {
             }
             _ => {}
         }
+    }
+
+    fn set_row(&mut self, slot: usize, pid: Pid, status: &'static str, now: Instant) {
+        let row = self.rows.entry(slot).or_insert(Row {
+            pid: None,
+            status,
+            since: now,
+            restarts: 0,
+        });
+        row.pid = Some(pid);
+        row.status = status;
+        row.since = now;
     }
 
     pub fn view(&self, usage: &HashMap<Pid, (f64, u64)>, now: Instant) -> AppView {
