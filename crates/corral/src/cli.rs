@@ -85,6 +85,10 @@ pub struct StartArgs {
     #[command(flatten)]
     pub app: AppOptions,
 
+    /// Program that runs the script [default: from its extension; `none` runs it directly]
+    #[arg(long, value_name = "PROGRAM")]
+    pub interpreter: Option<String>,
+
     /// Arguments for the app.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
@@ -316,10 +320,26 @@ fn parse_size(s: &str) -> Result<u64, String> {
     }
 }
 
+/// `KEY=VALUE`, or a bare profile name for a config file's `env_<profile>`, kept with
+/// an empty key (PM2's `--env production`).
 fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
     match s.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
-        _ => Err("expected KEY=VALUE".into()),
+        None if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+        {
+            Ok((OsString::new(), s.into()))
+        }
+        _ => Err("expected KEY=VALUE (or a profile name with a config file)".into()),
+    }
+}
+
+impl AppOptions {
+    /// The profile asked for with `--env NAME`, taken out of the variables.
+    pub fn take_profile(&mut self) -> Option<String> {
+        let at = self.env.iter().position(|(k, _)| k.is_empty())?;
+        Some(self.env.remove(at).1.to_string_lossy().into_owned())
     }
 }
 
@@ -340,7 +360,12 @@ impl StartArgs {
     pub fn command(&self, cwd: &Path) -> Vec<OsString> {
         let script = Path::new(&self.script);
         let mut command = Vec::new();
-        if let Some(interpreter) = interpreter_for(script) {
+        let interpreter = match self.interpreter.as_deref() {
+            Some("none") => None,
+            Some(program) => Some(program),
+            None => interpreter_for(script),
+        };
+        if let Some(interpreter) = interpreter {
             command.push(OsString::from(interpreter));
         }
         let is_path =
@@ -441,6 +466,13 @@ impl AppOptions {
             );
         }
         let mut env = inherited;
+        if let Some((_, profile)) = self.env.iter().find(|(k, _)| k.is_empty()) {
+            bail!(
+                "--env {} selects a profile (env_{}) of a config file; to set a variable, write --env KEY=VALUE",
+                profile.to_string_lossy(),
+                profile.to_string_lossy()
+            );
+        }
         env.extend(self.env);
         Ok(AppSpec {
             name,

@@ -18,6 +18,11 @@ use crate::render;
 pub fn run(command: Command) -> Result<(), Failure> {
     let home = Home::from_env();
     let request = match command {
+        Command::Start(mut args)
+            if crate::config::is_config(std::path::Path::new(&args.script)) =>
+        {
+            return start_config(&home, &mut args);
+        }
         Command::Start(args) => start_request(&args)?,
         Command::Ls(args) => return list(&home, &args),
         Command::Logs(args) => return logs(&home, &args).map_err(Failure::Runtime),
@@ -103,6 +108,43 @@ fn describe_json(home: &Home, name: String) -> Result<(), Failure> {
             Ok(())
         }
         Response::Error { message } => Err(Failure::Runtime(anyhow!(message))),
+    }
+}
+
+/// `corral start ecosystem.config.js [--env PROFILE]`: every app of the file.
+fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
+    let path = std::path::PathBuf::from(&args.script);
+    let profile = args.app.take_profile();
+    let loaded =
+        crate::config::load(&path, profile.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let cwd = std::fs::canonicalize(&loaded.dir)
+        .with_context(|| format!("cannot read {}", loaded.dir.display()))
+        .map_err(Failure::Runtime)?;
+    let mut failed = Vec::new();
+    for argv in loaded.apps {
+        let request = Request::Start {
+            argv,
+            cwd: cwd.display().to_string(),
+        };
+        match client::request(home, request, true).map_err(Failure::Runtime)? {
+            Response::Ok { message, .. } => println!("{message}"),
+            Response::Error { message } => {
+                eprintln!("error: {message}");
+                failed.push(message);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow!(
+            "{} of the apps in {} did not start (see above)",
+            failed.len(),
+            path.display()
+        )))
     }
 }
 

@@ -3,6 +3,7 @@
 mod app;
 mod cli;
 mod commands;
+mod config;
 mod daemon;
 mod exit;
 mod render;

@@ -427,3 +427,87 @@ fn describe_and_env_show_the_declared_environment_with_secrets_masked_and_flush_
     );
     assert!(!home.ok(&["logs", "api", "--out"]).contains("listening"));
 }
+
+/// Writes `name` with `text` into a fresh directory; returns its path.
+fn config_file(home: &Home, name: &str, text: &str) -> PathBuf {
+    let dir = home.dir.with_extension("configs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn ecosystem_files_in_every_format_start_the_right_apps_with_the_right_env() {
+    let home = Home::new("ecosystem");
+    let fixture = fixture();
+    let json = format!(
+        r#"{{ "apps": [ {{ "name": "j", "script": "{fixture}", "instances": 2, "listen": "127.0.0.1:0",
+            "env": {{ "MODE": "dev", "ONLY_BASE": "yes" }}, "env_production": {{ "MODE": "prod" }} }} ] }}"#
+    );
+    let yaml = format!("apps:\n  - name: y\n    script: {fixture}\n    instances: 1\n    listen: 127.0.0.1:0\n    env:\n      MODE: yaml\n");
+    let toml = format!("[[app]]\nname = \"t\"\nscript = \"{fixture}\"\ninstances = 1\nlisten = [\"127.0.0.1:0\"]\n[app.env]\nMODE = \"toml\"\n");
+    let js = format!(
+        "module.exports = {{ apps: [{{ name: 'js', script: '{fixture}', instances: 1, listen: '127.0.0.1:0', env: {{ MODE: 'js-' + (1 + 1) }} }}] }};\n"
+    );
+    let files = [
+        ("ecosystem.config.json", json, vec!["--env", "production"]),
+        ("ecosystem.yml", yaml, vec![]),
+        ("corral.toml", toml, vec![]),
+        ("ecosystem.config.js", js, vec![]),
+    ];
+    for (name, text, extra) in &files {
+        if name.ends_with(".js") && std::env::var_os("CORRAL_SKIP_NODE").is_some() {
+            continue;
+        }
+        let path = config_file(&home, name, text).display().to_string();
+        let mut args = vec!["start", path.as_str()];
+        args.extend(extra.iter().copied());
+        home.ok(&args);
+    }
+    let mode = |app: &str| get(home.addr(app), "/env/MODE").unwrap().body;
+    home.wait_online("j", 2);
+    assert_eq!(mode("j"), "prod", "env_production overrides env");
+    assert_eq!(get(home.addr("j"), "/env/ONLY_BASE").unwrap().body, "yes");
+    home.wait_online("y", 1);
+    assert_eq!(mode("y"), "yaml");
+    home.wait_online("t", 1);
+    assert_eq!(mode("t"), "toml");
+    if std::env::var_os("CORRAL_SKIP_NODE").is_none() {
+        home.wait_online("js", 1);
+        assert_eq!(mode("js"), "js-2");
+    }
+}
+
+#[test]
+fn config_files_warn_about_unknown_keys_and_reject_bad_values_with_file_key_and_line() {
+    let home = Home::new("badconfig");
+    let path = config_file(
+        &home,
+        "ecosystem.config.json",
+        "{\n  \"apps\": [ {\n    \"script\": \"x.js\",\n    \"instances\": { \"n\": 2 }\n  } ]\n}\n",
+    );
+    let err = home.fails(&["start", &path.display().to_string()]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {}:4: apps[0].instances: expected a string or a number",
+            path.display()
+        )
+    );
+    let fixture = fixture();
+    let path = config_file(
+        &home,
+        "typo.json",
+        &format!(
+            r#"{{"apps":[{{"name":"w","script":"{fixture}","instnces":2,"listen":"127.0.0.1:0"}}]}}"#
+        ),
+    );
+    let out = home.corral(&["start", &path.display().to_string()]);
+    assert!(out.status.success());
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warn.contains("unknown key apps[0].instnces (did you mean `instances`?); ignored"),
+        "{warn}"
+    );
+}

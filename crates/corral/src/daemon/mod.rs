@@ -10,6 +10,7 @@ mod state;
 use std::path::PathBuf;
 
 pub use server::serve;
+pub use state::closest_key;
 
 /// The daemon's home: `$CORRAL_HOME`, default `~/.corral`.
 #[derive(Debug, Clone)]

@@ -185,6 +185,13 @@ pub fn closest<'a>(wanted: &str, names: impl Iterator<Item = &'a String>) -> Opt
         .map(|(_, n)| n)
 }
 
+/// The closest of `known` to `wanted`, for "did you mean".
+pub fn closest_key<'a>(wanted: &str, known: &[&'a str]) -> Option<&'a str> {
+    let owned: Vec<String> = known.iter().map(|k| (*k).to_owned()).collect();
+    let near = closest(wanted, owned.iter())?;
+    known.iter().copied().find(|k| *k == near.as_str())
+}
+
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
