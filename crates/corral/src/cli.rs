@@ -71,9 +71,11 @@ pub enum Command {
     Ping,
     /// Stop every app gracefully, then the daemon.
     Kill,
+    /// Print (or install) a service unit that starts corral with the machine.
+    Startup(StartupArgs),
     /// Run the daemon in the foreground (the CLI starts it on demand).
     #[command(hide = true)]
-    Daemon,
+    Daemon(DaemonArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +94,26 @@ pub struct StartArgs {
     /// Arguments for the app.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Start the apps saved by `corral save`, then tell systemd we are ready (Type=notify).
+    #[arg(long)]
+    pub resurrect: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StartupArgs {
+    /// The init system (only systemd for now).
+    #[arg(value_parser = ["systemd"])]
+    pub init: String,
+    /// Write the unit file instead of printing it.
+    #[arg(long)]
+    pub install: bool,
+    /// A user unit (~/.config/systemd/user) instead of a system one.
+    #[arg(long)]
+    pub user: bool,
 }
 
 #[derive(Debug, Args)]

@@ -54,7 +54,8 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Resurrect => Request::Resurrect,
         Command::Ping => Request::Ping,
         Command::Kill => return kill(&home),
-        Command::Run(_) | Command::Daemon => unreachable!("handled by app::main"),
+        Command::Startup(args) => return startup(&home, &args),
+        Command::Run(_) | Command::Daemon(_) => unreachable!("handled by app::main"),
     };
     let starts_daemon = matches!(
         request,
@@ -146,6 +147,84 @@ fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
             path.display()
         )))
     }
+}
+
+/// A systemd unit running the daemon in the foreground with the saved apps.
+pub fn systemd_unit(exe: &str, home: &Home, user: Option<&str>) -> String {
+    let (user_line, wanted_by) = match user {
+        Some(name) => (format!("User={name}\n"), "multi-user.target"),
+        None => (String::new(), "default.target"),
+    };
+    format!(
+        "[Unit]\n\
+         Description=corral process manager\n\
+         After=network.target\n\
+         \n\
+         [Service]\n\
+         Type=notify\n\
+         {user_line}\
+         Environment=CORRAL_HOME={home}\n\
+         ExecStart={exe} daemon --resurrect\n\
+         ExecStop={exe} kill\n\
+         # corral drains its workers itself; give it the time its apps' kill timeouts need.\n\
+         KillMode=mixed\n\
+         TimeoutStopSec=60\n\
+         Restart=on-failure\n\
+         \n\
+         [Install]\n\
+         WantedBy={wanted_by}\n",
+        home = home.dir.display(),
+    )
+}
+
+fn startup(home: &Home, args: &crate::cli::StartupArgs) -> Result<(), Failure> {
+    let exe = std::env::current_exe()
+        .context("cannot find the corral executable")
+        .map_err(Failure::Runtime)?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let unit = systemd_unit(
+        &exe.display().to_string(),
+        home,
+        (!args.user).then_some(user.as_str()),
+    );
+    if !args.install {
+        print!("{unit}");
+        return Ok(());
+    }
+    let (path, enable) = if args.user {
+        let config = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .ok_or_else(|| Failure::Runtime(anyhow!("HOME is not set")))?
+            .join(".config/systemd/user");
+        (
+            config.join("corral.service"),
+            "systemctl --user daemon-reload && systemctl --user enable --now corral",
+        )
+    } else {
+        (
+            PathBuf::from(format!("/etc/systemd/system/corral-{user}.service")),
+            "systemctl daemon-reload && systemctl enable --now corral-<user>",
+        )
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))
+            .map_err(Failure::Runtime)?;
+    }
+    std::fs::write(&path, unit)
+        .with_context(|| {
+            format!(
+                "cannot write {} (system units need root; try --user)",
+                path.display()
+            )
+        })
+        .map_err(Failure::Runtime)?;
+    println!(
+        "wrote {}; now run: {}",
+        path.display(),
+        enable.replace("<user>", &user)
+    );
+    Ok(())
 }
 
 fn kill(home: &Home) -> Result<(), Failure> {

@@ -511,3 +511,71 @@ fn config_files_warn_about_unknown_keys_and_reject_bad_values_with_file_key_and_
         "{warn}"
     );
 }
+
+#[test]
+fn the_systemd_unit_runs_the_daemon_with_resurrect_as_type_notify() {
+    let home = Home::new("startup");
+    let unit = home.ok(&["startup", "systemd"]);
+    assert!(unit.contains("Type=notify\n"), "{unit}");
+    assert!(
+        unit.contains(&format!("ExecStart={CORRAL} daemon --resurrect\n")),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!("ExecStop={CORRAL} kill\n")),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!("Environment=CORRAL_HOME={}\n", home.dir.display())),
+        "{unit}"
+    );
+}
+
+#[test]
+fn daemon_resurrect_restores_saved_apps_then_notifies_systemd_and_sigterm_drains() {
+    let home = Home::new("notify");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "svc",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    home.wait_online("svc", 1);
+    home.ok(&["save"]);
+    home.ok(&["kill"]);
+    // What systemd does: a notify socket, then `corral daemon --resurrect` in the foreground.
+    let sock_path = home.dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    notify.set_read_timeout(Some(T)).unwrap();
+    let mut daemon = Command::new(CORRAL)
+        .args(["daemon", "--resurrect"])
+        .env("CORRAL_HOME", &home.dir)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 from the daemon");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    home.wait_online("svc", 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(eventually(T, || daemon.try_wait().unwrap().is_some()));
+    assert!(daemon.wait().unwrap().success());
+    let log = std::fs::read_to_string(home.dir.join("logs/svc-0-err.log")).unwrap();
+    // Two drains in the worker's log: one for `corral kill`, one for the SIGTERM.
+    assert_eq!(
+        log.matches("drained").count(),
+        2,
+        "the worker drained before the daemon exited: {log}"
+    );
+}

@@ -27,8 +27,10 @@ use super::Home;
 use crate::cli::{Cli, Command};
 use crate::render;
 
-/// Runs the daemon until `corral kill`. Returns at once when another daemon holds the lock.
-pub fn serve(home: Home) -> anyhow::Result<()> {
+/// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).
+/// With `resurrect`, starts the saved apps and then reports ready to systemd
+/// (`NOTIFY_SOCKET`). Returns at once when another daemon holds the lock.
+pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
     home.create()
         .with_context(|| format!("cannot create {}", home.dir.display()))?;
     let lock = std::fs::File::create(home.lock())?;
@@ -56,7 +58,14 @@ pub fn serve(home: Home) -> anyhow::Result<()> {
         );
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(accept_loop(listener, tx.clone()));
-        Daemon::new(home, tx, lock).run(rx).await;
+        let mut daemon = Daemon::new(home, tx, lock);
+        if resurrect {
+            if let Response::Error { message } = daemon.resurrect() {
+                eprintln!("[corral] resurrect: {message}");
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        daemon.run(rx).await;
         Ok(())
     })
 }
@@ -155,11 +164,24 @@ impl Daemon {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                Msg::Request(request, reply) => self.request(request, reply),
-                Msg::Report(app, report) => self.report(&app, report),
-                Msg::Finished(app, outcome) => self.finished(&app, outcome),
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("[corral] cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Request(request, reply)) => self.request(request, reply),
+                    Some(Msg::Report(app, report)) => self.report(&app, report),
+                    Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),
+                    None => return,
+                },
+                _ = term.recv() => self.begin_kill(),
+                _ = int.recv() => self.begin_kill(),
             }
             if self.killing.is_some() && self.apps.values().all(|a| a.controls.is_none()) {
                 // Hand the home over first, so a command right after `kill` can start
@@ -547,13 +569,19 @@ impl Daemon {
     }
 
     fn kill(&mut self, reply: oneshot::Sender<Response>) {
+        self.begin_kill();
+        self.killing.get_or_insert_with(Vec::new).push(reply);
+    }
+
+    /// Stops every app; the daemon exits once they all have.
+    fn begin_kill(&mut self) {
+        self.killing.get_or_insert_with(Vec::new);
         for app in self.apps.values_mut() {
             if app.controls.is_some() && app.status != Status::Stopping {
                 let _ = send(app, Control::Stop);
                 app.status = Status::Stopping;
             }
         }
-        self.killing.get_or_insert_with(Vec::new).push(reply);
     }
 
     fn report(&mut self, name: &str, report: Report) {
