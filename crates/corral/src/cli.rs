@@ -71,6 +71,8 @@ pub enum Command {
     Ping,
     /// Stop every app gracefully, then the daemon.
     Kill,
+    /// Watch apps and workers live: CPU, memory, restarts, output; keys to reload, restart, scale.
+    Monit,
     /// Print (or install) a service unit that starts corral with the machine.
     Startup(StartupArgs),
     /// Run the daemon in the foreground (the CLI starts it on demand).

@@ -55,6 +55,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Ping => Request::Ping,
         Command::Kill => return kill(&home),
         Command::Startup(args) => return startup(&home, &args),
+        Command::Monit => return crate::monit::run(home).map_err(Failure::Runtime),
         Command::Run(_) | Command::Daemon(_) => unreachable!("handled by app::main"),
     };
     let starts_daemon = matches!(

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod daemon;
 mod exit;
+mod monit;
 mod render;
 mod run;
 

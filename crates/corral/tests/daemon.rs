@@ -579,3 +579,69 @@ fn daemon_resurrect_restores_saved_apps_then_notifies_systemd_and_sigterm_drains
         "the worker drained before the daemon exited: {log}"
     );
 }
+
+#[test]
+fn monit_renders_apps_under_tmux_and_its_keys_scale() {
+    let home = Home::new("monit");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "shown",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    home.wait_online("shown", 1);
+    let session = format!("corral-monit-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux is installed (CI installs it)")
+    };
+    let command = format!("CORRAL_HOME={} {CORRAL} monit", home.dir.display());
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "34",
+        &command,
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
+    };
+    assert!(
+        eventually(T, || {
+            let s = screen();
+            s.contains("shown")
+                && s.contains(" cpu ")
+                && s.contains(" memory ")
+                && s.contains("output: shown")
+        }),
+        "{}",
+        screen()
+    );
+    tmux(&["send-keys", "-t", &session, "+"]);
+    assert!(
+        eventually(T, || screen().contains("shown: 1 → 2 workers")),
+        "{}",
+        screen()
+    );
+    home.wait_online("shown", 2);
+    tmux(&["send-keys", "-t", &session, "q"]);
+    assert!(eventually(T, || !tmux(&["has-session", "-t", &session])
+        .status
+        .success()));
+}
