@@ -270,6 +270,18 @@ pub struct AppOptions {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub heartbeat_timeout: Duration,
 
+    /// Reload when files under DIR change (default: the working directory). Repeatable.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+    pub watch: Vec<PathBuf>,
+
+    /// With --watch: ignore paths with this component, or ending like `*.log`. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub ignore_watch: Vec<String>,
+
+    /// Reload on a schedule, as a cron expression: "0 3 * * *" (03:00 every day).
+    #[arg(long, value_name = "CRON")]
+    pub cron_restart: Option<String>,
+
     /// Report workers whose runtime lags (late timers) more than this.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub lag_warning: Duration,
@@ -360,6 +372,17 @@ fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
 }
 
 impl AppOptions {
+    /// The validated reload triggers; relative paths are taken from the app's cwd or `cwd`.
+    pub fn triggers(&self, cwd: &Path) -> anyhow::Result<crate::triggers::Triggers> {
+        let base = self.cwd.as_deref().unwrap_or(cwd);
+        crate::triggers::Triggers::new(
+            &self.watch,
+            &self.ignore_watch,
+            self.cron_restart.as_deref(),
+            base,
+        )
+    }
+
     /// The profile asked for with `--env NAME`, taken out of the variables.
     pub fn take_profile(&mut self) -> Option<String> {
         let at = self.env.iter().position(|(k, _)| k.is_empty())?;

@@ -220,9 +220,6 @@ const KNOWN: &[&str] = &[
 /// PM2 keys that corral reads but does not act on yet.
 const NOT_YET: &[&str] = &[
     "autorestart",
-    "cron_restart",
-    "watch",
-    "ignore_watch",
     "out_file",
     "error_file",
     "merge_logs",
@@ -311,6 +308,26 @@ fn to_argv(
                     argv.push("--shutdown-with-message".into());
                 }
             }
+            "watch" => match value {
+                Value::Bool(true) => argv.push("--watch".into()),
+                Value::Bool(false) => {}
+                other => {
+                    let dirs = list_of(other).ok_or_else(|| {
+                        cx.error(key, "expected true, a directory or a list of them")
+                    })?;
+                    for dir in dirs {
+                        argv.push(format!("--watch={dir}"));
+                    }
+                }
+            },
+            "ignore_watch" => {
+                let patterns = list_of(value)
+                    .ok_or_else(|| cx.error(key, "expected a pattern or a list of them"))?;
+                for pattern in patterns {
+                    push_flag(&mut argv, "ignore-watch", pattern);
+                }
+            }
+            "cron_restart" => push_flag(&mut argv, "cron-restart", text()?),
             "listen" => {
                 for addr in list_of(value)
                     .ok_or_else(|| cx.error(key, "expected an address or a list of them"))?
@@ -467,6 +484,7 @@ mod tests {
                 "api",
                 "--ready",
                 "notify",
+                "--watch",
                 "--env",
                 "PORT=3000",
                 "--env",
@@ -478,18 +496,13 @@ mod tests {
             ]
             .map(String::from)
         );
-        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
-        assert!(
-            loaded.warnings[0].ends_with("apps[0].instnces (did you mean `instances`?); ignored")
-                || loaded.warnings[1]
-                    .ends_with("apps[0].instnces (did you mean `instances`?); ignored"),
-            "{:?}",
-            loaded.warnings
+        assert_eq!(
+            loaded.warnings,
+            [format!(
+                "{}: unknown key apps[0].instnces (did you mean `instances`?); ignored",
+                path.display()
+            )]
         );
-        assert!(loaded
-            .warnings
-            .iter()
-            .any(|w| w.contains("apps[0].watch is not supported")));
     }
 
     #[test]

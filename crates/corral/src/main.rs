@@ -9,6 +9,7 @@ mod exit;
 mod monit;
 mod render;
 mod run;
+mod triggers;
 
 fn main() -> std::process::ExitCode {
     app::main()

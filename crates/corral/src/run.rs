@@ -18,6 +18,10 @@ use crate::render;
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let cwd = std::env::current_dir()
+        .context("cannot read the current directory")
+        .map_err(Failure::Runtime)?;
+    let triggers = args.app.triggers(&cwd).map_err(Failure::Usage)?;
     let spec = args
         .into_spec(
             std::env::vars_os().collect(),
@@ -34,11 +38,17 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::Runtime)?;
-    runtime.block_on(supervise(spec, listeners))
+    runtime.block_on(supervise(spec, listeners, triggers))
 }
 
-async fn supervise(spec: AppSpec, listeners: Vec<Listener>) -> Result<(), Failure> {
+async fn supervise(
+    spec: AppSpec,
+    listeners: Vec<Listener>,
+    triggers: crate::triggers::Triggers,
+) -> Result<(), Failure> {
     let (control_tx, controls) = mpsc::channel(16);
+    let _triggers = crate::triggers::start(&triggers, control_tx.clone(), |m| say(&m))
+        .map_err(Failure::Runtime)?;
     let (reports, report_rx) = mpsc::unbounded_channel();
     let (logs, log_rx) = mpsc::channel(1024);
     let signals = corral_core::signals::forward(control_tx)

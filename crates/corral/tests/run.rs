@@ -567,3 +567,53 @@ fn status_text_from_a_worker_is_shown() {
     c.wait_for("worker 0 (pid", T);
     c.wait_for("status: warming caches", T);
 }
+
+#[test]
+fn a_file_change_under_watch_reloads_and_ignored_paths_do_not() {
+    let dir = tempdir("watch");
+    std::fs::create_dir_all(dir.join("node_modules")).unwrap();
+    let watched = dir.display().to_string();
+    let c = start(
+        &[
+            "-i",
+            "1",
+            "--ready",
+            "notify",
+            "--watch",
+            &watched,
+            "--ignore-watch",
+            "*.tmp",
+        ],
+        &[],
+    );
+    c.wait_for("worker 0 ready", T);
+    std::fs::write(dir.join("node_modules/x.js"), "noise").unwrap();
+    std::fs::write(dir.join("scratch.tmp"), "noise").unwrap();
+    std::fs::write(dir.join("app.conf"), "v2").unwrap();
+    c.wait_for("app.conf changed: reloading", T);
+    c.wait_for("reload done: 1 workers replaced", T);
+    assert!(!c
+        .output()
+        .iter()
+        .any(|l| l.contains("node_modules") || l.contains("scratch.tmp")));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn cron_restart_reloads_on_schedule() {
+    // Every second (croner takes an optional seconds field first).
+    let c = start(
+        &[
+            "-i",
+            "1",
+            "--ready",
+            "notify",
+            "--cron-restart",
+            "* * * * * *",
+        ],
+        &[],
+    );
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("scheduled reload (* * * * * *)", T);
+    c.wait_for("reload done: 1 workers replaced", T);
+}

@@ -278,6 +278,10 @@ impl Daemon {
         let cwd_path = PathBuf::from(&cwd);
         let command = args.command(&cwd_path);
         let mut app_options = args.app;
+        let triggers = match app_options.triggers(&cwd_path) {
+            Ok(triggers) => triggers,
+            Err(e) => return Response::error(format!("{e:#}")),
+        };
         app_options.cwd.get_or_insert(cwd_path);
         let spec =
             match app_options.into_spec(command, base_env(), corral_core::spec::usable_cpus()) {
@@ -292,7 +296,7 @@ impl Daemon {
                 spec.name
             ));
         }
-        let mut app = App::new(spec.name.clone(), argv, cwd, spec);
+        let mut app = App::new(spec.name.clone(), argv, cwd, spec, triggers);
         if let Err(e) = launch(&mut app, &self.home, &self.tx) {
             return Response::error(e);
         }
@@ -596,6 +600,7 @@ impl Daemon {
             return;
         };
         app.controls = None;
+        app.running_triggers = None;
         app.listen.clear();
         app.status = match &outcome {
             Ok(Outcome::Stopped) => Status::Stopped,
@@ -684,6 +689,13 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
         drop(listeners);
         let _ = finished.send(Msg::Finished(name, outcome));
     });
+    let name = app.name.clone();
+    app.running_triggers = Some(
+        crate::triggers::start(&app.triggers, controls_tx.clone(), move |m| {
+            eprintln!("[corral] {name}: {m}")
+        })
+        .map_err(|e| format!("{e:#}"))?,
+    );
     app.controls = Some(controls_tx);
     app.status = Status::Online;
     app.rows.clear();

@@ -64,10 +64,19 @@ pub struct App {
     /// Clients waiting for the app to stop.
     pub waiting: Vec<oneshot::Sender<Response>>,
     pub listen: Vec<String>,
+    /// `--watch` / `--cron-restart`, and their running watchers while the app runs.
+    pub triggers: crate::triggers::Triggers,
+    pub running_triggers: Option<crate::triggers::Running>,
 }
 
 impl App {
-    pub fn new(name: String, argv: Vec<String>, cwd: String, spec: AppSpec) -> App {
+    pub fn new(
+        name: String,
+        argv: Vec<String>,
+        cwd: String,
+        spec: AppSpec,
+        triggers: crate::triggers::Triggers,
+    ) -> App {
         App {
             name,
             argv,
@@ -80,6 +89,8 @@ impl App {
             then: Then::Nothing,
             waiting: Vec::new(),
             listen: Vec::new(),
+            triggers,
+            running_triggers: None,
         }
     }
 
