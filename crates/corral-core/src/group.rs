@@ -174,6 +174,10 @@ pub enum Report {
         rss: u64,
         limit: u64,
     },
+    /// A worker exited and autorestart is off: its slot stays empty.
+    NotRestarted {
+        slot: usize,
+    },
     /// Connections handed to a worker that died before taking them, given to others.
     Recovered {
         slot: usize,
@@ -266,6 +270,8 @@ struct Slot {
     restart: RestartState,
     restart_at: Option<Instant>,
     errored: bool,
+    /// Its worker exited and autorestart is off.
+    finished: bool,
 }
 
 #[derive(Debug)]
@@ -377,7 +383,13 @@ impl<P: Processes> Group<P> {
         }
         match self.phase {
             Phase::Stopping => Some(Outcome::Stopped),
-            Phase::Running if self.slots.iter().all(|s| s.errored) => Some(Outcome::Failed),
+            Phase::Running if self.slots.iter().all(|s| s.errored || s.finished) => {
+                if self.slots.iter().any(|s| s.errored) {
+                    Some(Outcome::Failed)
+                } else {
+                    Some(Outcome::Stopped)
+                }
+            }
             Phase::Running => None,
         }
     }
@@ -531,6 +543,11 @@ impl<P: Processes> Group<P> {
     fn schedule_restart(&mut self, slot: usize, uptime: Duration, ever_ready: bool) {
         let policy = self.config.restart;
         let s = &mut self.slots[slot];
+        if !policy.autorestart {
+            s.finished = true;
+            self.report(Report::NotRestarted { slot });
+            return;
+        }
         match s.restart.on_exit(&policy, uptime, ever_ready) {
             Decision::RestartIn(delay) => {
                 s.restart_at = Some(self.now + delay);
@@ -871,8 +888,9 @@ impl<P: Processes> Group<P> {
         }
         // A reload is how a fix gets deployed, so slots that gave up get another chance.
         for s in &mut self.slots {
-            if s.errored {
+            if s.errored || s.finished {
                 s.errored = false;
+                s.finished = false;
                 s.restart = RestartState::default();
                 s.restart_at = Some(self.now);
             }

@@ -16,6 +16,8 @@ pub struct RestartPolicy {
     pub max_restarts: u32,
     /// A worker that stays up this long resets the backoff to `delay`.
     pub reset_after: Duration,
+    /// Restart workers that exit on their own at all (PM2's `autorestart`).
+    pub autorestart: bool,
 }
 
 impl Default for RestartPolicy {
@@ -26,6 +28,7 @@ impl Default for RestartPolicy {
             min_uptime: Duration::from_secs(1),
             max_restarts: 10,
             reset_after: Duration::from_secs(30),
+            autorestart: true,
         }
     }
 }
@@ -86,6 +89,7 @@ mod tests {
             min_uptime: Duration::from_secs(1),
             max_restarts: 3,
             reset_after: Duration::from_secs(30),
+            autorestart: true,
         }
     }
 

@@ -245,6 +245,10 @@ pub struct AppOptions {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub min_uptime: Duration,
 
+    /// Don't restart workers that exit (PM2's `autorestart: false`).
+    #[arg(long)]
+    pub no_autorestart: bool,
+
     /// Unstable crashes in a row after which corral stops restarting a worker.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub max_restarts: u32,
@@ -539,6 +543,7 @@ impl AppOptions {
                 max_delay: self.max_restart_delay,
                 min_uptime: self.min_uptime,
                 max_restarts: self.max_restarts,
+                autorestart: !self.no_autorestart,
                 ..RestartPolicy::default()
             },
             stop: StopPolicy {

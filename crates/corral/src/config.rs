@@ -219,7 +219,6 @@ const KNOWN: &[&str] = &[
 
 /// PM2 keys that corral reads but does not act on yet.
 const NOT_YET: &[&str] = &[
-    "autorestart",
     "out_file",
     "error_file",
     "merge_logs",
@@ -328,6 +327,14 @@ fn to_argv(
                 }
             }
             "cron_restart" => push_flag(&mut argv, "cron-restart", text()?),
+            "autorestart" => {
+                if !value
+                    .as_bool()
+                    .ok_or_else(|| cx.error(key, "expected true or false"))?
+                {
+                    argv.push("--no-autorestart".into());
+                }
+            }
             "listen" => {
                 for addr in list_of(value)
                     .ok_or_else(|| cx.error(key, "expected an address or a list of them"))?

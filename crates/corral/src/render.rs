@@ -127,6 +127,9 @@ pub fn report(r: &Report) -> String {
             size(*rss),
             size(*limit)
         ),
+        Report::NotRestarted { slot } => {
+            format!("worker {slot} is not restarted (autorestart is off)")
+        }
         Report::Recovered {
             slot,
             pid,

@@ -617,3 +617,16 @@ fn cron_restart_reloads_on_schedule() {
     c.wait_for("scheduled reload (* * * * * *)", T);
     c.wait_for("reload done: 1 workers replaced", T);
 }
+
+#[test]
+fn without_autorestart_corral_ends_when_the_workers_have_exited() {
+    let mut c = start(
+        &["-i", "1", "--ready", "notify", "--no-autorestart"],
+        &[("FIXTURE_CRASH_AFTER", "1")],
+    );
+    c.wait_for("worker 0 ready", T);
+    let _ = get(c.addr(), "/");
+    c.wait_for("worker 0 is not restarted (autorestart is off)", T);
+    // A job that ran to its end is a stop, not a failure.
+    assert!(c.wait_exit(T).success());
+}

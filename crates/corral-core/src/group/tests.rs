@@ -71,6 +71,7 @@ impl Harness {
                 min_uptime: 1000 * MS,
                 max_restarts: 2,
                 reset_after: Duration::from_secs(30),
+                autorestart: true,
             },
             stop: StopPolicy {
                 signal: Signal::SIGTERM,
@@ -605,4 +606,16 @@ fn with_shutdown_by_message_no_signal_is_sent_until_the_kill_timeout() {
     assert!(h.signals_to(101).is_empty());
     h.advance(500 * MS);
     assert_eq!(h.signals_to(101), vec![Signal::SIGKILL]);
+}
+
+#[test]
+fn without_autorestart_an_exited_worker_stays_gone_and_a_clean_end_is_a_stop() {
+    let mut h = Harness::new(2, Harness::notify());
+    h.group.config.restart.autorestart = false;
+    h.all_ready();
+    assert_eq!(h.exit(101, 0)[1], Report::NotRestarted { slot: 0 });
+    assert_eq!(h.group.outcome(), None, "slot 1 still runs");
+    h.exit(102, 0);
+    assert_eq!(h.group.outcome(), Some(Outcome::Stopped));
+    assert_eq!(h.procs().spawned.len(), 2);
 }
