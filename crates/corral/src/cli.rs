@@ -163,6 +163,9 @@ pub struct LogsArgs {
     /// Only standard output.
     #[arg(long)]
     pub out: bool,
+    /// One JSON object per line: app, slot, stream, line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -244,6 +247,11 @@ pub struct AppOptions {
     /// A worker that exits sooner than this after starting has crashed unstably.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub min_uptime: Duration,
+
+    /// Start each line of worker output with the time (RFC 3339, UTC), in logs and on
+    /// the terminal (PM2's `--time` / `log_date_format`).
+    #[arg(long)]
+    pub time: bool,
 
     /// Don't restart workers that exit (PM2's `autorestart: false`).
     #[arg(long)]

@@ -326,14 +326,30 @@ fn logs(home: &Home, args: &LogsArgs) -> anyhow::Result<()> {
         let lines: Vec<&str> = text.lines().collect();
         let mut lock = out.lock();
         for line in &lines[lines.len().saturating_sub(args.lines)..] {
-            writeln!(lock, "[{label}] {line}")?;
+            writeln!(lock, "{}", format_line(&label, line, args.json))?;
         }
         positions.push((path.clone(), label, text.len() as u64));
     }
     if args.follow {
-        follow(positions)?;
+        follow(positions, args.json)?;
     }
     Ok(())
+}
+
+/// `[app:slot out] text`, or with `json`, `{"app":..,"slot":..,"stream":..,"line":..}`.
+fn format_line(label: &str, line: &str, json: bool) -> String {
+    if !json {
+        return format!("[{label}] {line}");
+    }
+    let (who, stream) = label.split_once(' ').unwrap_or((label, ""));
+    let (app, slot) = who.rsplit_once(':').unwrap_or((who, ""));
+    serde_json::json!({
+        "app": app,
+        "slot": slot.parse::<usize>().ok(),
+        "stream": stream,
+        "line": line,
+    })
+    .to_string()
 }
 
 /// `app-0-out.log` → `app:0 out`.
@@ -351,7 +367,7 @@ fn label_of(path: &std::path::Path) -> String {
 
 /// Prints what is appended to the files; a file that shrank was rotated and is read
 /// again from its start.
-fn follow(mut files: Vec<(PathBuf, String, u64)>) -> anyhow::Result<()> {
+fn follow(mut files: Vec<(PathBuf, String, u64)>, json: bool) -> anyhow::Result<()> {
     loop {
         for (path, label, offset) in &mut files {
             let Ok(mut file) = std::fs::File::open(&*path) else {
@@ -371,7 +387,7 @@ fn follow(mut files: Vec<(PathBuf, String, u64)>) -> anyhow::Result<()> {
             let whole = chunk.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             let mut lock = std::io::stdout().lock();
             for line in BufReader::new(&chunk[..whole]).lines() {
-                writeln!(lock, "[{label}] {}", line?)?;
+                writeln!(lock, "{}", format_line(label, &line?, json))?;
             }
             lock.flush()?;
             *offset += whole as u64;

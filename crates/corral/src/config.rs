@@ -209,7 +209,6 @@ const KNOWN: &[&str] = &[
     "out_file",
     "error_file",
     "merge_logs",
-    "log_date_format",
     "node_args",
     "interpreter_args",
     "time",
@@ -222,10 +221,8 @@ const NOT_YET: &[&str] = &[
     "out_file",
     "error_file",
     "merge_logs",
-    "log_date_format",
     "node_args",
     "interpreter_args",
-    "time",
     "vizion",
     "source_map_support",
 ];
@@ -327,6 +324,16 @@ fn to_argv(
                 }
             }
             "cron_restart" => push_flag(&mut argv, "cron-restart", text()?),
+            "time" => {
+                if value
+                    .as_bool()
+                    .ok_or_else(|| cx.error(key, "expected true or false"))?
+                {
+                    argv.push("--time".into());
+                }
+            }
+            // corral writes one timestamp format (RFC 3339, UTC); any format turns it on.
+            "log_date_format" => argv.push("--time".into()),
             "autorestart" => {
                 if !value
                     .as_bool()

@@ -152,11 +152,15 @@ pub fn report(r: &Report) -> String {
     }
 }
 
-/// Writes one worker line as `[app:slot] text`, in a single write so lines from
-/// different workers never mix.
-pub fn log_line(app: &str, line: &LogLine, buf: &mut Vec<u8>) -> std::io::Result<()> {
+/// Writes one worker line as `[app:slot] text` (with `time`, `[app:slot] <RFC 3339> text`),
+/// in a single write so lines from different workers never mix.
+pub fn log_line(app: &str, line: &LogLine, buf: &mut Vec<u8>, time: bool) -> std::io::Result<()> {
     buf.clear();
     buf.extend_from_slice(format!("[{app}:{}] ", line.slot).as_bytes());
+    if time {
+        buf.extend_from_slice(crate::daemon::logfile::timestamp().as_bytes());
+        buf.push(b' ');
+    }
     buf.extend_from_slice(&line.text);
     buf.push(b'\n');
     match line.stream {

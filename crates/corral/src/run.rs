@@ -22,6 +22,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .context("cannot read the current directory")
         .map_err(Failure::Runtime)?;
     let triggers = args.app.triggers(&cwd).map_err(Failure::Usage)?;
+    let time = args.app.time;
     let spec = args
         .into_spec(
             std::env::vars_os().collect(),
@@ -38,13 +39,14 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::Runtime)?;
-    runtime.block_on(supervise(spec, listeners, triggers))
+    runtime.block_on(supervise(spec, listeners, triggers, time))
 }
 
 async fn supervise(
     spec: AppSpec,
     listeners: Vec<Listener>,
     triggers: crate::triggers::Triggers,
+    time: bool,
 ) -> Result<(), Failure> {
     let (control_tx, controls) = mpsc::channel(16);
     let _triggers = crate::triggers::start(&triggers, control_tx.clone(), |m| say(&m))
@@ -55,7 +57,7 @@ async fn supervise(
         .context("cannot install signal handlers")
         .map_err(Failure::Runtime)?;
     let (written, all_written) = oneshot::channel();
-    spawn_log_writer(spec.name.clone(), log_rx, written);
+    spawn_log_writer(spec.name.clone(), log_rx, written, time);
     let report_task = tokio::spawn(print_reports(report_rx));
 
     for l in &listeners {
@@ -116,11 +118,16 @@ async fn print_reports(mut rx: mpsc::UnboundedReceiver<Report>) {
 
 /// Worker output is written from a thread of its own, so a slow terminal slows the
 /// workers' output (through full pipes), never the supervisor.
-fn spawn_log_writer(app: String, mut rx: mpsc::Receiver<LogLine>, done: oneshot::Sender<()>) {
+fn spawn_log_writer(
+    app: String,
+    mut rx: mpsc::Receiver<LogLine>,
+    done: oneshot::Sender<()>,
+    time: bool,
+) {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         while let Some(line) = rx.blocking_recv() {
-            if render::log_line(&app, &line, &mut buf).is_err() {
+            if render::log_line(&app, &line, &mut buf, time).is_err() {
                 // The terminal is gone; keep draining so workers never block on us.
                 continue;
             }

@@ -645,3 +645,35 @@ fn monit_renders_apps_under_tmux_and_its_keys_scale() {
         .status
         .success()));
 }
+
+#[test]
+fn time_stamps_log_lines_and_logs_json_parses() {
+    let home = Home::new("time");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "ts",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--time",
+    ]);
+    home.wait_online("ts", 1);
+    assert!(eventually(T, || home
+        .ok(&["logs", "ts", "--out"])
+        .contains("listening")));
+    let line = home.ok(&["logs", "ts", "--out", "--lines", "1"]);
+    // [ts:0 out] 2026-11-21T20:50:01.123Z fixture pid=...
+    let stamp = line.split(' ').nth(2).unwrap();
+    assert!(humantime::parse_rfc3339(stamp).is_ok(), "{line}");
+    let json = home.ok(&["logs", "ts", "--out", "--lines", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(
+        (v["app"].as_str(), v["slot"].as_u64(), v["stream"].as_str()),
+        (Some("ts"), Some(0), Some("out"))
+    );
+    assert!(v["line"].as_str().unwrap().contains("listening"));
+}

@@ -33,6 +33,7 @@ pub struct LogFiles {
     app: String,
     max_size: u64,
     keep: usize,
+    time: bool,
     open: HashMap<(usize, u8), Open>,
 }
 
@@ -57,8 +58,15 @@ impl LogFiles {
             app,
             max_size,
             keep: keep.max(1),
+            time: false,
             open: HashMap::new(),
         }
+    }
+
+    /// Starts every line with the time it was written.
+    pub fn with_time(mut self, time: bool) -> Self {
+        self.time = time;
+        self
     }
 
     /// Appends one line (whole, in one write); rotates first when the file is full.
@@ -74,7 +82,11 @@ impl LogFiles {
             self.rotate(key)?;
         }
         let out = self.open.get_mut(&key).expect("opened above");
-        let mut bytes = Vec::with_capacity(line.text.len() + 1);
+        let mut bytes = Vec::with_capacity(line.text.len() + 32);
+        if self.time {
+            bytes.extend_from_slice(timestamp().as_bytes());
+            bytes.push(b' ');
+        }
         bytes.extend_from_slice(&line.text);
         bytes.push(b'\n');
         out.file.write_all(&bytes)?;
@@ -96,6 +108,11 @@ impl LogFiles {
         self.open.insert(key, fresh);
         Ok(())
     }
+}
+
+/// Now, as RFC 3339 UTC with milliseconds.
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 fn open(path: &Path) -> io::Result<Open> {

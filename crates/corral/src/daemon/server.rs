@@ -278,6 +278,7 @@ impl Daemon {
         let cwd_path = PathBuf::from(&cwd);
         let command = args.command(&cwd_path);
         let mut app_options = args.app;
+        let time = app_options.time;
         let triggers = match app_options.triggers(&cwd_path) {
             Ok(triggers) => triggers,
             Err(e) => return Response::error(format!("{e:#}")),
@@ -297,6 +298,7 @@ impl Daemon {
             ));
         }
         let mut app = App::new(spec.name.clone(), argv, cwd, spec, triggers);
+        app.time = time;
         if let Err(e) = launch(&mut app, &self.home, &self.tx) {
             return Response::error(e);
         }
@@ -659,7 +661,7 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
     let (controls_tx, controls) = mpsc::channel(64);
     let (reports, mut report_rx) = mpsc::unbounded_channel();
     let (logs, mut log_rx) = mpsc::channel(1024);
-    let mut files = LogFiles::new(home.logs(), app.name.clone());
+    let mut files = LogFiles::new(home.logs(), app.name.clone()).with_time(app.time);
     std::thread::spawn(move || {
         while let Some(line) = log_rx.blocking_recv() {
             let _ = files.write(&line);

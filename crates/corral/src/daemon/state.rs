@@ -67,6 +67,8 @@ pub struct App {
     /// `--watch` / `--cron-restart`, and their running watchers while the app runs.
     pub triggers: crate::triggers::Triggers,
     pub running_triggers: Option<crate::triggers::Running>,
+    /// Timestamps in the log files (`--time`).
+    pub time: bool,
 }
 
 impl App {
@@ -91,6 +93,7 @@ impl App {
             listen: Vec::new(),
             triggers,
             running_triggers: None,
+            time: false,
         }
     }
 
