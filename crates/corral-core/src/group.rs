@@ -58,6 +58,10 @@ pub enum Control {
     Forward(Signal),
     /// Send a message (JSON) to every worker over its channel.
     Message(serde_json::Value),
+    /// Start new workers from this spec's command, environment and working directory
+    /// (a reload then replaces the running ones). Listeners, worker count and policies
+    /// stay as they are.
+    Respec(Box<crate::spec::AppSpec>),
 }
 
 /// An input to the group.
@@ -808,8 +812,8 @@ impl<P: Processes> Group<P> {
             Control::ScaleDown => self.scale_down(),
             Control::Stop => self.stop(false),
             Control::Kill => self.stop(true),
-            // Channels belong to the OS side; the supervisor loop delivers these.
-            Control::Message(_) => {}
+            // These belong to the OS side; the supervisor loop handles them.
+            Control::Message(_) | Control::Respec(_) => {}
             Control::Forward(signal) => {
                 let pids: Vec<Pid> = self.workers.keys().copied().collect();
                 for pid in pids {

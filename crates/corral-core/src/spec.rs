@@ -14,7 +14,7 @@ use crate::restart::RestartPolicy;
 
 /// Everything the engine needs to run one app. Built by the binary from flags or a config
 /// file; nothing here is read from the environment implicitly.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppSpec {
     pub name: String,
     /// Program and arguments; the program is resolved on `PATH` at spawn time.

@@ -97,6 +97,7 @@ fn start_request(args: &StartArgs) -> Result<Request, Failure> {
     Ok(Request::Start {
         argv,
         cwd: cwd.display().to_string(),
+        config: None,
     })
 }
 
@@ -125,11 +126,19 @@ fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
     let cwd = std::fs::canonicalize(&loaded.dir)
         .with_context(|| format!("cannot read {}", loaded.dir.display()))
         .map_err(Failure::Runtime)?;
+    let config = crate::daemon::protocol::ConfigRef {
+        path: std::fs::canonicalize(&path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string(),
+        profile,
+    };
     let mut failed = Vec::new();
     for argv in loaded.apps {
         let request = Request::Start {
             argv,
             cwd: cwd.display().to_string(),
+            config: Some(config.clone()),
         };
         match client::request(home, request, true).map_err(Failure::Runtime)? {
             Response::Ok { message, .. } => println!("{message}"),

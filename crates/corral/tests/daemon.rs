@@ -677,3 +677,44 @@ fn time_stamps_log_lines_and_logs_json_parses() {
     );
     assert!(v["line"].as_str().unwrap().contains("listening"));
 }
+
+#[test]
+fn reload_and_restart_read_the_config_file_again_and_a_removed_key_is_gone() {
+    let home = Home::new("rereads");
+    let fixture = fixture();
+    let write = |env: &str| {
+        config_file(
+            &home,
+            "ecosystem.config.json",
+            &format!(
+                r#"{{"apps":[{{"name":"cfg","script":"{fixture}","instances":1,"listen":"127.0.0.1:0","wait_ready":true,"env":{{{env}}}}}]}}"#
+            ),
+        )
+    };
+    let path = write(r#""A":"1","B":"2""#).display().to_string();
+    home.ok(&["start", &path]);
+    let first = pids(&home.wait_online("cfg", 1));
+    let env = |name: &str| get(home.addr("cfg"), &format!("/env/{name}")).unwrap().body;
+    assert_eq!((env("A"), env("B")), ("1".to_string(), "2".to_string()));
+
+    write(r#""A":"3""#);
+    home.ok(&["reload", "cfg"]);
+    assert!(eventually(T, || {
+        let now = pids(&home.app("cfg"));
+        now.len() == 1 && now != first && home.app("cfg")["workers"][0]["status"] == "online"
+    }));
+    assert!(
+        eventually(T, || env("A") == "3"),
+        "the new worker has the new value"
+    );
+    assert_eq!(
+        env("B"),
+        "B is not set",
+        "a key removed from the file is gone"
+    );
+
+    write(r#""A":"4""#);
+    home.ok(&["restart", "cfg"]);
+    home.wait_online("cfg", 1);
+    assert_eq!(env("A"), "4");
+}

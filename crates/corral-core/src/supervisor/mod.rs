@@ -121,6 +121,22 @@ pub async fn run(
                     group.processes_mut().message_all(&data);
                     continue;
                 }
+                Some(Control::Respec(new)) => {
+                    match resolve(&new) {
+                        Ok(program) => group
+                            .processes_mut()
+                            .set_template(Template::new(&new, program, listeners, notify.path())),
+                        // The old command keeps running; the reload that follows says so.
+                        Err(e) => {
+                            let _ = reports.send(Report::SpawnFailed {
+                                slot: 0,
+                                error: crate::group::error_chain(&e),
+                                giving_up: false,
+                            });
+                        }
+                    }
+                    continue;
+                }
                 Some(control) => Event::Control(control),
                 None => {
                     controls_open = false;

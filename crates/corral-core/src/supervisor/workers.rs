@@ -195,6 +195,11 @@ impl OsProcesses {
         }
     }
 
+    /// What the next workers run.
+    pub(super) fn set_template(&mut self, template: Template) {
+        self.template = template;
+    }
+
     pub(super) fn channel(&mut self, pid: Pid) -> Option<&mut Channel> {
         self.channels.get_mut(&pid)
     }

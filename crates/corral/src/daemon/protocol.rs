@@ -24,6 +24,9 @@ pub enum Request {
     Start {
         argv: Vec<String>,
         cwd: String,
+        /// The config file the app came from, read again on restart and reload.
+        #[serde(default)]
+        config: Option<ConfigRef>,
     },
     List,
     Stop {
@@ -62,6 +65,13 @@ pub enum Request {
     Save,
     Resurrect,
     Kill,
+}
+
+/// Where an app's settings live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRef {
+    pub path: String,
+    pub profile: Option<String>,
 }
 
 /// The daemon's answer.

@@ -14,6 +14,7 @@ use corral_core::group::{Control, Outcome, Report};
 use corral_core::listen;
 use corral_core::process::Pid;
 use corral_core::supervisor::{self, Channels};
+use corral_core::AppSpec;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -21,7 +22,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::logfile::LogFiles;
-use super::protocol::{Envelope, Request, Response, PROTOCOL_VERSION};
+use super::protocol::{ConfigRef, Envelope, Request, Response, PROTOCOL_VERSION};
 use super::state::{closest, App, Status, Then};
 use super::Home;
 use crate::cli::{Cli, Command};
@@ -131,6 +132,8 @@ struct Saved {
     name: String,
     argv: Vec<String>,
     cwd: String,
+    #[serde(default)]
+    config: Option<ConfigRef>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -201,14 +204,12 @@ impl Daemon {
     fn request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
         let response = match request {
             Request::Ping => Response::ok(format!("pong from daemon {}", std::process::id())),
-            Request::Start { argv, cwd } => self.start(argv, cwd),
+            Request::Start { argv, cwd, config } => self.start(argv, cwd, config),
             Request::List => self.list(),
             Request::Stop { target } => return self.stop_targets(&target, Then::Nothing, reply),
             Request::Restart { target } => return self.stop_targets(&target, Then::Start, reply),
             Request::Delete { target } => return self.stop_targets(&target, Then::Delete, reply),
-            Request::Reload { target } => self.each(&target, |app| {
-                send(app, Control::Reload).map(|()| format!("reloading {}", app.name))
-            }),
+            Request::Reload { target } => self.each(&target, reload),
             Request::Scale { name, change } => self.scale(&name, &change),
             Request::Signal { target, signal } => self.signal(&target, &signal),
             Request::Send { name, data } => self.each(&name, |app| {
@@ -267,28 +268,16 @@ impl Daemon {
         })
     }
 
-    fn start(&mut self, argv: Vec<String>, cwd: String) -> Response {
-        let mut full = vec!["corral".to_owned(), "start".to_owned()];
-        full.extend(argv.iter().cloned());
-        let args = match Cli::try_parse_from(&full).map(|c| c.command) {
-            Ok(Command::Start(args)) => args,
-            Ok(_) => return Response::error("not a start command"),
-            Err(e) => return Response::error(e.render().to_string().trim().to_owned()),
+    fn start(&mut self, argv: Vec<String>, cwd: String, config: Option<ConfigRef>) -> Response {
+        let parsed = match parse_start(&argv, &cwd) {
+            Ok(parsed) => parsed,
+            Err(e) => return Response::error(e),
         };
-        let cwd_path = PathBuf::from(&cwd);
-        let command = args.command(&cwd_path);
-        let mut app_options = args.app;
-        let time = app_options.time;
-        let triggers = match app_options.triggers(&cwd_path) {
-            Ok(triggers) => triggers,
-            Err(e) => return Response::error(format!("{e:#}")),
-        };
-        app_options.cwd.get_or_insert(cwd_path);
-        let spec =
-            match app_options.into_spec(command, base_env(), corral_core::spec::usable_cpus()) {
-                Ok(spec) => spec,
-                Err(e) => return Response::error(format!("{e:#}")),
-            };
+        let Parsed {
+            spec,
+            triggers,
+            time,
+        } = parsed;
         if let Some(existing) = self.apps.get(&spec.name) {
             return Response::error(format!(
                 "an app named `{}` exists ({}); `corral delete {}` first, or pick another --name",
@@ -299,6 +288,7 @@ impl Daemon {
         }
         let mut app = App::new(spec.name.clone(), argv, cwd, spec, triggers);
         app.time = time;
+        app.config = config;
         if let Err(e) = launch(&mut app, &self.home, &self.tx) {
             return Response::error(e);
         }
@@ -444,6 +434,18 @@ impl Daemon {
                 self.apps.remove(name);
             }
             Then::Start => {
+                match reread(app) {
+                    Some(Ok((argv, parsed))) => {
+                        app.argv = argv;
+                        app.spec = parsed.spec;
+                        app.triggers = parsed.triggers;
+                        app.time = parsed.time;
+                    }
+                    Some(Err(e)) => {
+                        eprintln!("[corral] {name}: config not re-read, keeping the last one: {e}")
+                    }
+                    None => {}
+                }
                 if let Err(e) = launch(app, &self.home, &self.tx) {
                     eprintln!("[corral] {name}: cannot start again: {e}");
                 }
@@ -525,6 +527,7 @@ impl Daemon {
                     name: a.name.clone(),
                     argv: a.argv.clone(),
                     cwd: a.cwd.clone(),
+                    config: a.config.clone(),
                 })
                 .collect(),
         };
@@ -566,7 +569,7 @@ impl Daemon {
                 messages.push(format!("{} already running", saved.name));
                 continue;
             }
-            match self.start(saved.argv, saved.cwd) {
+            match self.start(saved.argv, saved.cwd, saved.config) {
                 Response::Ok { message, .. } => messages.push(message),
                 Response::Error { message } => messages.push(format!("{}: {message}", saved.name)),
             }
@@ -641,6 +644,25 @@ fn describe(then: Then, names: &[String]) -> String {
     format!("{verb} {}", names.join(", "))
 }
 
+/// A rolling reload; an app started from a config file reads it again first, so changed
+/// command, arguments and environment (a removed key included) reach the new workers.
+fn reload(app: &mut App) -> Result<String, String> {
+    let mut note = String::new();
+    if let Some(reread) = reread(app) {
+        let (argv, parsed) = reread?;
+        if parsed.spec.listen != app.spec.listen || parsed.spec.instances != app.spec.instances {
+            note = " (listen and instances changes take effect on `corral restart`)".into();
+        }
+        send(app, Control::Respec(Box::new(parsed.spec.clone())))?;
+        app.argv = argv;
+        app.spec.command = parsed.spec.command;
+        app.spec.env = parsed.spec.env;
+        app.spec.cwd = parsed.spec.cwd;
+    }
+    send(app, Control::Reload)?;
+    Ok(format!("reloading {}{note}", app.name))
+}
+
 fn send(app: &App, control: Control) -> Result<(), String> {
     match &app.controls {
         Some(tx) => tx
@@ -703,6 +725,60 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
     app.rows.clear();
     app.instances = app.spec.instances;
     Ok(())
+}
+
+/// What `corral start` arguments mean, checked.
+struct Parsed {
+    spec: AppSpec,
+    triggers: crate::triggers::Triggers,
+    time: bool,
+}
+
+fn parse_start(argv: &[String], cwd: &str) -> Result<Parsed, String> {
+    let mut full = vec!["corral".to_owned(), "start".to_owned()];
+    full.extend(argv.iter().cloned());
+    let args = match Cli::try_parse_from(&full).map(|c| c.command) {
+        Ok(Command::Start(args)) => args,
+        Ok(_) => return Err("not a start command".into()),
+        Err(e) => return Err(e.render().to_string().trim().to_owned()),
+    };
+    let cwd_path = PathBuf::from(cwd);
+    let command = args.command(&cwd_path);
+    let mut app_options = args.app;
+    let time = app_options.time;
+    let triggers = app_options
+        .triggers(&cwd_path)
+        .map_err(|e| format!("{e:#}"))?;
+    app_options.cwd.get_or_insert(cwd_path);
+    let spec = app_options
+        .into_spec(command, base_env(), corral_core::spec::usable_cpus())
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(Parsed {
+        spec,
+        triggers,
+        time,
+    })
+}
+
+/// Reads an app's config file again: the app of the same name, as it is now.
+fn reread(app: &App) -> Option<Result<(Vec<String>, Parsed), String>> {
+    let config = app.config.as_ref()?;
+    let path = Path::new(&config.path);
+    let loaded = match crate::config::load(path, config.profile.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    for argv in loaded.apps {
+        if let Ok(parsed) = parse_start(&argv, &app.cwd) {
+            if parsed.spec.name == app.name {
+                return Some(Ok((argv, parsed)));
+            }
+        }
+    }
+    Some(Err(format!(
+        "{} no longer has an app named `{}`",
+        config.path, app.name
+    )))
 }
 
 /// The environment every daemon app starts from; the rest is declared (`--env`).

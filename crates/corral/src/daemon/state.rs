@@ -69,6 +69,8 @@ pub struct App {
     pub running_triggers: Option<crate::triggers::Running>,
     /// Timestamps in the log files (`--time`).
     pub time: bool,
+    /// The config file it came from, if any.
+    pub config: Option<super::protocol::ConfigRef>,
 }
 
 impl App {
@@ -94,6 +96,7 @@ impl App {
             triggers,
             running_triggers: None,
             time: false,
+            config: None,
         }
     }
 
