@@ -210,6 +210,11 @@ pub struct AppOptions {
     #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(OsString, OsString)>,
 
+    /// Read KEY=VALUE lines from this file (`#` comments, `export` and quotes allowed);
+    /// `--env` wins over it. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
     /// Working directory of the workers.
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
@@ -366,6 +371,43 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some(0) | None => Err(bad()),
         Some(bytes) => Ok(bytes),
     }
+}
+
+/// The variables of an env file: `KEY=VALUE` lines, `#` comments, an optional `export `,
+/// values optionally in single or double quotes. Errors name the file and line.
+pub fn read_env_file(path: &Path) -> anyhow::Result<Vec<(OsString, OsString)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --env-file {}", path.display()))?;
+    let mut vars = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            bail!(
+                "{}:{}: expected KEY=VALUE, found `{line}`",
+                path.display(),
+                i + 1
+            );
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!(
+                "{}:{}: `{key}` is not a variable name",
+                path.display(),
+                i + 1
+            );
+        }
+        let value = value.trim();
+        let unquoted = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(open, close)| value.strip_prefix(*open)?.strip_suffix(*close))
+            .unwrap_or(value);
+        vars.push((OsString::from(key), OsString::from(unquoted)));
+    }
+    Ok(vars)
 }
 
 /// `KEY=VALUE`, or a bare profile name for a config file's `env_<profile>`, kept with
@@ -532,6 +574,13 @@ impl AppOptions {
                 profile.to_string_lossy()
             );
         }
+        for file in &self.env_file {
+            let file = match &self.cwd {
+                Some(cwd) => cwd.join(file),
+                None => file.clone(),
+            };
+            env.extend(read_env_file(&file)?);
+        }
         env.extend(self.env);
         Ok(AppSpec {
             name,
@@ -659,6 +708,35 @@ mod tests {
             os(&["/srv/app/./bin/api"])
         );
         assert_eq!(start(&["redis-server"]).command(cwd), os(&["redis-server"]));
+    }
+
+    #[test]
+    fn env_files_take_comments_exports_and_quotes_and_name_bad_lines() {
+        let dir = std::env::temp_dir().join(format!("corral-envfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env");
+        std::fs::write(
+            &path,
+            "# db\nexport DB_URL=\"postgres://x\"\nMODE='prod'\n\nEMPTY=\n",
+        )
+        .unwrap();
+        let vars = read_env_file(&path).unwrap();
+        let pairs: Vec<(String, String)> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("DB_URL", "postgres://x"), ("MODE", "prod"), ("EMPTY", "")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        std::fs::write(&path, "A=1\nnot a line\n").unwrap();
+        let err = read_env_file(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with(".env:2: expected KEY=VALUE, found `not a line`"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -177,6 +177,7 @@ fn line_of(source: &str, key: &str) -> Option<usize> {
 
 /// Every key corral understands, for "did you mean".
 const KNOWN: &[&str] = &[
+    "env_file",
     "name",
     "script",
     "args",
@@ -342,6 +343,7 @@ fn to_argv(
                     argv.push("--no-autorestart".into());
                 }
             }
+            "env_file" => push_flag(&mut argv, "env-file", text()?),
             "listen" => {
                 for addr in list_of(value)
                     .ok_or_else(|| cx.error(key, "expected an address or a list of them"))?

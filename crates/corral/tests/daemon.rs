@@ -718,3 +718,37 @@ fn reload_and_restart_read_the_config_file_again_and_a_removed_key_is_gone() {
     home.wait_online("cfg", 1);
     assert_eq!(env("A"), "4");
 }
+
+#[test]
+fn an_env_file_next_to_the_app_is_read_at_start() {
+    let home = Home::new("envfile");
+    let fixture = fixture();
+    let dir = home.dir.with_extension("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), "# settings\nexport GREETING=\"hello\"\n").unwrap();
+    let out = Command::new(CORRAL)
+        .args([
+            "start",
+            &fixture,
+            "--name",
+            "e",
+            "-i",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--env-file",
+            ".env",
+        ])
+        .current_dir(&dir)
+        .env("CORRAL_HOME", &home.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    home.wait_online("e", 1);
+    assert_eq!(get(home.addr("e"), "/env/GREETING").unwrap().body, "hello");
+    std::fs::remove_dir_all(dir).unwrap();
+}
