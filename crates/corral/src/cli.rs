@@ -258,6 +258,19 @@ pub struct AppOptions {
     #[arg(long)]
     pub time: bool,
 
+    /// Write the workers' standard output here (daemon apps; per slot as NAME-SLOT.EXT
+    /// unless --merge-logs) instead of $CORRAL_HOME/logs.
+    #[arg(long, value_name = "FILE")]
+    pub out_file: Option<PathBuf>,
+
+    /// The same for standard error.
+    #[arg(long, value_name = "FILE")]
+    pub error_file: Option<PathBuf>,
+
+    /// One log file per stream for all slots (daemon apps).
+    #[arg(long)]
+    pub merge_logs: bool,
+
     /// Don't restart workers that exit (PM2's `autorestart: false`).
     #[arg(long)]
     pub no_autorestart: bool,

@@ -316,12 +316,12 @@ pub fn table(apps: &[AppView]) -> String {
 }
 
 fn logs(home: &Home, args: &LogsArgs) -> anyhow::Result<()> {
-    let files: Vec<PathBuf> = logfile::files_of(&home.logs(), args.app.as_deref())
+    let files: Vec<(PathBuf, String)> = log_sources(home, args.app.as_deref())
         .into_iter()
-        .filter(|p| {
-            let name = p.to_string_lossy();
-            !(args.err && name.ends_with("-out.log") || args.out && name.ends_with("-err.log"))
+        .filter(|(_, label)| {
+            !(args.err && label.ends_with(" out") || args.out && label.ends_with(" err"))
         })
+        .filter(|(path, _)| path.exists())
         .collect();
     if files.is_empty() {
         let which = args.app.as_deref().unwrap_or("any app");
@@ -329,15 +329,14 @@ fn logs(home: &Home, args: &LogsArgs) -> anyhow::Result<()> {
     }
     let out = std::io::stdout();
     let mut positions = Vec::new();
-    for path in &files {
-        let label = label_of(path);
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+    for (path, label) in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let mut lock = out.lock();
         for line in &lines[lines.len().saturating_sub(args.lines)..] {
             writeln!(lock, "{}", format_line(&label, line, args.json))?;
         }
-        positions.push((path.clone(), label, text.len() as u64));
+        positions.push((path, label, text.len() as u64));
     }
     if args.follow {
         follow(positions, args.json)?;
@@ -359,6 +358,38 @@ fn format_line(label: &str, line: &str, json: bool) -> String {
         "line": line,
     })
     .to_string()
+}
+
+/// The log files to read, labelled `app:slot stream`: where the daemon says it writes
+/// them (custom and merged files included), or the default files when no daemon runs.
+fn log_sources(home: &Home, app: Option<&str>) -> Vec<(PathBuf, String)> {
+    if let Ok(Response::Ok { apps, .. }) = client::request(home, Request::List, false) {
+        let chosen: Vec<&AppView> = apps
+            .iter()
+            .filter(|a| app.is_none_or(|n| a.name == n))
+            .collect();
+        if !chosen.is_empty() {
+            return chosen
+                .iter()
+                .flat_map(|a| {
+                    a.logs.iter().map(|f| {
+                        let who = match f.slot {
+                            Some(slot) => format!("{}:{slot}", a.name),
+                            None => a.name.clone(),
+                        };
+                        (PathBuf::from(&f.path), format!("{who} {}", f.stream))
+                    })
+                })
+                .collect();
+        }
+    }
+    logfile::files_of(&home.logs(), app)
+        .into_iter()
+        .map(|p| {
+            let label = label_of(&p);
+            (p, label)
+        })
+        .collect()
 }
 
 /// `app-0-out.log` → `app:0 out`.

@@ -219,9 +219,6 @@ const KNOWN: &[&str] = &[
 
 /// PM2 keys that corral reads but does not act on yet.
 const NOT_YET: &[&str] = &[
-    "out_file",
-    "error_file",
-    "merge_logs",
     "node_args",
     "interpreter_args",
     "vizion",
@@ -344,6 +341,16 @@ fn to_argv(
                 }
             }
             "env_file" => push_flag(&mut argv, "env-file", text()?),
+            "out_file" => push_flag(&mut argv, "out-file", text()?),
+            "error_file" => push_flag(&mut argv, "error-file", text()?),
+            "merge_logs" => {
+                if value
+                    .as_bool()
+                    .ok_or_else(|| cx.error(key, "expected true or false"))?
+                {
+                    argv.push("--merge-logs".into());
+                }
+            }
             "listen" => {
                 for addr in list_of(value)
                     .ok_or_else(|| cx.error(key, "expected an address or a list of them"))?

@@ -752,3 +752,39 @@ fn an_env_file_next_to_the_app_is_read_at_start() {
     assert_eq!(get(home.addr("e"), "/env/GREETING").unwrap().body, "hello");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn out_file_with_merge_logs_puts_every_slot_in_one_file_that_logs_reads() {
+    let home = Home::new("outfile");
+    let fixture = fixture();
+    let dir = home.dir.with_extension("var");
+    let file = dir.join("app.log");
+    let file_arg = file.display().to_string();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "m",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--out-file",
+        &file_arg,
+        "--merge-logs",
+    ]);
+    home.wait_online("m", 2);
+    assert!(eventually(T, || std::fs::read_to_string(&file).is_ok_and(
+        |t| t.contains("slot=0 listening") && t.contains("slot=1 listening")
+    )));
+    let shown = home.ok(&["logs", "m", "--out"]);
+    assert_eq!(
+        shown
+            .lines()
+            .filter(|l| l.starts_with("[m out] fixture"))
+            .count(),
+        2,
+        "{shown}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -12,13 +12,44 @@ pub const MAX_SIZE: u64 = 10 * 1024 * 1024;
 /// ...and keep this many old ones (`.1` newest).
 pub const KEEP: usize = 5;
 
-/// The log file of one stream of one slot of an app.
-pub fn path(dir: &Path, app: &str, slot: usize, stream: Stream) -> PathBuf {
-    let kind = match stream {
+fn kind(stream: Stream) -> &'static str {
+    match stream {
         Stream::Stdout => "out",
         Stream::Stderr => "err",
-    };
-    dir.join(format!("{app}-{slot}-{kind}.log"))
+    }
+}
+
+/// Where an app's output goes: per slot in `$CORRAL_HOME/logs` by default, or the files
+/// the user named (`--out-file`, `--error-file`; per slot as `name-SLOT.ext` unless
+/// `--merge-logs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub out: Option<PathBuf>,
+    pub err: Option<PathBuf>,
+    pub merge: bool,
+}
+
+impl Layout {
+    pub fn path(&self, dir: &Path, app: &str, slot: usize, stream: Stream) -> PathBuf {
+        let custom = match stream {
+            Stream::Stdout => &self.out,
+            Stream::Stderr => &self.err,
+        };
+        let kind = kind(stream);
+        match (custom, self.merge) {
+            (Some(path), true) => path.clone(),
+            (Some(path), false) => {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                let name = match path.extension() {
+                    Some(ext) => format!("{stem}-{slot}.{}", ext.to_string_lossy()),
+                    None => format!("{stem}-{slot}"),
+                };
+                path.with_file_name(name)
+            }
+            (None, true) => dir.join(format!("{app}-{kind}.log")),
+            (None, false) => dir.join(format!("{app}-{slot}-{kind}.log")),
+        }
+    }
 }
 
 struct Open {
@@ -34,7 +65,9 @@ pub struct LogFiles {
     max_size: u64,
     keep: usize,
     time: bool,
-    open: HashMap<(usize, u8), Open>,
+    layout: Layout,
+    /// By path: with merged logs several slots write to one file.
+    open: HashMap<PathBuf, Open>,
 }
 
 impl LogFiles {
@@ -59,8 +92,14 @@ impl LogFiles {
             max_size,
             keep: keep.max(1),
             time: false,
+            layout: Layout::default(),
             open: HashMap::new(),
         }
+    }
+
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
     }
 
     /// Starts every line with the time it was written.
@@ -71,15 +110,19 @@ impl LogFiles {
 
     /// Appends one line (whole, in one write); rotates first when the file is full.
     pub fn write(&mut self, line: &LogLine) -> io::Result<()> {
-        let key = (line.slot, line.stream as u8);
+        let key = self
+            .layout
+            .path(&self.dir, &self.app, line.slot, line.stream);
         if !self.open.contains_key(&key) {
-            let path = path(&self.dir, &self.app, line.slot, line.stream);
-            let opened = open(&path)?;
-            self.open.insert(key, opened);
+            if let Some(dir) = key.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let opened = open(&key)?;
+            self.open.insert(key.clone(), opened);
         }
         let needs_rotation = self.open[&key].size >= self.max_size;
         if needs_rotation {
-            self.rotate(key)?;
+            self.rotate(key.clone())?;
         }
         let out = self.open.get_mut(&key).expect("opened above");
         let mut bytes = Vec::with_capacity(line.text.len() + 32);
@@ -96,7 +139,7 @@ impl LogFiles {
 
     /// `x.log` → `x.log.1` → ... → `x.log.KEEP` (dropped), then a fresh `x.log`. Lines
     /// are never copied, so none is lost or duplicated.
-    fn rotate(&mut self, key: (usize, u8)) -> io::Result<()> {
+    fn rotate(&mut self, key: PathBuf) -> io::Result<()> {
         let path = self.open[&key].path.clone();
         let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
         let _ = std::fs::remove_file(numbered(self.keep));
@@ -156,6 +199,45 @@ mod tests {
     }
 
     #[test]
+    fn layouts_name_files_per_slot_or_merged() {
+        let dir = Path::new("/h/logs");
+        let default = Layout::default();
+        assert_eq!(
+            default.path(dir, "api", 1, Stream::Stderr),
+            Path::new("/h/logs/api-1-err.log")
+        );
+        let merged = Layout {
+            merge: true,
+            ..Layout::default()
+        };
+        assert_eq!(
+            merged.path(dir, "api", 1, Stream::Stdout),
+            Path::new("/h/logs/api-out.log")
+        );
+        let custom = Layout {
+            out: Some("/var/log/api.log".into()),
+            ..Layout::default()
+        };
+        assert_eq!(
+            custom.path(dir, "api", 2, Stream::Stdout),
+            Path::new("/var/log/api-2.log")
+        );
+        assert_eq!(
+            custom.path(dir, "api", 2, Stream::Stderr),
+            Path::new("/h/logs/api-2-err.log")
+        );
+        let both = Layout {
+            out: Some("/var/log/api.log".into()),
+            merge: true,
+            ..Layout::default()
+        };
+        assert_eq!(
+            both.path(dir, "api", 2, Stream::Stdout),
+            Path::new("/var/log/api.log")
+        );
+    }
+
+    #[test]
     fn rotation_keeps_every_line_exactly_once_and_bounds_the_files() {
         let dir = std::env::temp_dir().join(format!("corral-logfile-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -164,7 +246,7 @@ mod tests {
             logs.write(&line(0, &format!("line {i:04} {}", "x".repeat(40))))
                 .unwrap();
         }
-        let base = path(&dir, "app", 0, Stream::Stdout);
+        let base = Layout::default().path(&dir, "app", 0, Stream::Stdout);
         let mut all = String::new();
         for n in (1..=3).rev() {
             all += &std::fs::read_to_string(format!("{}.{n}", base.display())).unwrap_or_default();

@@ -112,6 +112,18 @@ pub struct AppView {
     pub listen: Vec<String>,
     pub restarts: u32,
     pub workers: Vec<WorkerView>,
+    /// Where each slot's output is written.
+    #[serde(default)]
+    pub logs: Vec<LogFileView>,
+}
+
+/// One log file of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogFileView {
+    pub path: String,
+    /// None when the slots' output is merged.
+    pub slot: Option<usize>,
+    pub stream: String,
 }
 
 /// One worker slot as `ls` shows it.

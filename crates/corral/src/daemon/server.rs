@@ -277,6 +277,7 @@ impl Daemon {
             spec,
             triggers,
             time,
+            layout,
         } = parsed;
         if let Some(existing) = self.apps.get(&spec.name) {
             return Response::error(format!(
@@ -289,6 +290,7 @@ impl Daemon {
         let mut app = App::new(spec.name.clone(), argv, cwd, spec, triggers);
         app.time = time;
         app.config = config;
+        app.layout = layout;
         if let Err(e) = launch(&mut app, &self.home, &self.tx) {
             return Response::error(e);
         }
@@ -360,9 +362,18 @@ impl Daemon {
             .collect();
         let usage = self.usage(&pids);
         let now = Instant::now();
+        let logs = self.home.logs();
         Response::Ok {
             message: String::new(),
-            apps: self.apps.values().map(|a| a.view(&usage, now)).collect(),
+            apps: self
+                .apps
+                .values()
+                .map(|a| {
+                    let mut view = a.view(&usage, now);
+                    view.logs = a.log_files(&logs);
+                    view
+                })
+                .collect(),
         }
     }
 
@@ -440,6 +451,7 @@ impl Daemon {
                         app.spec = parsed.spec;
                         app.triggers = parsed.triggers;
                         app.time = parsed.time;
+                        app.layout = parsed.layout;
                     }
                     Some(Err(e)) => {
                         eprintln!("[corral] {name}: config not re-read, keeping the last one: {e}")
@@ -683,7 +695,9 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
     let (controls_tx, controls) = mpsc::channel(64);
     let (reports, mut report_rx) = mpsc::unbounded_channel();
     let (logs, mut log_rx) = mpsc::channel(1024);
-    let mut files = LogFiles::new(home.logs(), app.name.clone()).with_time(app.time);
+    let mut files = LogFiles::new(home.logs(), app.name.clone())
+        .with_time(app.time)
+        .with_layout(app.layout.clone());
     std::thread::spawn(move || {
         while let Some(line) = log_rx.blocking_recv() {
             let _ = files.write(&line);
@@ -732,6 +746,7 @@ struct Parsed {
     spec: AppSpec,
     triggers: crate::triggers::Triggers,
     time: bool,
+    layout: super::logfile::Layout,
 }
 
 fn parse_start(argv: &[String], cwd: &str) -> Result<Parsed, String> {
@@ -746,6 +761,12 @@ fn parse_start(argv: &[String], cwd: &str) -> Result<Parsed, String> {
     let command = args.command(&cwd_path);
     let mut app_options = args.app;
     let time = app_options.time;
+    let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| cwd_path.join(p));
+    let layout = super::logfile::Layout {
+        out: resolve(&app_options.out_file),
+        err: resolve(&app_options.error_file),
+        merge: app_options.merge_logs,
+    };
     let triggers = app_options
         .triggers(&cwd_path)
         .map_err(|e| format!("{e:#}"))?;
@@ -757,6 +778,7 @@ fn parse_start(argv: &[String], cwd: &str) -> Result<Parsed, String> {
         spec,
         triggers,
         time,
+        layout,
     })
 }
 

@@ -9,7 +9,7 @@ use corral_core::process::Pid;
 use corral_core::AppSpec;
 use tokio::sync::{mpsc, oneshot};
 
-use super::protocol::{AppView, Response, WorkerView};
+use super::protocol::{AppView, LogFileView, Response, WorkerView};
 
 /// Where an app is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,8 @@ pub struct App {
     pub time: bool,
     /// The config file it came from, if any.
     pub config: Option<super::protocol::ConfigRef>,
+    /// Where its output goes.
+    pub layout: super::logfile::Layout,
 }
 
 impl App {
@@ -97,6 +99,7 @@ impl App {
             running_triggers: None,
             time: false,
             config: None,
+            layout: Default::default(),
         }
     }
 
@@ -151,6 +154,29 @@ impl App {
         row.since = now;
     }
 
+    /// The log files of every slot and stream, as `logs` reads them.
+    pub fn log_files(&self, dir: &std::path::Path) -> Vec<LogFileView> {
+        use corral_core::output::Stream;
+        let mut files: Vec<LogFileView> = Vec::new();
+        for slot in 0..self.instances.max(self.rows.len()) {
+            for (stream, kind) in [(Stream::Stdout, "out"), (Stream::Stderr, "err")] {
+                let path = self
+                    .layout
+                    .path(dir, &self.name, slot, stream)
+                    .display()
+                    .to_string();
+                if !files.iter().any(|f| f.path == path) {
+                    files.push(LogFileView {
+                        path,
+                        slot: (!self.layout.merge).then_some(slot),
+                        stream: kind.to_owned(),
+                    });
+                }
+            }
+        }
+        files
+    }
+
     pub fn view(&self, usage: &HashMap<Pid, (f64, u64)>, now: Instant) -> AppView {
         let workers = self
             .rows
@@ -189,6 +215,7 @@ impl App {
             listen: self.listen.clone(),
             restarts: self.restarts(),
             workers,
+            logs: Vec::new(),
         }
     }
 }
