@@ -60,7 +60,7 @@ pub enum Command {
     /// Show an app's settings, workers and environment (secrets masked).
     Describe(DescribeArgs),
     /// Show the environment an app's workers get (secrets masked).
-    Env(Target),
+    Env(DescribeArgs),
     /// Empty the log files of an app (or `all`).
     Flush(Target),
     /// Remember the running apps for `corral resurrect`.

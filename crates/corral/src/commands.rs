@@ -48,7 +48,8 @@ pub fn run(command: Command) -> Result<(), Failure> {
             return describe_json(&home, a.name);
         }
         Command::Describe(a) => Request::Describe { name: a.name },
-        Command::Env(t) => Request::Env { name: t.target },
+        Command::Env(a) if a.json => return env_json(&home, a.name),
+        Command::Env(a) => Request::Env { name: a.name },
         Command::Flush(t) => Request::Flush { target: t.target },
         Command::Save => Request::Save,
         Command::Resurrect => Request::Resurrect,
@@ -235,6 +236,25 @@ fn startup(home: &Home, args: &crate::cli::StartupArgs) -> Result<(), Failure> {
         enable.replace("<user>", &user)
     );
     Ok(())
+}
+
+/// `env --json`: the KEY=VALUE lines as one object.
+fn env_json(home: &Home, name: String) -> Result<(), Failure> {
+    match client::request(home, Request::Env { name }, false).map_err(Failure::Runtime)? {
+        Response::Ok { message, .. } => {
+            let map: serde_json::Map<String, serde_json::Value> = message
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&map).expect("env serializes")
+            );
+            Ok(())
+        }
+        Response::Error { message } => Err(Failure::Runtime(anyhow!(message))),
+    }
 }
 
 fn kill(home: &Home) -> Result<(), Failure> {

@@ -408,6 +408,12 @@ fn describe_and_env_show_the_declared_environment_with_secrets_masked_and_flush_
     assert!(described.contains("  MODE=prod"), "{described}");
     assert!(described.contains("  API_TOKEN=****"), "{described}");
     assert!(!described.contains("s3cr3t"));
+    let json: serde_json::Value =
+        serde_json::from_str(&home.ok(&["env", "api", "--json"])).unwrap();
+    assert_eq!(
+        (json["MODE"].as_str(), json["API_TOKEN"].as_str()),
+        (Some("prod"), Some("****"))
+    );
     let env = home.ok(&["env", "api"]);
     assert!(env.lines().any(|l| l == "MODE=prod"), "{env}");
     assert!(
