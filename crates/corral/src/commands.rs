@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use crate::cli::{Command, ListArgs, LogsArgs, StartArgs};
 use crate::daemon::client;
 use crate::daemon::logfile;
-use crate::daemon::protocol::{AppView, Request, Response};
+use crate::daemon::protocol::{AppView, Request, Response, WorkerView};
 use crate::daemon::Home;
 use crate::exit::Failure;
 use crate::render;
@@ -284,37 +284,47 @@ fn list(home: &Home, args: &ListArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The columns of `ls` (and `monit`).
+pub const COLUMNS: [&str; 8] = [
+    "app", "slot", "pid", "status", "uptime", "restarts", "cpu", "memory",
+];
+
+/// An app's own row: name, status, restarts, listeners.
+pub fn app_cells(app: &AppView) -> [String; 8] {
+    [
+        app.name.clone(),
+        String::new(),
+        String::new(),
+        app.status.clone(),
+        String::new(),
+        app.restarts.to_string(),
+        String::new(),
+        app.listen.join(" "),
+    ]
+}
+
+/// A worker's row under its app.
+pub fn worker_cells(w: &WorkerView) -> [String; 8] {
+    [
+        String::new(),
+        w.slot.to_string(),
+        w.pid.map_or("-".into(), |p| p.to_string()),
+        w.status.clone(),
+        w.pid.map_or("-".into(), |_| {
+            render::duration(Duration::from_millis(w.uptime_ms))
+        }),
+        w.restarts.to_string(),
+        format!("{:.0}%", w.cpu_percent),
+        render::size(w.memory),
+    ]
+}
+
 /// `ls` as a table: one row per app, then one per worker.
 pub fn table(apps: &[AppView]) -> String {
-    let mut rows = vec![[
-        "app", "slot", "pid", "status", "uptime", "restarts", "cpu", "memory",
-    ]
-    .map(String::from)];
+    let mut rows = vec![COLUMNS.map(String::from)];
     for app in apps {
-        rows.push([
-            app.name.clone(),
-            String::new(),
-            String::new(),
-            app.status.clone(),
-            String::new(),
-            app.restarts.to_string(),
-            String::new(),
-            app.listen.join(" "),
-        ]);
-        for w in &app.workers {
-            rows.push([
-                String::new(),
-                w.slot.to_string(),
-                w.pid.map_or("-".into(), |p| p.to_string()),
-                w.status.clone(),
-                w.pid.map_or("-".into(), |_| {
-                    render::duration(Duration::from_millis(w.uptime_ms))
-                }),
-                w.restarts.to_string(),
-                format!("{:.0}%", w.cpu_percent),
-                render::size(w.memory),
-            ]);
-        }
+        rows.push(app_cells(app));
+        rows.extend(app.workers.iter().map(worker_cells));
     }
     if apps.is_empty() {
         return "no apps (start one with `corral start app.js`)\n".into();

@@ -189,31 +189,12 @@ impl Monit {
             } else {
                 Style::default().add_modifier(Modifier::BOLD)
             };
-            rows.push(
-                Row::new(vec![
-                    app.name.clone(),
-                    String::new(),
-                    String::new(),
-                    app.status.clone(),
-                    String::new(),
-                    app.restarts.to_string(),
-                    String::new(),
-                    app.listen.join(" "),
-                ])
-                .style(style),
+            rows.push(Row::new(crate::commands::app_cells(app)).style(style));
+            rows.extend(
+                app.workers
+                    .iter()
+                    .map(|w| Row::new(crate::commands::worker_cells(w))),
             );
-            for w in &app.workers {
-                rows.push(Row::new(vec![
-                    String::new(),
-                    w.slot.to_string(),
-                    w.pid.map_or("-".into(), |p| p.to_string()),
-                    w.status.clone(),
-                    render::duration(Duration::from_millis(w.uptime_ms)),
-                    w.restarts.to_string(),
-                    format!("{:.0}%", w.cpu_percent),
-                    render::size(w.memory),
-                ]));
-            }
         }
         let header = Row::new([
             "app", "slot", "pid", "status", "uptime", "restarts", "cpu", "memory",
