@@ -88,6 +88,8 @@ fn start_request(args: &StartArgs) -> Result<Request, Failure> {
     let cwd = std::env::current_dir()
         .context("cannot read the current directory")
         .map_err(Failure::Runtime)?;
+    // Checked here too, so that a typo is a usage error before the daemon sees it.
+    args.app.triggers(&cwd).map_err(Failure::Usage)?;
     let script = cwd.join(&args.script);
     if crate::cli::interpreter_for(&script).is_some() && !script.is_file() {
         return Err(Failure::Usage(anyhow!(

@@ -166,8 +166,10 @@ fn line_of(source: &str, key: &str) -> Option<usize> {
         .lines()
         .position(|line| {
             let t = line.trim_start();
-            t.starts_with(&quoted)
-                || t.starts_with(&single)
+            // A quoted key anywhere (JSON and JS put several on one line), or a bare
+            // `key =` / `key:` at the start (TOML, YAML).
+            line.contains(&quoted)
+                || line.contains(&single)
                 || t.strip_prefix(key)
                     .is_some_and(|rest| rest.trim_start().starts_with(['=', ':']))
                 || t.strip_prefix("- ").is_some_and(|r| r.starts_with(key))

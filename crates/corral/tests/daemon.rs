@@ -794,3 +794,62 @@ fn out_file_with_merge_logs_puts_every_slot_in_one_file_that_logs_reads() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn daemon_command_errors_snapshot() {
+    let home = Home::new("snapshots");
+    let fixture = fixture();
+    let mut out = String::new();
+    let mut record = |title: &str, args: &[&str]| {
+        let o = home.corral(args);
+        let text =
+            String::from_utf8_lossy(&o.stderr).replace(&home.dir.display().to_string(), "$HOME");
+        out += &format!("$ corral {title}\nexit: {:?}\n{text}\n", o.status.code());
+    };
+    record("stop api  (no daemon)", &["stop", "api"]);
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "api",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    record("stop apj", &["stop", "apj"]);
+    record("describe nothing-like-it", &["describe", "nothing-like-it"]);
+    record("scale api lots", &["scale", "api", "lots"]);
+    record("scale api 0", &["scale", "api", "0"]);
+    record("send api {nope", &["send", "api", "{nope"]);
+    record("signal SIGUSR1 api:7", &["signal", "SIGUSR1", "api:7"]);
+    record("signal SIGNOPE api", &["signal", "SIGNOPE", "api"]);
+    record("start missing.js", &["start", "/nonexistent/missing.js"]);
+    record(
+        "start --name api (duplicate)",
+        &["start", &fixture, "--name", "api"],
+    );
+    record(
+        "start with a bad cron",
+        &[
+            "start",
+            &fixture,
+            "--name",
+            "c",
+            "--cron-restart",
+            "sometimes",
+        ],
+    );
+    let bad = config_file(
+        &home,
+        "ecosystem.config.json",
+        "{\"apps\": [ {\"script\": \"a.js\", \"min_uptime\": true} ]}",
+    );
+    let bad = bad.display().to_string();
+    record("start ecosystem.config.json (bad value)", &["start", &bad]);
+    let out = out.replace(
+        &home.dir.with_extension("configs").display().to_string(),
+        "$CONFIGS",
+    );
+    insta::assert_snapshot!(out);
+}
