@@ -148,6 +148,12 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
+    fn boolean(&self, key: &str, value: &Value) -> Result<bool, ConfigError> {
+        value
+            .as_bool()
+            .ok_or_else(|| self.error(key, "expected true or false"))
+    }
+
     fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_owned(),
@@ -289,18 +295,12 @@ fn to_argv(
                 );
             }
             "wait_ready" => {
-                if value
-                    .as_bool()
-                    .ok_or_else(|| cx.error(key, "expected true or false"))?
-                {
+                if cx.boolean(key, value)? {
                     push_flag(&mut argv, "ready", "notify".into());
                 }
             }
             "shutdown_with_message" => {
-                if value
-                    .as_bool()
-                    .ok_or_else(|| cx.error(key, "expected true or false"))?
-                {
+                if cx.boolean(key, value)? {
                     argv.push("--shutdown-with-message".into());
                 }
             }
@@ -325,20 +325,14 @@ fn to_argv(
             }
             "cron_restart" => push_flag(&mut argv, "cron-restart", text()?),
             "time" => {
-                if value
-                    .as_bool()
-                    .ok_or_else(|| cx.error(key, "expected true or false"))?
-                {
+                if cx.boolean(key, value)? {
                     argv.push("--time".into());
                 }
             }
             // corral writes one timestamp format (RFC 3339, UTC); any format turns it on.
             "log_date_format" => argv.push("--time".into()),
             "autorestart" => {
-                if !value
-                    .as_bool()
-                    .ok_or_else(|| cx.error(key, "expected true or false"))?
-                {
+                if !cx.boolean(key, value)? {
                     argv.push("--no-autorestart".into());
                 }
             }
@@ -346,10 +340,7 @@ fn to_argv(
             "out_file" => push_flag(&mut argv, "out-file", text()?),
             "error_file" => push_flag(&mut argv, "error-file", text()?),
             "merge_logs" => {
-                if value
-                    .as_bool()
-                    .ok_or_else(|| cx.error(key, "expected true or false"))?
-                {
+                if cx.boolean(key, value)? {
                     argv.push("--merge-logs".into());
                 }
             }

@@ -1,4 +1,4 @@
-//! Resident memory of whole process trees, read from /proc.
+//! Resident memory of whole process trees, and CPU time of a process, read from /proc.
 
 use std::collections::HashMap;
 
@@ -42,11 +42,22 @@ fn page_size() -> u64 {
     }
 }
 
-/// Fields 4 (ppid) and 24 (rss) of /proc/PID/stat; the command name in field 2 may
-/// contain spaces and parentheses, so parsing starts after its last `)`.
+/// The fields of /proc/PID/stat from field 3 (state) on: the command name in field 2 may
+/// contain spaces and parentheses, so they start after its last `)`.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
+}
+
+/// User plus system CPU time of `pid` so far, in clock ticks (fields 14 and 15).
+pub fn cpu_ticks(pid: Pid) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields = stat_fields(&stat)?;
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Fields 4 (ppid) and 24 (rss) of /proc/PID/stat.
 fn parse_stat(pid: Pid, stat: &str) -> Option<Proc> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    let fields = stat_fields(stat)?;
     Some(Proc {
         pid,
         ppid: fields.get(1)?.parse().ok()?,
@@ -117,5 +128,6 @@ mod tests {
         let me = std::process::id() as Pid;
         let rss = tree_rss(&[me])[&me];
         assert!(rss > 1024 * 1024, "{rss}");
+        assert!(cpu_ticks(me).is_some());
     }
 }

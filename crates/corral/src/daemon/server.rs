@@ -283,7 +283,7 @@ impl Daemon {
             return Response::error(format!(
                 "an app named `{}` exists ({}); `corral delete {}` first, or pick another --name",
                 spec.name,
-                existing.status_text(),
+                existing.status.as_str(),
                 spec.name
             ));
         }
@@ -384,7 +384,7 @@ impl Daemon {
         let now = Instant::now();
         let mut out = HashMap::new();
         for &pid in pids {
-            let Some(ticks) = cpu_ticks(pid) else {
+            let Some(ticks) = corral_core::os::memory::cpu_ticks(pid) else {
                 continue;
             };
             let cpu = match self.ticks.get(&pid) {
@@ -636,17 +636,6 @@ impl Daemon {
     }
 }
 
-impl App {
-    fn status_text(&self) -> &'static str {
-        match self.status {
-            Status::Online => "online",
-            Status::Stopping => "stopping",
-            Status::Stopped => "stopped",
-            Status::Errored => "errored",
-        }
-    }
-}
-
 fn describe(then: Then, names: &[String]) -> String {
     let verb = match then {
         Then::Nothing => "stopped",
@@ -863,12 +852,6 @@ fn flush_logs(dir: &Path, app: &str) -> Result<String, String> {
         }
     }
     Ok(format!("flushed {emptied} log files of {app}"))
-}
-
-fn cpu_ticks(pid: Pid) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 fn write_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {

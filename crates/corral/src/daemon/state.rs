@@ -22,7 +22,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Status::Online => "online",
             Status::Stopping => "stopping",
