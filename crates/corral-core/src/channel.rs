@@ -94,27 +94,26 @@ impl Channel {
     /// Hands `fds` over with a `CORRAL_CONN` line, only when nothing else is waiting
     /// (so the line and its fds leave together). On success the caller closes its copies.
     pub fn send_conns(&mut self, listener: u32, fds: &[RawFd]) -> Result<(), SendError> {
-        self.flush()?;
-        if !self.backlog.is_empty() {
-            return Err(SendError::Backlogged(self.backlog.len()));
-        }
         let line = channel::encode(&Message::Conn {
             listener,
             fds: fds.len() as u32,
         });
-        let sent = self.write(&line, fds)?;
-        self.backlog.extend_from_slice(&line[sent..]);
-        Ok(())
+        self.send_with_fds(&line, fds)
     }
 
     /// Hands one connection to a Node worker, framed as Node's handle passing.
     pub fn send_node_conn(&mut self, listener: u32, fd: RawFd) -> Result<(), SendError> {
+        self.send_with_fds(&channel::encode_node_conn(listener), &[fd])
+    }
+
+    /// Sends `line` with `fds` attached to its first byte, only when nothing else is
+    /// waiting, so that the line and its fds leave together.
+    fn send_with_fds(&mut self, line: &[u8], fds: &[RawFd]) -> Result<(), SendError> {
         self.flush()?;
         if !self.backlog.is_empty() {
             return Err(SendError::Backlogged(self.backlog.len()));
         }
-        let line = channel::encode_node_conn(listener);
-        let sent = self.write(&line, &[fd])?;
+        let sent = self.write(line, fds)?;
         self.backlog.extend_from_slice(&line[sent..]);
         Ok(())
     }
