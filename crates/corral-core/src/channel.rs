@@ -119,7 +119,8 @@ impl Channel {
     }
 
     /// Whether connections can be handed over right now.
-    pub fn is_clear(&self) -> bool {
+    #[cfg(test)]
+    fn is_clear(&self) -> bool {
         self.backlog.is_empty()
     }
 

@@ -101,10 +101,6 @@ impl Dispatcher {
         }
     }
 
-    pub fn mode(&self) -> Balance {
-        self.mode
-    }
-
     pub fn window(&self) -> u32 {
         self.window
     }
@@ -165,7 +161,8 @@ impl Dispatcher {
     }
 
     /// Whether any worker takes dispatched connections at all (credit or not).
-    pub fn has_targets(&self) -> bool {
+    #[cfg(test)]
+    fn has_targets(&self) -> bool {
         self.eligible().next().is_some()
     }
 
