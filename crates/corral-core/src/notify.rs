@@ -1,11 +1,12 @@
 //! The sd_notify socket: workers send `READY=1`, `STATUS=`, `WATCHDOG=1` here, identified by pid.
 
-use std::io::{self, IoSliceMut};
-use std::os::fd::AsRawFd;
+use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use corral_proto::fdpass;
 use corral_proto::notify::{self, Notice};
-use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
 
@@ -88,31 +89,11 @@ impl NotifySocket {
     }
 }
 
+/// One datagram and its sender's pid. Fds sent along are closed when `received` drops:
+/// corral keeps no fd store. A datagram whose fds did not fit is still read.
 fn recv_with_pid(socket: &UnixDatagram, buf: &mut [u8]) -> io::Result<Option<(Pid, usize)>> {
-    let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials, [std::os::fd::RawFd; 8]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<UnixAddr>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let len = msg.bytes;
-    let mut pid = None;
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        match cmsg {
-            ControlMessageOwned::ScmCredentials(creds) => pid = Some(creds.pid()),
-            ControlMessageOwned::ScmRights(fds) => {
-                // corral keeps no fd store; close what was sent so it can't leak.
-                for fd in fds {
-                    let _ = nix::unistd::close(fd);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(pid.map(|pid| (pid, len)))
+    let received = fdpass::recv(socket.as_fd(), buf)?;
+    Ok(received.pid.map(|pid| (pid, received.len)))
 }
 
 impl Drop for NotifySocket {

@@ -5,4 +5,6 @@
 
 pub mod channel;
 pub mod env;
+#[cfg(unix)]
+pub mod fdpass;
 pub mod notify;

@@ -7,7 +7,7 @@ mod process;
 
 pub use http::{get, get_from, KeepAlive, Response};
 pub use load::{Load, LoadReport};
-pub use process::{fixture_bin, Corral};
+pub use process::{fixture_bin, limit_open_files, limit_processes, open_fds, Corral};
 
 /// Polls `check` every 20ms until it holds (true) or `timeout` passes (false).
 pub fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {

@@ -34,6 +34,16 @@ pub struct Corral {
 impl Corral {
     /// Starts `bin` with `args` and extra environment variables.
     pub fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Corral {
+        Corral::start_with(bin, args, env, |_| {})
+    }
+
+    /// [`Corral::start`] with a last say on the command (resource limits, say).
+    pub fn start_with(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Corral {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env_remove("WORKERS")
@@ -41,10 +51,29 @@ impl Corral {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        adjust(&mut cmd);
         let mut child = cmd.spawn().expect("spawn corral");
         let lines: Lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        collect(child.stdout.take().expect("stdout"), lines.clone());
-        collect(child.stderr.take().expect("stderr"), lines.clone());
+        // A stream the caller redirected elsewhere counts as already ended.
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ] {
+            match stream {
+                Some(stream) => collect(stream, lines.clone()),
+                None => lines
+                    .0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(EOF_MARK.into()),
+            }
+        }
         Corral {
             child,
             lines,
@@ -185,4 +214,37 @@ impl Drop for Corral {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Makes `cmd` start with at most `limit` open files (soft and hard), for
+/// [`Corral::start_with`].
+pub fn limit_open_files(cmd: &mut Command, limit: u64) {
+    set_limit_before_exec(cmd, libc::RLIMIT_NOFILE, limit);
+}
+
+/// Makes `cmd` start with at most `limit` processes for its user (soft and hard).
+pub fn limit_processes(cmd: &mut Command, limit: u64) {
+    set_limit_before_exec(cmd, libc::RLIMIT_NPROC, limit);
+}
+
+fn set_limit_before_exec(cmd: &mut Command, resource: libc::__rlimit_resource_t, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and changes only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rl = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(resource, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// How many fds process `pid` has open.
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }

@@ -2,7 +2,7 @@
 //! messages and the drain signal.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use corral_proto::channel::{self, Frame, Lines, Message, PROTOCOL_VERSION};
 use corral_proto::env;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::MsgFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -536,29 +536,14 @@ impl Reader {
     }
 }
 
-/// One recvmsg: bytes into `buf`, fds appended to `fds`.
+/// One recvmsg: bytes into `buf`, fds appended to `fds`. A message whose fds did not
+/// all fit still counts (the ones that came are kept): it is not a closed channel.
 fn recv(fd: RawFd, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
-    let mut space = nix::cmsg_space!([RawFd; 64]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let n = msg.bytes;
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(received) = cmsg {
-            // SAFETY: the kernel just installed these fds for us; nothing else owns them.
-            fds.extend(
-                received
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    Ok(n)
+    // SAFETY: `fd` is the channel, open for the reader's whole life.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let received = corral_proto::fdpass::recv(fd, buf)?;
+    fds.extend(received.fds);
+    Ok(received.len)
 }
 
 enum Stream {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use corral_proto::channel::{Message, PROTOCOL_VERSION};
@@ -369,31 +369,15 @@ impl OsProcesses {
 /// one the worker never received.
 fn recover(end: &OwnedFd) -> Vec<Held> {
     use corral_proto::channel::{decode, Frame, Lines};
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut fds: VecDeque<OwnedFd> = VecDeque::new();
     let mut lines = Lines::new();
     let mut conns = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let mut space = nix::cmsg_space!([RawFd; 64]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-        let Ok(msg) = recvmsg::<()>(end.as_raw_fd(), &mut iov, Some(&mut space), flags) else {
-            break;
-        };
-        let n = msg.bytes;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for cmsg in cmsgs {
-                if let ControlMessageOwned::ScmRights(received) = cmsg {
-                    // SAFETY: the kernel just installed these fds for us.
-                    fds.extend(
-                        received
-                            .into_iter()
-                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                    );
-                }
-            }
-        }
+    // Stops at the empty queue (WouldBlock) or the end; a truncated message still
+    // yields the fds that arrived.
+    while let Ok(received) = corral_proto::fdpass::recv(end.as_fd(), &mut buf) {
+        let n = received.len;
+        fds.extend(received.fds);
         if n == 0 {
             break;
         }
