@@ -294,22 +294,22 @@ async fn primary(
 ) -> Result<(), ClusterError> {
     let (controls_tx, controls) = mpsc::channel(64);
     let (reports, mut report_rx) = mpsc::unbounded_channel();
-    let (logs, mut log_rx) = mpsc::channel::<crate::output::LogLine>(1024);
+    let (logs, log_rx) = mpsc::channel::<crate::output::LogLine>(1024);
     let handle = Handle {
         controls: controls_tx.clone(),
     };
     let signals = crate::signals::forward(controls_tx).map_err(ClusterError::Runtime)?;
-    // Worker output goes to the primary's own stdout/stderr, whole lines at a time.
-    let printer = tokio::spawn(async move {
+    // Worker output goes to the primary's own stdout/stderr, whole lines at a time, from
+    // a thread: a stalled or closed stdout must not stop supervision.
+    let printed = crate::writer::spawn_log_writer(log_rx, |line| {
         use std::io::Write;
-        while let Some(line) = log_rx.recv().await {
-            let mut text = line.text;
-            text.push(b'\n');
-            let _ = match line.stream {
-                crate::output::Stream::Stdout => std::io::stdout().lock().write_all(&text),
-                crate::output::Stream::Stderr => std::io::stderr().lock().write_all(&text),
-            };
-        }
+        let mut text = Vec::with_capacity(line.text.len() + 1);
+        text.extend_from_slice(&line.text);
+        text.push(b'\n');
+        let _ = match line.stream {
+            crate::output::Stream::Stdout => std::io::stdout().lock().write_all(&text),
+            crate::output::Stream::Stderr => std::io::stderr().lock().write_all(&text),
+        };
     });
     let events = tokio::spawn(async move {
         while let Some(report) = report_rx.recv().await {
@@ -328,7 +328,7 @@ async fn primary(
         supervisor::run(&spec, &listeners, &crate::signals::runtime_dir(), channels).await;
     signals.abort();
     let _ = events.await;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printed).await;
     match outcome? {
         Outcome::Stopped => Ok(()),
         Outcome::Failed => Err(ClusterError::Failed),

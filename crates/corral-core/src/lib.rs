@@ -17,6 +17,7 @@ pub mod restart;
 pub mod signals;
 pub mod spec;
 pub mod supervisor;
+pub mod writer;
 
 #[cfg(unix)]
 pub mod os;

@@ -71,7 +71,7 @@ fn answer(response: Response) -> Result<(), Failure> {
     match response {
         Response::Ok { message, .. } => {
             if !message.is_empty() {
-                println!("{message}");
+                outln!("{message}");
             }
             Ok(())
         }
@@ -107,7 +107,7 @@ fn start_request(args: &StartArgs) -> Result<Request, Failure> {
 fn describe_json(home: &Home, name: String) -> Result<(), Failure> {
     match client::request(home, Request::Describe { name }, false).map_err(Failure::Runtime)? {
         Response::Ok { apps, .. } => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&apps).expect("views serialize")
             );
@@ -124,7 +124,7 @@ fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
     let loaded =
         crate::config::load(&path, profile.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
     for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let cwd = std::fs::canonicalize(&loaded.dir)
         .with_context(|| format!("cannot read {}", loaded.dir.display()))
@@ -144,9 +144,9 @@ fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
             config: Some(config.clone()),
         };
         match client::request(home, request, true).map_err(Failure::Runtime)? {
-            Response::Ok { message, .. } => println!("{message}"),
+            Response::Ok { message, .. } => outln!("{message}"),
             Response::Error { message } => {
-                eprintln!("error: {message}");
+                errln!("error: {message}");
                 failed.push(message);
             }
         }
@@ -201,7 +201,7 @@ fn startup(home: &Home, args: &crate::cli::StartupArgs) -> Result<(), Failure> {
         (!args.user).then_some(user.as_str()),
     );
     if !args.install {
-        print!("{unit}");
+        out!("{unit}");
         return Ok(());
     }
     let (path, enable) = if args.user {
@@ -232,7 +232,7 @@ fn startup(home: &Home, args: &crate::cli::StartupArgs) -> Result<(), Failure> {
             )
         })
         .map_err(Failure::Runtime)?;
-    println!(
+    outln!(
         "wrote {}; now run: {}",
         path.display(),
         enable.replace("<user>", &user)
@@ -249,7 +249,7 @@ fn env_json(home: &Home, name: String) -> Result<(), Failure> {
                 .filter_map(|l| l.split_once('='))
                 .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&map).expect("env serializes")
             );
@@ -263,7 +263,7 @@ fn kill(home: &Home) -> Result<(), Failure> {
     match client::request(home, Request::Kill, false) {
         Ok(response) => answer(response),
         Err(_) => {
-            println!("no daemon running");
+            outln!("no daemon running");
             Ok(())
         }
     }
@@ -276,12 +276,12 @@ fn list(home: &Home, args: &ListArgs) -> Result<(), Failure> {
         Err(_) => Vec::new(), // no daemon: no apps
     };
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&apps).expect("views serialize")
         );
     } else {
-        print!("{}", table(&apps));
+        out!("{}", table(&apps));
     }
     Ok(())
 }

@@ -25,15 +25,25 @@ impl Failure {
                 ExitCode::from(if e.use_stderr() { 2 } else { 0 })
             }
             Failure::Usage(e) => {
-                eprintln!("error: {}", chain(&e));
+                errln!("error: {}", chain(&e));
                 ExitCode::from(2)
             }
+            // `corral logs | head`: the reader had enough; that is not a failure.
+            Failure::Runtime(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
             Failure::Runtime(e) => {
-                eprintln!("error: {}", chain(&e));
+                errln!("error: {}", chain(&e));
                 ExitCode::from(1)
             }
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// "outer: inner: innermost", the way anyhow's `{:#}` prints, minus repeated text.

@@ -1,5 +1,7 @@
 //! The `corral` command: parses the command line and hands over to [`app::main`].
 
+#[macro_use]
+mod print;
 mod app;
 mod cli;
 mod commands;

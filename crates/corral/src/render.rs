@@ -40,6 +40,11 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// One line of corral's own, as written to the terminal: `[corral] text\n`.
+pub fn note(text: &str) -> Vec<u8> {
+    format!("[corral] {text}\n").into_bytes()
+}
+
 /// The text of a report, without the `[corral]` prefix.
 pub fn report(r: &Report) -> String {
     match r {

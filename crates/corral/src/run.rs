@@ -5,10 +5,10 @@ use std::time::Duration;
 use anyhow::Context;
 use corral_core::group::{Outcome, Report};
 use corral_core::listen::{self, Listener};
-use corral_core::output::LogLine;
 use corral_core::supervisor::{self, Channels, RunError};
+use corral_core::writer::{self, Notes};
 use corral_core::AppSpec;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::cli::RunArgs;
 use crate::exit::Failure;
@@ -48,17 +48,30 @@ async fn supervise(
     triggers: crate::triggers::Triggers,
     time: bool,
 ) -> Result<(), Failure> {
+    let notes = Notes::spawn(std::io::stderr(), |n| {
+        render::note(&format!(
+            "{n} report lines dropped while stderr was blocked"
+        ))
+    });
     let (control_tx, controls) = mpsc::channel(16);
-    let _triggers = crate::triggers::start(&triggers, control_tx.clone(), |m| say(&m))
-        .map_err(Failure::Runtime)?;
+    let on_trigger = notes.clone();
+    let _triggers = crate::triggers::start(&triggers, control_tx.clone(), move |m| {
+        on_trigger.line(render::note(&m))
+    })
+    .map_err(Failure::Runtime)?;
     let (reports, report_rx) = mpsc::unbounded_channel();
     let (logs, log_rx) = mpsc::channel(1024);
     let signals = corral_core::signals::forward(control_tx)
         .context("cannot install signal handlers")
         .map_err(Failure::Runtime)?;
-    let (written, all_written) = oneshot::channel();
-    spawn_log_writer(spec.name.clone(), log_rx, written, time);
-    let report_task = tokio::spawn(print_reports(report_rx));
+    let app = spec.name.clone();
+    let mut buf = Vec::new();
+    // A terminal that is gone (EPIPE) or full (ENOSPC) loses lines, never the supervisor.
+    let all_written = writer::spawn_log_writer(log_rx, move |line| {
+        let _ = render::log_line(&app, line, &mut buf, time);
+    });
+    let report_task = tokio::spawn(print_reports(report_rx, notes.clone()));
+    let say = |text: &str| notes.line(render::note(text));
 
     for l in &listeners {
         say(&format!(
@@ -92,11 +105,12 @@ async fn supervise(
     // Workers are gone; let the last lines they wrote reach the terminal.
     let _ = tokio::time::timeout(OUTPUT_GRACE, all_written).await;
     drop(listeners);
+    if let Ok(Outcome::Stopped) = outcome {
+        say(&format!("{}: stopped", spec.name));
+    }
+    notes.flush(OUTPUT_GRACE).await;
     match outcome {
-        Ok(Outcome::Stopped) => {
-            say(&format!("{}: stopped", spec.name));
-            Ok(())
-        }
+        Ok(Outcome::Stopped) => Ok(()),
         Ok(Outcome::Failed) => Err(Failure::Runtime(anyhow::anyhow!(
             "every worker of `{}` gave up; nothing is running (see the output above for why)",
             spec.name
@@ -106,32 +120,8 @@ async fn supervise(
     }
 }
 
-fn say(text: &str) {
-    eprintln!("[corral] {text}");
-}
-
-async fn print_reports(mut rx: mpsc::UnboundedReceiver<Report>) {
+async fn print_reports(mut rx: mpsc::UnboundedReceiver<Report>, notes: Notes) {
     while let Some(report) = rx.recv().await {
-        say(&render::report(&report));
+        notes.line(render::note(&render::report(&report)));
     }
-}
-
-/// Worker output is written from a thread of its own, so a slow terminal slows the
-/// workers' output (through full pipes), never the supervisor.
-fn spawn_log_writer(
-    app: String,
-    mut rx: mpsc::Receiver<LogLine>,
-    done: oneshot::Sender<()>,
-    time: bool,
-) {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        while let Some(line) = rx.blocking_recv() {
-            if render::log_line(&app, &line, &mut buf, time).is_err() {
-                // The terminal is gone; keep draining so workers never block on us.
-                continue;
-            }
-        }
-        let _ = done.send(());
-    });
 }

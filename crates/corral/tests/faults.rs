@@ -71,3 +71,167 @@ fn issue_8_fds_on_notify_datagrams_are_closed_and_their_status_kept() {
     );
     assert!(get(c.addr(), "/").is_ok());
 }
+
+fn fixture() -> String {
+    corral_testkit::fixture_bin(CORRAL).display().to_string()
+}
+
+/// Reads `r` a byte at a time until a line holds "listening on "; returns its address.
+fn read_listening_line(r: &mut std::fs::File) -> std::net::SocketAddr {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    for _ in 0..100_000 {
+        assert_eq!(r.read(&mut byte).expect("read corral's output"), 1);
+        if byte[0] != b'\n' {
+            line.push(byte[0]);
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        if let Some(rest) = text.split("listening on ").nth(1) {
+            return rest.split(' ').next().unwrap().parse().unwrap();
+        }
+        line.clear();
+    }
+    panic!("no listening line");
+}
+
+/// Bytes waiting unread in a pipe.
+fn unread(r: &std::fs::File) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { libc::ioctl(r.as_raw_fd(), libc::FIONREAD, &mut n) };
+    n as usize
+}
+
+fn pid_answering(addr: std::net::SocketAddr) -> Option<i32> {
+    get(addr, "/").ok().and_then(|r| r.pid())
+}
+
+#[test]
+fn issue_8_a_stalled_terminal_stalls_neither_dispatch_nor_restarts() {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut r = std::fs::File::from(r);
+    let w2 = w.try_clone().unwrap();
+    let fixture = fixture();
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "st",
+        "-i",
+        "2",
+        "--balance",
+        "round-robin",
+        "--",
+        &fixture,
+    ];
+    let mut c = Corral::start_with(CORRAL, &args, &[("FIXTURE_PRINT_LINES", "300")], |cmd| {
+        cmd.stdout(w).stderr(w2);
+    });
+    let addr = read_listening_line(&mut r);
+    // Nobody reads any more: the pipe fills with the workers' 2 × 60 KB of output.
+    assert!(
+        eventually(T, || unread(&r) >= 60_000),
+        "pipe: {}",
+        unread(&r)
+    );
+    let mut before = std::collections::BTreeSet::new();
+    assert!(eventually(T, || {
+        before.extend(pid_answering(addr));
+        before.len() == 2
+    }));
+    // Dispatch goes on while the terminal is stalled...
+    for _ in 0..10 {
+        assert!(pid_answering(addr).is_some());
+    }
+    // ...and so do restarts.
+    let victim = *before.first().unwrap();
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    assert!(
+        eventually(T, || pid_answering(addr)
+            .is_some_and(|p| !before.contains(&p))),
+        "no replacement answered while stderr was stalled"
+    );
+    // Once read again, corral's lines from the stall arrive; a clean stop exits 0.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut r, &mut text).unwrap();
+        text
+    });
+    c.signal(Signal::SIGTERM);
+    assert!(c.wait_exit(T).success());
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains(&format!("(pid {victim}) exited unexpectedly")),
+        "{text}"
+    );
+    assert!(text.contains("[corral] st: stopped"), "{text}");
+}
+
+#[test]
+fn issue_8_a_closed_stdout_is_survived_and_a_clean_stop_exits_0() {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut r = std::fs::File::from(r);
+    let w2 = w.try_clone().unwrap();
+    let fixture = fixture();
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "hd",
+        "-i",
+        "2",
+        "--",
+        &fixture,
+    ];
+    let mut c = Corral::start_with(CORRAL, &args, &[("FIXTURE_PRINT_LINES", "50")], |cmd| {
+        cmd.stdout(w).stderr(w2);
+    });
+    // `corral run ... | head -1`
+    let addr = read_listening_line(&mut r);
+    drop(r);
+    assert!(eventually(T, || pid_answering(addr).is_some()));
+    c.signal(Signal::SIGHUP);
+    for _ in 0..50 {
+        assert!(pid_answering(addr).is_some());
+    }
+    c.signal(Signal::SIGTERM);
+    let status = c.wait_exit(T);
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn issue_8_a_full_disk_under_stdout_and_stderr_is_survived() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let fixture = fixture();
+    let args = [
+        "run", "--listen", &listen, "--name", "full", "-i", "2", "--", &fixture,
+    ];
+    let mut c = Corral::start_with(CORRAL, &args, &[("FIXTURE_PRINT_LINES", "50")], |cmd| {
+        let full = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap()
+        };
+        cmd.stdout(full()).stderr(full());
+    });
+    let addr = listen.parse().unwrap();
+    assert!(eventually(T, || pid_answering(addr).is_some()));
+    c.signal(Signal::SIGHUP);
+    for _ in 0..50 {
+        assert!(pid_answering(addr).is_some());
+    }
+    c.signal(Signal::SIGTERM);
+    let status = c.wait_exit(T);
+    assert!(status.success(), "{status:?}");
+}

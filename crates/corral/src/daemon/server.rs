@@ -37,7 +37,7 @@ pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
     let lock = std::fs::File::create(home.lock())?;
     // SAFETY: flock on a file we own; LOCK_NB never blocks.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        eprintln!(
+        errln!(
             "[corral] another daemon already runs for {}",
             home.dir.display()
         );
@@ -52,7 +52,7 @@ pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", home.socket().display()))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(home.socket(), std::fs::Permissions::from_mode(0o600))?;
-        eprintln!(
+        errln!(
             "[corral] daemon {} listening on {}",
             std::process::id(),
             home.socket().display()
@@ -62,7 +62,7 @@ pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
         let mut daemon = Daemon::new(home, tx, lock);
         if resurrect {
             if let Response::Error { message } = daemon.resurrect() {
-                eprintln!("[corral] resurrect: {message}");
+                errln!("[corral] resurrect: {message}");
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -172,7 +172,7 @@ impl Daemon {
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) else {
-            eprintln!("[corral] cannot install signal handlers");
+            errln!("[corral] cannot install signal handlers");
             return;
         };
         loop {
@@ -454,12 +454,12 @@ impl Daemon {
                         app.layout = parsed.layout;
                     }
                     Some(Err(e)) => {
-                        eprintln!("[corral] {name}: config not re-read, keeping the last one: {e}")
+                        errln!("[corral] {name}: config not re-read, keeping the last one: {e}")
                     }
                     None => {}
                 }
                 if let Err(e) = launch(app, &self.home, &self.tx) {
-                    eprintln!("[corral] {name}: cannot start again: {e}");
+                    errln!("[corral] {name}: cannot start again: {e}");
                 }
             }
         }
@@ -606,7 +606,7 @@ impl Daemon {
     }
 
     fn report(&mut self, name: &str, report: Report) {
-        eprintln!("[corral] {name}: {}", render::report(&report));
+        errln!("[corral] {name}: {}", render::report(&report));
         if let Some(app) = self.apps.get_mut(name) {
             app.apply(&report, Instant::now());
         }
@@ -623,7 +623,7 @@ impl Daemon {
             Ok(Outcome::Stopped) => Status::Stopped,
             Ok(Outcome::Failed) => Status::Errored,
             Err(e) => {
-                eprintln!("[corral] {name}: {e}");
+                errln!("[corral] {name}: {e}");
                 Status::Errored
             }
         };
@@ -719,7 +719,7 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
     let name = app.name.clone();
     app.running_triggers = Some(
         crate::triggers::start(&app.triggers, controls_tx.clone(), move |m| {
-            eprintln!("[corral] {name}: {m}")
+            errln!("[corral] {name}: {m}")
         })
         .map_err(|e| format!("{e:#}"))?,
     );
