@@ -250,6 +250,7 @@ impl Builder {
         let spec = self.spec()?;
         let listeners = listen::bind_all(&spec.listen)?;
         let _ = crate::os::become_subreaper();
+        crate::os::keeper::start().map_err(ClusterError::Runtime)?;
         let on_event = self.on_event;
         runtime.block_on(primary(spec, listeners, on_event))
     }

@@ -1,10 +1,12 @@
 //! Helpers for corral's integration tests: run the real `corral` binary, watch its output
 //! with deadlines, and drive HTTP load against it.
 
+mod home;
 mod http;
 mod load;
 mod process;
 
+pub use home::Home;
 pub use http::{get, get_from, KeepAlive, Response};
 pub use load::{Load, LoadReport};
 pub use process::{fixture_bin, limit_open_files, limit_processes, open_fds, Corral};

@@ -34,6 +34,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let listeners = listen::bind_all(&spec.listen).map_err(|e| Failure::Runtime(e.into()))?;
     // Orphans of workers are reparented to us and reaped, whether or not we are PID 1.
     let _ = corral_core::os::become_subreaper();
+    // If corral is killed, the keeper kills what its workers left (grandchildren too).
+    corral_core::os::keeper::start()
+        .context("cannot start corral's keeper process")
+        .map_err(Failure::Runtime)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

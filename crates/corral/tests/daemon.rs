@@ -1,108 +1,19 @@
 //! The daemon and its CLI, each test with a home (`CORRAL_HOME`) of its own.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use corral_testkit::{eventually, fixture_bin, get};
 
+fn home(name: &str) -> Home {
+    Home::new(CORRAL, name)
+}
+
+type Home = corral_testkit::Home;
+
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const T: Duration = Duration::from_secs(20);
-
-/// A private CORRAL_HOME; its daemon is killed on drop.
-struct Home {
-    dir: PathBuf,
-}
-
-impl Home {
-    fn new(name: &str) -> Home {
-        let dir = std::env::temp_dir().join(format!("corral-home-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Home { dir }
-    }
-
-    fn corral(&self, args: &[&str]) -> Output {
-        self.corral_env(args, &[])
-    }
-
-    fn corral_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(CORRAL)
-            .args(args)
-            .env("CORRAL_HOME", &self.dir)
-            .env_remove("WORKERS")
-            .envs(env.iter().copied())
-            .output()
-            .expect("run corral")
-    }
-
-    /// stdout of a command that must succeed.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.corral(args);
-        assert!(
-            out.status.success(),
-            "corral {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// stderr of a command that must fail.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.corral(args);
-        assert!(!out.status.success(), "corral {args:?} should fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn apps(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["ls", "--json"])).expect("ls --json is JSON")
-    }
-
-    fn app(&self, name: &str) -> serde_json::Value {
-        self.apps()
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["name"] == name)
-            .cloned()
-            .unwrap_or(serde_json::Value::Null)
-    }
-
-    /// Waits until `name` has `n` workers, all online.
-    fn wait_online(&self, name: &str, n: usize) -> serde_json::Value {
-        let ok = eventually(T, || {
-            let app = self.app(name);
-            let workers = app["workers"].as_array().cloned().unwrap_or_default();
-            workers.len() == n && workers.iter().all(|w| w["status"] == "online")
-        });
-        assert!(
-            ok,
-            "{name} never had {n} online workers: {}",
-            self.app(name)
-        );
-        self.app(name)
-    }
-
-    fn addr(&self, name: &str) -> std::net::SocketAddr {
-        self.app(name)["listen"][0]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    fn daemon_pid(&self) -> i32 {
-        let pong = self.ok(&["ping"]);
-        pong.trim().rsplit(' ').next().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = self.corral(&["kill"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn pids(app: &serde_json::Value) -> Vec<i64> {
     app["workers"]
@@ -119,7 +30,7 @@ fn fixture() -> String {
 
 #[test]
 fn start_ls_reload_scale_stop_restart_delete() {
-    let home = Home::new("lifecycle");
+    let home = home("lifecycle");
     let fixture = fixture();
     let started = home.ok(&[
         "start",
@@ -166,7 +77,7 @@ fn start_ls_reload_scale_stop_restart_delete() {
 
 #[test]
 fn unknown_apps_and_bad_input_get_clear_errors() {
-    let home = Home::new("errors");
+    let home = home("errors");
     let fixture = fixture();
     home.ok(&[
         "start",
@@ -200,7 +111,7 @@ fn unknown_apps_and_bad_input_get_clear_errors() {
 
 #[test]
 fn without_a_daemon_ls_is_empty_and_stop_says_so() {
-    let home = Home::new("nodaemon");
+    let home = home("nodaemon");
     assert_eq!(
         home.ok(&["ls"]).trim(),
         "no apps (start one with `corral start app.js`)"
@@ -214,7 +125,7 @@ fn without_a_daemon_ls_is_empty_and_stop_says_so() {
 
 #[test]
 fn save_then_a_killed_daemon_then_resurrect_restores_every_app() {
-    let home = Home::new("resurrect");
+    let home = home("resurrect");
     let fixture = fixture();
     home.ok(&[
         "start",
@@ -271,7 +182,7 @@ fn save_then_a_killed_daemon_then_resurrect_restores_every_app() {
 fn the_control_socket_is_private_and_other_users_are_refused() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let home = Home::new("socket");
+    let home = home("socket");
     home.ok(&["ping"]);
     let socket = home.dir.join("corral.sock");
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
@@ -299,7 +210,7 @@ fn the_control_socket_is_private_and_other_users_are_refused() {
 
 #[test]
 fn log_rotation_under_a_fast_writer_loses_no_line() {
-    let home = Home::new("logs");
+    let home = home("logs");
     let fixture = fixture();
     let out = home.corral_env(
         &[
@@ -361,7 +272,7 @@ fn corral_start_runs_an_unmodified_node_app_with_the_right_interpreter() {
     if std::env::var_os("CORRAL_SKIP_NODE").is_some() {
         return;
     }
-    let home = Home::new("node");
+    let home = home("node");
     let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/node/plain.js");
     let app = app.canonicalize().unwrap().display().to_string();
     home.ok(&["start", &app, "-i", "2", "--listen", "127.0.0.1:0"]);
@@ -386,7 +297,7 @@ fn corral_start_runs_an_unmodified_node_app_with_the_right_interpreter() {
 
 #[test]
 fn describe_and_env_show_the_declared_environment_with_secrets_masked_and_flush_empties_logs() {
-    let home = Home::new("describe");
+    let home = home("describe");
     let fixture = fixture();
     home.ok(&[
         "start",
@@ -445,7 +356,7 @@ fn config_file(home: &Home, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn ecosystem_files_in_every_format_start_the_right_apps_with_the_right_env() {
-    let home = Home::new("ecosystem");
+    let home = home("ecosystem");
     let fixture = fixture();
     let json = format!(
         r#"{{ "apps": [ {{ "name": "j", "script": "{fixture}", "instances": 2, "listen": "127.0.0.1:0",
@@ -487,7 +398,7 @@ fn ecosystem_files_in_every_format_start_the_right_apps_with_the_right_env() {
 
 #[test]
 fn config_files_warn_about_unknown_keys_and_reject_bad_values_with_file_key_and_line() {
-    let home = Home::new("badconfig");
+    let home = home("badconfig");
     let path = config_file(
         &home,
         "ecosystem.config.json",
@@ -520,7 +431,7 @@ fn config_files_warn_about_unknown_keys_and_reject_bad_values_with_file_key_and_
 
 #[test]
 fn the_systemd_unit_runs_the_daemon_with_resurrect_as_type_notify() {
-    let home = Home::new("startup");
+    let home = home("startup");
     let unit = home.ok(&["startup", "systemd"]);
     assert!(unit.contains("Type=notify\n"), "{unit}");
     assert!(
@@ -539,7 +450,7 @@ fn the_systemd_unit_runs_the_daemon_with_resurrect_as_type_notify() {
 
 #[test]
 fn daemon_resurrect_restores_saved_apps_then_notifies_systemd_and_sigterm_drains() {
-    let home = Home::new("notify");
+    let home = home("notify");
     let fixture = fixture();
     home.ok(&[
         "start",
@@ -588,7 +499,7 @@ fn daemon_resurrect_restores_saved_apps_then_notifies_systemd_and_sigterm_drains
 
 #[test]
 fn monit_renders_apps_under_tmux_and_its_keys_scale() {
-    let home = Home::new("monit");
+    let home = home("monit");
     let fixture = fixture();
     home.ok(&[
         "start",
@@ -654,7 +565,7 @@ fn monit_renders_apps_under_tmux_and_its_keys_scale() {
 
 #[test]
 fn time_stamps_log_lines_and_logs_json_parses() {
-    let home = Home::new("time");
+    let home = home("time");
     let fixture = fixture();
     home.ok(&[
         "start",
@@ -686,7 +597,7 @@ fn time_stamps_log_lines_and_logs_json_parses() {
 
 #[test]
 fn reload_and_restart_read_the_config_file_again_and_a_removed_key_is_gone() {
-    let home = Home::new("rereads");
+    let home = home("rereads");
     let fixture = fixture();
     let write = |env: &str| {
         config_file(
@@ -727,7 +638,7 @@ fn reload_and_restart_read_the_config_file_again_and_a_removed_key_is_gone() {
 
 #[test]
 fn an_env_file_next_to_the_app_is_read_at_start() {
-    let home = Home::new("envfile");
+    let home = home("envfile");
     let fixture = fixture();
     let dir = home.dir.with_extension("app");
     std::fs::create_dir_all(&dir).unwrap();
@@ -761,7 +672,7 @@ fn an_env_file_next_to_the_app_is_read_at_start() {
 
 #[test]
 fn out_file_with_merge_logs_puts_every_slot_in_one_file_that_logs_reads() {
-    let home = Home::new("outfile");
+    let home = home("outfile");
     let fixture = fixture();
     let dir = home.dir.with_extension("var");
     let file = dir.join("app.log");
@@ -797,7 +708,7 @@ fn out_file_with_merge_logs_puts_every_slot_in_one_file_that_logs_reads() {
 
 #[test]
 fn daemon_command_errors_snapshot() {
-    let home = Home::new("snapshots");
+    let home = home("snapshots");
     let fixture = fixture();
     let mut out = String::new();
     let mut record = |title: &str, args: &[&str]| {

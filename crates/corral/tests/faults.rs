@@ -235,3 +235,80 @@ fn issue_8_a_full_disk_under_stdout_and_stderr_is_survived() {
     let status = c.wait_exit(T);
     assert!(status.success(), "{status:?}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn port_is_closed(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+/// A stdlib Python server behind a shell that does not exec it (`; true`), so the
+/// server is corral's grandchild: PDEATHSIG does not reach it.
+fn wrapped_python_server() -> String {
+    format!(
+        "FDS_ROUNDS=0 python3 {}; true",
+        worker_script("notify_fds.py")
+    )
+}
+
+#[test]
+fn issue_8_sigkill_of_corral_run_leaves_no_server_behind_a_wrapper() {
+    if !have("python3", "apt-get install python3") {
+        return;
+    }
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let script = wrapped_python_server();
+    let args = [
+        "run", "--listen", &listen, "--name", "sh", "-i", "2", "--ready", "notify", "--", "sh",
+        "-c", &script,
+    ];
+    let mut c = Corral::start(CORRAL, &args, &[]);
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let addr = listen.parse().unwrap();
+    assert!(get(addr, "/").is_ok());
+    c.signal(Signal::SIGKILL);
+    c.wait_exit(T);
+    // The keeper kills the servers' process groups as soon as corral is gone.
+    assert!(
+        eventually(Duration::from_secs(2), || port_is_closed(port)),
+        "a server still holds port {port} after corral was killed"
+    );
+    let again = Corral::start(CORRAL, &args, &[]);
+    again.wait_for("worker 0 ready", T);
+    assert!(get(addr, "/").is_ok());
+}
+
+#[test]
+fn issue_8_sigkill_of_the_daemon_leaves_no_server_and_resurrect_rebinds() {
+    if !have("python3", "apt-get install python3") {
+        return;
+    }
+    let home = corral_testkit::Home::new(CORRAL, "faults-daemon-death");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let script = wrapped_python_server();
+    home.ok(&[
+        "start", "sh", "--name", "wrapped", "-i", "2", "--listen", &listen, "--ready", "notify",
+        "--", "-c", &script,
+    ]);
+    home.wait_online("wrapped", 2);
+    home.ok(&["save"]);
+    let addr = listen.parse().unwrap();
+    assert!(get(addr, "/").is_ok());
+    kill(Pid::from_raw(home.daemon_pid()), Signal::SIGKILL).unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || port_is_closed(port)),
+        "a server still holds port {port} after the daemon was killed"
+    );
+    home.ok(&["resurrect"]);
+    home.wait_online("wrapped", 2);
+    assert!(get(addr, "/").is_ok());
+}

@@ -374,7 +374,7 @@ fn assert_orphan_reaped(parent: i32) {
     );
 }
 
-/// (pid, state) of every process whose parent is `parent`.
+/// (pid, state) of every process whose parent is `parent`, but corral's keeper.
 fn children_of(parent: i32) -> Vec<(i32, char)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -387,7 +387,8 @@ fn children_of(parent: i32) -> Vec<(i32, char)> {
         let mut fields = after.split(' ');
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == parent {
+        let keeper = stat.contains("(corral-keeper)");
+        if ppid == parent && !keeper {
             out.push((
                 entry.file_name().to_string_lossy().parse().unwrap_or(0),
                 state,

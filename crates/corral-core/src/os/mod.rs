@@ -1,5 +1,6 @@
 //! Unix process plumbing: fork/exec with inherited listeners, process groups, reaping, subreaping.
 
+pub mod keeper;
 pub mod memory;
 mod spawn;
 

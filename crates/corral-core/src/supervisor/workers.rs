@@ -453,6 +453,7 @@ impl Processes for OsProcesses {
     fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError> {
         let (theirs, ours) = channel::pair().map_err(SpawnError::Os)?;
         let child = os::spawn(&self.template.command(slot, theirs.as_raw_fd()))?;
+        os::keeper::watch(child.pid);
         self.worker_ends.insert(child.pid, theirs);
         output::pump(
             child.stdout,
@@ -494,6 +495,8 @@ impl Processes for OsProcesses {
     }
 
     fn reaped(&mut self, pid: Pid) -> usize {
+        // The Group killed what was left of its process group before this.
+        os::keeper::forget(pid);
         self.channels.remove(&pid);
         self.dispatcher.remove(pid);
         self.node_workers.remove(&pid);

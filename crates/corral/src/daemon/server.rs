@@ -44,6 +44,9 @@ pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let _ = std::fs::remove_file(home.socket());
+    // Apps die with the daemon (until re-adoption exists): the keeper sees to their
+    // grandchildren, so `resurrect` finds every port free.
+    corral_core::os::keeper::start().context("cannot start corral's keeper process")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -1,0 +1,157 @@
+//! The keeper: a tiny process that outlives the supervisor just long enough to SIGKILL
+//! every worker process group it had, so that nothing corral started (a server behind
+//! `sh -c` or `npm start` included) keeps serving its ports after corral is killed.
+//!
+//! PDEATHSIG reaches only a worker's first process; the grandchildren are what survive.
+//! A cgroup would catch even processes that leave their group (`setsid`), but one can
+//! rarely be created where corral runs (containers, user sessions without delegation),
+//! so corral records process groups instead, which every wrapper's children stay in.
+//!
+//! The supervisor tells the keeper each group it creates and forgets, over a pipe whose
+//! write end only the supervisor holds (close-on-exec). When the supervisor dies, for any
+//! reason, the pipe ends; the keeper kills every group still recorded and exits.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::OnceLock;
+
+use crate::process::Pid;
+
+static KEEPER: OnceLock<File> = OnceLock::new();
+
+/// Groups the keeper can hold; past this, a group is not recorded (PDEATHSIG still
+/// reaches its leader). A fixed table, so the keeper never allocates after fork.
+const CAPACITY: usize = 16_384;
+
+/// A record on the pipe: `+` or `-` and the group id, little-endian.
+const RECORD: usize = 5;
+
+/// Starts the keeper, once per process. Call it before starting other threads is best,
+/// but the keeper allocates nothing after fork, so it is safe either way.
+pub fn start() -> io::Result<()> {
+    if KEEPER.get().is_some() {
+        return Ok(());
+    }
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let devnull = File::open("/dev/null")?;
+    // SAFETY: the child only makes async-signal-safe calls and never returns.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => unsafe { keep(read.as_raw_fd(), devnull.as_raw_fd()) },
+        _ => {
+            drop(read);
+            let _ = KEEPER.set(File::from(write));
+            Ok(())
+        }
+    }
+}
+
+/// Records process group `pgid`: killed if the supervisor dies before [`forget`].
+pub fn watch(pgid: Pid) {
+    send(b'+', pgid);
+}
+
+/// The group is gone (its leader reaped, the rest killed): nothing to do for it.
+pub fn forget(pgid: Pid) {
+    send(b'-', pgid);
+}
+
+fn send(op: u8, pgid: Pid) {
+    let Some(mut pipe) = KEEPER.get() else {
+        return;
+    };
+    let mut record = [op, 0, 0, 0, 0];
+    record[1..].copy_from_slice(&pgid.to_le_bytes());
+    // Under PIPE_BUF, so atomic; a keeper that is gone (EPIPE) changes nothing here.
+    let _ = pipe.write_all(&record);
+}
+
+/// The keeper's whole life.
+///
+/// # Safety
+/// Only in the child right after fork.
+unsafe fn keep(pipe: RawFd, devnull: RawFd) -> ! {
+    // Out of the terminal's process group, so a Ctrl-C meant for corral does not end the
+    // keeper before corral has finished with its workers.
+    libc::setpgid(0, 0);
+    for signal in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGPIPE,
+    ] {
+        libc::signal(signal, libc::SIG_IGN);
+    }
+    libc::prctl(libc::PR_SET_NAME, c"corral-keeper".as_ptr(), 0, 0, 0);
+    // Hold nothing of corral's: no listener (the port must close with corral), no pipe
+    // of its terminal.
+    for fd in 0..3 {
+        libc::dup2(devnull, fd);
+    }
+    libc::dup2(pipe, 3);
+    if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
+        for fd in 4..65_536 {
+            libc::close(fd);
+        }
+    }
+    let mut groups = [0 as Pid; CAPACITY];
+    let mut buf = [0u8; 4096];
+    let mut have = 0;
+    loop {
+        let n = libc::read(3, buf[have..].as_mut_ptr().cast(), buf.len() - have);
+        if n < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        have += n as usize;
+        let whole = have - have % RECORD;
+        for record in buf[..whole].chunks_exact(RECORD) {
+            let pgid = Pid::from_le_bytes([record[1], record[2], record[3], record[4]]);
+            apply(&mut groups, record[0], pgid);
+        }
+        buf.copy_within(whole..have, 0);
+        have -= whole;
+    }
+    for &pgid in groups.iter().filter(|&&g| g > 1) {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    libc::_exit(0)
+}
+
+fn apply(groups: &mut [Pid], op: u8, pgid: Pid) {
+    match op {
+        b'+' => {
+            if let Some(free) = groups.iter_mut().find(|g| **g == 0) {
+                *free = pgid;
+            }
+        }
+        _ => {
+            if let Some(known) = groups.iter_mut().find(|g| **g == pgid) {
+                *known = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_added_and_forgotten() {
+        let mut groups = [0; 4];
+        apply(&mut groups, b'+', 10);
+        apply(&mut groups, b'+', 11);
+        apply(&mut groups, b'-', 10);
+        apply(&mut groups, b'+', 12);
+        assert_eq!(groups, [12, 11, 0, 0]);
+    }
+}
