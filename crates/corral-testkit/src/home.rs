@@ -18,11 +18,21 @@ impl Home {
     /// A fresh home named after the test, for the corral binary `bin`.
     pub fn new(bin: &str, name: &str) -> Home {
         let dir = std::env::temp_dir().join(format!("corral-home-{name}-{}", std::process::id()));
+        Home::at(bin, dir)
+    }
+
+    /// A fresh home at `dir` (emptied first).
+    pub fn at(bin: &str, dir: PathBuf) -> Home {
         let _ = std::fs::remove_dir_all(&dir);
         Home {
             dir,
             bin: bin.into(),
         }
+    }
+
+    /// The daemon's own log.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
     pub fn corral(&self, args: &[&str]) -> Output {

@@ -3,6 +3,7 @@
 #[macro_use]
 mod print;
 mod app;
+mod chatter;
 mod cli;
 mod commands;
 mod config;

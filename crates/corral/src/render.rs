@@ -61,7 +61,9 @@ pub fn report(r: &Report) -> String {
         Report::Ready { slot, pid, after } => {
             format!("worker {slot} ready (pid {pid}, after {})", duration(*after))
         }
-        Report::Status { slot, pid, text } => format!("worker {slot} (pid {pid}) status: {text}"),
+        Report::Status { slot, pid, text } => {
+            format!("worker {slot} (pid {pid}) status: {}", clip(text))
+        }
         Report::Exited { slot, pid, status, uptime, expected: true } => {
             format!("worker {slot} (pid {pid}) stopped: {status} after {}", duration(*uptime))
         }
@@ -143,7 +145,7 @@ pub fn report(r: &Report) -> String {
             "worker {slot} (pid {pid}) died before taking {connections} handed-over connections; they go to other workers"
         ),
         Report::Message { slot, pid, json } => {
-            format!("message from worker {slot} (pid {pid}): {json}")
+            format!("message from worker {slot} (pid {pid}): {}", clip(json))
         }
         Report::ChannelProblem { slot, pid, problem } => {
             format!("worker {slot} (pid {pid}) {problem}")
@@ -155,6 +157,31 @@ pub fn report(r: &Report) -> String {
         ),
         Report::Stopping { workers, forced: true } => format!("killing {workers} workers now"),
     }
+}
+
+/// What corral writes in a worker's name is at most this long.
+const CLIP: usize = 1024;
+
+/// `text`, cut to [`CLIP`] bytes (on a character boundary) with the full length said.
+fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= CLIP {
+        return text.into();
+    }
+    let mut end = CLIP;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len()).into()
+}
+
+/// Says that a worker's lines are counted from now on (its rate limit).
+pub fn throttled(slot: usize) -> String {
+    format!("worker {slot}: more than 10 lines a second about it; counting them instead of logging")
+}
+
+/// Says that `count` lines about the worker in `slot` were not written (its rate limit).
+pub fn suppressed(slot: usize, count: u64) -> String {
+    format!("worker {slot}: {count} lines about it were not logged (over 10 a second)")
 }
 
 /// Writes one worker line as `[app:slot] text` (with `time`, `[app:slot] <RFC 3339> text`),

@@ -10,6 +10,7 @@ use corral_core::writer::{self, Notes};
 use corral_core::AppSpec;
 use tokio::sync::mpsc;
 
+use crate::chatter::Chatter;
 use crate::cli::RunArgs;
 use crate::exit::Failure;
 use crate::render;
@@ -74,7 +75,7 @@ async fn supervise(
     let all_written = writer::spawn_log_writer(log_rx, move |line| {
         let _ = render::log_line(&app, line, &mut buf, time);
     });
-    let report_task = tokio::spawn(print_reports(report_rx, notes.clone()));
+    let report_task = tokio::spawn(print_reports(report_rx, notes.clone(), spec.name.clone()));
     let say = |text: &str| notes.line(render::note(text));
 
     for l in &listeners {
@@ -124,8 +125,11 @@ async fn supervise(
     }
 }
 
-async fn print_reports(mut rx: mpsc::UnboundedReceiver<Report>, notes: Notes) {
+async fn print_reports(mut rx: mpsc::UnboundedReceiver<Report>, notes: Notes, app: String) {
+    let mut chatter = Chatter::default();
     while let Some(report) = rx.recv().await {
-        notes.line(render::note(&render::report(&report)));
+        for line in chatter.lines(&app, &report, std::time::Instant::now()) {
+            notes.line(render::note(&line));
+        }
     }
 }

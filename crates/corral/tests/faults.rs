@@ -312,3 +312,163 @@ fn issue_8_sigkill_of_the_daemon_leaves_no_server_and_resurrect_rebinds() {
     home.wait_online("wrapped", 2);
     assert!(get(addr, "/").is_ok());
 }
+
+/// A small tmpfs, unmounted on drop; `None` (with a message) where mounting is not allowed.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(name: &str, size: &str) -> Option<SmallDisk> {
+        let dir = std::env::temp_dir().join(format!("corral-disk-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "skipped: cannot mount a tmpfs here (run the tests as root to include this one)"
+            );
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    /// Writes a file until the disk is full; returns its path.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..100_000 {
+            if file.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn issue_8_the_daemon_and_its_apps_outlive_a_full_disk_and_log_again_when_space_returns() {
+    let Some(disk) = SmallDisk::mount("daemon", "8m") else {
+        return;
+    };
+    let home = corral_testkit::Home::at(CORRAL, disk.dir.join("home"));
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "web",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    // A worker that keeps writing output (bounded: 4000 lines, then it idles).
+    let ticker =
+        "i=0; while [ $i -lt 4000 ]; do echo tick $i; i=$((i+1)); sleep 0.005; done; sleep 120";
+    home.ok(&[
+        "start", "sh", "--name", "ticker", "-i", "1", "--", "-c", ticker,
+    ]);
+    home.wait_online("web", 2);
+    let addr: std::net::SocketAddr = home.app("web")["listen"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let filler = disk.fill();
+    // The disk is full: reloads make the daemon log (more than the page its log file
+    // has left), workers keep writing output.
+    for _ in 0..20 {
+        home.ok(&["reload", "web"]);
+        assert!(eventually(T, || home.ok(&["ls"]).contains("web")));
+    }
+    assert!(get(addr, "/").is_ok());
+    assert!(home.ok(&["ping"]).contains("pong"));
+    // The ticker's log stops growing: its lines are being lost, not queued.
+    let ticker_log = home.dir.join("logs/ticker-0-out.log");
+    let size = || std::fs::metadata(&ticker_log).map_or(0, |m| m.len());
+    let mut last = (size(), std::time::Instant::now());
+    assert!(eventually(T, || {
+        let now = size();
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        }
+        last.1.elapsed() >= Duration::from_millis(500)
+    }));
+    // Space returns: logging resumes by itself and says what was lost.
+    std::fs::remove_file(filler).unwrap();
+    home.ok(&["reload", "web"]);
+    assert!(
+        eventually(T, || home
+            .daemon_log()
+            .contains("lines lost while this file could not be written")),
+        "daemon.log:\n{}",
+        home.daemon_log()
+    );
+    let ticks = || std::fs::read_to_string(&ticker_log).unwrap_or_default();
+    assert!(
+        eventually(T, || ticks()
+            .contains("lines lost while this file could not be written")),
+        "ticker log tail: {}",
+        ticks().lines().last().unwrap_or_default()
+    );
+    assert!(get(addr, "/").is_ok());
+}
+
+#[test]
+fn issue_8_status_spam_from_a_worker_is_rate_limited_in_the_daemon_log() {
+    if !have("python3", "apt-get install python3") {
+        return;
+    }
+    let home = corral_testkit::Home::new(CORRAL, "faults-spam");
+    let script = worker_script("notify_fds.py");
+    let env = format!("FDS_PER=0");
+    home.ok(&[
+        "start",
+        "python3",
+        "--name",
+        "spam",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--ready",
+        "notify",
+        "-e",
+        "FDS_ROUNDS=20000",
+        "-e",
+        &env,
+        "--",
+        &script,
+    ]);
+    home.wait_online("spam", 1);
+    assert!(
+        eventually(T, || home
+            .daemon_log()
+            .contains("counting them instead of logging")),
+        "{}",
+        home.daemon_log()
+    );
+    let statuses = home.daemon_log().matches("status: round").count();
+    // 20,000 STATUS= lines were sent; a burst of them is logged.
+    assert!(
+        (1..=100).contains(&statuses),
+        "{statuses} status lines logged"
+    );
+}

@@ -68,6 +68,10 @@ pub struct LogFiles {
     layout: Layout,
     /// By path: with merged logs several slots write to one file.
     open: HashMap<PathBuf, Open>,
+    /// Lines that could not be written, by path, and the last error: said in the file
+    /// once writing works again (a disk that filled up and was freed).
+    lost: HashMap<PathBuf, (u64, String)>,
+    rotations: u64,
 }
 
 impl LogFiles {
@@ -94,6 +98,8 @@ impl LogFiles {
             time: false,
             layout: Layout::default(),
             open: HashMap::new(),
+            lost: HashMap::new(),
+            rotations: 0,
         }
     }
 
@@ -109,32 +115,60 @@ impl LogFiles {
     }
 
     /// Appends one line (whole, in one write); rotates first when the file is full.
+    /// A line that cannot be written (a full disk) is lost and counted; the count is
+    /// written before the next line that can be.
     pub fn write(&mut self, line: &LogLine) -> io::Result<()> {
         let key = self
             .layout
             .path(&self.dir, &self.app, line.slot, line.stream);
-        if !self.open.contains_key(&key) {
+        let result = self.append(&key, line);
+        if let Err(e) = &result {
+            let lost = self.lost.entry(key).or_insert((0, String::new()));
+            lost.0 += 1;
+            lost.1 = e.to_string();
+        }
+        result
+    }
+
+    fn append(&mut self, key: &Path, line: &LogLine) -> io::Result<()> {
+        if !self.open.contains_key(key) {
             if let Some(dir) = key.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let opened = open(&key)?;
-            self.open.insert(key.clone(), opened);
+            let opened = open(key, key.starts_with(&self.dir))?;
+            self.open.insert(key.to_owned(), opened);
         }
-        let needs_rotation = self.open[&key].size >= self.max_size;
-        if needs_rotation {
-            self.rotate(key.clone())?;
+        if self.open[key].size >= self.max_size {
+            self.rotate(key.to_owned())?;
         }
-        let out = self.open.get_mut(&key).expect("opened above");
         let mut bytes = Vec::with_capacity(line.text.len() + 32);
+        if let Some((count, error)) = self.lost.get(key) {
+            let note = format!(
+                "[corral] {count} lines lost while this file could not be written: {error}\n"
+            );
+            bytes.extend_from_slice(note.as_bytes());
+        }
         if self.time {
             bytes.extend_from_slice(timestamp().as_bytes());
             bytes.push(b' ');
         }
         bytes.extend_from_slice(&line.text);
         bytes.push(b'\n');
+        let out = self.open.get_mut(key).expect("opened above");
         out.file.write_all(&bytes)?;
         out.size += bytes.len() as u64;
+        self.lost.remove(key);
         Ok(())
+    }
+
+    /// How many times a file was rotated so far.
+    pub fn rotations(&self) -> u64 {
+        self.rotations
+    }
+
+    /// The open file `path` is written through, if any.
+    pub fn file(&self, path: &Path) -> Option<&File> {
+        self.open.get(path).map(|o| &o.file)
     }
 
     /// `x.log` → `x.log.1` → ... → `x.log.KEEP` (dropped), then a fresh `x.log`. Lines
@@ -147,8 +181,9 @@ impl LogFiles {
             let _ = std::fs::rename(numbered(n), numbered(n + 1));
         }
         std::fs::rename(&path, numbered(1))?;
-        let fresh = open(&path)?;
+        let fresh = open(&path, path.starts_with(&self.dir))?;
         self.open.insert(key, fresh);
+        self.rotations += 1;
         Ok(())
     }
 }
@@ -158,8 +193,16 @@ pub fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
-fn open(path: &Path) -> io::Result<Open> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+/// Opens for appending. In corral's own home (`private`), a symlink planted where a
+/// log goes is refused rather than followed.
+fn open(path: &Path, private: bool) -> io::Result<Open> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    if private {
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = options.open(path)?;
     let size = file.metadata()?.len();
     Ok(Open {
         file,

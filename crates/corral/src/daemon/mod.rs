@@ -2,6 +2,7 @@
 //! the client side the CLI uses to talk to it.
 
 pub mod client;
+mod journal;
 pub mod logfile;
 pub mod protocol;
 mod server;

@@ -21,12 +21,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use super::journal;
 use super::logfile::LogFiles;
 use super::protocol::{ConfigRef, Envelope, Request, Response, PROTOCOL_VERSION};
 use super::state::{closest, App, Status, Then};
 use super::Home;
+use crate::chatter::Chatter;
 use crate::cli::{Cli, Command};
-use crate::render;
 
 /// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).
 /// With `resurrect`, starts the saved apps and then reports ready to systemd
@@ -43,6 +44,7 @@ pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    journal::open(&home);
     let _ = std::fs::remove_file(home.socket());
     // Apps die with the daemon (until re-adoption exists): the keeper sees to their
     // grandchildren, so `resurrect` finds every port free.
@@ -55,17 +57,17 @@ pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", home.socket().display()))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(home.socket(), std::fs::Permissions::from_mode(0o600))?;
-        errln!(
-            "[corral] daemon {} listening on {}",
+        journal::say(&format!(
+            "daemon {} listening on {}",
             std::process::id(),
             home.socket().display()
-        );
+        ));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(accept_loop(listener, tx.clone()));
         let mut daemon = Daemon::new(home, tx, lock);
         if resurrect {
             if let Response::Error { message } = daemon.resurrect() {
-                errln!("[corral] resurrect: {message}");
+                journal::say(&format!("resurrect: {message}"));
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -155,6 +157,8 @@ struct Daemon {
     ticks: HashMap<Pid, (u64, Instant)>,
     /// Held (flock) while this daemon serves the home.
     lock: Option<std::fs::File>,
+    /// Bounds what the daemon logs on each worker's behalf.
+    chatter: Chatter,
 }
 
 impl Daemon {
@@ -166,6 +170,7 @@ impl Daemon {
             killing: None,
             ticks: HashMap::new(),
             lock: Some(lock),
+            chatter: Chatter::default(),
         }
     }
 
@@ -175,7 +180,7 @@ impl Daemon {
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) else {
-            errln!("[corral] cannot install signal handlers");
+            journal::say("cannot install signal handlers");
             return;
         };
         loop {
@@ -197,7 +202,8 @@ impl Daemon {
                 for reply in self.killing.take().unwrap_or_default() {
                     let _ = reply.send(Response::ok("every app stopped; daemon exiting"));
                 }
-                // Let the replies go out before the process ends.
+                // Let the replies and the last log lines go out before the process ends.
+                journal::flush().await;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 return;
             }
@@ -456,13 +462,13 @@ impl Daemon {
                         app.time = parsed.time;
                         app.layout = parsed.layout;
                     }
-                    Some(Err(e)) => {
-                        errln!("[corral] {name}: config not re-read, keeping the last one: {e}")
-                    }
+                    Some(Err(e)) => journal::say(&format!(
+                        "{name}: config not re-read, keeping the last one: {e}"
+                    )),
                     None => {}
                 }
                 if let Err(e) = launch(app, &self.home, &self.tx) {
-                    errln!("[corral] {name}: cannot start again: {e}");
+                    journal::say(&format!("{name}: cannot start again: {e}"));
                 }
             }
         }
@@ -609,7 +615,9 @@ impl Daemon {
     }
 
     fn report(&mut self, name: &str, report: Report) {
-        errln!("[corral] {name}: {}", render::report(&report));
+        for line in self.chatter.lines(name, &report, Instant::now()) {
+            journal::say(&format!("{name}: {line}"));
+        }
         if let Some(app) = self.apps.get_mut(name) {
             app.apply(&report, Instant::now());
         }
@@ -626,7 +634,7 @@ impl Daemon {
             Ok(Outcome::Stopped) => Status::Stopped,
             Ok(Outcome::Failed) => Status::Errored,
             Err(e) => {
-                errln!("[corral] {name}: {e}");
+                journal::say(&format!("{name}: {e}"));
                 Status::Errored
             }
         };
@@ -722,7 +730,7 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
     let name = app.name.clone();
     app.running_triggers = Some(
         crate::triggers::start(&app.triggers, controls_tx.clone(), move |m| {
-            errln!("[corral] {name}: {m}")
+            journal::say(&format!("{name}: {m}"))
         })
         .map_err(|e| format!("{e:#}"))?,
     );

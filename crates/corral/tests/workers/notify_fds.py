@@ -14,7 +14,11 @@ sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 sender.connect(notify)
 null = os.open("/dev/null", os.O_RDONLY)
 for i in range(rounds):
-    socket.send_fds(sender, [f"STATUS=round {i}".encode()], [null] * per)
+    status = f"STATUS=round {i}".encode()
+    if per:
+        socket.send_fds(sender, [status], [null] * per)
+    else:
+        sender.send(status)
 sender.send(b"READY=1")
 
 
