@@ -438,7 +438,6 @@ fn issue_8_status_spam_from_a_worker_is_rate_limited_in_the_daemon_log() {
     }
     let home = corral_testkit::Home::new(CORRAL, "faults-spam");
     let script = worker_script("notify_fds.py");
-    let env = format!("FDS_PER=0");
     home.ok(&[
         "start",
         "python3",
