@@ -452,7 +452,7 @@ fn issue_8_status_spam_from_a_worker_is_rate_limited_in_the_daemon_log() {
         "-e",
         "FDS_ROUNDS=20000",
         "-e",
-        &env,
+        "FDS_PER=0",
         "--",
         &script,
     ]);
