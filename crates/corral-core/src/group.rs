@@ -182,6 +182,12 @@ pub enum Report {
     NotRestarted {
         slot: usize,
     },
+    /// Connections wait but corral cannot accept them (out of fds or memory); it retries
+    /// every `retry` at most. Said once per 1000 failed passes.
+    AcceptStarved {
+        error: String,
+        retry: Duration,
+    },
     /// Connections handed to a worker that died before taking them, given to others.
     Recovered {
         slot: usize,

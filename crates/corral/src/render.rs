@@ -137,6 +137,10 @@ pub fn report(r: &Report) -> String {
         Report::NotRestarted { slot } => {
             format!("worker {slot} is not restarted (autorestart is off)")
         }
+        Report::AcceptStarved { error, retry } => format!(
+            "cannot accept waiting connections: {error}; retrying every {} until fds free up (raise `ulimit -n`)",
+            duration(*retry)
+        ),
         Report::Recovered {
             slot,
             pid,

@@ -471,3 +471,163 @@ fn issue_8_status_spam_from_a_worker_is_rate_limited_in_the_daemon_log() {
         "{statuses} status lines logged"
     );
 }
+
+/// Sets the open-file limit of a running process.
+fn set_fd_limit(pid: i32, limit: u64) {
+    let rl = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit on another process of ours, with a valid new limit and no old one.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &rl, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn issue_8_accept_out_of_fds_retries_and_the_backlog_drains() {
+    let fixture = fixture();
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "emf",
+        "-i",
+        "2",
+        "--balance",
+        "round-robin",
+        "--",
+        &fixture,
+    ];
+    let c = Corral::start(CORRAL, &args, &[]);
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let addr = c.addr();
+    assert!(pid_answering(addr).is_some());
+    // Room for 3 accepted connections at a time: a burst of 200 hits EMFILE at once.
+    set_fd_limit(c.pid(), open_fds(c.pid()) as u64 + 3);
+    let clients: Vec<_> = (0..200)
+        .map(|_| std::thread::spawn(move || pid_answering(addr).is_some()))
+        .collect();
+    let served = clients
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .filter(|&ok| ok)
+        .count();
+    assert_eq!(
+        served, 200,
+        "every queued connection is served once fds free up"
+    );
+    c.wait_for("cannot accept waiting connections", T);
+}
+
+/// Runs `corral args` in `home` with a 20 s deadline (killed after it) and an optional
+/// fd limit (inherited by a daemon it starts).
+fn corral_bounded(
+    home: &corral_testkit::Home,
+    args: &[&str],
+    fd_limit: Option<u64>,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(CORRAL);
+    cmd.args(args)
+        .env("CORRAL_HOME", &home.dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(limit) = fd_limit {
+        limit_open_files(&mut cmd, limit);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let watchdog = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + T;
+        while std::time::Instant::now() < deadline {
+            if kill(Pid::from_raw(pid), None).is_err() {
+                return;
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    out
+}
+
+#[test]
+fn issue_8_the_control_socket_survives_10k_idle_connections_at_a_low_fd_limit() {
+    let home = corral_testkit::Home::new(CORRAL, "faults-control");
+    // The daemon starts with the fd limit of the command that started it.
+    let fixture = fixture();
+    let start = [
+        "start",
+        &fixture,
+        "--name",
+        "web",
+        "--listen",
+        "127.0.0.1:0",
+        "-i",
+        "1",
+    ];
+    let out = corral_bounded(&home, &start, Some(1024));
+    assert!(out.status.success(), "{out:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", home.daemon_pid())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 1024 ")),
+        "{limits}"
+    );
+    // This test process needs room for its own 10,000 sockets.
+    set_fd_limit(std::process::id() as i32, 16_384);
+    let socket = home.dir.join("corral.sock");
+    let mut idle = Vec::new();
+    let (mut refused, mut connected) = (0, 0);
+    for _ in 0..10_000 {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        match s.connect(&socket2::SockAddr::unix(&socket).unwrap()) {
+            Ok(()) => connected += 1,
+            Err(_) => refused += 1,
+        }
+        idle.push(s);
+    }
+    let ping = corral_bounded(&home, &["ping"], None);
+    assert!(
+        ping.status.success(),
+        "ping after {connected} idle connections ({refused} refused): {ping:?}"
+    );
+    drop(idle);
+    assert!(corral_bounded(&home, &["ping"], None).status.success());
+    home.wait_online("web", 1);
+}
+
+#[test]
+fn issue_8_requests_up_to_16_mib_work_and_bigger_ones_are_refused_by_name() {
+    let home = corral_testkit::Home::new(CORRAL, "faults-big");
+    let fixture = fixture();
+    // A config whose env holds 1 MiB: a request far over the old 64 KiB cut.
+    std::fs::create_dir_all(&home.dir).unwrap();
+    let config = home.dir.join("big.json");
+    let value = "v".repeat(1024 * 1024);
+    let text =
+        serde_json::json!({"apps": [{"name": "big", "script": fixture, "env": {"BIG": value}}]});
+    std::fs::write(&config, text.to_string()).unwrap();
+    home.ok(&["start", config.to_str().unwrap()]);
+    let env = home.ok(&["env", "big"]);
+    assert!(env.contains(&value), "the 1 MiB value came through");
+    // Over the limit: an error that names it, and the daemon keeps answering.
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(home.dir.join("corral.sock")).unwrap();
+    let huge = format!(
+        "{{\"version\":1,\"body\":\"{}\"}}\n",
+        "x".repeat(17 * 1024 * 1024)
+    );
+    let _ = stream.write_all(huge.as_bytes());
+    let mut answer = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut answer)
+        .unwrap();
+    assert!(answer.contains("limit of 16 MiB"), "{answer}");
+    assert!(home.ok(&["ping"]).contains("pong"));
+}

@@ -22,7 +22,7 @@ use crate::process::{Pid, SpawnError};
 use crate::spec::AppSpec;
 
 pub use workers::WINDOW;
-use workers::{OsProcesses, Template};
+use workers::{OsProcesses, Pass, Template};
 
 /// How often worker memory is sampled when a limit is set.
 const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -102,6 +102,7 @@ pub async fn run(
     memory.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sample_memory = spec.health.max_memory.is_some();
     let mut controls_open = true;
+    let mut starved = Starved::default();
     loop {
         if let Some(outcome) = group.outcome() {
             return Ok(outcome);
@@ -113,7 +114,7 @@ pub async fn run(
         if procs.wants_pass() {
             procs.deliver_held();
         }
-        let can_accept = procs.wants_accept();
+        let can_accept = procs.wants_accept() && starved.retry_at.is_none();
         let deadline = group.next_deadline().map(tokio::time::Instant::from_std);
         let event = tokio::select! {
             control = controls.recv(), if controls_open => match control {
@@ -167,7 +168,14 @@ pub async fn run(
                 continue;
             }
             () = readable(&watched), if can_accept => {
-                accept_ready(&watched, group.processes_mut());
+                match accept_ready(&watched, group.processes_mut()) {
+                    Some(pass) => starved.hit(pass, &reports),
+                    None => starved.cleared(),
+                }
+                continue;
+            }
+            () = sleep_until(starved.retry_at), if starved.retry_at.is_some() => {
+                starved.retry_at = None;
                 continue;
             }
             _ = memory.tick(), if sample_memory => {
@@ -214,17 +222,66 @@ async fn readable(watched: &[AsyncFd<Watched>]) {
 
 /// Accepts from every ready listener. The readiness guard is taken before accepting,
 /// so clearing it after an empty accept cannot swallow a connection that arrived in
-/// between (tokio then keeps the newer readiness).
-fn accept_ready(watched: &[AsyncFd<Watched>], procs: &mut OsProcesses) {
+/// between (tokio then keeps the newer readiness). Returns the error that stopped a
+/// listener with connections still waiting (out of fds), if any.
+fn accept_ready(watched: &[AsyncFd<Watched>], procs: &mut OsProcesses) -> Option<Pass> {
     let mut cx = Context::from_waker(Waker::noop());
+    let mut starved = None;
     for (i, fd) in watched.iter().enumerate() {
         if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready(&mut cx) {
-            if procs.accept_from(i) {
-                guard.clear_ready();
-            } else {
-                guard.retain_ready();
+            match procs.accept_from(i) {
+                Pass::Emptied => guard.clear_ready(),
+                Pass::More => guard.retain_ready(),
+                pass @ Pass::Starved { .. } => {
+                    guard.retain_ready();
+                    starved = Some(pass);
+                }
             }
         }
+    }
+    starved
+}
+
+/// Retries accepting after corral ran out of fds: the queue is served as soon as fds
+/// free up, without waiting for a new connection to wake the listener.
+#[derive(Default)]
+struct Starved {
+    retry_at: Option<tokio::time::Instant>,
+    /// Consecutive passes that accepted nothing, for the backoff.
+    streak: u32,
+    reported: Option<Instant>,
+}
+
+impl Starved {
+    /// Every retry at most this far apart...
+    const MAX_WAIT: Duration = Duration::from_millis(100);
+    /// ...and said at most this often.
+    const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+    fn hit(&mut self, pass: Pass, reports: &mpsc::UnboundedSender<Report>) {
+        let Pass::Starved { errno, progressed } = pass else {
+            return;
+        };
+        // Progress means fds are coming back: go again at once.
+        self.streak = if progressed { 0 } else { self.streak + 1 };
+        let wait = Duration::from_micros(500 << self.streak.min(8)).min(Self::MAX_WAIT);
+        let now = Instant::now();
+        if self
+            .reported
+            .is_none_or(|at| now.duration_since(at) >= Self::REPORT_EVERY)
+        {
+            self.reported = Some(now);
+            let _ = reports.send(Report::AcceptStarved {
+                error: std::io::Error::from(errno).to_string(),
+                retry: Self::MAX_WAIT,
+            });
+        }
+        self.retry_at = Some(tokio::time::Instant::now() + wait);
+    }
+
+    fn cleared(&mut self) {
+        self.retry_at = None;
+        self.streak = 0;
     }
 }
 

@@ -145,6 +145,20 @@ fn node_vars(
     )
 }
 
+/// How an accept pass on one listener ended.
+pub(super) enum Pass {
+    /// The queue is empty.
+    Emptied,
+    /// Stopped for credit or fairness; more may wait.
+    More,
+    /// Out of fds or memory with connections waiting; `progressed` when some were
+    /// accepted (and handed over, freeing their fds) before that.
+    Starved {
+        errno: nix::errno::Errno,
+        progressed: bool,
+    },
+}
+
 /// Connections to hand over, per worker and listener.
 type Batches = BTreeMap<(Pid, u32), Vec<Held>>;
 
@@ -296,19 +310,28 @@ impl OsProcesses {
     }
 
     /// Accepts from listener `i` and hands the connections out while there is credit.
-    /// Returns true when the listener's queue was found empty.
-    pub(super) fn accept_from(&mut self, i: usize) -> bool {
+    pub(super) fn accept_from(&mut self, i: usize) -> Pass {
         let fd = self.listeners[i];
         let mut batches = Batches::new();
-        let mut emptied = false;
+        let mut pass = Pass::More;
         let mut accepted = 0;
         while accepted < ACCEPTS_PER_PASS
             && self.held.len() < MAX_HELD
             && self.dispatcher.credit_total() > 0
         {
-            let Some(held) = accept_one(fd, i as u32) else {
-                emptied = true;
-                break;
+            let held = match accept_one(fd, i as u32) {
+                Accepted::Conn(held) => held,
+                Accepted::Empty => {
+                    pass = Pass::Emptied;
+                    break;
+                }
+                Accepted::Starved(errno) => {
+                    pass = Pass::Starved {
+                        errno,
+                        progressed: accepted > 0,
+                    };
+                    break;
+                }
             };
             accepted += 1;
             match self.choose(held.client) {
@@ -316,8 +339,9 @@ impl OsProcesses {
                 None => self.held.push_back(held),
             }
         }
+        // Delivering closes our copies: the fds that let the next pass accept again.
         self.deliver_all(batches);
-        emptied
+        pass
     }
 
     fn deliver_all(&mut self, batches: Batches) {
@@ -428,23 +452,35 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
-/// One non-blocking accept; `None` when the queue is empty (or the listener failed).
-fn accept_one(fd: RawFd, listener: u32) -> Option<Held> {
+/// What one non-blocking accept found.
+enum Accepted {
+    Conn(Held),
+    /// The queue is empty (or the listener is broken: nothing to take).
+    Empty,
+    /// Connections wait but corral is out of fds or memory: try again soon.
+    Starved(nix::errno::Errno),
+}
+
+fn accept_one(fd: RawFd, listener: u32) -> Accepted {
+    use nix::errno::Errno;
     loop {
         match accept4(fd, SockFlag::SOCK_CLOEXEC) {
             Ok(raw) => {
                 // SAFETY: accept4 returned a new fd that nothing else owns.
                 let fd = unsafe { OwnedFd::from_raw_fd(raw) };
                 let client = peer_ip(&fd);
-                return Some(Held {
+                return Accepted::Conn(Held {
                     fd,
                     client,
                     listener,
                 });
             }
-            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::ECONNABORTED) => continue,
-            // EAGAIN, or out of fds (EMFILE/ENFILE): leave the rest in the backlog.
-            Err(_) => return None,
+            // A client that gave up, or one the network dropped: take the next one.
+            Err(Errno::EINTR | Errno::ECONNABORTED | Errno::EPROTO | Errno::EPERM) => continue,
+            Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                return Accepted::Starved(e)
+            }
+            Err(_) => return Accepted::Empty,
         }
     }
 }

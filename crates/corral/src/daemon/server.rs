@@ -18,6 +18,8 @@ use corral_core::AppSpec;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::render;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,44 +84,111 @@ enum Msg {
     Finished(String, Result<Outcome, String>),
 }
 
+/// Connections that have not sent their request yet, at most; a new one closes the
+/// oldest, so idle connections can never lock real clients out.
+const MAX_PENDING: usize = 128;
+/// How long a connection may take to send its request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The largest request read (a whole config's environment fits many times over).
+pub const MAX_REQUEST: u64 = 16 * 1024 * 1024;
+
+/// Accepts control connections until the daemon exits. Out of fds (EMFILE, ENFILE) or
+/// memory, it waits and tries again, however long that lasts.
 async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(connection(stream, tx.clone()));
+    let (read_tx, mut read_rx) = mpsc::unbounded_channel::<u64>();
+    let mut pending: std::collections::VecDeque<(u64, tokio::task::AbortHandle)> =
+        Default::default();
+    let mut next = 0u64;
+    let mut backoff = Backoff::default();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    backoff = Backoff::default();
+                    if pending.len() >= MAX_PENDING {
+                        if let Some((_, oldest)) = pending.pop_front() {
+                            oldest.abort();
+                        }
+                    }
+                    let id = next;
+                    next += 1;
+                    let task = tokio::spawn(connection(stream, tx.clone(), read_tx.clone(), id));
+                    pending.push_back((id, task.abort_handle()));
+                }
+                Err(e) if is_out_of_resources(&e) => {
+                    let wait = backoff.next();
+                    if backoff.should_say() {
+                        journal::say(&format!(
+                            "control socket: cannot accept ({e}); retrying every {}",
+                            render::duration(wait)
+                        ));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(_) => {} // the client gave up before we took it (ECONNABORTED...)
+            },
+            Some(id) = read_rx.recv() => pending.retain(|(i, _)| *i != id),
+        }
     }
 }
 
+/// Exponential waits from 10 ms to 1 s; says so once per streak, then every 100th time.
+#[derive(Default)]
+struct Backoff {
+    tries: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> std::time::Duration {
+        self.tries += 1;
+        std::time::Duration::from_millis(10u64 << self.tries.min(7))
+            .min(std::time::Duration::from_secs(1))
+    }
+
+    fn should_say(&self) -> bool {
+        self.tries % 100 == 1
+    }
+}
+
+/// Errors after which accept works again once something is freed.
+pub fn is_out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 /// One request per connection, from our own user only.
-async fn connection(stream: UnixStream, tx: mpsc::UnboundedSender<Msg>) {
+async fn connection(
+    stream: UnixStream,
+    tx: mpsc::UnboundedSender<Msg>,
+    read: mpsc::UnboundedSender<u64>,
+    id: u64,
+) {
     let peer = getsockopt(&stream, PeerCredentials).map(|c| c.uid());
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    let (read, mut write) = stream.into_split();
+    let (read_half, mut write) = stream.into_split();
     // Read the request even from a stranger, so that the refusal reaches it rather than
-    // a broken pipe; at most one line of 64 KiB, within 10 s.
-    let mut line = String::new();
-    let reading = tokio::io::AsyncReadExt::take(read, 64 * 1024);
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        BufReader::new(reading).read_line(&mut line),
+    // a broken pipe; one line of at most MAX_REQUEST, within REQUEST_TIMEOUT.
+    let mut line = Vec::new();
+    let reading = tokio::io::AsyncReadExt::take(read_half, MAX_REQUEST + 1);
+    let got = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        BufReader::new(reading).read_until(b'\n', &mut line),
     )
     .await;
-    let response = if peer.ok() != Some(me) {
+    let _ = read.send(id);
+    if !matches!(got, Ok(Ok(n)) if n > 0) {
+        return; // idle, closed, or broken: nobody to answer
+    }
+    let response = if line.len() as u64 > MAX_REQUEST {
         Response::error(format!(
-            "permission denied: this daemon belongs to uid {me}; run corral as that user or set CORRAL_HOME"
+            "request too large: over the control socket's limit of {} MiB",
+            MAX_REQUEST / (1024 * 1024)
         ))
     } else {
-        match serde_json::from_str::<Envelope<Request>>(&line) {
-            Ok(envelope) if envelope.version == PROTOCOL_VERSION => {
-                let (reply, answer) = oneshot::channel();
-                let _ = tx.send(Msg::Request(envelope.body, reply));
-                answer.await.unwrap_or_else(|_| Response::error("the daemon is shutting down"))
-            }
-            Ok(envelope) => Response::error(format!(
-                "this daemon speaks protocol v{PROTOCOL_VERSION}, the client v{}: run `corral kill` with the old corral, then retry",
-                envelope.version
-            )),
-            Err(e) => Response::error(format!("bad request: {e}")),
-        }
+        answer(peer.ok() == Some(me), me, &line, &tx).await
     };
     let envelope = Envelope {
         version: PROTOCOL_VERSION,
@@ -128,6 +197,33 @@ async fn connection(stream: UnixStream, tx: mpsc::UnboundedSender<Msg>) {
     if let Ok(mut bytes) = serde_json::to_vec(&envelope) {
         bytes.push(b'\n');
         let _ = write.write_all(&bytes).await;
+    }
+}
+
+async fn answer(
+    same_user: bool,
+    me: u32,
+    line: &[u8],
+    tx: &mpsc::UnboundedSender<Msg>,
+) -> Response {
+    if !same_user {
+        return Response::error(format!(
+            "permission denied: this daemon belongs to uid {me}; run corral as that user or set CORRAL_HOME"
+        ));
+    }
+    match serde_json::from_slice::<Envelope<Request>>(line) {
+        Ok(envelope) if envelope.version == PROTOCOL_VERSION => {
+            let (reply, answer) = oneshot::channel();
+            let _ = tx.send(Msg::Request(envelope.body, reply));
+            answer
+                .await
+                .unwrap_or_else(|_| Response::error("the daemon is shutting down"))
+        }
+        Ok(envelope) => Response::error(format!(
+            "this daemon speaks protocol v{PROTOCOL_VERSION}, the client v{}: run `corral kill` with the old corral, then retry",
+            envelope.version
+        )),
+        Err(e) => Response::error(format!("bad request: {e}")),
     }
 }
 
