@@ -3,6 +3,7 @@
 //! doesn't know and errors that name the file, the key and the line.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -120,25 +121,79 @@ fn parse(path: &Path, format: Format, source: &str) -> Result<Value, (Option<usi
     }
 }
 
-/// A `.js` ecosystem file is a Node module: node evaluates it and prints it as JSON.
+/// How long a `.js` config may take to evaluate, unless `CORRAL_CONFIG_TIMEOUT` says
+/// otherwise (`30s`, `500ms`).
+const JS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Evaluates the module, then writes it as JSON on what was stdout; anything the config
+/// itself prints (console.log) goes to stderr, so it can't spoil the JSON.
+const JS_EVALUATOR: &str = "\
+const out = process.stdout.write.bind(process.stdout);
+process.stdout.write = process.stderr.write.bind(process.stderr);
+const c = require(process.argv[1]);
+out(JSON.stringify(c && c.default || c) + '\\n');
+process.exit(0);
+";
+
+/// A `.js` ecosystem file is a Node module: node evaluates it and prints it as JSON,
+/// within a time limit (a config that loops or waits forever is stopped and named).
 fn eval_js(path: &Path) -> Result<Value, (Option<usize>, String)> {
+    use std::io::Read;
     let absolute = std::fs::canonicalize(path).map_err(|e| (None, e.to_string()))?;
-    let script =
-        "const c = require(process.argv[1]); process.stdout.write(JSON.stringify(c.default || c))";
-    let out = std::process::Command::new("node")
-        .args(["-e", script, &absolute.display().to_string()])
-        .output()
+    let timeout = std::env::var("CORRAL_CONFIG_TIMEOUT")
+        .ok()
+        .and_then(|t| humantime::parse_duration(&t).ok())
+        .unwrap_or(JS_TIMEOUT);
+    let mut child = std::process::Command::new("node")
+        .args(["-e", JS_EVALUATOR, &absolute.display().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| (None, format!("evaluating a .js config needs node ({e}); use .json, .yaml or corral.toml instead")))?;
-    if !out.status.success() {
+    // Read both pipes from threads, so a config that prints a lot can't block node.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err((
+                    None,
+                    format!(
+                        "node did not finish evaluating it within {} (does it loop or wait for something?); \
+                         set CORRAL_CONFIG_TIMEOUT to allow longer",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
         return Err((
             None,
             format!(
                 "node could not load it: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                String::from_utf8_lossy(&stderr).trim()
             ),
         ));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| (None, e.to_string()))
+    serde_json::from_slice(&stdout).map_err(|e| (None, e.to_string()))
 }
 
 struct Context<'a> {

@@ -631,3 +631,81 @@ fn issue_8_requests_up_to_16_mib_work_and_bigger_ones_are_refused_by_name() {
     assert!(answer.contains("limit of 16 MiB"), "{answer}");
     assert!(home.ok(&["ping"]).contains("pong"));
 }
+
+/// Whether some process has an argument containing `needle`.
+fn process_with_arg(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+    })
+}
+
+fn write_config(home: &corral_testkit::Home, name: &str, text: &str) -> String {
+    std::fs::create_dir_all(&home.dir).unwrap();
+    let path = home.dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn issue_8_a_slow_js_config_delays_no_other_app_and_a_looping_one_times_out() {
+    if !have("node", "apt-get install nodejs") {
+        return;
+    }
+    let home = corral_testkit::Home::new(CORRAL, "faults-slow-config");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "web",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let slow_marker = home.dir.join("slow");
+    // Prints on stdout like real configs do, and takes 4 s once the marker exists.
+    let slow = format!(
+        "console.log('loading config');\n\
+         if (require('fs').existsSync('{}')) {{ const t = Date.now(); while (Date.now() - t < 4000) {{}} }}\n\
+         module.exports = {{ apps: [{{ name: 'slow', script: '{fixture}', instances: 1, listen: '127.0.0.1:0' }}] }};\n",
+        slow_marker.display()
+    );
+    let config = write_config(&home, "slow.config.js", &slow);
+    home.ok(&["start", &config]);
+    home.wait_online("web", 2);
+    home.wait_online("slow", 1);
+    let web = home.addr("web");
+    std::fs::write(&slow_marker, "").unwrap();
+    let dir = home.dir.clone();
+    let reload = std::thread::spawn(move || {
+        std::process::Command::new(CORRAL)
+            .args(["reload", "slow"])
+            .env("CORRAL_HOME", dir)
+            .output()
+            .unwrap()
+    });
+    // While the daemon waits for node to evaluate the config, it answers and the other
+    // app serves.
+    assert!(eventually(T, || process_with_arg("slow.config.js")));
+    for _ in 0..20 {
+        assert!(home.ok(&["ls"]).contains("web"));
+        assert!(pid_answering(web).is_some());
+    }
+    assert!(
+        !reload.is_finished(),
+        "the slow reload was still evaluating"
+    );
+    let out = reload.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A config that never finishes is stopped and named.
+    let looping = write_config(&home, "loop.config.js", "while (true) {}\n");
+    let out = home.corral_env(&["start", &looping], &[("CORRAL_CONFIG_TIMEOUT", "1s")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("did not finish evaluating it within 1s"),
+        "{err}"
+    );
+}

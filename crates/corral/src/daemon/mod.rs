@@ -2,8 +2,10 @@
 //! the client side the CLI uses to talk to it.
 
 pub mod client;
+mod joins;
 mod journal;
 pub mod logfile;
+mod parse;
 pub mod protocol;
 mod server;
 mod state;

@@ -2,19 +2,16 @@
 //! (requests, engine reports and app exits all arrive there as messages).
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::Parser;
 use corral_core::group::{Control, Outcome, Report};
 use corral_core::listen;
 use corral_core::process::Pid;
 use corral_core::supervisor::{self, Channels};
-use corral_core::AppSpec;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -23,13 +20,14 @@ use crate::render;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use super::joins::Joins;
 use super::journal;
 use super::logfile::LogFiles;
+use super::parse::{parse_start, Parsed, Reread};
 use super::protocol::{ConfigRef, Envelope, Request, Response, PROTOCOL_VERSION};
 use super::state::{closest, App, Status, Then};
 use super::Home;
 use crate::chatter::Chatter;
-use crate::cli::{Cli, Command};
 
 /// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).
 /// With `resurrect`, starts the saved apps and then reports ready to systemd
@@ -82,6 +80,20 @@ enum Msg {
     Request(Request, oneshot::Sender<Response>),
     Report(String, Report),
     Finished(String, Result<Outcome, String>),
+    /// An app's config file, read again off the state task, and what it was read for.
+    Reread {
+        name: String,
+        result: Result<(Vec<String>, Parsed), String>,
+        after: After,
+    },
+}
+
+/// What a config file was read again for.
+enum After {
+    /// A reload; settles `join` with its outcome.
+    Reload { join: u64 },
+    /// A restart, after the app stopped; settles every join once it runs again.
+    Restart { joins: Vec<u64> },
 }
 
 /// Connections that have not sent their request yet, at most; a new one closes the
@@ -255,6 +267,8 @@ struct Daemon {
     lock: Option<std::fs::File>,
     /// Bounds what the daemon logs on each worker's behalf.
     chatter: Chatter,
+    /// Replies waiting for work on several apps (stop, restart, reload).
+    joins: Joins,
 }
 
 impl Daemon {
@@ -267,6 +281,7 @@ impl Daemon {
             ticks: HashMap::new(),
             lock: Some(lock),
             chatter: Chatter::default(),
+            joins: Joins::default(),
         }
     }
 
@@ -285,6 +300,7 @@ impl Daemon {
                     Some(Msg::Request(request, reply)) => self.request(request, reply),
                     Some(Msg::Report(app, report)) => self.report(&app, report),
                     Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),
+                    Some(Msg::Reread { name, result, after }) => self.reread(&name, result, after),
                     None => return,
                 },
                 _ = term.recv() => self.begin_kill(),
@@ -314,7 +330,7 @@ impl Daemon {
             Request::Stop { target } => return self.stop_targets(&target, Then::Nothing, reply),
             Request::Restart { target } => return self.stop_targets(&target, Then::Start, reply),
             Request::Delete { target } => return self.stop_targets(&target, Then::Delete, reply),
-            Request::Reload { target } => self.each(&target, reload),
+            Request::Reload { target } => return self.reload_targets(&target, reply),
             Request::Scale { name, change } => self.scale(&name, &change),
             Request::Signal { target, signal } => self.signal(&target, &signal),
             Request::Send { name, data } => self.each(&name, |app| {
@@ -514,8 +530,9 @@ impl Daemon {
                 return;
             }
         };
-        let mut reply = Some(reply);
-        let mut done = Vec::new();
+        let join = self
+            .joins
+            .open(reply, names.len(), Some(describe(then, &names)));
         for name in &names {
             let app = self.apps.get_mut(name).expect("target exists");
             app.then = then;
@@ -524,25 +541,17 @@ impl Daemon {
                     let _ = send(app, Control::Stop);
                     app.status = Status::Stopping;
                 }
-                // The last app to stop answers.
-                if let Some(r) = reply.take() {
-                    app.waiting.push(r);
-                }
+                app.waiting.push(join);
             } else {
-                done.push(name.clone());
+                self.after_stop(name, vec![join]);
             }
-        }
-        for name in done {
-            self.after_stop(&name);
-        }
-        if let Some(r) = reply {
-            let _ = r.send(Response::ok(describe(then, &names)));
         }
     }
 
-    fn after_stop(&mut self, name: &str) {
+    /// What follows an app's stop; settles `joins` once it is done.
+    fn after_stop(&mut self, name: &str, joins: Vec<u64>) {
         let Some(app) = self.apps.get_mut(name) else {
-            return;
+            return self.joins.settle_all(joins, Ok(String::new()));
         };
         match std::mem::replace(&mut app.then, Then::Nothing) {
             Then::Nothing => {}
@@ -550,22 +559,87 @@ impl Daemon {
                 self.apps.remove(name);
             }
             Then::Start => {
-                match reread(app) {
-                    Some(Ok((argv, parsed))) => {
-                        app.argv = argv;
-                        app.spec = parsed.spec;
-                        app.triggers = parsed.triggers;
-                        app.time = parsed.time;
-                        app.layout = parsed.layout;
-                    }
-                    Some(Err(e)) => journal::say(&format!(
-                        "{name}: config not re-read, keeping the last one: {e}"
-                    )),
-                    None => {}
+                if let Some(job) = Reread::of(app) {
+                    return self.spawn_reread(job, After::Restart { joins });
                 }
-                if let Err(e) = launch(app, &self.home, &self.tx) {
-                    journal::say(&format!("{name}: cannot start again: {e}"));
+                self.relaunch(name, None);
+            }
+        }
+        self.joins.settle_all(joins, Ok(String::new()));
+    }
+
+    /// Starts a stopped app again, with its config file's new settings when read.
+    fn relaunch(&mut self, name: &str, reread: Option<Result<(Vec<String>, Parsed), String>>) {
+        let Some(app) = self.apps.get_mut(name) else {
+            return;
+        };
+        match reread {
+            Some(Ok((argv, parsed))) => {
+                app.argv = argv;
+                app.spec = parsed.spec;
+                app.triggers = parsed.triggers;
+                app.time = parsed.time;
+                app.layout = parsed.layout;
+            }
+            Some(Err(e)) => journal::say(&format!(
+                "{name}: config not re-read, keeping the last one: {e}"
+            )),
+            None => {}
+        }
+        if let Err(e) = launch(app, &self.home, &self.tx) {
+            journal::say(&format!("{name}: cannot start again: {e}"));
+        }
+    }
+
+    /// Rolling reloads; apps from config files read them again first, off this task.
+    fn reload_targets(&mut self, target: &str, reply: oneshot::Sender<Response>) {
+        let names = match self.targets(target) {
+            Ok(names) => names,
+            Err(e) => {
+                let _ = reply.send(Response::error(e));
+                return;
+            }
+        };
+        let join = self.joins.open(reply, names.len(), None);
+        for name in names {
+            let app = self.apps.get_mut(&name).expect("target exists");
+            match Reread::of(app) {
+                Some(job) if app.controls.is_some() => {
+                    self.spawn_reread(job, After::Reload { join })
                 }
+                _ => {
+                    let result = reload(app, None);
+                    self.joins.settle(join, result);
+                }
+            }
+        }
+    }
+
+    /// Reads a config file on the blocking pool; the result comes back as a message.
+    fn spawn_reread(&self, job: Reread, after: After) {
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = job.run();
+            let _ = tx.send(Msg::Reread {
+                name: job.name,
+                result,
+                after,
+            });
+        });
+    }
+
+    fn reread(&mut self, name: &str, result: Result<(Vec<String>, Parsed), String>, after: After) {
+        match after {
+            After::Reload { join } => {
+                let outcome = match self.apps.get_mut(name) {
+                    Some(app) => result.and_then(|reread| reload(app, Some(reread))),
+                    None => Err(format!("{name} was deleted while its config was read")),
+                };
+                self.joins.settle(join, outcome);
+            }
+            After::Restart { joins } => {
+                self.relaunch(name, Some(result));
+                self.joins.settle_all(joins, Ok(String::new()));
             }
         }
     }
@@ -734,12 +808,8 @@ impl Daemon {
                 Status::Errored
             }
         };
-        let then = app.then;
         let waiting = std::mem::take(&mut app.waiting);
-        self.after_stop(name);
-        for reply in waiting {
-            let _ = reply.send(Response::ok(describe(then, &[name.to_owned()])));
-        }
+        self.after_stop(name, waiting);
     }
 }
 
@@ -752,12 +822,11 @@ fn describe(then: Then, names: &[String]) -> String {
     format!("{verb} {}", names.join(", "))
 }
 
-/// A rolling reload; an app started from a config file reads it again first, so changed
-/// command, arguments and environment (a removed key included) reach the new workers.
-fn reload(app: &mut App) -> Result<String, String> {
+/// A rolling reload; with its config file read again (`reread`), changed command,
+/// arguments and environment (a removed key included) reach the new workers.
+fn reload(app: &mut App, reread: Option<(Vec<String>, Parsed)>) -> Result<String, String> {
     let mut note = String::new();
-    if let Some(reread) = reread(app) {
-        let (argv, parsed) = reread?;
+    if let Some((argv, parsed)) = reread {
         if parsed.spec.listen != app.spec.listen || parsed.spec.instances != app.spec.instances {
             note = " (listen and instances changes take effect on `corral restart`)".into();
         }
@@ -835,76 +904,6 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
     app.rows.clear();
     app.instances = app.spec.instances;
     Ok(())
-}
-
-/// What `corral start` arguments mean, checked.
-struct Parsed {
-    spec: AppSpec,
-    triggers: crate::triggers::Triggers,
-    time: bool,
-    layout: super::logfile::Layout,
-}
-
-fn parse_start(argv: &[String], cwd: &str) -> Result<Parsed, String> {
-    let mut full = vec!["corral".to_owned(), "start".to_owned()];
-    full.extend(argv.iter().cloned());
-    let args = match Cli::try_parse_from(&full).map(|c| c.command) {
-        Ok(Command::Start(args)) => args,
-        Ok(_) => return Err("not a start command".into()),
-        Err(e) => return Err(e.render().to_string().trim().to_owned()),
-    };
-    let cwd_path = PathBuf::from(cwd);
-    let command = args.command(&cwd_path);
-    let mut app_options = args.app;
-    let time = app_options.time;
-    let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| cwd_path.join(p));
-    let layout = super::logfile::Layout {
-        out: resolve(&app_options.out_file),
-        err: resolve(&app_options.error_file),
-        merge: app_options.merge_logs,
-    };
-    let triggers = app_options
-        .triggers(&cwd_path)
-        .map_err(|e| format!("{e:#}"))?;
-    app_options.cwd.get_or_insert(cwd_path);
-    let spec = app_options
-        .into_spec(command, base_env(), corral_core::spec::usable_cpus())
-        .map_err(|e| format!("{e:#}"))?;
-    Ok(Parsed {
-        spec,
-        triggers,
-        time,
-        layout,
-    })
-}
-
-/// Reads an app's config file again: the app of the same name, as it is now.
-fn reread(app: &App) -> Option<Result<(Vec<String>, Parsed), String>> {
-    let config = app.config.as_ref()?;
-    let path = Path::new(&config.path);
-    let loaded = match crate::config::load(path, config.profile.as_deref()) {
-        Ok(loaded) => loaded,
-        Err(e) => return Some(Err(e.to_string())),
-    };
-    for argv in loaded.apps {
-        if let Ok(parsed) = parse_start(&argv, &app.cwd) {
-            if parsed.spec.name == app.name {
-                return Some(Ok((argv, parsed)));
-            }
-        }
-    }
-    Some(Err(format!(
-        "{} no longer has an app named `{}`",
-        config.path, app.name
-    )))
-}
-
-/// The environment every daemon app starts from; the rest is declared (`--env`).
-fn base_env() -> Vec<(OsString, OsString)> {
-    const KEEP: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
-    std::env::vars_os()
-        .filter(|(k, _)| KEEP.iter().any(|keep| k == keep))
-        .collect()
 }
 
 /// The app's declared environment as KEY=VALUE, secret-looking values masked.

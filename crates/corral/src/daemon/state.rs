@@ -7,9 +7,9 @@ use std::time::Instant;
 use corral_core::group::{Control, Report};
 use corral_core::process::Pid;
 use corral_core::AppSpec;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::protocol::{AppView, LogFileView, Response, WorkerView};
+use super::protocol::{AppView, LogFileView, WorkerView};
 
 /// Where an app is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +61,8 @@ pub struct App {
     pub rows: BTreeMap<usize, Row>,
     pub instances: usize,
     pub then: Then,
-    /// Clients waiting for the app to stop.
-    pub waiting: Vec<oneshot::Sender<Response>>,
+    /// Replies (joins, see `joins.rs`) waiting for the app to stop.
+    pub waiting: Vec<u64>,
     pub listen: Vec<String>,
     /// `--watch` / `--cron-restart`, and their running watchers while the app runs.
     pub triggers: crate::triggers::Triggers,
