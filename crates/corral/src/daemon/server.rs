@@ -83,7 +83,7 @@ enum Msg {
     /// An app's config file, read again off the state task, and what it was read for.
     Reread {
         name: String,
-        result: Result<(Vec<String>, Parsed), String>,
+        result: Box<Result<(Vec<String>, Parsed), String>>,
         after: After,
     },
 }
@@ -300,7 +300,7 @@ impl Daemon {
                     Some(Msg::Request(request, reply)) => self.request(request, reply),
                     Some(Msg::Report(app, report)) => self.report(&app, report),
                     Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),
-                    Some(Msg::Reread { name, result, after }) => self.reread(&name, result, after),
+                    Some(Msg::Reread { name, result, after }) => self.reread(&name, *result, after),
                     None => return,
                 },
                 _ = term.recv() => self.begin_kill(),
@@ -622,7 +622,7 @@ impl Daemon {
             let result = job.run();
             let _ = tx.send(Msg::Reread {
                 name: job.name,
-                result,
+                result: Box::new(result),
                 after,
             });
         });
