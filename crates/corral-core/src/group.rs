@@ -50,6 +50,8 @@ pub enum Control {
     Reload,
     ScaleUp,
     ScaleDown,
+    /// Run exactly this many workers: one step, all or nothing.
+    ScaleTo(usize),
     /// Ask every worker to drain and exit; SIGKILL after the kill timeout.
     Stop,
     /// SIGKILL every worker now.
@@ -814,8 +816,9 @@ impl<P: Processes> Group<P> {
     fn on_control(&mut self, control: Control) {
         match control {
             Control::Reload => self.start_reload(),
-            Control::ScaleUp => self.scale_up(),
-            Control::ScaleDown => self.scale_down(),
+            Control::ScaleUp => self.scale_to(self.slots.len() + 1),
+            Control::ScaleDown => self.scale_to(self.slots.len().saturating_sub(1)),
+            Control::ScaleTo(n) => self.scale_to(n),
             Control::Stop => self.stop(false),
             Control::Kill => self.stop(true),
             // These belong to the OS side; the supervisor loop handles them.
@@ -851,30 +854,35 @@ impl<P: Processes> Group<P> {
         }
     }
 
-    fn scale_up(&mut self) {
+    fn scale_to(&mut self, target: usize) {
         if self.phase != Phase::Running {
             return;
         }
         let from = self.slots.len();
-        self.slots.push(Slot::default());
-        self.report(Report::Scaled { from, to: from + 1 });
-        self.start_slot(from);
+        if target == 0 || (target < from && from == 1) {
+            let reason = "cannot scale down: already at 1 worker; stop the app to stop it";
+            return self.report(Report::ScaleRefused { reason });
+        }
+        if target > crate::spec::MAX_WORKERS {
+            let reason = "cannot scale up: over the limit of 4096 workers";
+            return self.report(Report::ScaleRefused { reason });
+        }
+        if target == from {
+            return;
+        }
+        self.report(Report::Scaled { from, to: target });
+        for slot in from..target {
+            self.slots.push(Slot::default());
+            self.start_slot(slot);
+        }
+        for _ in target..from {
+            self.remove_last_slot();
+        }
     }
 
-    fn scale_down(&mut self) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        let from = self.slots.len();
-        if from <= 1 {
-            self.report(Report::ScaleRefused {
-                reason: "already at 1 worker; stop corral to stop the app",
-            });
-            return;
-        }
-        let slot = from - 1;
-        let removed = self.slots.pop().expect("at least two slots");
-        self.report(Report::Scaled { from, to: slot });
+    fn remove_last_slot(&mut self) {
+        let removed = self.slots.pop().expect("scale_to keeps at least one slot");
+        let slot = self.slots.len();
         for pid in [removed.current, removed.incoming].into_iter().flatten() {
             self.drain(pid);
         }

@@ -148,6 +148,44 @@ impl Instances {
     }
 }
 
+/// No app runs more workers than this, whatever it asks for.
+pub const MAX_WORKERS: usize = 4096;
+
+/// Worker counts above this need the user to insist (`--force`): four per usable CPU,
+/// and never less than 16.
+pub fn worker_ceiling(cpus: usize) -> usize {
+    cpus.saturating_mul(4).max(16)
+}
+
+/// Why a worker count was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkerCountError {
+    #[error("{count} workers is more than 4 per usable CPU ({ceiling} on this machine's {cpus}); pass --force to run that many anyway")]
+    OverCeiling {
+        count: usize,
+        ceiling: usize,
+        cpus: usize,
+    },
+    #[error("{count} workers is over corral's limit of {MAX_WORKERS}")]
+    OverLimit { count: usize },
+}
+
+/// Checks a worker count the user asked for.
+pub fn check_worker_count(count: usize, cpus: usize, force: bool) -> Result<(), WorkerCountError> {
+    if count > MAX_WORKERS {
+        return Err(WorkerCountError::OverLimit { count });
+    }
+    let ceiling = worker_ceiling(cpus);
+    if count > ceiling && !force {
+        return Err(WorkerCountError::OverCeiling {
+            count,
+            ceiling,
+            cpus,
+        });
+    }
+    Ok(())
+}
+
 /// CPUs this process may run on: its affinity mask and cgroup CPU quota both count.
 pub fn usable_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -14,10 +14,9 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => crate::run::run(args),
-        Command::Daemon(args) => {
-            crate::daemon::serve(crate::daemon::Home::from_env(), args.resurrect)
-                .map_err(Failure::Runtime)
-        }
+        Command::Daemon(args) => crate::daemon::Home::from_env()
+            .and_then(|home| crate::daemon::serve(home, args.resurrect))
+            .map_err(Failure::Runtime),
         other => crate::commands::run(other),
     };
     match result {

@@ -144,7 +144,10 @@ pub struct ScaleArgs {
     pub name: String,
     /// N, +N or -N.
     #[arg(allow_hyphen_values = true)]
-    pub change: String,
+    pub change: crate::daemon::protocol::ScaleChange,
+    /// Allow more than 4 workers per usable CPU.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +204,10 @@ pub struct AppOptions {
         allow_hyphen_values = true
     )]
     pub instances: Instances,
+
+    /// Allow more than 4 workers per usable CPU (at most 4096).
+    #[arg(long)]
+    pub force: bool,
 
     /// App name, shown in output and passed as CORRAL_APP [default: from the command]
     #[arg(short, long)]
@@ -500,10 +507,55 @@ const INTERPRETERS: &[&str] = &[
     "java",
 ];
 
+/// App names become file names and command targets: `[A-Za-z0-9._-]`, not starting with
+/// a dot, and not a word the commands give a meaning (`all`).
+pub fn check_app_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() {
+        bail!("--name may not be empty");
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        bail!("invalid app name `{name}`: `{bad}` is not allowed; use letters, digits, `.`, `_` and `-`");
+    }
+    if name.starts_with('.') {
+        bail!("invalid app name `{name}`: it may not start with `.`");
+    }
+    if name.len() > 64 {
+        bail!("invalid app name `{name}`: at most 64 characters");
+    }
+    if name == "all" {
+        bail!("invalid app name `all`: commands use `all` for every app; pick another --name");
+    }
+    Ok(())
+}
+
+/// A name made from a command's file name: characters an app name can't have become `-`.
+fn name_from(stem: &str) -> String {
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let name = name.trim_start_matches('.');
+    if name.is_empty() || name == "all" {
+        "app".into()
+    } else {
+        name.into()
+    }
+}
+
 fn stem(arg: &OsStr) -> Option<String> {
     Path::new(arg)
         .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
+        .map(|s| name_from(&s.to_string_lossy()))
         .filter(|s| !s.is_empty())
 }
 
@@ -567,9 +619,13 @@ impl AppOptions {
                 bail!("--cwd {}: no such directory", cwd.display());
             }
         }
+        let instances = instances.resolve(cpus);
+        corral_core::spec::check_worker_count(instances, cpus, self.force)?;
         let name = match self.name {
-            Some(name) if name.trim().is_empty() => bail!("--name may not be empty"),
-            Some(name) => name,
+            Some(name) => {
+                check_app_name(&name)?;
+                name
+            }
             None => default_name(&command),
         };
         if self.max_restart_delay < self.restart_delay {
@@ -600,7 +656,7 @@ impl AppOptions {
             command,
             cwd: self.cwd,
             env,
-            instances: instances.resolve(cpus),
+            instances,
             listen: self.listen,
             ready: match self.ready {
                 ReadyArg::Notify => ReadyPolicy::Notify {

@@ -16,7 +16,7 @@ use crate::render;
 
 /// Runs one daemon command.
 pub fn run(command: Command) -> Result<(), Failure> {
-    let home = Home::from_env();
+    let home = Home::from_env().map_err(Failure::Runtime)?;
     let request = match command {
         Command::Start(mut args)
             if crate::config::is_config(std::path::Path::new(&args.script)) =>
@@ -33,6 +33,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Scale(a) => Request::Scale {
             name: a.name,
             change: a.change,
+            force: a.force,
         },
         Command::Signal(a) => Request::Signal {
             target: a.target,

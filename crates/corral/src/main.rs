@@ -12,6 +12,7 @@ mod exit;
 mod monit;
 mod render;
 mod run;
+mod secrets;
 mod triggers;
 
 fn main() -> std::process::ExitCode {

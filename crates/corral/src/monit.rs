@@ -12,7 +12,7 @@ use ratatui::{DefaultTerminal, Frame};
 
 use crate::daemon::client;
 use crate::daemon::logfile;
-use crate::daemon::protocol::{AppView, Request, Response};
+use crate::daemon::protocol::{AppView, Request, Response, ScaleChange};
 use crate::daemon::Home;
 use crate::render;
 
@@ -81,11 +81,13 @@ impl Monit {
                 KeyCode::Char('R') => self.act(|name| Request::Restart { target: name }),
                 KeyCode::Char('+') => self.act(|name| Request::Scale {
                     name,
-                    change: "+1".into(),
+                    change: ScaleChange::Up(1),
+                    force: false,
                 }),
                 KeyCode::Char('-') => self.act(|name| Request::Scale {
                     name,
-                    change: "-1".into(),
+                    change: ScaleChange::Down(1),
+                    force: false,
                 }),
                 _ => {}
             }

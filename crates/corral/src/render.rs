@@ -155,7 +155,7 @@ pub fn report(r: &Report) -> String {
             format!("worker {slot} (pid {pid}) {problem}")
         }
         Report::Scaled { from, to } => format!("scaled from {from} to {to} workers"),
-        Report::ScaleRefused { reason } => format!("cannot scale down: {reason}"),
+        Report::ScaleRefused { reason } => (*reason).to_owned(),
         Report::Stopping { workers, forced: false } => format!(
             "stopping {workers} workers gracefully (send the signal again to kill them now)"
         ),

@@ -84,7 +84,11 @@ async fn supervise(
             spec.name, l.local, l.name
         ));
     }
-    let shown: Vec<_> = spec.command.iter().map(|a| a.to_string_lossy()).collect();
+    let shown: Vec<_> = spec
+        .command
+        .iter()
+        .map(|a| crate::secrets::mask_urls(&a.to_string_lossy()).into_owned())
+        .collect();
     say(&format!(
         "{}: starting {} workers: {}",
         spec.name,

@@ -53,11 +53,13 @@ fn exchange(mut stream: UnixStream, request: &Request) -> anyhow::Result<Respons
 /// Starts `corral daemon` in a session of its own, output to `daemon.log`, and waits
 /// until it answers.
 fn start_daemon(home: &Home) -> anyhow::Result<UnixStream> {
-    home.create()
-        .with_context(|| format!("cannot create {}", home.dir.display()))?;
+    home.create()?;
+    use std::os::unix::fs::OpenOptionsExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(home.daemon_log())
         .with_context(|| format!("cannot open {}", home.daemon_log().display()))?;
     let exe = std::env::current_exe().context("cannot find the corral executable")?;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a request or response changes meaning.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A request with its version.
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,7 +43,10 @@ pub enum Request {
     },
     Scale {
         name: String,
-        change: String,
+        change: ScaleChange,
+        /// Allow more workers than 4 per usable CPU.
+        #[serde(default)]
+        force: bool,
     },
     Signal {
         target: String,
@@ -136,4 +139,70 @@ pub struct WorkerView {
     pub restarts: u32,
     pub cpu_percent: f64,
     pub memory: u64,
+}
+
+/// What `corral scale` asks for: N, +N or -N workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleChange {
+    To(usize),
+    Up(usize),
+    Down(usize),
+}
+
+impl std::str::FromStr for ScaleChange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let number = |n: &str| {
+            n.parse::<usize>().map_err(|_| {
+                format!("invalid scale `{s}`: expected N, +N or -N with N a whole number")
+            })
+        };
+        match s.as_bytes().first() {
+            Some(b'+') => number(&s[1..]).map(ScaleChange::Up),
+            Some(b'-') => number(&s[1..]).map(ScaleChange::Down),
+            _ => number(s).map(ScaleChange::To),
+        }
+    }
+}
+
+impl ScaleChange {
+    /// The worker count this makes of `current`; `None` when it does not fit a count
+    /// (under zero, or too big to represent).
+    pub fn target(self, current: usize) -> Option<usize> {
+        match self {
+            ScaleChange::To(n) => Some(n),
+            ScaleChange::Up(n) => current.checked_add(n),
+            ScaleChange::Down(n) => current.checked_sub(n),
+        }
+    }
+}
+
+impl std::fmt::Display for ScaleChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScaleChange::To(n) => write!(f, "{n}"),
+            ScaleChange::Up(n) => write!(f, "+{n}"),
+            ScaleChange::Down(n) => write!(f, "-{n}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_changes_are_checked_never_wrapped() {
+        assert_eq!("+2".parse(), Ok(ScaleChange::Up(2)));
+        assert_eq!("-1".parse(), Ok(ScaleChange::Down(1)));
+        assert_eq!("3".parse(), Ok(ScaleChange::To(3)));
+        assert!("lots".parse::<ScaleChange>().is_err());
+        assert!("+-1".parse::<ScaleChange>().is_err());
+        let huge: ScaleChange = "+9223372036854775807".parse().unwrap();
+        assert_eq!(huge.target(usize::MAX - 1), None);
+        assert_eq!(ScaleChange::Down(3).target(2), None);
+        assert_eq!(ScaleChange::Up(1).target(2), Some(3));
+    }
 }

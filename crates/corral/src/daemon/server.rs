@@ -24,7 +24,7 @@ use super::joins::Joins;
 use super::journal;
 use super::logfile::LogFiles;
 use super::parse::{parse_start, Parsed, Reread};
-use super::protocol::{ConfigRef, Envelope, Request, Response, PROTOCOL_VERSION};
+use super::protocol::{ConfigRef, Envelope, Request, Response, ScaleChange, PROTOCOL_VERSION};
 use super::state::{closest, App, Status, Then};
 use super::Home;
 use crate::chatter::Chatter;
@@ -33,9 +33,9 @@ use crate::chatter::Chatter;
 /// With `resurrect`, starts the saved apps and then reports ready to systemd
 /// (`NOTIFY_SOCKET`). Returns at once when another daemon holds the lock.
 pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
-    home.create()
-        .with_context(|| format!("cannot create {}", home.dir.display()))?;
-    let lock = std::fs::File::create(home.lock())?;
+    home.create()?;
+    let lock = open_private(&home.lock())
+        .with_context(|| format!("cannot open {}", home.lock().display()))?;
     // SAFETY: flock on a file we own; LOCK_NB never blocks.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         errln!(
@@ -331,7 +331,11 @@ impl Daemon {
             Request::Restart { target } => return self.stop_targets(&target, Then::Start, reply),
             Request::Delete { target } => return self.stop_targets(&target, Then::Delete, reply),
             Request::Reload { target } => return self.reload_targets(&target, reply),
-            Request::Scale { name, change } => self.scale(&name, &change),
+            Request::Scale {
+                name,
+                change,
+                force,
+            } => self.scale(&name, change, force),
             Request::Signal { target, signal } => self.signal(&target, &signal),
             Request::Send { name, data } => self.each(&name, |app| {
                 send(app, Control::Message(data.clone())).map(|()| format!("sent to {}", app.name))
@@ -644,30 +648,25 @@ impl Daemon {
         }
     }
 
-    fn scale(&mut self, name: &str, change: &str) -> Response {
+    /// One `ScaleTo` control: the whole change or, refused, none of it.
+    fn scale(&mut self, name: &str, change: ScaleChange, force: bool) -> Response {
+        let cpus = corral_core::spec::usable_cpus();
         self.each(name, |app| {
-            let current = app.instances as i64;
-            let target = match change.as_bytes().first() {
-                Some(b'+') => change[1..].parse::<i64>().map(|n| current + n),
-                Some(b'-') => change[1..].parse::<i64>().map(|n| current - n),
-                _ => change.parse::<i64>(),
-            }
-            .map_err(|_| format!("invalid scale `{change}`: expected N, +N or -N"))?;
-            if target < 1 {
-                return Err(format!(
-                    "cannot scale {} to {target}: at least 1 worker; use `corral stop`",
+            let current = app.instances;
+            let target = change.target(current).filter(|&n| n >= 1).ok_or_else(|| {
+                let how = match change {
+                    ScaleChange::To(n) => format!("to {n}"),
+                    _ => format!("by {change} from {current}"),
+                };
+                format!(
+                    "cannot scale {} {how}: at least 1 worker; use `corral stop`",
                     app.name
-                ));
-            }
-            let control = if target > current {
-                Control::ScaleUp
-            } else {
-                Control::ScaleDown
-            };
-            for _ in 0..(target - current).abs() {
-                send(app, control.clone())?;
-            }
-            app.instances = target as usize;
+                )
+            })?;
+            corral_core::spec::check_worker_count(target, cpus, force)
+                .map_err(|e| format!("cannot scale {}: {e}", app.name))?;
+            send(app, Control::ScaleTo(target))?;
+            app.instances = target;
             Ok(format!("{}: {current} → {target} workers", app.name))
         })
     }
@@ -906,7 +905,7 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
     Ok(())
 }
 
-/// The app's declared environment as KEY=VALUE, secret-looking values masked.
+/// The app's declared environment as KEY=VALUE, secrets masked.
 fn env_lines(app: &App) -> Vec<String> {
     let mut lines: Vec<String> = app
         .spec
@@ -914,32 +913,12 @@ fn env_lines(app: &App) -> Vec<String> {
         .iter()
         .map(|(k, v)| {
             let key = k.to_string_lossy();
-            let value = if looks_secret(&key) {
-                "****".into()
-            } else {
-                v.to_string_lossy()
-            };
-            format!("{key}={value}")
+            let value = v.to_string_lossy();
+            format!("{key}={}", crate::secrets::shown_value(&key, &value))
         })
         .collect();
     lines.sort();
     lines
-}
-
-fn looks_secret(key: &str) -> bool {
-    const HINTS: &[&str] = &[
-        "SECRET",
-        "TOKEN",
-        "PASSWORD",
-        "PASSWD",
-        "PASS",
-        "KEY",
-        "CREDENTIAL",
-        "AUTH",
-        "PRIVATE",
-    ];
-    let upper = key.to_ascii_uppercase();
-    HINTS.iter().any(|h| upper.contains(h))
 }
 
 /// Empties an app's log files in place (writers append, so they go on at offset 0) and
@@ -960,10 +939,24 @@ fn flush_logs(dir: &Path, app: &str) -> Result<String, String> {
     Ok(format!("flushed {emptied} log files of {app}"))
 }
 
+/// Opens (creating, mode 0600) a file in the home for writing, never through a symlink.
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 fn write_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
-        let mut file = std::fs::File::create(&tmp)?;
+        // A leftover (or planted) temp file goes first, so the new one is ours and private.
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = open_private(&tmp)?;
         file.write_all(&serde_json::to_vec_pretty(value)?)?;
         file.sync_all()?;
     }

@@ -210,7 +210,7 @@ impl App {
                 .spec
                 .command
                 .iter()
-                .map(|c| c.to_string_lossy().into_owned())
+                .map(|c| crate::secrets::mask_urls(&c.to_string_lossy()).into_owned())
                 .collect(),
             listen: self.listen.clone(),
             restarts: self.restarts(),
