@@ -41,8 +41,10 @@ pub enum NotifyError {
 const MAX_DATAGRAM: usize = 4096;
 
 impl NotifySocket {
-    /// Creates the socket in a new mode-0700 directory under `runtime_dir`.
+    /// Creates the socket in a new mode-0700 directory under `runtime_dir`, after
+    /// removing what corrals that are gone left there.
     pub fn bind(runtime_dir: &Path) -> Result<Self, NotifyError> {
+        remove_stale(runtime_dir);
         let dir = runtime_dir.join(format!(
             "corral-{}-{}",
             std::process::id(),
@@ -98,11 +100,40 @@ fn recv_with_pid(socket: &UnixDatagram, buf: &mut [u8]) -> io::Result<Option<(Pi
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_dir(&self.dir);
+        // The directory is this socket's alone (the Node preload lives there too).
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// Removes `corral-<pid>-*` directories of ours whose corral no longer runs (killed
+/// before it could clean up). A pid can't tell: another PID namespace (a container, a
+/// `unshare`d corral) shares the directory with different pids. The socket can: a
+/// datagram socket nobody holds any more refuses connections.
+fn remove_stale(runtime_dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let Ok(entries) = std::fs::read_dir(runtime_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let named_like_ours = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("corral-"))
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(pid, _)| pid.parse::<u32>().is_ok());
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if !(named_like_ours && ours) {
+            continue;
+        }
+        let probe = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect(entry.path().join("notify.sock")));
+        if probe.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
 use std::os::unix::fs::DirBuilderExt;
 
 #[cfg(test)]

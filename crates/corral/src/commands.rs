@@ -263,10 +263,11 @@ fn env_json(home: &Home, name: String) -> Result<(), Failure> {
 fn kill(home: &Home) -> Result<(), Failure> {
     match client::request(home, Request::Kill, false) {
         Ok(response) => answer(response),
-        Err(_) => {
+        Err(e) if client::is_no_daemon(&e) => {
             outln!("no daemon running");
             Ok(())
         }
+        Err(e) => Err(Failure::Runtime(e)),
     }
 }
 
@@ -274,7 +275,8 @@ fn list(home: &Home, args: &ListArgs) -> Result<(), Failure> {
     let apps = match client::request(home, Request::List, false) {
         Ok(Response::Ok { apps, .. }) => apps,
         Ok(Response::Error { message }) => return Err(Failure::Runtime(anyhow!(message))),
-        Err(_) => Vec::new(), // no daemon: no apps
+        Err(e) if client::is_no_daemon(&e) => Vec::new(),
+        Err(e) => return Err(Failure::Runtime(e)),
     };
     if args.json {
         outln!(

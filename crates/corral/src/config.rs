@@ -81,6 +81,14 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Loaded, ConfigError> {
             format!("expected a list of apps under `{list_key}`"),
         )
     })?;
+    if apps.is_empty() {
+        return Err(fail(
+            list_key,
+            format!(
+                "no apps: `{list_key}` is empty; add at least one app with a `name` and a `script`"
+            ),
+        ));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -709,3 +709,278 @@ fn issue_8_a_slow_js_config_delays_no_other_app_and_a_looping_one_times_out() {
         "{err}"
     );
 }
+
+#[test]
+fn issue_8_huge_worker_counts_are_refused_and_scale_is_one_checked_step() {
+    let fixture = fixture();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", &fixture]);
+        std::process::Command::new(CORRAL)
+            .args(&all)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["-i", "1000000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("1000000 workers is over corral's limit of 4096"),
+        "{err}"
+    );
+    let out = run(&["-i", "500"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("pass --force to run that many anyway"),
+        "{err}"
+    );
+
+    let home = corral_testkit::Home::new(CORRAL, "faults-scale");
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "web",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    home.wait_online("web", 1);
+    let refused = home.fails(&["scale", "web", "+200"]);
+    assert!(refused.contains("pass --force"), "{refused}");
+    let wrapped = home.fails(&["scale", "web", "+9223372036854775807"]);
+    assert!(wrapped.contains("over corral's limit of 4096"), "{wrapped}");
+    let negative = home.fails(&["scale", "web", "-5"]);
+    assert!(negative.contains("at least 1 worker"), "{negative}");
+    // Refused scales changed nothing; an accepted one is one step to the target.
+    home.wait_online("web", 1);
+    home.ok(&["scale", "web", "+3"]);
+    home.wait_online("web", 4);
+    assert!(home.daemon_log().contains("scaled from 1 to 4 workers"));
+}
+
+#[test]
+fn issue_8_fork_failures_back_off_and_corral_stays_in_control() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run corral as another user under a process limit");
+        return;
+    }
+    let fixture = fixture();
+    // As `nobody`, limited to 24 processes (threads count): some workers cannot fork.
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "np",
+        "-i",
+        "40",
+        "--force",
+        "--ready",
+        "notify",
+        "--",
+        &fixture,
+    ];
+    let mut c = Corral::start_with(CORRAL, &args, &[], |cmd| {
+        use std::os::unix::process::CommandExt;
+        cmd.env_remove("XDG_RUNTIME_DIR").uid(65534).gid(65534);
+        corral_testkit::limit_processes(cmd, 24);
+    });
+    c.wait_for("Resource temporarily unavailable", T);
+    // The failures back off like crashes (the delay grows), rather than spinning...
+    c.wait_for("(2 unstable exits in a row)", T);
+    // ...and corral still answers: it serves, scales and stops on request.
+    assert!(pid_answering(c.addr()).is_some());
+    c.signal(Signal::SIGTTOU);
+    c.wait_for("scaled from 40 to 39 workers", T);
+    c.signal(Signal::SIGTERM);
+    let status = c.wait_exit(T);
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn issue_8_hostile_names_and_planted_homes_are_refused() {
+    let fixture = fixture();
+    let home = corral_testkit::Home::new(CORRAL, "faults-names");
+    for name in ["../../escaped", "a/b", "all", ".hidden", "sp ace"] {
+        let out = home.corral(&["start", &fixture, "--name", name]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(err.contains("invalid app name"), "{name}: {err}");
+    }
+    let escaped = home.dir.parent().unwrap().join("escaped-0-out.log");
+    assert!(!escaped.exists());
+    // A config file's names go through the same check.
+    let config = write_config(
+        &home,
+        "bad.json",
+        &format!(r#"{{"apps": [{{"name": "../x", "script": "{fixture}"}}]}}"#),
+    );
+    let out = home.corral(&["start", &config]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid app name"));
+
+    // A home someone else prepared, with a symlink planted where the dump goes.
+    let planted = std::env::temp_dir().join(format!("corral-planted-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&planted);
+    std::fs::create_dir_all(&planted).unwrap();
+    let victim = planted.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, planted.join("dump.json")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(CORRAL)
+        .args(["save"])
+        .env("CORRAL_HOME", &planted)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("others can write to it (mode 777)"), "{err}");
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o700)).unwrap();
+        nix::unistd::chown(&planted, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let out = std::process::Command::new(CORRAL)
+            .args(["ls"])
+            .env("CORRAL_HOME", &planted)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("it belongs to uid 65534, not to you"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let _ = std::fs::remove_dir_all(&planted);
+    // Without HOME or CORRAL_HOME, the fallback is per user and private.
+    let out = std::process::Command::new(CORRAL)
+        .args(["ls"])
+        .env_remove("HOME")
+        .env_remove("CORRAL_HOME")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn issue_8_url_credentials_are_masked_and_the_dump_and_home_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = corral_testkit::Home::new(CORRAL, "faults-secrets");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "db",
+        "-i",
+        "1",
+        "-e",
+        "DATABASE_URL=postgres://app:hunter2@db.internal:5432/prod",
+        "-e",
+        "API_TOKEN=abc123",
+        "--",
+        "--url",
+        "redis://:s3cret@cache:6379",
+    ]);
+    home.wait_online("db", 1);
+    for command in [["describe", "db"], ["env", "db"]] {
+        let text = home.ok(&command);
+        assert!(
+            !text.contains("hunter2") && !text.contains("abc123"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("postgres://app:****@db.internal:5432/prod"),
+            "{text}"
+        );
+    }
+    assert!(!home.ok(&["ls", "--json"]).contains("s3cret"));
+    home.ok(&["save"]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&home.dir.join("dump.json")), 0o600);
+    assert_eq!(mode(&home.dir), 0o700);
+}
+
+#[test]
+fn issue_8_leftovers_and_silent_successes_are_gone() {
+    // A config with no apps is an error, not a silent success.
+    let home = corral_testkit::Home::new(CORRAL, "faults-tidy");
+    let empty = write_config(&home, "empty.json", r#"{"apps": []}"#);
+    let out = home.corral(&["start", &empty]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no apps"), "{err}");
+    // A daemon socket we may not connect to is an error, not "no apps".
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped the refused-connection part: needs root to act as a second user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let theirs = std::env::temp_dir().join(format!("corral-refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&theirs);
+    std::fs::create_dir_all(&theirs).unwrap();
+    let socket = theirs.join("corral.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let out = std::process::Command::new(CORRAL)
+        .args(["ls"])
+        .env("CORRAL_HOME", &theirs)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot connect to the corral daemon"), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    let _ = std::fs::remove_dir_all(&theirs);
+}
+
+#[test]
+fn issue_8_runtime_dirs_are_removed_at_exit_and_stale_ones_at_start() {
+    if !have("node", "apt-get install nodejs") {
+        return;
+    }
+    let runtime = std::env::temp_dir().join(format!("corral-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&runtime).unwrap();
+    // What a killed corral left: its notify socket, which nobody holds any more.
+    let stale = runtime.join("corral-999999999-1");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("corral-node-preload.js"), "//").unwrap();
+    drop(std::os::unix::net::UnixDatagram::bind(stale.join("notify.sock")).unwrap());
+    let server = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/node/server.js");
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "rt",
+        "-i",
+        "1",
+        "--",
+        "node",
+        server.to_str().unwrap(),
+    ];
+    let runtime_str = runtime.display().to_string();
+    let mut c = Corral::start(CORRAL, &args, &[("XDG_RUNTIME_DIR", &runtime_str)]);
+    c.wait_for("worker 0 ready", T);
+    assert!(!stale.exists(), "the dead corral's runtime dir is removed");
+    assert_eq!(
+        std::fs::read_dir(&runtime).unwrap().count(),
+        1,
+        "ours is there"
+    );
+    c.signal(Signal::SIGTERM);
+    assert!(c.wait_exit(T).success());
+    let left: Vec<_> = std::fs::read_dir(&runtime)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&runtime);
+}

@@ -15,12 +15,35 @@ use super::Home;
 /// How long a freshly started daemon may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// No daemon serves the home (nothing listens on its socket).
+#[derive(Debug, thiserror::Error)]
+#[error("no corral daemon is running (for {0})")]
+pub struct NoDaemon(pub String);
+
+/// Whether `e` says that no daemon runs, as opposed to one that could not be reached.
+pub fn is_no_daemon(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<NoDaemon>().is_some()
+}
+
 /// Sends `request`; with `start`, starts the daemon first when none is running.
 pub fn request(home: &Home, request: Request, start: bool) -> anyhow::Result<Response> {
+    use std::io::ErrorKind;
     let stream = match UnixStream::connect(home.socket()) {
         Ok(stream) => stream,
-        Err(_) if start => start_daemon(home)?,
-        Err(_) => bail!("no corral daemon is running (for {})", home.dir.display()),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            if !start {
+                return Err(NoDaemon(home.dir.display().to_string()).into());
+            }
+            start_daemon(home)?
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot connect to the corral daemon at {}",
+                    home.socket().display()
+                )
+            })
+        }
     };
     exchange(stream, &request)
 }
