@@ -312,11 +312,22 @@ async fn primary(
             crate::output::Stream::Stderr => std::io::stderr().lock().write_all(&text),
         };
     });
+    // The handler is the app's code and may block (a println! to a stalled terminal):
+    // it runs on a thread of its own, never on the supervisor's.
+    let (event_tx, event_rx) = std::sync::mpsc::channel::<ClusterEvent>();
+    let handler = std::thread::Builder::new()
+        .name("corral-cluster-events".into())
+        .spawn(move || {
+            while let Ok(event) = event_rx.recv() {
+                if let Some(handler) = on_event.as_mut() {
+                    handler(&event, &handle);
+                }
+            }
+        })
+        .map_err(ClusterError::Runtime)?;
     let events = tokio::spawn(async move {
         while let Some(report) = report_rx.recv().await {
-            if let Some(handler) = on_event.as_mut() {
-                handler(&ClusterEvent::from(report), &handle);
-            }
+            let _ = event_tx.send(ClusterEvent::from(report));
         }
     });
     let channels = supervisor::Channels {
@@ -329,6 +340,7 @@ async fn primary(
         supervisor::run(&spec, &listeners, &crate::signals::runtime_dir(), channels).await;
     signals.abort();
     let _ = events.await;
+    drop(handler); // detached: a handler stuck on a stalled stdout must not hold up the exit
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printed).await;
     match outcome? {
         Outcome::Stopped => Ok(()),

@@ -984,3 +984,37 @@ fn issue_8_runtime_dirs_are_removed_at_exit_and_stale_ones_at_start() {
     assert!(left.is_empty(), "left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&runtime);
 }
+
+#[test]
+fn issue_8_the_daemon_log_rotates_like_app_logs() {
+    let home = corral_testkit::Home::new(CORRAL, "faults-daemon-log");
+    let fixture = fixture();
+    let limits = [("CORRAL_LOG_MAX_BYTES", "2000"), ("CORRAL_LOG_KEEP", "2")];
+    let start = [
+        "start",
+        &fixture,
+        "--name",
+        "web",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    assert!(home.corral_env(&start, &limits).status.success());
+    home.wait_online("web", 2);
+    let rotated = |n: usize| home.dir.join(format!("daemon.log.{n}"));
+    for _ in 0..100 {
+        if rotated(2).exists() {
+            break;
+        }
+        home.ok(&["reload", "web"]);
+        assert!(eventually(T, || home.ok(&["ls"]).contains("online")));
+    }
+    assert!(rotated(2).exists(), "daemon.log was rotated twice");
+    assert!(
+        !rotated(3).exists(),
+        "only CORRAL_LOG_KEEP old files are kept"
+    );
+    let size = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    assert!(size(home.dir.join("daemon.log")) <= 2000 + 1024);
+}

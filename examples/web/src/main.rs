@@ -70,11 +70,13 @@ fn run_cluster(workers: &str, listen: &str) -> Result<(), String> {
         .name("corral-web")
         .on_event(|event, cluster| match event {
             ClusterEvent::Ready { slot, pid } => {
-                println!("primary: worker {slot} (pid {pid}) is ready; pushing config");
+                say(format_args!(
+                    "primary: worker {slot} (pid {pid}) is ready; pushing config"
+                ));
                 cluster.broadcast(json!({ "config": { "greeting": "hello from the primary" } }));
             }
             ClusterEvent::Message { slot, data, .. } => {
-                println!("primary: worker {slot} reports {data}");
+                say(format_args!("primary: worker {slot} reports {data}"));
             }
             ClusterEvent::Exit {
                 slot,
@@ -82,12 +84,20 @@ fn run_cluster(workers: &str, listen: &str) -> Result<(), String> {
                 expected: false,
                 ..
             } => {
-                println!("primary: worker {slot} died ({status}); it is being replaced");
+                say(format_args!(
+                    "primary: worker {slot} died ({status}); it is being replaced"
+                ));
             }
             _ => {}
         })
         .run(worker_main)
         .map_err(|e| e.to_string())
+}
+
+/// A line on stdout; a closed or full stdout loses it rather than panicking.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 async fn worker_main() {

@@ -247,3 +247,42 @@ fn as_an_embedded_cluster_the_primary_pushes_config_and_hears_metrics() {
     c.signal(Signal::SIGTERM);
     assert!(c.wait_exit(T).success());
 }
+
+#[test]
+fn issue_8_the_embedded_cluster_survives_a_full_stdout_and_stderr() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut c = Corral::start_with(
+        WEB,
+        &["--cluster", "2", "--listen", &listen],
+        &[
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            ("METRICS_EVERY_MS", "50"),
+        ],
+        |cmd| {
+            let full = || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap()
+            };
+            cmd.stdout(full()).stderr(full());
+        },
+    );
+    let addr: SocketAddr = listen.parse().unwrap();
+    let mut servers = std::collections::BTreeSet::new();
+    assert!(eventually(T, || {
+        if let Ok(response) = corral_testkit::get(addr, "/config") {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&response.body) {
+                servers.insert(v["served_by"].as_i64().unwrap_or(0));
+            }
+        }
+        servers.len() == 2
+    }));
+    c.signal(Signal::SIGHUP);
+    for _ in 0..20 {
+        assert_eq!(corral_testkit::get(addr, "/config").unwrap().status, 200);
+    }
+    c.signal(Signal::SIGTERM);
+    assert!(c.wait_exit(T).success());
+}
