@@ -9,7 +9,7 @@ mod process;
 pub use home::Home;
 pub use http::{get, get_from, KeepAlive, Response};
 pub use load::{Load, LoadReport};
-pub use process::{fixture_bin, limit_open_files, limit_processes, open_fds, Corral};
+pub use process::{dev_full, fixture_bin, limit_open_files, limit_processes, open_fds, Corral};
 
 /// Polls `check` every 20ms until it holds (true) or `timeout` passes (false).
 pub fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {

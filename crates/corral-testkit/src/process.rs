@@ -248,3 +248,11 @@ fn set_limit_before_exec(cmd: &mut Command, resource: libc::__rlimit_resource_t,
 pub fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
+
+/// `/dev/full` opened for writing: every write fails with ENOSPC, like a full disk.
+pub fn dev_full() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full")
+}

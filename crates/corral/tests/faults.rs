@@ -76,6 +76,21 @@ fn fixture() -> String {
     corral_testkit::fixture_bin(CORRAL).display().to_string()
 }
 
+/// `corral run --listen LISTEN --name NAME FLAGS -- corral-fixture`.
+fn run_fixture(
+    listen: &str,
+    name: &str,
+    flags: &[&str],
+    env: &[(&str, &str)],
+    adjust: impl FnOnce(&mut std::process::Command),
+) -> Corral {
+    let fixture = fixture();
+    let mut args = vec!["run", "--listen", listen, "--name", name];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", &fixture]);
+    Corral::start_with(CORRAL, &args, env, adjust)
+}
+
 /// Reads `r` a byte at a time until a line holds "listening on "; returns its address.
 fn read_listening_line(r: &mut std::fs::File) -> std::net::SocketAddr {
     use std::io::Read;
@@ -114,23 +129,15 @@ fn issue_8_a_stalled_terminal_stalls_neither_dispatch_nor_restarts() {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let mut r = std::fs::File::from(r);
     let w2 = w.try_clone().unwrap();
-    let fixture = fixture();
-    let args = [
-        "run",
-        "--listen",
+    let mut c = run_fixture(
         "127.0.0.1:0",
-        "--name",
         "st",
-        "-i",
-        "2",
-        "--balance",
-        "round-robin",
-        "--",
-        &fixture,
-    ];
-    let mut c = Corral::start_with(CORRAL, &args, &[("FIXTURE_PRINT_LINES", "300")], |cmd| {
-        cmd.stdout(w).stderr(w2);
-    });
+        &["-i", "2", "--balance", "round-robin"],
+        &[("FIXTURE_PRINT_LINES", "300")],
+        |cmd| {
+            cmd.stdout(w).stderr(w2);
+        },
+    );
     let addr = read_listening_line(&mut r);
     // Nobody reads any more: the pipe fills with the workers' 2 × 60 KB of output.
     assert!(
@@ -176,21 +183,15 @@ fn issue_8_a_closed_stdout_is_survived_and_a_clean_stop_exits_0() {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let mut r = std::fs::File::from(r);
     let w2 = w.try_clone().unwrap();
-    let fixture = fixture();
-    let args = [
-        "run",
-        "--listen",
+    let mut c = run_fixture(
         "127.0.0.1:0",
-        "--name",
         "hd",
-        "-i",
-        "2",
-        "--",
-        &fixture,
-    ];
-    let mut c = Corral::start_with(CORRAL, &args, &[("FIXTURE_PRINT_LINES", "50")], |cmd| {
-        cmd.stdout(w).stderr(w2);
-    });
+        &["-i", "2"],
+        &[("FIXTURE_PRINT_LINES", "50")],
+        |cmd| {
+            cmd.stdout(w).stderr(w2);
+        },
+    );
     // `corral run ... | head -1`
     let addr = read_listening_line(&mut r);
     drop(r);
@@ -212,18 +213,10 @@ fn issue_8_a_full_disk_under_stdout_and_stderr_is_survived() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let fixture = fixture();
-    let args = [
-        "run", "--listen", &listen, "--name", "full", "-i", "2", "--", &fixture,
-    ];
-    let mut c = Corral::start_with(CORRAL, &args, &[("FIXTURE_PRINT_LINES", "50")], |cmd| {
-        let full = || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/full")
-                .unwrap()
-        };
-        cmd.stdout(full()).stderr(full());
+    let env = [("FIXTURE_PRINT_LINES", "50")];
+    let mut c = run_fixture(&listen, "full", &["-i", "2"], &env, |cmd| {
+        cmd.stdout(corral_testkit::dev_full())
+            .stderr(corral_testkit::dev_full());
     });
     let addr = listen.parse().unwrap();
     assert!(eventually(T, || pid_answering(addr).is_some()));
@@ -485,21 +478,13 @@ fn set_fd_limit(pid: i32, limit: u64) {
 
 #[test]
 fn issue_8_accept_out_of_fds_retries_and_the_backlog_drains() {
-    let fixture = fixture();
-    let args = [
-        "run",
-        "--listen",
+    let c = run_fixture(
         "127.0.0.1:0",
-        "--name",
         "emf",
-        "-i",
-        "2",
-        "--balance",
-        "round-robin",
-        "--",
-        &fixture,
-    ];
-    let c = Corral::start(CORRAL, &args, &[]);
+        &["-i", "2", "--balance", "round-robin"],
+        &[],
+        |_| {},
+    );
     c.wait_for("worker 0 ready", T);
     c.wait_for("worker 1 ready", T);
     let addr = c.addr();

@@ -260,13 +260,8 @@ fn issue_8_the_embedded_cluster_survives_a_full_stdout_and_stderr() {
             ("METRICS_EVERY_MS", "50"),
         ],
         |cmd| {
-            let full = || {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open("/dev/full")
-                    .unwrap()
-            };
-            cmd.stdout(full()).stderr(full());
+            cmd.stdout(corral_testkit::dev_full())
+                .stderr(corral_testkit::dev_full());
         },
     );
     let addr: SocketAddr = listen.parse().unwrap();
