@@ -137,3 +137,12 @@ impl KeepAlive {
         Ok(response)
     }
 }
+
+/// A loopback port that was free a moment ago, for servers that must be told a port
+/// before they start (a tiny race, acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}

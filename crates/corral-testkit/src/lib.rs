@@ -7,7 +7,7 @@ mod load;
 mod process;
 
 pub use home::Home;
-pub use http::{get, get_from, KeepAlive, Response};
+pub use http::{free_port, get, get_from, KeepAlive, Response};
 pub use load::{Load, LoadReport};
 pub use process::{dev_full, fixture_bin, limit_open_files, limit_processes, open_fds, Corral};
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use corral_testkit::{eventually, get, limit_open_files, open_fds, Corral};
+use corral_testkit::{eventually, free_port, get, limit_open_files, open_fds, Corral};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -227,14 +227,6 @@ fn issue_8_a_full_disk_under_stdout_and_stderr_is_survived() {
     c.signal(Signal::SIGTERM);
     let status = c.wait_exit(T);
     assert!(status.success(), "{status:?}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn port_is_closed(port: u16) -> bool {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use corral_testkit::{eventually, Corral};
+use corral_testkit::{eventually, free_port, Corral};
 use nix::sys::signal::Signal;
 
 const WEB: &str = env!("CARGO_BIN_EXE_corral-web");
@@ -22,14 +22,6 @@ fn corral_bin() -> String {
         path.display()
     );
     path.display().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A throwaway redis-server on a free loopback port, killed on drop.
