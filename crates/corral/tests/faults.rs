@@ -782,13 +782,14 @@ fn issue_8_fork_failures_back_off_and_corral_stays_in_control() {
 fn issue_8_hostile_names_and_planted_homes_are_refused() {
     let fixture = fixture();
     let home = corral_testkit::Home::new(CORRAL, "faults-names");
+    let escaped = home.dir.parent().unwrap().join("escaped-0-out.log");
+    let _ = std::fs::remove_file(&escaped);
     for name in ["../../escaped", "a/b", "all", ".hidden", "sp ace"] {
         let out = home.corral(&["start", &fixture, "--name", name]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name} was accepted");
         assert!(err.contains("invalid app name"), "{name}: {err}");
     }
-    let escaped = home.dir.parent().unwrap().join("escaped-0-out.log");
     assert!(!escaped.exists());
     // A config file's names go through the same check.
     let config = write_config(
