@@ -36,6 +36,7 @@ pub fn env(
     channel_fd: usize,
     ready: ReadyPolicy,
     balance: Balance,
+    kill_timeout: std::time::Duration,
 ) -> Vec<(&'static str, OsString)> {
     let mut options = OsString::from(format!("--require {}", preload.display()));
     if let Some(theirs) = inherited_node_options {
@@ -46,9 +47,11 @@ pub fn env(
         .iter()
         .enumerate()
         .map(|(i, l)| {
+            // Exact addresses, so that listen(port, host) finds the right one and
+            // listen(port) finds every one (IPv4 and IPv6) of that port.
             let key = match &l.local {
-                ListenAddr::AnyPort(port) => port.to_string(),
-                ListenAddr::Tcp(addr) => addr.port().to_string(),
+                ListenAddr::AnyPort(port) => format!("*:{port}"),
+                ListenAddr::Tcp(addr) => addr.to_string(),
                 ListenAddr::Unix(path) => path.display().to_string(),
             };
             format!("{key}={}", corral_proto::env::LISTEN_FDS_START as usize + i)
@@ -59,6 +62,10 @@ pub fn env(
         ("NODE_CHANNEL_FD", channel_fd.to_string().into()),
         ("NODE_CHANNEL_SERIALIZATION_MODE", "json".into()),
         ("CORRAL_NODE_LISTENERS", owned.join(",").into()),
+        (
+            "CORRAL_KILL_TIMEOUT_MS",
+            kill_timeout.as_millis().to_string().into(),
+        ),
     ];
     // Node gets connections handed over only when a balance mode is asked for
     // explicitly; by default it accepts from the shared socket, which is fastest.

@@ -13,20 +13,33 @@
   const net = require('net');
   const { monitorEventLoopDelay } = require('perf_hooks');
 
-  // port or unix path -> inherited fd, e.g. "3000=3,/run/app.sock=4"
-  const owned = new Map();
+  // Corral's listeners: "127.0.0.1:3000=3,[::1]:3000=4,*:8080=5,/run/app.sock=6"
+  // (host:port or a unix path, then the inherited fd; `*` is every address).
+  const owned = [];
   for (const pair of (env.CORRAL_NODE_LISTENERS || '').split(',')) {
     const at = pair.lastIndexOf('=');
-    if (at > 0) owned.set(pair.slice(0, at), Number(pair.slice(at + 1)));
+    if (at <= 0) continue;
+    const key = pair.slice(0, at);
+    const fd = Number(pair.slice(at + 1));
+    const colon = key.lastIndexOf(':');
+    if (key.startsWith('/') || colon < 0) {
+      owned.push({ path: key, fd });
+    } else {
+      const host = key.slice(0, colon).replace(/^\[|\]$/g, '');
+      owned.push({ host, port: Number(key.slice(colon + 1)), fd });
+    }
   }
   const waitReady = env.CORRAL_WAIT_READY === '1';
   // Connections handed over by corral (round-robin, least-loaded, sticky) instead of
   // accepted from the shared socket.
   const dispatch = env.CORRAL_NODE_DISPATCH === '1';
   const graceMs = Number(env.CORRAL_IDLE_GRACE_MS || 1000);
+  const killTimeoutMs = Number(env.CORRAL_KILL_TIMEOUT_MS || 0);
+  const slot = Number(env.CORRAL_WORKER_ID || 0);
   // LISTEN_* stay: apps that speak socket activation themselves still find them (and
   // children ignore them, since LISTEN_PID is not theirs).
-  for (const name of ['CORRAL_NODE_LISTENERS', 'CORRAL_WAIT_READY', 'CORRAL_NODE_DISPATCH']) {
+  for (const name of ['CORRAL_NODE_LISTENERS', 'CORRAL_WAIT_READY', 'CORRAL_NODE_DISPATCH',
+    'CORRAL_KILL_TIMEOUT_MS']) {
     delete env[name];
   }
 
@@ -39,46 +52,112 @@
 
   send({ cmd: 'CORRAL_HELLO', version: 1, dispatch, node: true, heartbeat_ms: 1000 });
 
+  // Apps with their own cluster code run their worker branch, as under PM2's cluster
+  // mode: corral is the primary. Node's own net and dgram modules read the same flags
+  // to decide whether to ask a primary for their sockets; they must keep seeing a
+  // primary (this process binds for itself), so the flags answer by who asks.
+  const cluster = require('cluster');
+  const { EventEmitter } = require('events');
+  const worker = new EventEmitter();
+  Object.assign(worker, {
+    id: slot + 1,
+    process,
+    send: (...args) => process.send(...args),
+    isConnected: () => process.connected,
+    isDead: () => false,
+    disconnect: () => {},
+  });
+  function askedByNode(getter) {
+    const prepare = Error.prepareStackTrace;
+    Error.prepareStackTrace = (_, frames) => frames;
+    const holder = {};
+    Error.captureStackTrace(holder, getter);
+    const frames = holder.stack;
+    Error.prepareStackTrace = prepare;
+    const file = Array.isArray(frames) && frames[0] ? frames[0].getFileName() : '';
+    return typeof file === 'string' && file.startsWith('node:');
+  }
+  const primaryFlag = function () { return askedByNode(primaryFlag); };
+  const workerFlag = function () { return !askedByNode(workerFlag); };
+  for (const [name, get] of [['isPrimary', primaryFlag], ['isMaster', primaryFlag],
+    ['isWorker', workerFlag]]) {
+    Object.defineProperty(cluster, name, { get, configurable: true, enumerable: true });
+  }
+  cluster.worker = worker;
+
   const servers = new Set();
+  const sessions = new Set(); // HTTP/2 sessions, closed with GOAWAY on drain
   let draining = false;
   let readySent = false;
   let requests = 0;
 
-  // Which inherited fd a listen() call means, if any: listen(port[, host][, backlog][, cb]),
-  // listen({ port | path }[, cb]) and listen(path[, cb]).
-  function ownedFd(args) {
+  // Which inherited fds a listen() call means: listen(port[, host][, backlog][, cb]),
+  // listen({ port, host } | { path }[, cb]) and listen(path[, cb]). A port without a
+  // host means every corral listener on that port (IPv4 and IPv6), as Node's own
+  // listen(port) means every address.
+  function ownedFds(args) {
     const first = args[0];
-    let key;
-    if (typeof first === 'number') key = String(first);
-    else if (typeof first === 'string') key = /^\d+$/.test(first) ? String(Number(first)) : first;
-    else if (first && typeof first === 'object' && first.fd === undefined && !first._handle) {
-      if (first.port !== undefined && first.port !== null) key = String(Number(first.port));
-      else if (typeof first.path === 'string') key = first.path;
+    let port;
+    let host;
+    let path;
+    if (typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
+      port = Number(first);
+      if (typeof args[1] === 'string') host = args[1];
+    } else if (typeof first === 'string') {
+      path = first;
+    } else if (first && typeof first === 'object' && first.fd === undefined && !first._handle) {
+      if (first.port !== undefined && first.port !== null) {
+        port = Number(first.port);
+        host = first.host;
+      } else if (typeof first.path === 'string') {
+        path = first.path;
+      }
     }
-    return key === undefined ? undefined : owned.get(key);
+    if (path !== undefined) return owned.filter((l) => l.path === path).map((l) => l.fd);
+    if (port === undefined || port === 0) return [];
+    const samePort = owned.filter((l) => l.port === port);
+    if (!host) return samePort.map((l) => l.fd);
+    const wanted = host.replace(/^\[|\]$/g, '');
+    const exact = samePort.filter((l) => l.host === wanted);
+    const wildcard = samePort.filter((l) => ['*', '0.0.0.0', '::'].includes(l.host));
+    return (exact.length ? exact : wildcard).map((l) => l.fd);
   }
 
   const originalListen = net.Server.prototype.listen;
   const byListener = new Map(); // listener index -> server, in dispatch mode
   net.Server.prototype.listen = function listen(...args) {
-    const fd = ownedFd(args);
-    if (fd === undefined) return originalListen.apply(this, args);
+    const fds = ownedFds(args);
+    if (fds.length === 0) return originalListen.apply(this, args);
     const callback = args.find((a) => typeof a === 'function');
     adopt(this);
-    if (!dispatch) return originalListen.call(this, { fd }, callback);
-    // corral accepts and hands connections over: the server must not accept on the
-    // shared socket. It listens on a private loopback port nobody is told about (so it
-    // is a real, listening server to the app) and reports corral's address.
-    const index = fd - 3;
-    byListener.set(index, this);
-    const ownedAddress = ownedAddressOf(index);
-    this.address = () => ownedAddress;
-    return originalListen.call(this, { port: 0, host: '127.0.0.1' }, callback);
+    if (dispatch) {
+      // corral accepts and hands connections over: the server must not accept on the
+      // shared socket. It listens on a private loopback port nobody is told about (so
+      // it is a real, listening server to the app) and reports corral's address.
+      for (const fd of fds) byListener.set(fd - 3, this);
+      const ownedAddress = addressOf(fds[0]);
+      this.address = () => ownedAddress;
+      return originalListen.call(this, { port: 0, host: '127.0.0.1' }, callback);
+    }
+    // Further listeners of the same port (IPv6 beside IPv4) feed this server: they
+    // accept, the app's server serves.
+    for (const fd of fds.slice(1)) {
+      const feeder = net.createServer();
+      feeder.on('connection', (socket) => this.emit('connection', socket));
+      originalListen.call(feeder, { fd });
+      this.once('close', () => originalClose.call(feeder));
+      feeders.set(this, [...(feeders.get(this) || []), feeder]);
+    }
+    return originalListen.call(this, { fd: fds[0] }, callback);
   };
+  const feeders = new Map(); // server -> the servers accepting on its further listeners
 
-  function ownedAddressOf(index) {
-    const key = [...owned.entries()].find(([, fd]) => fd === index + 3)[0];
-    return /^\d+$/.test(key) ? { address: '::', family: 'IPv6', port: Number(key) } : key;
+  function addressOf(fd) {
+    const l = owned.find((o) => o.fd === fd);
+    if (l.path !== undefined) return l.path;
+    const v6 = l.host.includes(':') || l.host === '*';
+    const address = l.host === '*' ? '::' : l.host;
+    return { address, family: v6 ? 'IPv6' : 'IPv4', port: l.port };
   }
 
   // Handed-over connections: Node's IPC delivers each as a net.Socket with the message.
@@ -126,11 +205,19 @@
         send({ cmd: 'CORRAL_READY' });
       }
     });
-    // http(s) servers: count requests, and end keep-alive connections politely once
-    // draining (the client reconnects, to another worker).
+    // http(s) servers: count requests, and end HTTP/1 keep-alive connections politely
+    // once draining (the client reconnects, to another worker). HTTP/2 has no such
+    // header: its sessions get GOAWAY instead.
     server.prependListener('request', (req, res) => {
       requests += 1;
-      if (draining && !res.headersSent) res.setHeader('Connection', 'close');
+      if (draining && req.httpVersionMajor < 2 && !res.headersSent) {
+        res.setHeader('Connection', 'close');
+      }
+    });
+    server.on('session', (session) => {
+      if (draining) { session.close(); return; }
+      sessions.add(session);
+      session.once('close', () => sessions.delete(session));
     });
   }
 
@@ -140,37 +227,118 @@
   const beat = setInterval(() => {
     const lagMs = delay.max / 1e6;
     delay.reset();
-    let active = handedActive;
-    for (const s of servers) active += s._connections || 0;
     send({
       cmd: 'CORRAL_HEARTBEAT',
       rss: process.memoryUsage.rss(),
       lag_ms: lagMs,
-      active,
+      active: openConnections(),
       requests,
     });
   }, 1000);
   beat.unref();
 
-  // Drain: stop accepting, finish in-flight requests, close connections that stay idle
-  // for the grace period, then exit unless the app has its own handler for the signal.
+  function openConnections() {
+    let active = handedActive;
+    for (const s of servers) {
+      active += s._connections || 0;
+      for (const f of feeders.get(s) || []) active += f._connections || 0;
+    }
+    return active;
+  }
+
+  // The app's own SIGTERM/SIGINT listeners (the tutorials' server.close() handler,
+  // NestJS shutdown hooks, Fastify's close) are held back until corral's drain is
+  // done: by then no connection is left for their close() to cut.
+  const SIGNALS = ['SIGTERM', 'SIGINT'];
+  const held = new Map(SIGNALS.map((s) => [s, []]));
+  const realOn = process.on.bind(process);
+  function holding(method, once, prepend) {
+    const original = process[method];
+    process[method] = function (event, listener) {
+      if (!held.has(event) || typeof listener !== 'function') {
+        return original.apply(this, arguments);
+      }
+      const entry = { listener, once };
+      if (prepend) held.get(event).unshift(entry); else held.get(event).push(entry);
+      return this;
+    };
+  }
+  holding('on', false, false);
+  holding('addListener', false, false);
+  holding('once', true, false);
+  holding('prependListener', false, true);
+  holding('prependOnceListener', true, true);
+  for (const method of ['removeListener', 'off']) {
+    const original = process[method];
+    process[method] = function (event, listener) {
+      if (!held.has(event)) return original.apply(this, arguments);
+      const list = held.get(event);
+      const at = list.findIndex((e) => e.listener === listener || e.listener.listener === listener);
+      if (at >= 0) list.splice(at, 1);
+      return this;
+    };
+  }
+  const originalCount = process.listenerCount;
+  process.listenerCount = function (event) {
+    if (held.has(event)) return held.get(event).length;
+    return originalCount.apply(this, arguments);
+  };
+  const originalListeners = process.listeners;
+  process.listeners = function (event) {
+    if (held.has(event)) return held.get(event).map((e) => e.listener);
+    return originalListeners.apply(this, arguments);
+  };
+
+  // A server corral already closed answers the app's own close() as done.
+  const originalClose = net.Server.prototype.close;
+  net.Server.prototype.close = function close(callback) {
+    if (this.__corralClosed) {
+      if (typeof callback === 'function') process.nextTick(callback);
+      return this;
+    }
+    return originalClose.apply(this, arguments);
+  };
+
+  // Drain: stop accepting, GOAWAY to HTTP/2 sessions, `Connection: close` on the next
+  // HTTP/1 response of each kept-alive connection, close connections that stay idle for
+  // the grace period; then hand the signal to the app's own listeners, or exit.
   let openServers = 0;
   let drainSignal = null;
+  let drained = false;
   function drain(signal) {
     if (draining) return;
     draining = true;
     drainSignal = signal;
+    // WebSocket (and SSE) code closes its long-lived connections here, e.g.
+    // process.on('corral:drain', () => wss.clients.forEach((ws) => ws.close(1001)));
+    process.emit('corral:drain');
+    for (const session of sessions) session.close();
     for (const server of servers) {
       // net.Server's close: stop listening only. http.Server#close (Node >= 19) would
       // also cut idle keep-alive connections at once, racing their clients' next request.
-      openServers += 1;
-      net.Server.prototype.close.call(server, () => {
-        openServers -= 1;
-        maybeFinish();
-      });
+      // Its callback comes once the connections it accepted have closed.
+      for (const s of [server, ...(feeders.get(server) || [])]) {
+        openServers += 1;
+        originalClose.call(s, () => {
+          openServers -= 1;
+          maybeFinish();
+        });
+      }
+      server.__corralClosed = true;
       setTimeout(() => {
         if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
       }, graceMs).unref();
+    }
+    if (killTimeoutMs > 0) {
+      // Said just before corral's SIGKILL, so the log tells what was cut.
+      setTimeout(() => {
+        const open = openConnections();
+        if (open > 0) {
+          console.error(`[corral] worker ${slot} (pid ${process.pid}): ${open} connections ` +
+            `(WebSockets, SSE or slow requests) still open after ${killTimeoutMs} ms of ` +
+            "draining; they are cut now. Close them on process.on('corral:drain').");
+        }
+      }, Math.max(killTimeoutMs - 100, 0)).unref();
     }
     maybeFinish();
   }
@@ -178,13 +346,29 @@
   // Done when every server stopped and every connection it had (accepted or handed
   // over; net.Server doesn't count the latter) has closed.
   function maybeFinish() {
-    if (!draining || openServers > 0 || handedActive > 0) return;
-    // The app's own handler (if any) decides when to exit; otherwise we do.
-    const theirs = drainSignal ? process.listenerCount(drainSignal) - 1 : 0;
-    if (theirs <= 0) process.exit(0);
+    if (!draining || drained || openServers > 0 || handedActive > 0) return;
+    drained = true;
+    deliver(drainSignal);
   }
 
-  process.on('SIGTERM', () => drain('SIGTERM'));
+  // After the drain: the app's own listeners for the signal run now; without any, exit.
+  function deliver(signal) {
+    const listeners = signal ? held.get(signal) : [];
+    if (!listeners || listeners.length === 0) {
+      process.exit(0);
+      return;
+    }
+    for (const entry of [...listeners]) {
+      if (entry.once) listeners.splice(listeners.indexOf(entry), 1);
+      entry.listener.call(process, signal);
+    }
+  }
+
+  function onSignal(signal) {
+    if (!draining) drain(signal);
+    else if (drained) deliver(signal); // again (NestJS re-raises it after its hooks)
+  }
+  for (const signal of SIGNALS) realOn(signal, () => onSignal(signal));
   process.on('message', (msg) => {
     if (msg && msg.cmd === 'CORRAL_SHUTDOWN') drain(null);
   });

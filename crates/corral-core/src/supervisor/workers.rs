@@ -142,6 +142,7 @@ fn node_vars(
         channel_fd,
         spec.ready,
         spec.balance,
+        spec.stop.kill_timeout,
     )
 }
 
