@@ -278,6 +278,7 @@ impl Builder {
             instances: self.instances.resolve(crate::spec::usable_cpus()),
             listen,
             ready: self.ready,
+            settle: std::time::Duration::from_secs(1),
             restart: self.restart,
             stop: self.stop,
             watchdog: None,

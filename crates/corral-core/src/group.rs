@@ -34,6 +34,8 @@ pub trait Processes {
 pub struct GroupConfig {
     pub instances: usize,
     pub ready: ReadyPolicy,
+    /// See [`crate::spec::AppSpec::settle`].
+    pub settle: Duration,
     pub restart: RestartPolicy,
     pub stop: StopPolicy,
     pub watchdog: Option<Duration>,
@@ -227,6 +229,12 @@ pub enum AbortReason {
     SpawnFailed(String),
     ExitedBeforeReady(ExitStatus),
     NotReadyInTime(Duration),
+    /// It said it was ready, then exited `after` that, within the settle window.
+    ExitedWhileSettling {
+        status: ExitStatus,
+        after: Duration,
+        settle: Duration,
+    },
 }
 
 /// How a group ended.
@@ -296,6 +304,8 @@ struct Rollout {
     replaced: usize,
     /// Another reload was asked for while this one ran.
     again: bool,
+    /// The in-flight replacement is ready and must stay up until then.
+    settling: Option<(Pid, Instant)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,7 +395,12 @@ impl<P: Processes> Group<P> {
             WorkerState::Killed { .. } => None,
         });
         let restarts = self.slots.iter().filter_map(|s| s.restart_at);
-        workers.chain(restarts).min()
+        let settled = self
+            .rollout
+            .as_ref()
+            .and_then(|r| r.settling)
+            .map(|(_, at)| at);
+        workers.chain(restarts).chain(settled).min()
     }
 
     /// `Some` once the group has nothing left to do.
@@ -544,7 +559,15 @@ impl<P: Processes> Group<P> {
             }
             Role::Incoming => {
                 self.slots[slot].incoming = None;
-                self.abort_rollout(slot, AbortReason::ExitedBeforeReady(status));
+                let reason = match worker.state {
+                    WorkerState::Ready { since, .. } => AbortReason::ExitedWhileSettling {
+                        status,
+                        after: self.now.saturating_duration_since(since),
+                        settle: self.config.settle,
+                    },
+                    _ => AbortReason::ExitedBeforeReady(status),
+                };
+                self.abort_rollout(slot, reason);
                 if self.phase == Phase::Running && self.slots[slot].current.is_none() {
                     self.schedule_restart(slot, uptime, worker.ever_ready);
                 }
@@ -655,6 +678,7 @@ impl<P: Processes> Group<P> {
             started: self.now,
             replaced: 0,
             again: false,
+            settling: None,
         });
         self.rollout_next();
     }
@@ -679,18 +703,28 @@ impl<P: Processes> Group<P> {
         // Route to the new worker before the old one stops taking connections.
         self.procs.route(pid, slot, true);
         if self.role(pid, slot) == Role::Incoming {
-            let s = &mut self.slots[slot];
-            s.incoming = None;
-            let old = s.current.replace(pid);
-            if let Some(old) = old {
-                self.drain(old);
+            let settle = self.config.settle;
+            match &mut self.rollout {
+                Some(rollout) if !settle.is_zero() => rollout.settling = Some((pid, now + settle)),
+                _ => self.promote(pid, slot),
             }
-            if let Some(rollout) = &mut self.rollout {
-                rollout.replaced += 1;
-                rollout.in_flight = None;
-            }
-            self.rollout_next();
         }
+    }
+
+    /// The replacement in `slot` takes it over; the worker it replaces drains.
+    fn promote(&mut self, pid: Pid, slot: usize) {
+        let s = &mut self.slots[slot];
+        s.incoming = None;
+        let old = s.current.replace(pid);
+        if let Some(old) = old {
+            self.drain(old);
+        }
+        if let Some(rollout) = &mut self.rollout {
+            rollout.replaced += 1;
+            rollout.in_flight = None;
+            rollout.settling = None;
+        }
+        self.rollout_next();
     }
 
     /// A worker that is not ready in time is stopped gracefully, not killed: in shared
@@ -756,6 +790,13 @@ impl<P: Processes> Group<P> {
 
     fn on_tick(&mut self) {
         let now = self.now;
+        let settled = self.rollout.as_ref().and_then(|r| r.settling);
+        if let Some((pid, at)) = settled.filter(|&(_, at)| now >= at) {
+            let _ = at;
+            if let Some(slot) = self.workers.get(&pid).map(|w| w.slot) {
+                self.promote(pid, slot);
+            }
+        }
         let due: Vec<(Pid, WorkerState)> = self
             .workers
             .iter()
@@ -890,6 +931,7 @@ impl<P: Processes> Group<P> {
             rollout.queue.retain(|&s| s < slot);
             if rollout.in_flight == Some(slot) {
                 rollout.in_flight = None;
+                rollout.settling = None;
                 self.rollout_next();
             }
         }
@@ -922,6 +964,7 @@ impl<P: Processes> Group<P> {
             started: self.now,
             replaced: 0,
             again: false,
+            settling: None,
         });
         self.rollout_next();
     }

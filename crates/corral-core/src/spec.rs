@@ -25,6 +25,9 @@ pub struct AppSpec {
     pub instances: usize,
     pub listen: Vec<ListenSpec>,
     pub ready: ReadyPolicy,
+    /// How long a replacement must stay up after it said it was ready before the worker
+    /// it replaces is drained (servers that say READY=1 before their workers load).
+    pub settle: Duration,
     pub restart: RestartPolicy,
     pub stop: StopPolicy,
     /// When set, a ready worker that sends no `WATCHDOG=1` for this long is killed and replaced.

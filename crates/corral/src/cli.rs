@@ -235,6 +235,11 @@ pub struct AppOptions {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub ready_timeout: Duration,
 
+    /// How long a replacement must stay up after it is ready before the worker it
+    /// replaces is drained; if it exits sooner, the reload is aborted.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub settle: Duration,
+
     /// Signal that asks a worker to drain and exit.
     #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
     pub kill_signal: Signal,
@@ -664,6 +669,7 @@ impl AppOptions {
                 },
                 ReadyArg::Delay(delay) => ReadyPolicy::Delay { delay },
             },
+            settle: self.settle,
             restart: RestartPolicy {
                 delay: self.restart_delay,
                 max_delay: self.max_restart_delay,

@@ -116,6 +116,15 @@ pub fn report(r: &Report) -> String {
                 AbortReason::NotReadyInTime(t) => {
                     format!("did not get ready within {}", duration(*t))
                 }
+                AbortReason::ExitedWhileSettling {
+                    status,
+                    after,
+                    settle,
+                } => format!(
+                    "exited {} after it said it was ready ({status}), within the {} settle window",
+                    duration(*after),
+                    duration(*settle)
+                ),
             };
             let what = if *reload { "reload" } else { "replacement" };
             format!("{what} aborted: the replacement for worker {slot} {why}; the old workers keep serving")

@@ -45,7 +45,11 @@ fn reloads_under_load(
     c.wait_for("worker 0 ready", T);
     c.wait_for("worker 1 ready", T);
     let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(120));
-    assert!(load.wait_ok(200, T), "no load got through: {:?}", c.output());
+    assert!(
+        load.wait_ok(200, T),
+        "no load got through: {:?}",
+        c.output()
+    );
     for n in 1..=reloads {
         let before = load.ok_so_far();
         c.signal(Signal::SIGHUP);
@@ -97,4 +101,60 @@ fn issue_9_nestjs_in_round_robin_loses_nothing() {
     };
     let (_c, report) = reloads_under_load(&["node", &app], &["--balance", "round-robin"], true, 3);
     assert_no_failures("NestJS, round-robin, keep-alive", &report);
+}
+
+fn fixture() -> String {
+    corral_testkit::fixture_bin(CORRAL).display().to_string()
+}
+
+/// A deploy that says READY=1 before it has loaded, then dies (gunicorn without
+/// --preload and a broken app): the settle window catches it and the old workers stay.
+fn a_broken_deploy_that_said_ready_is_rolled_back(balance: &str, keep_alive: bool) {
+    let deploy = std::env::temp_dir().join(format!(
+        "corral-settle-{balance}-{keep_alive}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&deploy);
+    let fixture = fixture();
+    let deploy_env = deploy.display().to_string();
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "-i",
+        "2",
+        "--ready",
+        "notify",
+        "--balance",
+        balance,
+        "--",
+        &fixture,
+    ];
+    let c = Corral::start(CORRAL, &args, &[("FIXTURE_DEPLOY", &deploy_env)]);
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(60));
+    assert!(load.wait_ok(200, T));
+    std::fs::write(&deploy, "FIXTURE_READY_THEN_EXIT_MS=300\n").unwrap();
+    c.signal(Signal::SIGHUP);
+    c.wait_for(
+        "within the 1s settle window; the old workers keep serving",
+        T,
+    );
+    let before = load.ok_so_far();
+    assert!(load.wait_ok(before + 500, T), "the old workers serve on");
+    let report = load.finish();
+    let _ = std::fs::remove_file(&deploy);
+    assert_no_failures(&format!("broken deploy, {balance}"), &report);
+    assert!(!c.output().iter().any(|l| l.contains("reload done")));
+}
+
+#[test]
+fn issue_9_a_deploy_that_dies_right_after_ready_is_rolled_back_in_shared_mode() {
+    a_broken_deploy_that_said_ready_is_rolled_back("shared", true);
+}
+
+#[test]
+fn issue_9_a_deploy_that_dies_right_after_ready_is_rolled_back_in_round_robin() {
+    a_broken_deploy_that_said_ready_is_rolled_back("round-robin", false);
 }

@@ -65,6 +65,7 @@ impl Harness {
         let config = GroupConfig {
             instances,
             ready,
+            settle: Duration::ZERO,
             restart: RestartPolicy {
                 delay: 100 * MS,
                 max_delay: 1000 * MS,
@@ -618,4 +619,50 @@ fn without_autorestart_an_exited_worker_stays_gone_and_a_clean_end_is_a_stop() {
     h.exit(102, 0);
     assert_eq!(h.group.outcome(), Some(Outcome::Stopped));
     assert_eq!(h.procs().spawned.len(), 2);
+}
+
+#[test]
+fn issue_9_a_replacement_that_dies_within_the_settle_window_aborts_the_reload() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.group.config.settle = 1000 * MS;
+    h.all_ready();
+    h.send(Event::Control(Control::Reload));
+    // Ready: it gets connections, but the old worker keeps its slot for now.
+    h.ready(102);
+    assert_eq!(h.group.current(0), Some(101));
+    assert!(h.signals_to(101).is_empty());
+    h.now += 300 * MS;
+    let reports = h.exit(102, 1);
+    assert!(reports.contains(&Report::ReloadAborted {
+        slot: 0,
+        reason: AbortReason::ExitedWhileSettling {
+            status: ExitStatus::Code(1),
+            after: 300 * MS,
+            settle: 1000 * MS,
+        },
+        reload: true,
+    }));
+    assert_eq!(h.group.current(0), Some(101));
+    assert!(
+        h.signals_to(101).is_empty(),
+        "the old worker was never asked to drain"
+    );
+}
+
+#[test]
+fn issue_9_a_replacement_that_stays_up_through_the_settle_window_takes_over() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.group.config.settle = 1000 * MS;
+    h.all_ready();
+    h.send(Event::Control(Control::Reload));
+    h.ready(102);
+    assert_eq!(h.group.next_deadline(), Some(h.now + 1000 * MS));
+    h.advance(999 * MS);
+    assert!(h.signals_to(101).is_empty());
+    let reports = h.advance(MS);
+    assert_eq!(h.group.current(0), Some(102));
+    assert_eq!(h.signals_to(101), vec![Signal::SIGTERM]);
+    assert!(reports
+        .iter()
+        .any(|r| matches!(r, Report::ReloadFinished { replaced: 1, .. })));
 }

@@ -84,6 +84,7 @@ pub async fn run(
     let config = GroupConfig {
         instances: spec.instances,
         ready: spec.ready,
+        settle: spec.settle,
         restart: spec.restart,
         stop: spec.stop,
         watchdog: spec.watchdog,

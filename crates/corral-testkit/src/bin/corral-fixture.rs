@@ -4,6 +4,7 @@
 //! | variable | effect |
 //! |---|---|
 //! | `FIXTURE_EXIT_AT_START=CODE` | exit with CODE before doing anything |
+//! | `FIXTURE_READY_THEN_EXIT_MS=MS` | send READY=1 at once, serve nothing, exit 3 after MS (a server that says it is ready before its workers load, then fails) |
 //! | `FIXTURE_CRASH_AFTER=N` | exit 3 right after answering the Nth request |
 //! | `FIXTURE_HANG_AFTER=N` | after the Nth request, block the whole process: no answers, no watchdog |
 //! | `FIXTURE_IGNORE_SIGTERM=1` | ignore SIGTERM (corral must SIGKILL it) |
@@ -80,6 +81,12 @@ fn main() {
     if let Some(code) = env_num("FIXTURE_EXIT_AT_START") {
         eprintln!("fixture: exiting at start with code {code} as asked");
         std::process::exit(code as i32);
+    }
+    if let Some(ms) = env_num("FIXTURE_READY_THEN_EXIT_MS") {
+        let _ = corral_worker::ready();
+        std::thread::sleep(Duration::from_millis(ms));
+        eprintln!("fixture: failed to load after saying READY=1, as asked");
+        std::process::exit(3);
     }
     if env_flag("FIXTURE_IGNORE_SIGTERM") {
         // SAFETY: setting a disposition to SIG_IGN installs no handler code.
