@@ -158,3 +158,236 @@ fn issue_9_a_deploy_that_dies_right_after_ready_is_rolled_back_in_shared_mode() 
 fn issue_9_a_deploy_that_dies_right_after_ready_is_rolled_back_in_round_robin() {
     a_broken_deploy_that_said_ready_is_rolled_back("round-robin", false);
 }
+
+/// A self-signed key and certificate for localhost, made with openssl in `dir`.
+fn tls_pair(dir: &std::path::Path) -> Option<(String, String)> {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: openssl is not installed (apt-get install openssl)");
+        return None;
+    }
+    Some((key.display().to_string(), cert.display().to_string()))
+}
+
+#[test]
+fn issue_9_http2_sessions_get_goaway_and_no_stream_fails_across_reloads() {
+    let (Some(app), Some(client)) = (node_app("h2.js"), node_app("h2load.js")) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("corral-h2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some((key, cert)) = tls_pair(&dir) else {
+        return;
+    };
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "h2",
+        "-i",
+        "2",
+        "--",
+        "node",
+        &app,
+    ];
+    let mut c = Corral::start(CORRAL, &args, &[("TLS_KEY", &key), ("TLS_CERT", &cert)]);
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let stop = dir.join("stop");
+    let load = std::process::Command::new("node")
+        .arg(&client)
+        .arg(format!("https://{}", c.addr()))
+        .env("STOP_FILE", &stop)
+        .env("SESSIONS", "4")
+        .env("STREAMS", "4")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for n in 1..=3 {
+        c.signal(Signal::SIGHUP);
+        c.wait_for_nth("reload done: 2 workers replaced", n, T);
+    }
+    std::fs::write(&stop, "").unwrap();
+    let out = load.wait_with_output().unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the load client's JSON summary");
+    assert_eq!(summary["failed"], 0, "HTTP/2 streams failed: {summary}");
+    assert!(summary["ok"].as_u64().unwrap() > 100, "{summary}");
+    assert!(
+        summary["goaways"].as_u64().unwrap() >= 6,
+        "each drained worker sent GOAWAY: {summary}"
+    );
+    c.signal(Signal::SIGTERM);
+    assert!(c.wait_exit(T).success());
+    let output = c.output().join("\n");
+    assert!(
+        !output.contains("Warning"),
+        "no warning from a draining worker:\n{output}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 8 WebSocket clients on a 2-worker `ws` app, then a reload; the close codes they saw.
+fn websockets_across_a_reload(follow_docs: bool) -> (Corral, Vec<u64>) {
+    let (app, client) = (
+        node_app("ws.js").unwrap(),
+        node_app("wsclients.js").unwrap(),
+    );
+    let follow = if follow_docs { "1" } else { "0" };
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "ws",
+        "-i",
+        "2",
+        "--kill-timeout",
+        "2s",
+        "--",
+        "node",
+        &app,
+    ];
+    let c = Corral::start(CORRAL, &args, &[("FOLLOW_CORRAL_DOCS", follow)]);
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let mut clients = std::process::Command::new("node")
+        .arg(&client)
+        .arg(format!("ws://{}", c.addr()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(clients.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "all open");
+    c.signal(Signal::SIGHUP);
+    c.wait_for("reload done: 2 workers replaced", T);
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = clients.wait();
+    let summary: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let codes = summary["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    (c, codes)
+}
+
+#[test]
+fn issue_9_websocket_apps_that_follow_the_docs_close_cleanly_with_1001() {
+    if node_app("ws.js").is_none() {
+        return;
+    }
+    let (c, codes) = websockets_across_a_reload(true);
+    assert_eq!(codes, vec![1001; 8], "close codes the clients saw");
+    assert!(!c.output().iter().any(|l| l.contains("still open after")));
+}
+
+#[test]
+fn issue_9_websockets_left_open_are_waited_for_then_cut_and_counted() {
+    if node_app("ws.js").is_none() {
+        return;
+    }
+    let (c, codes) = websockets_across_a_reload(false);
+    assert_eq!(codes, vec![1006; 8], "cut at the kill timeout");
+    let said = c.wait_for("still open after 2000 ms of draining", T);
+    assert!(
+        said.contains("Close them on process.on('corral:drain')"),
+        "{said}"
+    );
+}
+
+#[test]
+fn issue_9_a_cluster_module_app_runs_its_worker_branch_and_loses_nothing() {
+    let Some(app) = node_app("cluster-app.js") else {
+        return;
+    };
+    let (c, report) = reloads_under_load(&["node", &app], &[], true, 3);
+    assert_no_failures("cluster-module app, keep-alive", &report);
+    let output = c.output().join("\n");
+    assert!(
+        !output.contains("forking"),
+        "no process ran the primary branch:\n{output}"
+    );
+    assert!(output.contains("cluster-app: worker 1 (pid"), "{output}");
+    assert!(output.contains("cluster-app: worker 2 (pid"), "{output}");
+}
+
+/// A port free on both 127.0.0.1 and ::1.
+fn dual_stack_port() -> u16 {
+    for _ in 0..50 {
+        let port = corral_testkit::free_port();
+        if std::net::TcpListener::bind(("::1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both stacks");
+}
+
+fn one_port_on_two_stacks(balance: &str) {
+    let Some(plain) = node_app("../../examples/node/plain.js") else {
+        return;
+    };
+    let port = dual_stack_port();
+    let (v4, v6) = (format!("127.0.0.1:{port}"), format!("[::1]:{port}"));
+    let args = [
+        "run",
+        "--listen",
+        &v4,
+        "--listen",
+        &v6,
+        "-i",
+        "2",
+        "--balance",
+        balance,
+        "--",
+        "node",
+        &plain,
+    ];
+    let c = Corral::start(CORRAL, &args, &[]);
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let loads = [v4, v6].map(|a| Load::start(a.parse().unwrap(), 2, true, Duration::from_secs(60)));
+    for load in &loads {
+        assert!(load.wait_ok(100, T), "both stacks are served");
+    }
+    c.signal(Signal::SIGHUP);
+    c.wait_for("reload done: 2 workers replaced", T);
+    for (load, stack) in loads.into_iter().zip(["IPv4", "IPv6"]) {
+        let before = load.ok_so_far();
+        assert!(load.wait_ok(before + 100, T));
+        assert_no_failures(&format!("{stack}, {balance}"), &load.finish());
+    }
+}
+
+#[test]
+fn issue_9_listen_port_is_served_on_both_stacks_in_shared_mode() {
+    one_port_on_two_stacks("shared");
+}
+
+#[test]
+fn issue_9_listen_port_is_served_on_both_stacks_in_round_robin() {
+    one_port_on_two_stacks("round-robin");
+}

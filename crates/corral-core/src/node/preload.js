@@ -205,15 +205,21 @@
         send({ cmd: 'CORRAL_READY' });
       }
     });
-    // http(s) servers: count requests, and end HTTP/1 keep-alive connections politely
-    // once draining (the client reconnects, to another worker). HTTP/2 has no such
-    // header: its sessions get GOAWAY instead.
-    server.prependListener('request', (req, res) => {
-      requests += 1;
-      if (draining && req.httpVersionMajor < 2 && !res.headersSent) {
-        res.setHeader('Connection', 'close');
-      }
-    });
+    // HTTP/2 has no `Connection: close`: its sessions get GOAWAY instead. Counting its
+    // requests on 'stream' leaves an app without a 'request' handler without the
+    // compatibility layer a 'request' listener would switch on.
+    if (/^Http2(Secure)?Server$/.test(server.constructor && server.constructor.name)) {
+      server.on('stream', () => { requests += 1; });
+    } else {
+      // http(s) servers: count requests, and end keep-alive connections politely once
+      // draining (the client reconnects, to another worker).
+      server.prependListener('request', (req, res) => {
+        requests += 1;
+        if (draining && req.httpVersionMajor < 2 && !res.headersSent) {
+          res.setHeader('Connection', 'close');
+        }
+      });
+    }
     server.on('session', (session) => {
       if (draining) { session.close(); return; }
       sessions.add(session);
