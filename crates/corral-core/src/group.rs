@@ -27,6 +27,10 @@ pub trait Processes {
     /// The worker has exited and been reaped: release what belongs to it. Returns how
     /// many connections handed to it but never taken were recovered for other workers.
     fn reaped(&mut self, pid: Pid) -> usize;
+    /// Whether any process is left in group `pgid`.
+    fn group_alive(&mut self, pgid: Pid) -> bool;
+    /// Group `pgid` was killed whole: nothing of it remains to watch over.
+    fn group_gone(&mut self, pgid: Pid);
 }
 
 /// The policies a group runs under.
@@ -41,6 +45,9 @@ pub struct GroupConfig {
     pub watchdog: Option<Duration>,
     pub health: HealthPolicy,
 }
+
+/// How often lingering process groups are checked for having emptied.
+const LINGER_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// How often a lagging worker is reported, at most.
 const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -333,6 +340,9 @@ pub struct Group<P> {
     /// Some worker got ready at least once: the command is known to work.
     served: bool,
     reports: Vec<Report>,
+    /// Process groups whose leader exited while draining; the rest of the group (an app
+    /// behind `npm start` or `sh -c`) keeps the drain time, then gets SIGKILL.
+    lingering: Vec<(Pid, Instant)>,
 }
 
 impl<P: Processes> Group<P> {
@@ -347,6 +357,7 @@ impl<P: Processes> Group<P> {
             phase: Phase::Running,
             served: false,
             reports: Vec::new(),
+            lingering: Vec::new(),
         }
     }
 
@@ -400,12 +411,22 @@ impl<P: Processes> Group<P> {
             .as_ref()
             .and_then(|r| r.settling)
             .map(|(_, at)| at);
-        workers.chain(restarts).chain(settled).min()
+        // Lingering groups are looked at often: their processes are not our children
+        // (in a daemon), so their exits may never reach us.
+        let lingering = self
+            .lingering
+            .iter()
+            .map(|&(_, until)| until.min(self.now + LINGER_CHECK_EVERY));
+        workers
+            .chain(restarts)
+            .chain(settled)
+            .chain(lingering)
+            .min()
     }
 
     /// `Some` once the group has nothing left to do.
     pub fn outcome(&self) -> Option<Outcome> {
-        if !self.workers.is_empty() {
+        if !self.workers.is_empty() || !self.lingering.is_empty() {
             return None;
         }
         match self.phase {
@@ -524,12 +545,21 @@ impl<P: Processes> Group<P> {
     }
 
     fn on_exit(&mut self, pid: Pid, status: ExitStatus) {
+        self.prune_lingering();
         let Some(worker) = self.workers.remove(&pid) else {
             return; // an orphan we reaped as subreaper, or a fork that failed to exec
         };
-        // Nothing the worker started may outlive it: a leftover child holding the
-        // listener would take connections nobody serves.
-        self.procs.signal_group(pid, Signal::SIGKILL);
+        match worker.state {
+            // Its leader was a wrapper (npm, a shell): the app under it drains on.
+            WorkerState::Draining { deadline, .. }
+                if deadline > self.now && self.procs.group_alive(pid) =>
+            {
+                self.lingering.push((pid, deadline));
+            }
+            // Nothing the worker started may outlive it: a leftover child holding the
+            // listener would take connections nobody serves.
+            _ => self.kill_group(pid),
+        }
         let recovered = self.procs.reaped(pid);
         let slot = worker.slot;
         let uptime = self.now.saturating_duration_since(worker.started);
@@ -788,7 +818,31 @@ impl<P: Processes> Group<P> {
         }
     }
 
+    fn kill_group(&mut self, pgid: Pid) {
+        self.procs.signal_group(pgid, Signal::SIGKILL);
+        self.procs.group_gone(pgid);
+    }
+
+    /// Lingering groups that emptied are forgotten; those past their drain time killed.
+    fn prune_lingering(&mut self) {
+        let now = self.now;
+        let mut lingering = std::mem::take(&mut self.lingering);
+        lingering.retain(|&(pgid, until)| {
+            if now >= until {
+                self.kill_group(pgid);
+                false
+            } else if !self.procs.group_alive(pgid) {
+                self.procs.group_gone(pgid);
+                false
+            } else {
+                true
+            }
+        });
+        self.lingering = lingering;
+    }
+
     fn on_tick(&mut self) {
+        self.prune_lingering();
         let now = self.now;
         let settled = self.rollout.as_ref().and_then(|r| r.settling);
         if let Some((pid, at)) = settled.filter(|&(_, at)| now >= at) {

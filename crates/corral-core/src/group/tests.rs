@@ -14,6 +14,8 @@ struct Fake {
     routes: Vec<(Pid, bool)>,
     reaped: Vec<Pid>,
     shutdowns: Vec<Pid>,
+    /// Process groups that still have members after their leader exited.
+    alive_groups: Vec<Pid>,
 }
 
 impl Processes for Fake {
@@ -50,6 +52,12 @@ impl Processes for Fake {
         self.reaped.push(pid);
         0
     }
+
+    fn group_alive(&mut self, pgid: Pid) -> bool {
+        self.alive_groups.contains(&pgid)
+    }
+
+    fn group_gone(&mut self, _pgid: Pid) {}
 }
 
 const MS: Duration = Duration::from_millis(1);
@@ -665,4 +673,39 @@ fn issue_9_a_replacement_that_stays_up_through_the_settle_window_takes_over() {
     assert!(reports
         .iter()
         .any(|r| matches!(r, Report::ReloadFinished { replaced: 1, .. })));
+}
+
+#[test]
+fn issue_9_a_wrapper_that_exits_while_draining_leaves_its_app_the_drain_time() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Stop));
+    assert_eq!(h.signals_to(101), vec![Signal::SIGTERM]);
+    // `npm` exits at once; the node app under it (same group) is still draining.
+    h.group.procs.alive_groups.push(101);
+    h.now += 100 * MS;
+    h.exit(101, 0);
+    assert_eq!(h.signals_to(101), vec![Signal::SIGTERM], "no SIGKILL yet");
+    assert_eq!(h.group.outcome(), None, "the group is still draining");
+    // Past the kill timeout, what is left of the group is killed.
+    h.advance(400 * MS);
+    assert_eq!(h.signals_to(101), vec![Signal::SIGTERM, Signal::SIGKILL]);
+    assert_eq!(h.group.outcome(), Some(Outcome::Stopped));
+}
+
+#[test]
+fn issue_9_a_lingering_group_that_empties_is_done_before_its_deadline() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Stop));
+    h.group.procs.alive_groups.push(101);
+    h.exit(101, 0);
+    h.group.procs.alive_groups.clear();
+    h.advance(50 * MS);
+    assert_eq!(h.group.outcome(), Some(Outcome::Stopped));
+    assert_eq!(
+        h.signals_to(101),
+        vec![Signal::SIGTERM],
+        "nothing left to kill"
+    );
 }

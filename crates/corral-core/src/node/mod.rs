@@ -20,6 +20,40 @@ pub fn is_node(program: &Path) -> bool {
     )
 }
 
+/// How the adapter reaches a Node app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    /// corral starts `node` itself: Node's IPC channel, dispatched connections.
+    Direct,
+    /// corral starts a wrapper (`npm start`, `yarn dev`, `sh -c 'node app.js'`): the node
+    /// process under it that listens on corral's port takes the role; its channel is
+    /// plain JSON lines, and it accepts from the shared socket.
+    Wrapped,
+}
+
+/// The adapter for a command, if it runs a Node app.
+pub fn adapter_for(program: &Path, args: &[OsString]) -> Option<Adapter> {
+    let name = program.file_name().and_then(|n| n.to_str())?;
+    match name {
+        "node" | "nodejs" => Some(Adapter::Direct),
+        "npm" | "npx" | "yarn" | "pnpm" | "corepack" => Some(Adapter::Wrapped),
+        "sh" | "bash" | "dash" | "zsh" => {
+            let script = args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>();
+            let runs_node = script.iter().any(|a| {
+                a.split(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|')
+                    .any(|word| {
+                        matches!(
+                            word.rsplit('/').next(),
+                            Some("node" | "nodejs" | "npm" | "npx" | "yarn" | "pnpm")
+                        )
+                    })
+            });
+            runs_node.then_some(Adapter::Wrapped)
+        }
+        _ => None,
+    }
+}
+
 /// Writes the preload module into `dir` (corral's private runtime directory).
 pub fn write_preload(dir: &Path) -> io::Result<PathBuf> {
     let path = dir.join("corral-node-preload.js");
@@ -37,6 +71,7 @@ pub fn env(
     ready: ReadyPolicy,
     balance: Balance,
     kill_timeout: std::time::Duration,
+    adapter: Adapter,
 ) -> Vec<(&'static str, OsString)> {
     let mut options = OsString::from(format!("--require {}", preload.display()));
     if let Some(theirs) = inherited_node_options {
@@ -59,22 +94,35 @@ pub fn env(
         .collect();
     let mut vars = vec![
         ("NODE_OPTIONS", options),
-        ("NODE_CHANNEL_FD", channel_fd.to_string().into()),
-        ("NODE_CHANNEL_SERIALIZATION_MODE", "json".into()),
         ("CORRAL_NODE_LISTENERS", owned.join(",").into()),
         (
             "CORRAL_KILL_TIMEOUT_MS",
             kill_timeout.as_millis().to_string().into(),
         ),
     ];
+    if adapter == Adapter::Wrapped {
+        // A wrapper that is node itself (npm) would take NODE_CHANNEL_FD for its own.
+        vars.push(("CORRAL_NODE_WRAPPED", "1".into()));
+        return finish(vars, ready);
+    }
+    vars.push(("NODE_CHANNEL_FD", channel_fd.to_string().into()));
+    vars.push(("NODE_CHANNEL_SERIALIZATION_MODE", "json".into()));
     // Node gets connections handed over only when a balance mode is asked for
     // explicitly; by default it accepts from the shared socket, which is fastest.
+    // (Handles travel only on Node's IPC channel, so not through a wrapper.)
     if matches!(
         balance,
         Balance::RoundRobin | Balance::LeastLoaded | Balance::Sticky
     ) {
         vars.push(("CORRAL_NODE_DISPATCH", "1".into()));
     }
+    finish(vars, ready)
+}
+
+fn finish(
+    mut vars: Vec<(&'static str, OsString)>,
+    ready: ReadyPolicy,
+) -> Vec<(&'static str, OsString)> {
     if matches!(ready, ReadyPolicy::Notify { .. }) {
         // The app says when it is ready (process.send('ready')), as with PM2's wait_ready.
         vars.push(("CORRAL_WAIT_READY", "1".into()));
@@ -85,6 +133,31 @@ pub fn env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrappers_of_node_get_the_wrapped_adapter() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            adapter_for(Path::new("/usr/bin/node"), &[]),
+            Some(Adapter::Direct)
+        );
+        assert_eq!(
+            adapter_for(Path::new("/usr/bin/npm"), &args(&["start"])),
+            Some(Adapter::Wrapped)
+        );
+        assert_eq!(
+            adapter_for(
+                Path::new("/bin/sh"),
+                &args(&["-c", "node app.js; echo done"])
+            ),
+            Some(Adapter::Wrapped)
+        );
+        assert_eq!(
+            adapter_for(Path::new("/bin/sh"), &args(&["-c", "python3 srv.py"])),
+            None
+        );
+        assert_eq!(adapter_for(Path::new("/usr/bin/python3"), &[]), None);
+    }
 
     #[test]
     fn recognises_node_by_name() {

@@ -6,8 +6,12 @@
 
 (function corral() {
   const env = process.env;
-  // Only the process corral started (not npm, not a child of the app) takes over.
-  if (env.LISTEN_PID !== String(process.pid) || global.__corralAdapter) return;
+  // Direct: corral started this very process (`node app.js`). Wrapped: corral started a
+  // wrapper (`npm start`, `yarn`, `sh -c '...'`) and this is some node process under it;
+  // the one that listens on corral's port becomes the app, the others stay as they are.
+  const wrapped = env.CORRAL_NODE_WRAPPED === '1';
+  const direct = !wrapped && env.LISTEN_PID === String(process.pid);
+  if ((!direct && !wrapped) || global.__corralAdapter) return;
   global.__corralAdapter = true;
 
   const net = require('net');
@@ -36,21 +40,90 @@
   const graceMs = Number(env.CORRAL_IDLE_GRACE_MS || 1000);
   const killTimeoutMs = Number(env.CORRAL_KILL_TIMEOUT_MS || 0);
   const slot = Number(env.CORRAL_WORKER_ID || 0);
-  // LISTEN_* stay: apps that speak socket activation themselves still find them (and
-  // children ignore them, since LISTEN_PID is not theirs).
-  for (const name of ['CORRAL_NODE_LISTENERS', 'CORRAL_WAIT_READY', 'CORRAL_NODE_DISPATCH',
-    'CORRAL_KILL_TIMEOUT_MS']) {
-    delete env[name];
+  const channelFd = Number(env.CORRAL_CHANNEL_FD);
+  // Once this process is the app, its children must not take over too. LISTEN_* stay:
+  // apps that speak socket activation themselves still find them (and children ignore
+  // them, since LISTEN_PID is not theirs).
+  function forgetEnv() {
+    for (const name of ['CORRAL_NODE_LISTENERS', 'CORRAL_WAIT_READY', 'CORRAL_NODE_DISPATCH',
+      'CORRAL_KILL_TIMEOUT_MS', 'CORRAL_NODE_WRAPPED']) {
+      delete env[name];
+    }
   }
 
-  const send = (msg) => {
+  // A wrapper that is node itself (npm, yarn, pnpm) would not pass corral's fds on: Node
+  // starts children with only their stdio. Until this process is the app, every child
+  // it starts gets them at the same numbers.
+  const fs = require('fs');
+  const isSocket = (fd) => { try { return fs.fstatSync(fd).isSocket(); } catch (_) { return false; } };
+  if (wrapped) {
+    const passOn = [...owned.map((l) => l.fd), channelFd].filter((fd) => fd > 2 && isSocket(fd));
+    const { ChildProcess } = require('child_process');
+    const originalSpawn = ChildProcess.prototype.spawn;
+    ChildProcess.prototype.spawn = function spawn(options) {
+      if (!active && options && passOn.length > 0) {
+        let stdio = options.stdio === undefined ? 'pipe' : options.stdio;
+        stdio = typeof stdio === 'string' ? [stdio, stdio, stdio] : [...stdio];
+        for (const fd of passOn) {
+          while (stdio.length < fd) stdio.push('ignore');
+          if (stdio[fd] === undefined || stdio[fd] === null || stdio[fd] === 'ignore') stdio[fd] = fd;
+        }
+        options = { ...options, stdio };
+      }
+      return originalSpawn.call(this, options);
+    };
+  }
+
+  // Direct: the channel is Node's IPC channel. Wrapped: the wrapper left NODE_CHANNEL_FD
+  // alone (it would have taken the channel for itself), so the app writes JSON lines on
+  // the inherited fd and gets process.send / 'message' as an IPC child would.
+  let send = (msg) => {
     if (process.connected) {
       try { process.send(msg); } catch (_) { /* channel gone: corral is stopping us */ }
     }
   };
-  if (process.channel) process.channel.unref(); // the channel never keeps the app alive
+  let active = false;
+  function activate() {
+    if (active) return;
+    active = true;
+    forgetEnv();
+    if (wrapped) openChannel();
+    if (process.channel) process.channel.unref(); // the channel never keeps the app alive
+    send({ cmd: 'CORRAL_HELLO', version: 1, dispatch, node: direct, heartbeat_ms: 1000 });
+    startHeartbeats();
+  }
 
-  send({ cmd: 'CORRAL_HELLO', version: 1, dispatch, node: true, heartbeat_ms: 1000 });
+  function openChannel() {
+    if (!isSocket(channelFd)) return; // no channel: the app serves, corral can't hear it
+    let channel;
+    try {
+      channel = new net.Socket({ fd: channelFd, readable: true, writable: true });
+    } catch (_) {
+      return; // no channel: the app still serves, corral only can't hear it
+    }
+    channel.unref();
+    channel.on('error', () => {});
+    send = (msg) => { if (!channel.destroyed) channel.write(`${JSON.stringify(msg)}\n`); };
+    if (typeof process.send !== 'function') {
+      process.send = (msg, ...rest) => {
+        send(msg);
+        const callback = rest.find((a) => typeof a === 'function');
+        if (callback) process.nextTick(callback, null);
+        return true;
+      };
+    }
+    let buffered = '';
+    channel.setEncoding('utf8');
+    channel.on('data', (chunk) => {
+      buffered += chunk;
+      let at;
+      while ((at = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, at);
+        buffered = buffered.slice(at + 1);
+        try { process.emit('message', JSON.parse(line)); } catch (_) { /* not JSON */ }
+      }
+    });
+  }
 
   // Apps with their own cluster code run their worker branch, as under PM2's cluster
   // mode: corral is the primary. Node's own net and dgram modules read the same flags
@@ -105,6 +178,9 @@
       if (typeof args[1] === 'string') host = args[1];
     } else if (typeof first === 'string') {
       path = first;
+    } else if (first && typeof first === 'object' && typeof first.fd === 'number') {
+      // listen({ fd: 3 }): an app that speaks socket activation itself.
+      return owned.some((l) => l.fd === first.fd) ? [first.fd] : [];
     } else if (first && typeof first === 'object' && first.fd === undefined && !first._handle) {
       if (first.port !== undefined && first.port !== null) {
         port = Number(first.port);
@@ -126,9 +202,10 @@
   const originalListen = net.Server.prototype.listen;
   const byListener = new Map(); // listener index -> server, in dispatch mode
   net.Server.prototype.listen = function listen(...args) {
-    const fds = ownedFds(args);
+    const fds = ownedFds(args).filter(isSocket);
     if (fds.length === 0) return originalListen.apply(this, args);
     const callback = args.find((a) => typeof a === 'function');
+    activate();
     adopt(this);
     if (dispatch) {
       // corral accepts and hands connections over: the server must not accept on the
@@ -228,20 +305,22 @@
   }
 
   // Heartbeats: event-loop delay (a busy loop stops them, and corral replaces the worker).
-  const delay = monitorEventLoopDelay({ resolution: 20 });
-  delay.enable();
-  const beat = setInterval(() => {
-    const lagMs = delay.max / 1e6;
-    delay.reset();
-    send({
-      cmd: 'CORRAL_HEARTBEAT',
-      rss: process.memoryUsage.rss(),
-      lag_ms: lagMs,
-      active: openConnections(),
-      requests,
-    });
-  }, 1000);
-  beat.unref();
+  function startHeartbeats() {
+    const delay = monitorEventLoopDelay({ resolution: 20 });
+    delay.enable();
+    const beat = setInterval(() => {
+      const lagMs = delay.max / 1e6;
+      delay.reset();
+      send({
+        cmd: 'CORRAL_HEARTBEAT',
+        rss: process.memoryUsage.rss(),
+        lag_ms: lagMs,
+        active: openConnections(),
+        requests,
+      });
+    }, 1000);
+    beat.unref();
+  }
 
   function openConnections() {
     let active = handedActive;
@@ -375,6 +454,7 @@
     else if (drained) deliver(signal); // again (NestJS re-raises it after its hooks)
   }
   for (const signal of SIGNALS) realOn(signal, () => onSignal(signal));
+  if (direct) activate();
   process.on('message', (msg) => {
     if (msg && msg.cmd === 'CORRAL_SHUTDOWN') drain(null);
   });

@@ -29,6 +29,11 @@ pub fn signal_group(pgid: Pid, signal: Signal) {
     }
 }
 
+/// Whether any process is left in group `pgid`.
+pub fn group_alive(pgid: Pid) -> bool {
+    pgid > 1 && killpg(NixPid::from_raw(pgid), None).is_ok()
+}
+
 /// Collects every child that has exited, without blocking. Children we did not start
 /// (orphans reparented to us as subreaper or PID 1) are reaped too.
 pub fn reap() -> Vec<(Pid, ExitStatus)> {

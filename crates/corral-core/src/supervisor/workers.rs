@@ -72,8 +72,9 @@ impl Template {
         if let Some(watchdog) = spec.watchdog {
             vars.push((env::WATCHDOG_USEC, watchdog.as_micros().to_string().into()));
         }
-        if node::is_node(&program) {
-            vars.extend(node_vars(spec, listeners, notify));
+        let args = spec.command.get(1..).unwrap_or_default();
+        if let Some(adapter) = node::adapter_for(&program, args) {
+            vars.extend(node_vars(spec, listeners, notify, adapter));
         }
         // corral's own variables win over inherited ones of the same name.
         let mut env: Vec<(OsString, OsString)> = spec
@@ -121,6 +122,7 @@ fn node_vars(
     spec: &AppSpec,
     listeners: &[Listener],
     notify: &Path,
+    adapter: node::Adapter,
 ) -> Vec<(&'static str, OsString)> {
     let Some(dir) = notify.parent() else {
         return Vec::new();
@@ -143,6 +145,7 @@ fn node_vars(
         spec.ready,
         spec.balance,
         spec.stop.kill_timeout,
+        adapter,
     )
 }
 
@@ -531,9 +534,15 @@ impl Processes for OsProcesses {
                 .is_ok()
     }
 
+    fn group_alive(&mut self, pgid: Pid) -> bool {
+        os::group_alive(pgid)
+    }
+
+    fn group_gone(&mut self, pgid: Pid) {
+        os::keeper::forget(pgid);
+    }
+
     fn reaped(&mut self, pid: Pid) -> usize {
-        // The Group killed what was left of its process group before this.
-        os::keeper::forget(pid);
         self.channels.remove(&pid);
         self.dispatcher.remove(pid);
         self.node_workers.remove(&pid);
