@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dispatch::Balance;
 use crate::listen::Listener;
-use crate::spec::{ListenAddr, ReadyPolicy};
+use crate::spec::{AppSpec, ListenAddr, ReadyPolicy};
 
 /// The preload module, shipped inside the binary.
 pub const PRELOAD: &str = include_str!("preload.js");
@@ -61,18 +61,22 @@ pub fn write_preload(dir: &Path) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// The variables a Node worker gets on top of corral's usual ones. `channel_fd` is the
-/// worker's end of its corral channel, which doubles as Node's IPC channel.
+/// The variables a Node worker of `spec` gets on top of corral's usual ones. `channel_fd`
+/// is the worker's end of its corral channel, which doubles as Node's IPC channel.
 pub fn env(
     preload: &Path,
-    inherited_node_options: Option<&OsString>,
+    spec: &AppSpec,
     listeners: &[Listener],
     channel_fd: usize,
-    ready: ReadyPolicy,
-    balance: Balance,
-    kill_timeout: std::time::Duration,
     adapter: Adapter,
 ) -> Vec<(&'static str, OsString)> {
+    let (ready, balance, kill_timeout) = (spec.ready, spec.balance, spec.stop.kill_timeout);
+    let inherited_node_options = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "NODE_OPTIONS")
+        .map(|(_, v)| v);
     let mut options = OsString::from(format!("--require {}", preload.display()));
     if let Some(theirs) = inherited_node_options {
         options.push(" ");

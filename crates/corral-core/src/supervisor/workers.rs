@@ -130,23 +130,8 @@ fn node_vars(
     let Ok(preload) = node::write_preload(dir) else {
         return Vec::new();
     };
-    let theirs = spec
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "NODE_OPTIONS")
-        .map(|(_, v)| v);
     let channel_fd = env::LISTEN_FDS_START as usize + listeners.len();
-    node::env(
-        &preload,
-        theirs,
-        listeners,
-        channel_fd,
-        spec.ready,
-        spec.balance,
-        spec.stop.kill_timeout,
-        adapter,
-    )
+    node::env(&preload, spec, listeners, channel_fd, adapter)
 }
 
 /// How an accept pass on one listener ended.
