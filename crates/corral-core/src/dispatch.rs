@@ -218,6 +218,11 @@ impl Dispatcher {
             .is_some_and(|t| t.capable && t.routable && self.credit(t) > 0)
     }
 
+    /// Whether `pid` gets its connections over its channel (so it need not accept).
+    pub fn is_dispatched(&self, pid: Pid) -> bool {
+        self.targets.get(&pid).is_some_and(|t| t.capable)
+    }
+
     pub fn slot_of(&self, pid: Pid) -> Option<usize> {
         self.targets.get(&pid).map(|t| t.slot)
     }

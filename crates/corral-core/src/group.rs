@@ -193,6 +193,16 @@ pub enum Report {
     NotRestarted {
         slot: usize,
     },
+    /// A ready worker does not hold corral's listeners (`holds_ours` false: it closed
+    /// them), or listens on ports of its own (`own`): it may serve none of corral's
+    /// connections. Said once per worker, a moment after it got ready.
+    ListenerUnused {
+        slot: usize,
+        pid: Pid,
+        ours: Vec<String>,
+        own: Vec<String>,
+        holds_ours: bool,
+    },
     /// Connections wait but corral cannot accept them (out of fds or memory); it retries
     /// every `retry` at most. Said once per 1000 failed passes.
     AcceptStarved {

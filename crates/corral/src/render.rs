@@ -146,6 +146,31 @@ pub fn report(r: &Report) -> String {
         Report::NotRestarted { slot } => {
             format!("worker {slot} is not restarted (autorestart is off)")
         }
+        Report::ListenerUnused {
+            slot,
+            pid,
+            ours,
+            own,
+            holds_ours,
+        } => {
+            let ours = ours.join(", ");
+            let where_it_listens = if own.is_empty() {
+                String::new()
+            } else {
+                format!("; it listens on {} of its own", own.join(", "))
+            };
+            if *holds_ours {
+                format!(
+                    "worker {slot} (pid {pid}) is ready{where_it_listens}. If that is where it serves, \
+                     it ignores corral's {ours}: bind the socket corral passes (fd 3, LISTEN_FDS) or the same address"
+                )
+            } else {
+                format!(
+                    "worker {slot} (pid {pid}) is ready but has closed the socket corral gave it ({ours}){where_it_listens}: \
+                     it serves none of corral's connections; bind fd 3 (LISTEN_FDS) or {ours}"
+                )
+            }
+        }
         Report::AcceptStarved { error, retry } => format!(
             "cannot accept waiting connections: {error}; retrying every {} until fds free up (raise `ulimit -n`)",
             duration(*retry)

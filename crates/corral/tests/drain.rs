@@ -9,7 +9,7 @@ use corral_testkit::{Corral, Load, LoadReport};
 use nix::sys::signal::Signal;
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-const T: Duration = Duration::from_secs(30);
+const T: Duration = Duration::from_secs(60);
 
 /// `tests/node-apps/NAME`, or None (with a message) when Node tests are skipped.
 fn node_app(name: &str) -> Option<String> {
@@ -421,4 +421,40 @@ fn issue_9_an_fd_3_app_behind_a_shell_keeps_its_drain_time() {
         let (_c, report) = reloads_under_load(&["sh", "-c", &script], &[], keep_alive, 3);
         assert_no_failures(&format!("sh -c, keep-alive {keep_alive}"), &report);
     }
+}
+
+#[test]
+fn issue_9_a_worker_that_binds_a_port_of_its_own_is_named() {
+    // A stdlib Python server that ignores fd 3 and binds its own port, as a server
+    // configured with its own address (puma -b tcp://..., a hard-coded port) does.
+    let script = "import http.server, socketserver\n\
+        srv = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+        print('own port', srv.server_address[1], flush=True)\n\
+        srv.serve_forever()\n";
+    let home = corral_testkit::Home::new(CORRAL, "drain-own-port");
+    home.ok(&[
+        "start",
+        "python3",
+        "--name",
+        "own",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--",
+        "-c",
+        script,
+    ]);
+    home.wait_online("own", 1);
+    let log = || home.daemon_log();
+    assert!(
+        corral_testkit::eventually(T, || log()
+            .contains("of its own. If that is where it serves")),
+        "{}",
+        log()
+    );
+    assert!(log().contains("it listens on 127.0.0.1:"), "{}", log());
+    assert!(corral_testkit::eventually(T, || home
+        .ok(&["ls"])
+        .contains("online (own port)")));
 }

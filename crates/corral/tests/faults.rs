@@ -377,12 +377,13 @@ fn issue_8_the_daemon_and_its_apps_outlive_a_full_disk_and_log_again_when_space_
         .parse()
         .unwrap();
     let filler = disk.fill();
-    // The disk is full: reloads make the daemon log (more than the page its log file
+    // The disk is full: scaling makes the daemon log (more than the page its log file
     // has left), workers keep writing output.
     for _ in 0..20 {
-        home.ok(&["reload", "web"]);
-        assert!(eventually(T, || home.ok(&["ls"]).contains("web")));
+        home.ok(&["scale", "web", "3"]);
+        home.ok(&["scale", "web", "2"]);
     }
+    home.wait_online("web", 2);
     assert!(get(addr, "/").is_ok());
     assert!(home.ok(&["ping"]).contains("pong"));
     // The ticker's log stops growing: its lines are being lost, not queued.

@@ -12,10 +12,38 @@ struct Proc {
     rss_pages: u64,
 }
 
+/// `root` and all its descendants (empty when `root` is gone).
+pub fn tree_pids(root: Pid) -> Vec<Pid> {
+    let procs = all_procs();
+    let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
+    for p in &procs {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    if !procs.iter().any(|p| p.pid == root) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        out.push(pid);
+        stack.extend(children.get(&pid).into_iter().flatten().copied());
+    }
+    out
+}
+
 /// For each root, the resident memory in bytes of it and all its descendants. Roots that
 /// are gone are missing from the result.
 pub fn tree_rss(roots: &[Pid]) -> HashMap<Pid, u64> {
-    let procs: Vec<Proc> = std::fs::read_dir("/proc")
+    let procs = all_procs();
+    let page = page_size();
+    sum_trees(&procs, roots)
+        .into_iter()
+        .map(|(root, pages)| (root, pages * page))
+        .collect()
+}
+
+fn all_procs() -> Vec<Proc> {
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
@@ -24,11 +52,6 @@ pub fn tree_rss(roots: &[Pid]) -> HashMap<Pid, u64> {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             parse_stat(pid, &stat)
         })
-        .collect();
-    let page = page_size();
-    sum_trees(&procs, roots)
-        .into_iter()
-        .map(|(root, pages)| (root, pages * page))
         .collect()
 }
 

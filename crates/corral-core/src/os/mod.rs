@@ -2,6 +2,7 @@
 
 pub mod keeper;
 pub mod memory;
+pub mod sockets;
 mod spawn;
 
 pub use spawn::{spawn, Child, Command};

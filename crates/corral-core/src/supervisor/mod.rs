@@ -24,6 +24,10 @@ use crate::spec::AppSpec;
 pub use workers::WINDOW;
 use workers::{OsProcesses, Pass, Template};
 
+/// How long after a worker got ready corral looks at which sockets it listens on (an app
+/// may bind a port of its own after it said it was ready).
+const SOCKET_CHECK_AFTER: Duration = Duration::from_secs(1);
+
 /// How often worker memory is sampled when a limit is set.
 const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -91,13 +95,9 @@ pub async fn run(
         health: spec.health,
     };
     let mut group = Group::new(config, procs, Instant::now());
-    let flush = |group: &mut Group<OsProcesses>| {
-        for report in group.take_reports() {
-            let _ = reports.send(report);
-        }
-    };
+    let mut checks = SocketChecks::new(listeners);
     group.handle_event(Instant::now(), Event::Start);
-    flush(&mut group);
+    flush(&mut group, &reports, &mut checks);
     let mut watched: Vec<AsyncFd<Watched>> = Vec::new();
     let mut memory = tokio::time::interval(MEMORY_SAMPLE_EVERY);
     memory.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,7 +154,7 @@ pub async fn run(
                 for (pid, status) in exits {
                     group.handle_event(Instant::now(), Event::Exited { pid, status });
                 }
-                flush(&mut group);
+                flush(&mut group, &reports, &mut checks);
                 continue;
             }
             received = notify.recv() => match received {
@@ -165,7 +165,7 @@ pub async fn run(
                 for event in inbox::handle(&mut group, pid, input, &reports) {
                     group.handle_event(Instant::now(), event);
                 }
-                flush(&mut group);
+                flush(&mut group, &reports, &mut checks);
                 continue;
             }
             () = readable(&watched), if can_accept => {
@@ -179,18 +179,94 @@ pub async fn run(
                 starved.retry_at = None;
                 continue;
             }
+            () = sleep_until(checks.next()), if checks.next().is_some() => {
+                // Workers that get connections over their channel need no listener.
+                let accepts_itself = |pid| {
+                    group.is_known(pid) && !group.processes_mut().dispatcher.is_dispatched(pid)
+                };
+                for report in checks.run_due(accepts_itself) {
+                    let _ = reports.send(report);
+                }
+                continue;
+            }
             _ = memory.tick(), if sample_memory => {
                 let pids: Vec<Pid> = group.workers().keys().copied().collect();
                 for (pid, rss) in os::memory::tree_rss(&pids) {
                     group.handle_event(Instant::now(), Event::Memory { pid, rss });
                 }
-                flush(&mut group);
+                flush(&mut group, &reports, &mut checks);
                 continue;
             }
             _ = sleep_until(deadline), if deadline.is_some() => Event::Tick,
         };
         group.handle_event(Instant::now(), event);
-        flush(&mut group);
+        flush(&mut group, &reports, &mut checks);
+    }
+}
+
+/// Sends the group's reports on, scheduling a socket check for each worker that got ready.
+fn flush(
+    group: &mut Group<OsProcesses>,
+    reports: &mpsc::UnboundedSender<Report>,
+    checks: &mut SocketChecks,
+) {
+    for report in group.take_reports() {
+        if let Report::Ready { slot, pid, .. } = report {
+            checks.schedule(pid, slot);
+        }
+        let _ = reports.send(report);
+    }
+}
+
+/// Looks, once per worker, at whether it listens where corral told it to.
+struct SocketChecks {
+    inodes: Vec<u64>,
+    addresses: Vec<String>,
+    due: Vec<(tokio::time::Instant, Pid, usize)>,
+}
+
+impl SocketChecks {
+    fn new(listeners: &[Listener]) -> Self {
+        SocketChecks {
+            inodes: listeners
+                .iter()
+                .filter_map(|l| os::sockets::inode_of(l.raw_fd()))
+                .collect(),
+            addresses: listeners.iter().map(|l| l.local.to_string()).collect(),
+            due: Vec::new(),
+        }
+    }
+
+    fn schedule(&mut self, pid: Pid, slot: usize) {
+        if !self.inodes.is_empty() {
+            let at = tokio::time::Instant::now() + SOCKET_CHECK_AFTER;
+            self.due.push((at, pid, slot));
+        }
+    }
+
+    fn next(&self) -> Option<tokio::time::Instant> {
+        self.due.iter().map(|&(at, ..)| at).min()
+    }
+
+    /// Checks the workers that are due and for which `alive` holds; reports the ones
+    /// that don't serve on corral's listeners.
+    fn run_due(&mut self, mut alive: impl FnMut(Pid) -> bool) -> Vec<Report> {
+        let now = tokio::time::Instant::now();
+        let (due, later) = self.due.drain(..).partition(|&(at, ..)| at <= now);
+        self.due = later;
+        due.into_iter()
+            .filter(|&(_, pid, _)| alive(pid))
+            .filter_map(|(_, pid, slot)| {
+                let found = os::sockets::listener_use(pid, &self.inodes);
+                (!found.holds_ours || !found.own.is_empty()).then(|| Report::ListenerUnused {
+                    slot,
+                    pid,
+                    ours: self.addresses.clone(),
+                    own: found.own.iter().map(ToString::to_string).collect(),
+                    holds_ours: found.holds_ours,
+                })
+            })
+            .collect()
     }
 }
 

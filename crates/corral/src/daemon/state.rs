@@ -129,6 +129,20 @@ impl App {
                     row.restarts += 1;
                 }
             }
+            Report::ListenerUnused {
+                slot,
+                pid,
+                holds_ours,
+                ..
+            } => {
+                if let Some(row) = self.rows.get_mut(slot).filter(|r| r.pid == Some(*pid)) {
+                    row.status = if *holds_ours {
+                        "online (own port)"
+                    } else {
+                        "online (socket closed)"
+                    };
+                }
+            }
             Report::GaveUp { slot, .. } => {
                 if let Some(row) = self.rows.get_mut(slot) {
                     row.status = "errored";
