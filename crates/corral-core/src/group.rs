@@ -392,6 +392,11 @@ impl<P: Processes> Group<P> {
                     // An explicit --watchdog that is shorter still applies.
                     let by_heartbeat = timeout.max(every * 3);
                     w.watchdog = Some(w.watchdog.map_or(by_heartbeat, |wd| wd.min(by_heartbeat)));
+                    // The count starts now: a worker taken as ready before it said hello
+                    // (an app behind npm that took long to start) is not late already.
+                    if let WorkerState::Ready { last_ping, .. } = &mut w.state {
+                        *last_ping = self.now;
+                    }
                 }
             }
             Event::Heartbeat { pid, lag } => self.on_heartbeat(pid, lag),

@@ -458,3 +458,16 @@ fn issue_9_a_worker_that_binds_a_port_of_its_own_is_named() {
         .ok(&["ls"])
         .contains("online (own port)")));
 }
+
+#[test]
+fn issue_9_fastify_close_hooks_lose_nothing_and_still_run() {
+    let Some(app) = node_app("fastify.js") else {
+        return;
+    };
+    let (c, report) = reloads_under_load(&["node", &app], &[], true, 3);
+    assert_no_failures(
+        "Fastify with onClose and a SIGTERM handler, keep-alive",
+        &report,
+    );
+    c.wait_for("fastify: onClose hook ran", T);
+}

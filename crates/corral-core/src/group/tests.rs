@@ -709,3 +709,24 @@ fn issue_9_a_lingering_group_that_empties_is_done_before_its_deadline() {
         "nothing left to kill"
     );
 }
+
+#[test]
+fn issue_9_a_late_hello_starts_the_heartbeat_count_fresh() {
+    let mut h = Harness::new(1, ReadyPolicy::Delay { delay: 100 * MS });
+    h.advance(100 * MS);
+    assert_eq!(h.ready_count(), 1);
+    // The app under a wrapper says hello long after it was taken as ready.
+    h.now += 5000 * MS;
+    h.send(Event::Hello {
+        pid: 101,
+        heartbeat: Some(1000 * MS),
+    });
+    let reports = h.advance(2000 * MS);
+    assert!(
+        !reports
+            .iter()
+            .any(|r| matches!(r, Report::WatchdogTimeout { .. })),
+        "{reports:?}"
+    );
+    assert!(h.signals_to(101).is_empty());
+}
