@@ -24,3 +24,27 @@ pub fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool)
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `REPO/package/name`: a file of a Node package in the repository, with its
+/// dependencies installed; None (saying so) when `CORRAL_SKIP_NODE` is set. Panics with
+/// the fix when node or the package's `node_modules` is missing.
+pub fn node_file(package: &str, name: &str) -> Option<String> {
+    if std::env::var_os("CORRAL_SKIP_NODE").is_some() {
+        eprintln!("skipped: CORRAL_SKIP_NODE is set");
+        return None;
+    }
+    let found = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "node is not installed: install Node.js 20+ or set CORRAL_SKIP_NODE=1"
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(package);
+    assert!(
+        dir.join("node_modules").is_dir(),
+        "run `npm ci --prefix {package}` first (or set CORRAL_SKIP_NODE=1)"
+    );
+    let path = dir.join(name).canonicalize().expect("the file exists");
+    Some(path.display().to_string())
+}

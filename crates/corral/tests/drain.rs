@@ -2,7 +2,6 @@
 //! shutdown code. The apps live in `tests/node-apps` (real Express, NestJS, ws, ...
 //! from npm; `npm ci --prefix tests/node-apps`, which CI runs).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use corral_testkit::{Corral, Load, LoadReport};
@@ -13,21 +12,7 @@ const T: Duration = Duration::from_secs(60);
 
 /// `tests/node-apps/NAME`, or None (with a message) when Node tests are skipped.
 fn node_app(name: &str) -> Option<String> {
-    if std::env::var_os("CORRAL_SKIP_NODE").is_some() {
-        eprintln!("skipped: CORRAL_SKIP_NODE is set");
-        return None;
-    }
-    let found = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "node is not installed: install Node.js 20+ or set CORRAL_SKIP_NODE=1"
-    );
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/node-apps");
-    assert!(
-        dir.join("node_modules").is_dir(),
-        "run `npm ci --prefix tests/node-apps` first (or set CORRAL_SKIP_NODE=1)"
-    );
-    Some(dir.join(name).canonicalize().unwrap().display().to_string())
+    corral_testkit::node_file("tests/node-apps", name)
 }
 
 /// `reloads` rolling reloads of `command` (2 workers) under load; what the load saw.

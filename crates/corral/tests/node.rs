@@ -4,7 +4,6 @@
 //! Needs `node` on PATH and `npm ci --prefix examples/node` (CI does both); set
 //! CORRAL_SKIP_NODE=1 to skip knowingly.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use corral_testkit::{get, Corral, KeepAlive, Load};
@@ -15,20 +14,7 @@ const T: Duration = Duration::from_secs(20);
 
 /// The path of `examples/node/NAME`, or None when Node tests are skipped.
 fn node_example(name: &str) -> Option<String> {
-    if std::env::var_os("CORRAL_SKIP_NODE").is_some() {
-        return None;
-    }
-    let found = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "node is not installed: install Node.js 20+ or set CORRAL_SKIP_NODE=1"
-    );
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/node");
-    assert!(
-        dir.join("node_modules").is_dir(),
-        "run `npm ci --prefix examples/node` first (or set CORRAL_SKIP_NODE=1)"
-    );
-    Some(dir.join(name).canonicalize().unwrap().display().to_string())
+    corral_testkit::node_file("examples/node", name)
 }
 
 fn run_node(script: &str, flags: &[&str], env: &[(&str, &str)]) -> Corral {
