@@ -860,8 +860,7 @@ impl<P: Processes> Group<P> {
         self.prune_lingering();
         let now = self.now;
         let settled = self.rollout.as_ref().and_then(|r| r.settling);
-        if let Some((pid, at)) = settled.filter(|&(_, at)| now >= at) {
-            let _ = at;
+        if let Some((pid, _)) = settled.filter(|&(_, at)| now >= at) {
             if let Some(slot) = self.workers.get(&pid).map(|w| w.slot) {
                 self.promote(pid, slot);
             }
