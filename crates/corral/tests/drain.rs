@@ -456,3 +456,66 @@ fn issue_9_fastify_close_hooks_lose_nothing_and_still_run() {
     );
     c.wait_for("fastify: onClose hook ran", T);
 }
+
+/// A WSGI app for gunicorn in a directory of its own; `broken` makes its import fail.
+fn wsgi_app(dir: &std::path::Path, broken: bool) {
+    let source = if broken {
+        "raise RuntimeError('a broken deploy')\n"
+    } else {
+        "import os\n\
+         def app(environ, start_response):\n\
+         \x20   body = f'pid={os.getpid()}\\n'.encode()\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])\n\
+         \x20   return [body]\n"
+    };
+    std::fs::write(dir.join("wsgi.py"), source).unwrap();
+}
+
+/// gunicorn (from PyPI), as its users run it: it takes corral's socket by LISTEN_FDS and
+/// says READY=1 (sd_notify) when its arbiter starts, before its workers import the app.
+#[test]
+fn issue_9_gunicorn_reloads_lose_nothing_and_a_broken_deploy_is_rolled_back() {
+    let found = std::process::Command::new("gunicorn")
+        .arg("--version")
+        .output();
+    if !found.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: gunicorn is not installed (pip install gunicorn)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("corral-gunicorn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    wsgi_app(&dir, false);
+    let chdir = dir.display().to_string();
+    let gunicorn = ["gunicorn", "-w", "2", "--chdir", &chdir, "wsgi:app"];
+    for keep_alive in [false, true] {
+        let (_c, report) = reloads_under_load(&gunicorn, &["--ready", "notify"], keep_alive, 3);
+        assert_no_failures(&format!("gunicorn, keep-alive {keep_alive}"), &report);
+    }
+    // The new version can't import: gunicorn has said READY=1 already, then exits 3.
+    let mut args = vec![
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "-i",
+        "2",
+        "--ready",
+        "notify",
+        "--",
+    ];
+    args.extend_from_slice(&gunicorn);
+    let c = Corral::start(CORRAL, &args, &[]);
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let load = Load::start(c.addr(), 4, false, Duration::from_secs(60));
+    assert!(load.wait_ok(200, T));
+    wsgi_app(&dir, true);
+    c.signal(Signal::SIGHUP);
+    c.wait_for(
+        "within the 1s settle window; the old workers keep serving",
+        T,
+    );
+    let before = load.ok_so_far();
+    assert!(load.wait_ok(before + 300, T), "the old gunicorns serve on");
+    assert_no_failures("gunicorn, broken deploy", &load.finish());
+    let _ = std::fs::remove_dir_all(&dir);
+}
