@@ -30,6 +30,15 @@ pub fn signal_group(pgid: Pid, signal: Signal) {
     }
 }
 
+/// Whether an `accept` that failed with `errno` can work again once fds or memory are
+/// freed (the queue still holds connections): retry, don't give up on the listener.
+pub fn out_of_resources(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+    )
+}
+
 /// Whether any process is left in group `pgid`.
 pub fn group_alive(pgid: Pid) -> bool {
     pgid > 1 && killpg(NixPid::from_raw(pgid), None).is_ok()

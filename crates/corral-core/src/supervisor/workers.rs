@@ -466,9 +466,7 @@ fn accept_one(fd: RawFd, listener: u32) -> Accepted {
             }
             // A client that gave up, or one the network dropped: take the next one.
             Err(Errno::EINTR | Errno::ECONNABORTED | Errno::EPROTO | Errno::EPERM) => continue,
-            Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-                return Accepted::Starved(e)
-            }
+            Err(e) if os::out_of_resources(e as i32) => return Accepted::Starved(e),
             Err(_) => return Accepted::Empty,
         }
     }

@@ -15,8 +15,6 @@ use corral_core::supervisor::{self, Channels};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-use crate::render;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +26,7 @@ use super::protocol::{ConfigRef, Envelope, Request, Response, ScaleChange, PROTO
 use super::state::{closest, App, Status, Then};
 use super::Home;
 use crate::chatter::Chatter;
+use crate::render;
 
 /// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).
 /// With `resurrect`, starts the saved apps and then reports ready to systemd
@@ -127,7 +126,7 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
                     let task = tokio::spawn(connection(stream, tx.clone(), read_tx.clone(), id));
                     pending.push_back((id, task.abort_handle()));
                 }
-                Err(e) if is_out_of_resources(&e) => {
+                Err(e) if e.raw_os_error().is_some_and(corral_core::os::out_of_resources) => {
                     let wait = backoff.next();
                     if backoff.should_say() {
                         journal::say(&format!(
@@ -160,14 +159,6 @@ impl Backoff {
     fn should_say(&self) -> bool {
         self.tries % 100 == 1
     }
-}
-
-/// Errors after which accept works again once something is freed.
-pub fn is_out_of_resources(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// One request per connection, from our own user only.
