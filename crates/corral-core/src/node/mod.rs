@@ -12,14 +12,6 @@ use crate::spec::{AppSpec, ListenAddr, ReadyPolicy};
 /// The preload module, shipped inside the binary.
 pub const PRELOAD: &str = include_str!("preload.js");
 
-/// Whether `program` runs Node (by its file name: `node`, `nodejs`).
-pub fn is_node(program: &Path) -> bool {
-    matches!(
-        program.file_name().and_then(|n| n.to_str()),
-        Some("node" | "nodejs")
-    )
-}
-
 /// How the adapter reaches a Node app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adapter {
@@ -165,9 +157,10 @@ mod tests {
 
     #[test]
     fn recognises_node_by_name() {
-        assert!(is_node(Path::new("/usr/bin/node")));
-        assert!(is_node(Path::new("nodejs")));
-        assert!(!is_node(Path::new("/usr/bin/python3")));
-        assert!(!is_node(Path::new("/opt/node/bin/npm")));
+        assert_eq!(adapter_for(Path::new("nodejs"), &[]), Some(Adapter::Direct));
+        assert_ne!(
+            adapter_for(Path::new("/opt/node/bin/npm"), &[]),
+            Some(Adapter::Direct)
+        );
     }
 }
