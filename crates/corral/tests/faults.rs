@@ -364,11 +364,15 @@ fn issue_8_the_daemon_and_its_apps_outlive_a_full_disk_and_log_again_when_space_
         "--listen",
         "127.0.0.1:0",
     ]);
-    // A worker that keeps writing output (bounded: 4000 lines, then it idles).
-    let ticker =
-        "i=0; while [ $i -lt 4000 ]; do echo tick $i; i=$((i+1)); sleep 0.005; done; sleep 120";
+    // A worker that keeps writing output (bounded: 20,000 lines, then it idles), and
+    // notes how far it got in a file off the full disk.
+    let progress = std::env::temp_dir().join(format!("corral-ticks-{}", std::process::id()));
+    let ticker = format!(
+        "i=0; while [ $i -lt 20000 ]; do echo tick $i; echo $i > {}; i=$((i+1)); sleep 0.005; done; sleep 120",
+        progress.display()
+    );
     home.ok(&[
-        "start", "sh", "--name", "ticker", "-i", "1", "--", "-c", ticker,
+        "start", "sh", "--name", "ticker", "-i", "1", "--", "-c", &ticker,
     ]);
     home.wait_online("web", 2);
     let addr: std::net::SocketAddr = home.app("web")["listen"][0]
@@ -386,17 +390,27 @@ fn issue_8_the_daemon_and_its_apps_outlive_a_full_disk_and_log_again_when_space_
     home.wait_online("web", 2);
     assert!(get(addr, "/").is_ok());
     assert!(home.ok(&["ping"]).contains("pong"));
-    // The ticker's log stops growing: its lines are being lost, not queued.
+    // The ticker goes on while its log does not: its lines are being lost, not queued.
     let ticker_log = home.dir.join("logs/ticker-0-out.log");
-    let size = || std::fs::metadata(&ticker_log).map_or(0, |m| m.len());
-    let mut last = (size(), std::time::Instant::now());
-    assert!(eventually(T, || {
-        let now = size();
-        if now != last.0 {
-            last = (now, std::time::Instant::now());
-        }
-        last.1.elapsed() >= Duration::from_millis(500)
-    }));
+    let last_logged = || {
+        let text = std::fs::read_to_string(&ticker_log).unwrap_or_default();
+        text.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("tick ")?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let written = || {
+        std::fs::read_to_string(&progress)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(T, || written() >= last_logged() + 50),
+        "the ticker wrote up to {}, its log has up to {}",
+        written(),
+        last_logged()
+    );
     // Space returns: logging resumes by itself and says what was lost.
     std::fs::remove_file(filler).unwrap();
     home.ok(&["reload", "web"]);
@@ -415,6 +429,7 @@ fn issue_8_the_daemon_and_its_apps_outlive_a_full_disk_and_log_again_when_space_
         ticks().lines().last().unwrap_or_default()
     );
     assert!(get(addr, "/").is_ok());
+    let _ = std::fs::remove_file(&progress);
 }
 
 #[test]
