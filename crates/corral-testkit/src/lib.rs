@@ -8,7 +8,7 @@ mod process;
 
 pub use home::Home;
 pub use http::{free_port, get, get_from, KeepAlive, Response};
-pub use load::{Load, LoadReport};
+pub use load::{reloads_under_load, Load, LoadReport};
 pub use process::{dev_full, fixture_bin, limit_open_files, limit_processes, open_fds, Corral};
 
 /// Polls `check` every 20ms until it holds (true) or `timeout` passes (false).
@@ -23,6 +23,18 @@ pub fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool)
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Whether `tool` is on PATH; when it is not, says the test is skipped and `how` to get it.
+pub fn have(tool: &str, how: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: `{tool}` is not installed ({how})");
+    }
+    found
 }
 
 /// `REPO/package/name`: a file of a Node package in the repository, with its

@@ -118,3 +118,37 @@ fn client(
         }
     }
 }
+
+/// `corral run` of `command` with 2 workers on a loopback port, `reloads` rolling
+/// reloads (SIGHUP) under load from 4 clients, each waited for and followed by more
+/// served requests; returns corral (still running) and what the load saw.
+pub fn reloads_under_load(
+    corral_bin: &str,
+    command: &[&str],
+    flags: &[&str],
+    keep_alive: bool,
+    reloads: usize,
+) -> (crate::Corral, LoadReport) {
+    const T: Duration = Duration::from_secs(60);
+    let mut args = vec!["run", "--listen", "127.0.0.1:0", "--name", "app", "-i", "2"];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(command);
+    let c = crate::Corral::start(corral_bin, &args, &[]);
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(120));
+    assert!(
+        load.wait_ok(200, T),
+        "no load got through: {:?}",
+        c.output()
+    );
+    for n in 1..=reloads {
+        let before = load.ok_so_far();
+        c.signal(nix::sys::signal::Signal::SIGHUP);
+        c.wait_for_nth("reload done: 2 workers replaced", n, T);
+        assert!(load.wait_ok(before + 200, T));
+    }
+    c.wait_for_nth(") stopped: ", 2 * reloads, T);
+    (c, load.finish())
+}

@@ -22,27 +22,7 @@ fn reloads_under_load(
     keep_alive: bool,
     reloads: usize,
 ) -> (Corral, LoadReport) {
-    let mut args = vec!["run", "--listen", "127.0.0.1:0", "--name", "app", "-i", "2"];
-    args.extend_from_slice(flags);
-    args.push("--");
-    args.extend_from_slice(command);
-    let c = Corral::start(CORRAL, &args, &[]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
-    let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(120));
-    assert!(
-        load.wait_ok(200, T),
-        "no load got through: {:?}",
-        c.output()
-    );
-    for n in 1..=reloads {
-        let before = load.ok_so_far();
-        c.signal(Signal::SIGHUP);
-        c.wait_for_nth("reload done: 2 workers replaced", n, T);
-        assert!(load.wait_ok(before + 200, T));
-    }
-    c.wait_for_nth(") stopped: ", 2 * reloads, T);
-    (c, load.finish())
+    corral_testkit::reloads_under_load(CORRAL, command, flags, keep_alive, reloads)
 }
 
 fn assert_no_failures(what: &str, report: &LoadReport) {

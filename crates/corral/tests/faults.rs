@@ -19,21 +19,9 @@ fn worker_script(name: &str) -> String {
         .to_string()
 }
 
-/// Whether `tool` is on PATH; says how to get it when it is not.
-fn have(tool: &str, how: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped: `{tool}` is not installed ({how})");
-    }
-    found
-}
-
 #[test]
 fn issue_8_fds_on_notify_datagrams_are_closed_and_their_status_kept() {
-    if !have("python3", "apt-get install python3") {
+    if !corral_testkit::have("python3", "apt-get install python3") {
         return;
     }
     let script = worker_script("notify_fds.py");
@@ -244,7 +232,7 @@ fn wrapped_python_server() -> String {
 
 #[test]
 fn issue_8_sigkill_of_corral_run_leaves_no_server_behind_a_wrapper() {
-    if !have("python3", "apt-get install python3") {
+    if !corral_testkit::have("python3", "apt-get install python3") {
         return;
     }
     let port = free_port();
@@ -273,7 +261,7 @@ fn issue_8_sigkill_of_corral_run_leaves_no_server_behind_a_wrapper() {
 
 #[test]
 fn issue_8_sigkill_of_the_daemon_leaves_no_server_and_resurrect_rebinds() {
-    if !have("python3", "apt-get install python3") {
+    if !corral_testkit::have("python3", "apt-get install python3") {
         return;
     }
     let home = corral_testkit::Home::new(CORRAL, "faults-daemon-death");
@@ -434,7 +422,7 @@ fn issue_8_the_daemon_and_its_apps_outlive_a_full_disk_and_log_again_when_space_
 
 #[test]
 fn issue_8_status_spam_from_a_worker_is_rate_limited_in_the_daemon_log() {
-    if !have("python3", "apt-get install python3") {
+    if !corral_testkit::have("python3", "apt-get install python3") {
         return;
     }
     let home = corral_testkit::Home::new(CORRAL, "faults-spam");
@@ -642,7 +630,7 @@ fn write_config(home: &corral_testkit::Home, name: &str, text: &str) -> String {
 
 #[test]
 fn issue_8_a_slow_js_config_delays_no_other_app_and_a_looping_one_times_out() {
-    if !have("node", "apt-get install nodejs") {
+    if !corral_testkit::have("node", "apt-get install nodejs") {
         return;
     }
     let home = corral_testkit::Home::new(CORRAL, "faults-slow-config");
@@ -936,7 +924,7 @@ fn issue_8_leftovers_and_silent_successes_are_gone() {
 
 #[test]
 fn issue_8_runtime_dirs_are_removed_at_exit_and_stale_ones_at_start() {
-    if !have("node", "apt-get install nodejs") {
+    if !corral_testkit::have("node", "apt-get install nodejs") {
         return;
     }
     let runtime = std::env::temp_dir().join(format!("corral-rt-{}", std::process::id()));

@@ -1,0 +1,85 @@
+//! Issue 9: the drain recipes of docs/drain.md for servers without corral's Node adapter
+//! (`examples/recipes`), each run as its users run it, with 0 failed requests across
+//! rolling reloads under keep-alive and `Connection: close` load. A recipe whose
+//! toolchain is missing is skipped, saying how to install it (`.ci/run` installs all).
+
+use std::path::PathBuf;
+
+use corral_testkit::{have, reloads_under_load, LoadReport};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+fn recipe(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/recipes")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// Three reloads under each kind of load; every request must succeed.
+fn drains_without_a_failed_request(what: &str, command: &[&str], flags: &[&str]) {
+    for keep_alive in [true, false] {
+        let (_corral, report): (_, LoadReport) =
+            reloads_under_load(CORRAL, command, flags, keep_alive, 3);
+        assert_eq!(report.failed, 0, "{what}, keep-alive {keep_alive}: {report:?}");
+        assert!(report.by_pid.len() >= 4, "{what}: old and new workers served: {report:?}");
+    }
+}
+
+#[test]
+fn issue_9_python_stdlib_recipe_loses_nothing() {
+    if !have("python3", "apt-get install python3") {
+        return;
+    }
+    let server = recipe("python/stdlib_server.py");
+    drains_without_a_failed_request("python stdlib", &["python3", &server], &[]);
+}
+
+#[test]
+fn issue_9_uvicorn_recipe_loses_nothing() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import uvicorn"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: uvicorn is not installed (python3 -m pip install uvicorn)");
+        return;
+    }
+    let app = recipe("python/uvicorn_app.py");
+    drains_without_a_failed_request("uvicorn", &["python3", &app], &[]);
+}
+
+#[test]
+fn issue_9_go_net_http_recipe_loses_nothing() {
+    if !have("go", "apt-get install golang-go") {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("corral-go-recipe-{}", std::process::id()));
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(recipe("go"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .expect("run go build");
+    assert!(
+        built.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let server = out.display().to_string();
+    drains_without_a_failed_request("go net/http", &[&server], &[]);
+    let _ = std::fs::remove_file(&out);
+}
+
+#[test]
+fn issue_9_puma_recipe_loses_nothing() {
+    if !have("puma", "apt-get install puma") {
+        return;
+    }
+    let config = recipe("ruby/puma.rb");
+    drains_without_a_failed_request("puma", &["puma", "-C", &config], &[]);
+}

@@ -1,0 +1,3 @@
+module corral.example/recipe
+
+go 1.19
