@@ -112,10 +112,8 @@ pub enum Instances {
 /// Why an instance count was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InstancesError {
-    #[error("invalid worker count `{0}`: expected a number like 4, `max`, or a negative number like -1 (CPUs less one)")]
+    #[error("invalid worker count `{0}`: expected a number like 4, `max` (or 0: one per CPU), or a negative number like -1 (CPUs less one)")]
     Invalid(String),
-    #[error("worker count must be at least 1 (got 0)")]
-    Zero,
 }
 
 impl FromStr for Instances {
@@ -133,7 +131,8 @@ impl FromStr for Instances {
             };
         }
         match s.parse::<usize>() {
-            Ok(0) => Err(InstancesError::Zero),
+            // PM2's `instances: 0`: one per CPU, as `max`.
+            Ok(0) => Ok(Instances::Max),
             Ok(n) => Ok(Instances::Count(n)),
             Err(_) => Err(InstancesError::Invalid(s.to_owned())),
         }
@@ -372,7 +371,7 @@ mod tests {
         assert_eq!("-1".parse::<Instances>().unwrap().resolve(4), 3);
         assert_eq!("-9".parse::<Instances>().unwrap().resolve(4), 1);
         assert_eq!("3".parse::<Instances>().unwrap().resolve(4), 3);
-        assert_eq!("0".parse::<Instances>(), Err(InstancesError::Zero));
+        assert_eq!("0".parse::<Instances>(), Ok(Instances::Max));
         assert!(matches!(
             "two".parse::<Instances>(),
             Err(InstancesError::Invalid(_))

@@ -12,6 +12,9 @@ use corral_core::spec::{HealthPolicy, Instances, ListenSpec, ReadyPolicy, StopPo
 use corral_core::AppSpec;
 use corral_proto::env::WORKERS;
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::values;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -186,12 +189,16 @@ pub struct SendArgs {
     pub json: String,
 }
 
-/// The options of an app, shared by `corral run` and `corral start`.
-#[derive(Debug, Clone, Args)]
+/// The options of an app, shared by `corral run`, `corral start`, config files (serde,
+/// with PM2's key names as aliases), the control socket and the dump: one model, its
+/// defaults those of the flags.
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AppOptions {
     /// Address to listen on, passed to workers as fd 3, 4, ... (systemd socket activation):
     /// PORT, HOST:PORT, [IPV6]:PORT or unix:PATH, optionally NAME=ADDR. Repeatable.
     #[arg(short, long = "listen", value_name = "ADDR")]
+    #[serde(with = "values::text_list")]
     pub listen: Vec<ListenSpec>,
 
     /// Number of workers: N, `max` (one per usable CPU) or -N (usable CPUs less N).
@@ -203,6 +210,7 @@ pub struct AppOptions {
         default_value = "max",
         allow_hyphen_values = true
     )]
+    #[serde(with = "values::text")]
     pub instances: Instances,
 
     /// Allow more than 4 workers per usable CPU (at most 4096).
@@ -213,13 +221,22 @@ pub struct AppOptions {
     #[arg(short, long)]
     pub name: Option<String>,
 
-    /// Extra environment variable for the workers. Repeatable.
-    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub env: Vec<(OsString, OsString)>,
+    /// Extra environment variable for the workers (KEY=VALUE), or, with a config file,
+    /// the profile whose `env_PROFILE` applies (PM2's `--env production`). Repeatable.
+    #[arg(short, long = "env", value_name = "KEY=VALUE|PROFILE", value_parser = parse_env)]
+    #[serde(skip)]
+    pub env_args: Vec<EnvArg>,
+
+    /// The workers' declared environment (the `KEY=VALUE`s of `--env`, a config file's
+    /// `env` and profile), in order; later values win.
+    #[arg(skip)]
+    #[serde(with = "values::env")]
+    pub env: Vec<(String, String)>,
 
     /// Read KEY=VALUE lines from this file (`#` comments, `export` and quotes allowed);
     /// `--env` wins over it. Repeatable.
     #[arg(long, value_name = "FILE")]
+    #[serde(with = "values::paths")]
     pub env_file: Vec<PathBuf>,
 
     /// Working directory of the workers.
@@ -229,19 +246,23 @@ pub struct AppOptions {
     /// When a worker counts as ready: `notify` (it sends READY=1 to NOTIFY_SOCKET) or
     /// `delay:DURATION` (after that long, or at READY=1 if sooner).
     #[arg(long, value_name = "notify|delay:DURATION", default_value = "delay:1s", value_parser = parse_ready)]
+    #[serde(with = "values::text", alias = "wait_ready")]
     pub ready: ReadyArg,
 
     /// With --ready notify: how long a worker may take to send READY=1 before it is stopped.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "values::duration")]
     pub ready_timeout: Duration,
 
     /// How long a replacement must stay up after it is ready before the worker it
     /// replaces is drained; if it exits sooner, the reload is aborted.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[serde(with = "values::duration")]
     pub settle: Duration,
 
     /// Signal that asks a worker to drain and exit.
     #[arg(long, value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
+    #[serde(with = "values::text")]
     pub kill_signal: Signal,
 
     /// Ask workers to drain with a message on their channel (`CORRAL_SHUTDOWN`, and
@@ -251,18 +272,22 @@ pub struct AppOptions {
 
     /// How long a stopping worker may drain before its process group gets SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "values::duration")]
     pub kill_timeout: Duration,
 
     /// Delay before restarting a crashed worker; doubles with each crash in a row.
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    #[serde(with = "values::duration", alias = "exp_backoff_restart_delay")]
     pub restart_delay: Duration,
 
     /// Upper bound of the restart delay.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[serde(with = "values::duration")]
     pub max_restart_delay: Duration,
 
     /// A worker that exits sooner than this after starting has crashed unstably.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[serde(with = "values::duration")]
     pub min_uptime: Duration,
 
     /// Start each line of worker output with the time (RFC 3339, UTC), in logs and on
@@ -273,19 +298,22 @@ pub struct AppOptions {
     /// Write the workers' standard output here (daemon apps; per slot as NAME-SLOT.EXT
     /// unless --merge-logs) instead of $CORRAL_HOME/logs.
     #[arg(long, value_name = "FILE")]
+    #[serde(alias = "out", alias = "output")]
     pub out_file: Option<PathBuf>,
 
     /// The same for standard error.
     #[arg(long, value_name = "FILE")]
+    #[serde(alias = "err_file", alias = "error", alias = "err")]
     pub error_file: Option<PathBuf>,
 
     /// One log file per stream for all slots (daemon apps).
     #[arg(long)]
+    #[serde(alias = "combine_logs")]
     pub merge_logs: bool,
 
     /// Don't restart workers that exit (PM2's `autorestart: false`).
-    #[arg(long)]
-    pub no_autorestart: bool,
+    #[arg(long = "no-autorestart", action = clap::ArgAction::SetFalse)]
+    pub autorestart: bool,
 
     /// Unstable crashes in a row after which corral stops restarting a worker.
     #[arg(long, value_name = "N", default_value_t = 10)]
@@ -294,6 +322,7 @@ pub struct AppOptions {
     /// Kill and replace a ready worker that sends no WATCHDOG=1 for this long
     /// (passed to workers as WATCHDOG_USEC).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "values::opt_duration")]
     pub watchdog: Option<Duration>,
 
     /// How connections reach workers: `shared` (every worker accepts; the kernel picks),
@@ -301,31 +330,38 @@ pub struct AppOptions {
     /// over by corral to workers that use corral-worker. `auto`: round-robin for those,
     /// shared for the rest.
     #[arg(long, value_name = "MODE", default_value = "auto")]
+    #[serde(with = "values::text")]
     pub balance: Balance,
 
     /// Replace a worker gracefully (replacement first) when its process tree uses more
     /// memory than this: 512M, 1G, 300MiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(with = "values::opt_size", alias = "max_memory_restart")]
     pub max_memory: Option<u64>,
 
     /// Kill and replace a worker that announced heartbeats and sent none for this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "values::duration")]
     pub heartbeat_timeout: Duration,
 
     /// Reload when files under DIR change (default: the working directory). Repeatable.
     #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+    #[serde(with = "values::watch")]
     pub watch: Vec<PathBuf>,
 
     /// With --watch: ignore paths with this component, or ending like `*.log`. Repeatable.
     #[arg(long, value_name = "PATTERN")]
+    #[serde(with = "values::strings")]
     pub ignore_watch: Vec<String>,
 
     /// Reload on a schedule, as a cron expression: "0 3 * * *" (03:00 every day).
     #[arg(long, value_name = "CRON")]
+    #[serde(alias = "cron")]
     pub cron_restart: Option<String>,
 
     /// Report workers whose runtime lags (late timers) more than this.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[serde(with = "values::duration")]
     pub lag_warning: Duration,
 }
 
@@ -350,11 +386,36 @@ pub enum ReadyArg {
     Delay(Duration),
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+impl Default for ReadyArg {
+    fn default() -> Self {
+        ReadyArg::Delay(Duration::from_secs(1))
+    }
+}
+
+/// One `--env`: a variable, or the profile of a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvArg {
+    Var(String, String),
+    Profile(String),
+}
+
+impl Default for AppOptions {
+    /// The flags' defaults: the one place they are written is the clap definition.
+    fn default() -> Self {
+        use clap::FromArgMatches;
+        let command = AppOptions::augment_args(clap::Command::new("defaults"));
+        let matches = command
+            .try_get_matches_from(["defaults"])
+            .expect("no option is required");
+        AppOptions::from_arg_matches(&matches).expect("the defaults parse")
+    }
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write a duration like 500ms, 2s or 1m"))
 }
 
-fn parse_ready(s: &str) -> Result<ReadyArg, String> {
+pub(crate) fn parse_ready(s: &str) -> Result<ReadyArg, String> {
     if s == "notify" {
         return Ok(ReadyArg::Notify);
     }
@@ -379,7 +440,7 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
 }
 
 /// `512M`, `1G`, `300MiB`, `1048576`: binary units, as PM2's max_memory_restart.
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let bad = || "expected a size like 512M, 1G or 300MiB".to_string();
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -435,16 +496,16 @@ pub fn read_env_file(path: &Path) -> anyhow::Result<Vec<(OsString, OsString)>> {
     Ok(vars)
 }
 
-/// `KEY=VALUE`, or a bare profile name for a config file's `env_<profile>`, kept with
-/// an empty key (PM2's `--env production`).
-fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
+/// `KEY=VALUE`, or a bare profile name for a config file's `env_<profile>` (PM2's
+/// `--env production`).
+fn parse_env(s: &str) -> Result<EnvArg, String> {
     match s.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
+        Some((key, value)) if !key.is_empty() => Ok(EnvArg::Var(key.into(), value.into())),
         None if !s.is_empty()
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
         {
-            Ok((OsString::new(), s.into()))
+            Ok(EnvArg::Profile(s.into()))
         }
         _ => Err("expected KEY=VALUE (or a profile name with a config file)".into()),
     }
@@ -462,10 +523,17 @@ impl AppOptions {
         )
     }
 
-    /// The profile asked for with `--env NAME`, taken out of the variables.
-    pub fn take_profile(&mut self) -> Option<String> {
-        let at = self.env.iter().position(|(k, _)| k.is_empty())?;
-        Some(self.env.remove(at).1.to_string_lossy().into_owned())
+    /// Moves the `--env KEY=VALUE`s into the declared environment; returns the profile
+    /// asked for with `--env NAME`, if any.
+    pub fn take_env_args(&mut self) -> Option<String> {
+        let mut profile = None;
+        for arg in std::mem::take(&mut self.env_args) {
+            match arg {
+                EnvArg::Var(key, value) => self.env.push((key, value)),
+                EnvArg::Profile(name) => profile = Some(name),
+            }
+        }
+        profile
     }
 }
 
@@ -484,26 +552,45 @@ impl StartArgs {
     /// The full command: interpreter (from the extension), the script made absolute
     /// against `cwd`, then the app's arguments.
     pub fn command(&self, cwd: &Path) -> Vec<OsString> {
-        let script = Path::new(&self.script);
-        let mut command = Vec::new();
-        let interpreter = match self.interpreter.as_deref() {
-            Some("none") => None,
-            Some(program) => Some(program),
-            None => interpreter_for(script),
-        };
-        if let Some(interpreter) = interpreter {
-            command.push(OsString::from(interpreter));
-        }
-        let is_path =
-            script.components().count() > 1 || cwd.join(script).exists() || !command.is_empty();
-        if is_path && script.is_relative() {
-            command.push(cwd.join(script).into_os_string());
-        } else {
-            command.push(self.script.clone());
-        }
-        command.extend(self.args.iter().cloned());
-        command
+        resolve_command(
+            &self.script,
+            self.interpreter.as_deref(),
+            &[],
+            &self.args,
+            cwd,
+        )
     }
+}
+
+/// The command that runs `script`: its interpreter (`interpreter`, or from the extension;
+/// `none` for none) with `interpreter_args`, the script made absolute against `cwd`,
+/// then `args`.
+pub fn resolve_command(
+    script: &OsStr,
+    interpreter: Option<&str>,
+    interpreter_args: &[String],
+    args: &[OsString],
+    cwd: &Path,
+) -> Vec<OsString> {
+    let path = Path::new(script);
+    let mut command = Vec::new();
+    let interpreter = match interpreter {
+        Some("none") => None,
+        Some(program) => Some(program),
+        None => interpreter_for(path),
+    };
+    if let Some(interpreter) = interpreter {
+        command.push(OsString::from(interpreter));
+        command.extend(interpreter_args.iter().map(OsString::from));
+    }
+    let is_path = path.components().count() > 1 || cwd.join(path).exists() || interpreter.is_some();
+    if is_path && path.is_relative() {
+        command.push(cwd.join(path).into_os_string());
+    } else {
+        command.push(script.to_owned());
+    }
+    command.extend(args.iter().cloned());
+    command
 }
 
 /// Programs whose first non-flag argument names the app better than they do.
@@ -597,11 +684,16 @@ impl RunArgs {
 impl AppOptions {
     /// Validates the options and `command` into a spec.
     pub fn into_spec(
-        self,
+        mut self,
         command: Vec<OsString>,
         inherited: Vec<(OsString, OsString)>,
         cpus: usize,
     ) -> anyhow::Result<AppSpec> {
+        if let Some(profile) = self.take_env_args() {
+            bail!(
+                "--env {profile} selects a profile (env_{profile}) of a config file; to set a variable, write --env KEY=VALUE"
+            );
+        }
         let instances = match lookup(&inherited, WORKERS) {
             Some(value) if !value.is_empty() => value
                 .to_str()
@@ -641,13 +733,6 @@ impl AppOptions {
             );
         }
         let mut env = inherited;
-        if let Some((_, profile)) = self.env.iter().find(|(k, _)| k.is_empty()) {
-            bail!(
-                "--env {} selects a profile (env_{}) of a config file; to set a variable, write --env KEY=VALUE",
-                profile.to_string_lossy(),
-                profile.to_string_lossy()
-            );
-        }
         for file in &self.env_file {
             let file = match &self.cwd {
                 Some(cwd) => cwd.join(file),
@@ -655,7 +740,11 @@ impl AppOptions {
             };
             env.extend(read_env_file(&file)?);
         }
-        env.extend(self.env);
+        env.extend(
+            self.env
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
         Ok(AppSpec {
             name,
             command,
@@ -675,7 +764,7 @@ impl AppOptions {
                 max_delay: self.max_restart_delay,
                 min_uptime: self.min_uptime,
                 max_restarts: self.max_restarts,
-                autorestart: !self.no_autorestart,
+                autorestart: self.autorestart,
                 ..RestartPolicy::default()
             },
             stop: StopPolicy {

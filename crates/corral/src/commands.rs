@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use crate::cli::{Command, ListArgs, LogsArgs, StartArgs};
 use crate::daemon::client;
 use crate::daemon::logfile;
-use crate::daemon::protocol::{AppView, Request, Response, WorkerView};
+use crate::daemon::protocol::{AppView, Request, Response, StartApp, WorkerView};
 use crate::daemon::Home;
 use crate::exit::Failure;
 use crate::render;
@@ -80,17 +80,12 @@ fn answer(response: Response) -> Result<(), Failure> {
     }
 }
 
-/// Checks the arguments here (for clap's own error messages), then sends them as typed.
+/// Checks the arguments here (a bad value is a usage error before the daemon sees it),
+/// then sends them as typed data.
 fn start_request(args: &StartArgs) -> Result<Request, Failure> {
-    let argv: Vec<String> = std::env::args()
-        .skip_while(|a| a != "start")
-        .skip(1)
-        .collect();
     let cwd = std::env::current_dir()
         .context("cannot read the current directory")
         .map_err(Failure::Runtime)?;
-    // Checked here too, so that a typo is a usage error before the daemon sees it.
-    args.app.triggers(&cwd).map_err(Failure::Usage)?;
     let script = cwd.join(&args.script);
     if crate::cli::interpreter_for(&script).is_some() && !script.is_file() {
         return Err(Failure::Usage(anyhow!(
@@ -98,11 +93,25 @@ fn start_request(args: &StartArgs) -> Result<Request, Failure> {
             script.display()
         )));
     }
-    Ok(Request::Start {
-        argv,
+    let mut options = args.app.clone();
+    if let Some(profile) = options.take_env_args() {
+        return Err(Failure::Usage(anyhow!(
+            "--env {profile} selects a profile (env_{profile}) of a config file; to set a variable, write --env KEY=VALUE"
+        )));
+    }
+    let app = StartApp {
+        command: args
+            .command(&cwd)
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect(),
         cwd: cwd.display().to_string(),
+        options,
         config: None,
-    })
+        scaled: None,
+    };
+    crate::daemon::parse::parse_start(&app).map_err(|e| Failure::Usage(anyhow!(e)))?;
+    Ok(Request::Start { app: Box::new(app) })
 }
 
 fn describe_json(home: &Home, name: String) -> Result<(), Failure> {
@@ -121,15 +130,12 @@ fn describe_json(home: &Home, name: String) -> Result<(), Failure> {
 /// `corral start ecosystem.config.js [--env PROFILE]`: every app of the file.
 fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
     let path = std::path::PathBuf::from(&args.script);
-    let profile = args.app.take_profile();
+    let profile = args.app.take_env_args();
     let loaded =
         crate::config::load(&path, profile.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
     for warning in &loaded.warnings {
         errln!("warning: {warning}");
     }
-    let cwd = std::fs::canonicalize(&loaded.dir)
-        .with_context(|| format!("cannot read {}", loaded.dir.display()))
-        .map_err(Failure::Runtime)?;
     let config = crate::daemon::protocol::ConfigRef {
         path: std::fs::canonicalize(&path)
             .unwrap_or_else(|_| path.clone())
@@ -137,14 +143,17 @@ fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
             .to_string(),
         profile,
     };
+    let apps = loaded.start_apps(&config);
+    // Every app is checked before any starts: a bad value names its key, exit 2.
+    for app in &apps {
+        crate::daemon::parse::parse_start(app)
+            .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
+    }
     let mut failed = Vec::new();
-    for argv in loaded.apps {
-        let request = Request::Start {
-            argv,
-            cwd: cwd.display().to_string(),
-            config: Some(config.clone()),
-        };
-        match client::request(home, request, true).map_err(Failure::Runtime)? {
+    for app in apps {
+        match client::request(home, Request::Start { app: Box::new(app) }, true)
+            .map_err(Failure::Runtime)?
+        {
             Response::Ok { message, .. } => outln!("{message}"),
             Response::Error { message } => {
                 errln!("error: {message}");

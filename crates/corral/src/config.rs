@@ -1,19 +1,33 @@
-//! Config files — `corral.toml` and PM2 ecosystem files (`.json`, `.yaml`, `.js`) — turned
-//! into the arguments of `corral start`, one list per app, with warnings for keys corral
-//! doesn't know and errors that name the file, the key and the line.
+//! Config files — `corral.toml` and PM2 ecosystem files (`.json` read as JSON5, `.yaml`,
+//! `.js`/`.cjs`/`.mjs`) — read into the typed options model: each app's keys deserialize
+//! straight into [`AppOptions`] (PM2's key names are its serde aliases) and [`FileKeys`]
+//! (what only files say: script, args, interpreter...). Unknown keys warn with a
+//! suggestion; bad values fail naming the file, the line and the key path.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
-/// A config file's apps, as `corral start` arguments, and what to tell the user.
-#[derive(Debug, Default)]
+use crate::cli::AppOptions;
+use crate::daemon::protocol::{ConfigRef, StartApp};
+
+/// A config file's apps, typed, and what to tell the user.
+#[derive(Debug)]
 pub struct Loaded {
-    pub apps: Vec<Vec<String>>,
+    pub apps: Vec<FileApp>,
     pub warnings: Vec<String>,
-    /// Where relative paths in the file start from.
+    /// Where relative paths in the file start from (absolute).
     pub dir: PathBuf,
+}
+
+/// One app of a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileApp {
+    pub options: AppOptions,
+    pub keys: FileKeys,
 }
 
 /// A config value that can't be used.
@@ -44,13 +58,61 @@ fn format_of(path: &Path) -> Option<Format> {
     let ext = path.extension()?.to_str()?;
     match ext {
         "toml" => Some(Format::Toml),
-        "json" => Some(Format::Json),
+        "json" | "json5" => Some(Format::Json),
         "yaml" | "yml" => Some(Format::Yaml),
         // A .js file is a script to run, unless it is named like a PM2 config.
-        "js" | "cjs" if name.contains(".config.") || name.starts_with("ecosystem") => {
+        "js" | "cjs" | "mjs" if name.contains(".config.") || name.starts_with("ecosystem") => {
             Some(Format::Js)
         }
         _ => None,
+    }
+}
+
+/// What only a config file says about an app (the rest is [`AppOptions`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct FileKeys {
+    /// The script or program to run.
+    pub script: Option<String>,
+    /// The app's arguments: a string (split on white space) or a list.
+    #[serde(deserialize_with = "words")]
+    pub args: Vec<String>,
+    /// The program that runs the script (`none`: run it directly).
+    #[serde(alias = "exec_interpreter")]
+    pub interpreter: Option<String>,
+    /// Arguments for the interpreter, before the script (`-u` for python, node flags).
+    #[serde(alias = "node_args", deserialize_with = "words")]
+    pub interpreter_args: Vec<String>,
+    /// PM2's `fork` or `cluster`.
+    pub exec_mode: Option<String>,
+    /// PM2's timestamp format for log lines; corral stamps RFC 3339 (see `time`).
+    pub log_date_format: Option<String>,
+    /// Keys PM2 files carry that have no meaning under corral; read so they don't warn.
+    pub vizion: Option<Value>,
+    pub source_map_support: Option<Value>,
+    pub treekill: Option<Value>,
+    pub pmx: Option<Value>,
+    pub automation: Option<Value>,
+    pub autostart: Option<Value>,
+}
+
+/// A string split on white space, or a list of scalars.
+fn words<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) => Ok(s.split_whitespace().map(str::to_owned).collect()),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Bool(b) => Ok(b.to_string()),
+                _ => Err(de::Error::custom("expected a string or a list of strings")),
+            })
+            .collect(),
+        other => Err(de::Error::custom(format!(
+            "expected a string or a list of strings, got {other}"
+        ))),
     }
 }
 
@@ -71,47 +133,67 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Loaded, ConfigError> {
         line,
         message,
     })?;
-    let (list_key, apps) = match (format, &value) {
-        (Format::Toml, v) => ("app", v.get("app")),
-        (_, v) => ("apps", v.get("apps")),
-    };
-    let apps = apps.and_then(Value::as_array).ok_or_else(|| {
-        fail(
-            list_key,
-            format!("expected a list of apps under `{list_key}`"),
-        )
-    })?;
-    if apps.is_empty() {
-        return Err(fail(
-            list_key,
-            format!(
-                "no apps: `{list_key}` is empty; add at least one app with a `name` and a `script`"
-            ),
-        ));
-    }
+    let (list_key, apps) = app_list(format, value).map_err(|(key, m)| fail(&key, m))?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+        .unwrap_or(Path::new("."));
+    let dir = std::fs::canonicalize(dir).map_err(|e| fail("(file)", e.to_string()))?;
     let mut loaded = Loaded {
         dir,
-        ..Loaded::default()
+        apps: Vec::new(),
+        warnings: Vec::new(),
     };
-    for (i, app) in apps.iter().enumerate() {
-        let at = format!("{list_key}[{i}]");
-        let app = app
-            .as_object()
-            .ok_or_else(|| fail(&at, "expected a table of settings".into()))?;
-        let context = Context {
+    let mut seen = Seen::default();
+    for (i, app) in apps.into_iter().enumerate() {
+        let cx = Context {
             file: &file,
             source: &source,
-            prefix: at,
+            prefix: format!("{list_key}[{i}]"),
+            earlier: &seen,
         };
-        let argv = to_argv(app, profile, &context, &mut loaded.warnings)?;
-        loaded.apps.push(argv);
+        let app = read_app(app, profile, &cx, &mut loaded.warnings)?;
+        seen.count(&app.1);
+        loaded.apps.push(app.0);
     }
     Ok(loaded)
+}
+
+/// The apps of a file: `apps: [...]` (`[[app]]` in TOML), a list of apps, or one app.
+fn app_list(format: Format, value: Value) -> Result<(String, Vec<Value>), (String, String)> {
+    let key = if format == Format::Toml {
+        "app"
+    } else {
+        "apps"
+    };
+    let apps = match value {
+        Value::Array(apps) => return non_empty("(top level)".into(), apps),
+        Value::Object(mut top) => match top.remove(key) {
+            Some(Value::Array(apps)) => apps,
+            Some(_) => return Err((key.into(), format!("expected a list of apps under `{key}`"))),
+            None if top.contains_key("script") => {
+                return Ok(("(app)".into(), vec![Value::Object(top)]))
+            }
+            None => {
+                return Err((
+                    key.into(),
+                    format!("expected a list of apps under `{key}`, a list of apps, or one app with a `script`"),
+                ))
+            }
+        },
+        _ => return Err(("(top level)".into(), "expected apps".into())),
+    };
+    non_empty(key.into(), apps)
+}
+
+fn non_empty(key: String, apps: Vec<Value>) -> Result<(String, Vec<Value>), (String, String)> {
+    if apps.is_empty() {
+        return Err((
+            key.clone(),
+            format!("no apps: `{key}` is empty; add at least one app with a `name` and a `script`"),
+        ));
+    }
+    Ok((key, apps))
 }
 
 fn parse(path: &Path, format: Format, source: &str) -> Result<Value, (Option<usize>, String)> {
@@ -122,7 +204,16 @@ fn parse(path: &Path, format: Format, source: &str) -> Result<Value, (Option<usi
                 (line, e.message().to_owned())
             })
             .and_then(|v| serde_json::to_value(v).map_err(|e| (None, e.to_string()))),
-        Format::Json => serde_json::from_str(source).map_err(|e| (Some(e.line()), e.to_string())),
+        // PM2 reads .json files as JSON5: comments and trailing commas are fine.
+        Format::Json => json5::from_str::<Value>(source).map_err(|e| {
+            let line = e.position().map(|p| p.line + 1);
+            let message = e.to_string();
+            let message = match message.rsplit_once(" at ") {
+                Some((text, _)) if line.is_some() => text.to_owned(),
+                _ => message,
+            };
+            (line, message)
+        }),
         Format::Yaml => serde_norway::from_str::<Value>(source)
             .map_err(|e| (e.location().map(|l| l.line()), e.to_string())),
         Format::Js => eval_js(path),
@@ -133,14 +224,17 @@ fn parse(path: &Path, format: Format, source: &str) -> Result<Value, (Option<usi
 /// otherwise (`30s`, `500ms`).
 const JS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Evaluates the module, then writes it as JSON on what was stdout; anything the config
-/// itself prints (console.log) goes to stderr, so it can't spoil the JSON.
+/// Evaluates the module (CommonJS or ESM: `import()` loads both; a CommonJS module's
+/// exports are its default), then writes it as JSON on what was stdout; anything the
+/// config itself prints (console.log) goes to stderr, so it can't spoil the JSON.
 const JS_EVALUATOR: &str = "\
 const out = process.stdout.write.bind(process.stdout);
 process.stdout.write = process.stderr.write.bind(process.stderr);
-const c = require(process.argv[1]);
-out(JSON.stringify(c && c.default || c) + '\\n');
-process.exit(0);
+import(require('url').pathToFileURL(process.argv[1]).href).then((m) => {
+  const c = m.default !== undefined ? m.default : m;
+  out(JSON.stringify(c) + '\\n');
+  process.exit(0);
+}, (e) => { console.error(e && e.stack || String(e)); process.exit(1); });
 ";
 
 /// A `.js` ecosystem file is a Node module: node evaluates it and prints it as JSON,
@@ -204,106 +298,130 @@ fn eval_js(path: &Path) -> Result<Value, (Option<usize>, String)> {
     serde_json::from_slice(&stdout).map_err(|e| (None, e.to_string()))
 }
 
-struct Context<'a> {
-    file: &'a str,
-    source: &'a str,
-    prefix: String,
-}
+/// How many earlier apps set each key: the n-th app that sets a key finds its line at
+/// the key's n-th place in the file.
+#[derive(Default)]
+struct Seen(std::collections::HashMap<String, usize>);
 
-impl Context<'_> {
-    fn boolean(&self, key: &str, value: &Value) -> Result<bool, ConfigError> {
-        value
-            .as_bool()
-            .ok_or_else(|| self.error(key, "expected true or false"))
-    }
-
-    fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.to_owned(),
-            key: format!("{}.{key}", self.prefix),
-            line: line_of(self.source, key),
-            message: message.into(),
+impl Seen {
+    fn count(&mut self, keys: &[String]) {
+        for key in keys {
+            *self.0.entry(key.clone()).or_default() += 1;
         }
     }
 }
 
-/// The line where `key` is first set (approximate for files with several apps).
-fn line_of(source: &str, key: &str) -> Option<usize> {
-    let quoted = format!("\"{key}\"");
-    let single = format!("'{key}'");
-    source
-        .lines()
-        .position(|line| {
-            let t = line.trim_start();
-            // A quoted key anywhere (JSON and JS put several on one line), or a bare
-            // `key =` / `key:` at the start (TOML, YAML).
-            line.contains(&quoted)
-                || line.contains(&single)
-                || t.strip_prefix(key)
-                    .is_some_and(|rest| rest.trim_start().starts_with(['=', ':']))
-                || t.strip_prefix("- ").is_some_and(|r| r.starts_with(key))
-        })
-        .map(|i| i + 1)
+struct Context<'a> {
+    file: &'a str,
+    source: &'a str,
+    prefix: String,
+    earlier: &'a Seen,
 }
 
-/// Every key corral understands, for "did you mean".
-const KNOWN: &[&str] = &[
-    "env_file",
-    "name",
-    "script",
-    "args",
-    "cwd",
-    "interpreter",
-    "instances",
-    "exec_mode",
-    "env",
-    "max_memory_restart",
-    "max_restarts",
-    "min_uptime",
-    "restart_delay",
-    "exp_backoff_restart_delay",
-    "kill_timeout",
-    "listen_timeout",
-    "wait_ready",
-    "shutdown_with_message",
-    "listen",
-    "balance",
-    "ready",
-    "ready_timeout",
-    "kill_signal",
-    "watchdog",
-    "heartbeat_timeout",
-    "lag_warning",
-    "autorestart",
-    "cron_restart",
-    "watch",
-    "ignore_watch",
-    "out_file",
-    "error_file",
-    "merge_logs",
-    "node_args",
-    "interpreter_args",
-    "time",
-    "vizion",
-    "source_map_support",
-];
+impl Context<'_> {
+    /// An error at `path` (a key, or a key path like `env.PORT`).
+    fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        let last = path.rsplit('.').next().unwrap_or(path);
+        let first = path.split('.').next().unwrap_or(path);
+        let nth = self.earlier.0.get(first).copied().unwrap_or(0);
+        ConfigError {
+            file: self.file.to_owned(),
+            key: format!("{}.{path}", self.prefix),
+            line: line_of(self.source, last, nth),
+            message: message.into(),
+        }
+    }
 
-/// PM2 keys that corral reads but does not act on yet.
-const NOT_YET: &[&str] = &[
-    "node_args",
-    "interpreter_args",
-    "vizion",
-    "source_map_support",
-];
+    fn warn(&self, warnings: &mut Vec<String>, path: &str, message: &str) {
+        let e = self.error(path, message);
+        warnings.push(e.to_string());
+    }
+}
 
-fn to_argv(
-    app: &Map<String, Value>,
+/// The line where `key` is set for the `nth` time (0: the first).
+fn line_of(source: &str, key: &str, nth: usize) -> Option<usize> {
+    let quoted = format!("\"{key}\"");
+    let single = format!("'{key}'");
+    let bare = |line: &str| {
+        let t = line.trim_start();
+        let t = t
+            .strip_prefix("- ")
+            .unwrap_or(t)
+            .trim_start_matches(['{', ' ']);
+        // `key =` (TOML), `key:` (YAML, JS, JSON5), possibly after `{` or `- `.
+        t.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(['=', ':']))
+    };
+    let places: Vec<usize> = source
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains(&quoted) || line.contains(&single) || bare(line))
+        .map(|(i, _)| i + 1)
+        .collect();
+    places.get(nth).or(places.first()).copied()
+}
+
+/// The keys a struct reads, aliases included: serde's own field list, caught by a
+/// deserializer that stops as soon as the struct names its fields.
+fn fields_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    struct Catch<'a>(&'a std::cell::Cell<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> Deserializer<'de> for Catch<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.set(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let fields = std::cell::Cell::new(&[][..]);
+    let _ = T::deserialize(Catch(&fields));
+    fields.get()
+}
+
+/// Reads one app; returns it and the keys it set.
+fn read_app(
+    app: Value,
     profile: Option<&str>,
     cx: &Context,
     warnings: &mut Vec<String>,
-) -> Result<Vec<String>, ConfigError> {
-    let script = match app.get("script") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+) -> Result<(FileApp, Vec<String>), ConfigError> {
+    let Value::Object(mut app) = app else {
+        return Err(cx.error("", "expected a table of settings"));
+    };
+    let keys: Vec<String> = app.keys().cloned().collect();
+    warn_unknown(&app, cx, warnings);
+    apply_profile(&mut app, profile, cx, warnings)?;
+    let pm2_instances = !app.contains_key("instances");
+    let value = Value::Object(app);
+    let mut options: AppOptions = typed(&value, cx)?;
+    let keys_only: FileKeys = typed(&value, cx)?;
+    match keys_only.script.as_deref() {
+        Some(s) if !s.is_empty() => {}
         Some(_) => {
             return Err(cx.error(
                 "script",
@@ -311,224 +429,146 @@ fn to_argv(
             ))
         }
         None => return Err(cx.error("script", "missing: every app needs a `script`")),
-    };
-    let mut argv = vec![script];
-    for (key, value) in app {
-        let text = || scalar(value).ok_or_else(|| cx.error(key, "expected a string or a number"));
-        match key.as_str() {
-            "script" | "args" | "env" | "exec_mode" => {}
-            "name" | "cwd" | "interpreter" | "max_memory_restart" | "balance" | "ready"
-            | "kill_signal" => {
-                let name = match key.as_str() {
-                    "max_memory_restart" => "max-memory",
-                    "kill_signal" => "kill-signal",
-                    other => other,
-                };
-                push_flag(&mut argv, name, text()?);
-            }
-            "instances" => push_flag(&mut argv, "instances", text()?),
-            "max_restarts" => push_flag(&mut argv, "max-restarts", text()?),
-            "min_uptime"
-            | "restart_delay"
-            | "exp_backoff_restart_delay"
-            | "kill_timeout"
-            | "listen_timeout"
-            | "ready_timeout"
-            | "watchdog"
-            | "heartbeat_timeout"
-            | "lag_warning" => {
-                let name = match key.as_str() {
-                    "min_uptime" => "min-uptime",
-                    "restart_delay" | "exp_backoff_restart_delay" => "restart-delay",
-                    "kill_timeout" => "kill-timeout",
-                    "listen_timeout" | "ready_timeout" => "ready-timeout",
-                    "heartbeat_timeout" => "heartbeat-timeout",
-                    "lag_warning" => "lag-warning",
-                    other => other,
-                };
-                push_flag(
-                    &mut argv,
-                    name,
-                    duration(value).ok_or_else(|| {
-                        cx.error(
-                            key,
-                            "expected milliseconds (a number) or a duration like \"2s\"",
-                        )
-                    })?,
-                );
-            }
-            "wait_ready" => {
-                if cx.boolean(key, value)? {
-                    push_flag(&mut argv, "ready", "notify".into());
-                }
-            }
-            "shutdown_with_message" => {
-                if cx.boolean(key, value)? {
-                    argv.push("--shutdown-with-message".into());
-                }
-            }
-            "watch" => match value {
-                Value::Bool(true) => argv.push("--watch".into()),
-                Value::Bool(false) => {}
-                other => {
-                    let dirs = list_of(other).ok_or_else(|| {
-                        cx.error(key, "expected true, a directory or a list of them")
-                    })?;
-                    for dir in dirs {
-                        argv.push(format!("--watch={dir}"));
-                    }
-                }
-            },
-            "ignore_watch" => {
-                let patterns = list_of(value)
-                    .ok_or_else(|| cx.error(key, "expected a pattern or a list of them"))?;
-                for pattern in patterns {
-                    push_flag(&mut argv, "ignore-watch", pattern);
-                }
-            }
-            "cron_restart" => push_flag(&mut argv, "cron-restart", text()?),
-            "time" => {
-                if cx.boolean(key, value)? {
-                    argv.push("--time".into());
-                }
-            }
-            // corral writes one timestamp format (RFC 3339, UTC); any format turns it on.
-            "log_date_format" => argv.push("--time".into()),
-            "autorestart" => {
-                if !cx.boolean(key, value)? {
-                    argv.push("--no-autorestart".into());
-                }
-            }
-            "env_file" => push_flag(&mut argv, "env-file", text()?),
-            "out_file" => push_flag(&mut argv, "out-file", text()?),
-            "error_file" => push_flag(&mut argv, "error-file", text()?),
-            "merge_logs" => {
-                if cx.boolean(key, value)? {
-                    argv.push("--merge-logs".into());
-                }
-            }
-            "listen" => {
-                for addr in list_of(value)
-                    .ok_or_else(|| cx.error(key, "expected an address or a list of them"))?
-                {
-                    push_flag(&mut argv, "listen", addr);
-                }
-            }
-            k if k.starts_with("env_") => {}
-            k if NOT_YET.contains(&k) => warnings.push(format!(
-                "{}: {}.{k} is not supported by corral yet; ignored",
-                cx.file, cx.prefix
-            )),
-            k => {
-                let hint = crate::daemon::closest_key(k, KNOWN)
-                    .map(|near| format!(" (did you mean `{near}`?)"))
-                    .unwrap_or_default();
-                warnings.push(format!(
-                    "{}: unknown key {}.{k}{hint}; ignored",
-                    cx.file, cx.prefix
-                ));
-            }
+    }
+    if pm2_instances {
+        // PM2 runs one instance of an app that doesn't say how many.
+        options.instances = corral_core::spec::Instances::Count(1);
+    }
+    if keys_only.log_date_format.is_some() {
+        options.time = true;
+    }
+    match keys_only.exec_mode.as_deref() {
+        None | Some("fork" | "fork_mode" | "cluster" | "cluster_mode") => {}
+        Some(other) => {
+            return Err(cx.error(
+                "exec_mode",
+                format!("expected \"fork\" or \"cluster\", got \"{other}\""),
+            ))
         }
     }
-    if app.get("exec_mode").and_then(Value::as_str) == Some("fork")
-        && !app.contains_key("instances")
-    {
-        push_flag(&mut argv, "instances", "1".into());
-    }
-    for (key, value) in env_of(app, profile, cx)? {
-        push_flag(&mut argv, "env", format!("{key}={value}"));
-    }
-    if let Some(args) = app.get("args") {
-        let args = match args {
-            Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
-            other => {
-                list_of(other).ok_or_else(|| cx.error("args", "expected a string or a list"))?
-            }
-        };
-        if !args.is_empty() {
-            argv.push("--".into());
-            argv.extend(args);
-        }
-    }
-    Ok(argv)
+    Ok((
+        FileApp {
+            options,
+            keys: keys_only,
+        },
+        keys,
+    ))
 }
 
-/// `env`, overridden by `env_<profile>` when one is asked for.
-fn env_of(
-    app: &Map<String, Value>,
+/// Deserializes the app into `T`, an error naming the key path.
+fn typed<T: for<'de> Deserialize<'de>>(value: &Value, cx: &Context) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // serde's `invalid type: ...` messages name Rust types; say what the key takes.
+        cx.error(&path, message)
+    })
+}
+
+fn warn_unknown(app: &Map<String, Value>, cx: &Context, warnings: &mut Vec<String>) {
+    let known: Vec<&str> = fields_of::<AppOptions>()
+        .iter()
+        .chain(fields_of::<FileKeys>())
+        .copied()
+        .collect();
+    for key in app.keys() {
+        if known.contains(&key.as_str()) || key.starts_with("env_") {
+            continue;
+        }
+        if key == "deploy" {
+            warnings.push(format!(
+                "{}: {}.deploy: PM2's deploy sections are not corral's job (use your CI or PM2's deploy); ignored",
+                cx.file, cx.prefix
+            ));
+            continue;
+        }
+        let hint = crate::daemon::closest_key(key, &known)
+            .map(|near| format!(" (did you mean `{near}`?)"))
+            .unwrap_or_default();
+        cx.warn(warnings, key, &format!("unknown key{hint}; ignored"));
+    }
+}
+
+/// Merges `env_<profile>` over `env`. An app without that profile starts with `env`, as
+/// under PM2, with a warning.
+fn apply_profile(
+    app: &mut Map<String, Value>,
     profile: Option<&str>,
     cx: &Context,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut vars: Vec<(String, String)> = Vec::new();
-    let mut read = |key: &str| -> Result<(), ConfigError> {
-        let Some(table) = app.get(key) else {
-            return Ok(());
-        };
-        let table = table
-            .as_object()
-            .ok_or_else(|| cx.error(key, "expected a table of NAME = value"))?;
-        for (name, value) in table {
-            let value = scalar(value).ok_or_else(|| {
-                cx.error(
-                    &format!("{key}.{name}"),
-                    "expected a string, number or boolean",
-                )
-            })?;
-            vars.retain(|(n, _)| n != name);
-            vars.push((name.clone(), value));
-        }
-        Ok(())
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let Some(profile) = profile else {
+        return Ok(());
     };
-    read("env")?;
-    if let Some(profile) = profile {
-        let key = format!("env_{profile}");
-        if !app.contains_key(&key) {
-            return Err(cx.error(
-                &key,
-                format!("--env {profile} asks for `{key}`, which this app doesn't have"),
-            ));
-        }
-        read(&key)?;
-    }
-    Ok(vars)
+    let key = format!("env_{profile}");
+    let Some(extra) = app.get(&key).cloned() else {
+        let name = app
+            .get("name")
+            .and_then(Value::as_str)
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        warnings.push(format!(
+            "{}: {}{name} has no `{key}`; it starts with `env` only",
+            cx.file, cx.prefix
+        ));
+        return Ok(());
+    };
+    let Value::Object(extra) = extra else {
+        return Err(cx.error(&key, "expected a table of NAME: value"));
+    };
+    let env = app
+        .entry("env")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(env) = env else {
+        return Err(cx.error("env", "expected a table of NAME: value"));
+    };
+    env.extend(extra);
+    Ok(())
 }
 
-fn push_flag(argv: &mut Vec<String>, name: &str, value: String) {
-    argv.push(format!("--{name}"));
-    argv.push(value);
-}
-
-fn scalar(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn list_of(value: &Value) -> Option<Vec<String>> {
-    match value {
-        Value::Array(items) => items.iter().map(scalar).collect(),
-        other => scalar(other).map(|s| vec![s]),
-    }
-}
-
-/// PM2 durations are milliseconds; strings may carry a unit.
-fn duration(value: &Value) -> Option<String> {
-    match value {
-        Value::Number(n) => n.as_u64().map(|ms| format!("{ms}ms")),
-        Value::String(s) if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => {
-            Some(format!("{s}ms"))
-        }
-        Value::String(s) => Some(s.clone()),
-        _ => None,
+impl Loaded {
+    /// The apps as start requests: commands resolved against the file's directory (or an
+    /// app's `cwd`), and the file to read again on reload and restart.
+    pub fn start_apps(&self, config: &ConfigRef) -> Vec<StartApp> {
+        self.apps
+            .iter()
+            .map(|app| {
+                let base = match &app.options.cwd {
+                    Some(cwd) => self.dir.join(cwd),
+                    None => self.dir.clone(),
+                };
+                let keys = &app.keys;
+                let script = keys.script.clone().unwrap_or_default();
+                let command = crate::cli::resolve_command(
+                    script.as_ref(),
+                    keys.interpreter.as_deref(),
+                    &keys.interpreter_args,
+                    &keys.args.iter().map(Into::into).collect::<Vec<_>>(),
+                    &base,
+                );
+                StartApp {
+                    command: command
+                        .iter()
+                        .map(|c| c.to_string_lossy().into_owned())
+                        .collect(),
+                    cwd: self.dir.display().to_string(),
+                    options: app.options.clone(),
+                    config: Some(config.clone()),
+                    scaled: None,
+                }
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use corral_core::spec::Instances;
+
     use super::*;
+    use crate::cli::ReadyArg;
 
     fn write(name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("corral-config-{}-{name}", std::process::id()));
@@ -538,8 +578,16 @@ mod tests {
         path
     }
 
+    fn env(app: &FileApp) -> Vec<(&str, &str)> {
+        app.options
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
     #[test]
-    fn an_ecosystem_json_maps_pm2_keys() {
+    fn an_ecosystem_json_maps_pm2_keys_onto_the_typed_options() {
         let path = write(
             "ecosystem.config.json",
             r#"{ "apps": [ { "name": "api", "script": "server.js", "instances": "max",
@@ -548,40 +596,83 @@ mod tests {
                 "args": "--verbose --port 1", "watch": true, "instnces": 2 } ] }"#,
         );
         let loaded = load(&path, Some("production")).unwrap();
-        assert_eq!(
-            loaded.apps[0],
-            // Keys in name order, then env (the profile's values last), then args.
-            [
-                "server.js",
-                "--instances",
-                "max",
-                "--kill-timeout",
-                "3000ms",
-                "--max-memory",
-                "300M",
-                "--name",
-                "api",
-                "--ready",
-                "notify",
-                "--watch",
-                "--env",
-                "PORT=3000",
-                "--env",
-                "MODE=prod",
-                "--",
-                "--verbose",
-                "--port",
-                "1"
-            ]
-            .map(String::from)
-        );
+        let app = &loaded.apps[0];
+        let o = &app.options;
+        assert_eq!(o.name.as_deref(), Some("api"));
+        assert_eq!(o.instances, Instances::Max);
+        assert_eq!(o.max_memory, Some(300 << 20));
+        assert_eq!(o.kill_timeout, Duration::from_secs(3));
+        assert_eq!(o.ready, ReadyArg::Notify);
+        assert_eq!(o.watch, [PathBuf::from(".")]);
+        assert_eq!(env(app), [("MODE", "prod"), ("PORT", "3000")]);
+        assert_eq!(app.keys.args, ["--verbose", "--port", "1"]);
+        // Everything not set has the flags' defaults.
+        assert_eq!(o.restart_delay, AppOptions::default().restart_delay);
         assert_eq!(
             loaded.warnings,
             [format!(
-                "{}: unknown key apps[0].instnces (did you mean `instances`?); ignored",
+                "{}:4: apps[0].instnces: unknown key (did you mean `instances`?); ignored",
                 path.display()
             )]
         );
+    }
+
+    #[test]
+    fn pm2_defaults_and_spellings() {
+        let path = write(
+            "pm2.json",
+            r#"{"apps":[{"script":"a.py","interpreter_args":"-u","exec_interpreter":"python3.11",
+                "err_file":"e.log","out":"o.log","exp_backoff_restart_delay":100},
+               {"script":"b.js","instances":0,"node_args":["--max-old-space-size=64"]}]}"#,
+        );
+        let loaded = load(&path, None).unwrap();
+        let (a, b) = (&loaded.apps[0], &loaded.apps[1]);
+        // PM2 runs one instance of an app that doesn't say; 0 is one per CPU.
+        assert_eq!(a.options.instances, Instances::Count(1));
+        assert_eq!(b.options.instances, Instances::Max);
+        assert_eq!(a.keys.interpreter.as_deref(), Some("python3.11"));
+        assert_eq!(a.options.error_file, Some(PathBuf::from("e.log")));
+        assert_eq!(a.options.out_file, Some(PathBuf::from("o.log")));
+        assert_eq!(a.options.restart_delay, Duration::from_millis(100));
+        let config = ConfigRef {
+            path: path.display().to_string(),
+            profile: None,
+        };
+        let starts = loaded.start_apps(&config);
+        let dir = loaded.dir.display().to_string();
+        assert_eq!(
+            starts[0].command,
+            ["python3.11".into(), "-u".into(), format!("{dir}/a.py")]
+        );
+        assert_eq!(
+            starts[1].command,
+            [
+                "node".into(),
+                "--max-old-space-size=64".into(),
+                format!("{dir}/b.js")
+            ]
+        );
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn json_is_read_as_json5_and_apps_come_in_every_shape() {
+        let path = write(
+            "five.json",
+            "{\n  // PM2 reads comments\n  apps: [{ script: 'a.js', name: 'a', },],\n}\n",
+        );
+        assert_eq!(load(&path, None).unwrap().apps.len(), 1);
+        let path = write("list.json", r#"[{"script":"a.js"},{"script":"b.js"}]"#);
+        assert_eq!(load(&path, None).unwrap().apps.len(), 2);
+        let path = write("one.yaml", "script: a.js\nname: solo\n");
+        let loaded = load(&path, None).unwrap();
+        assert_eq!(loaded.apps[0].options.name.as_deref(), Some("solo"));
+        let path = write(
+            "broken.json",
+            "{\n  apps: [\n    { script: 'a.js' \n  ]\n}\n",
+        );
+        let err = load(&path, None).unwrap_err();
+        assert_eq!((err.key.as_str(), err.line), ("(syntax)", Some(4)), "{err}");
     }
 
     #[test]
@@ -591,50 +682,35 @@ mod tests {
             "[[app]]\nname = \"web\"\nscript = \"./bin/web\"\nlisten = [\"3000\", \"unix:/tmp/w.sock\"]\nbalance = \"round-robin\"\n",
         );
         let loaded = load(&path, None).unwrap();
-        assert_eq!(
-            loaded.apps[0],
-            [
-                "./bin/web",
-                "--balance",
-                "round-robin",
-                "--listen",
-                "3000",
-                "--listen",
-                "unix:/tmp/w.sock",
-                "--name",
-                "web"
-            ]
-            .map(String::from)
-        );
+        let o = &loaded.apps[0].options;
+        assert_eq!(o.listen.len(), 2);
+        assert_eq!(o.balance, corral_core::dispatch::Balance::RoundRobin);
     }
 
     #[test]
-    fn yaml_works_too() {
+    fn bad_values_name_the_file_the_line_of_their_app_and_the_key_path() {
         let path = write(
-            "ecosystem.yml",
-            "apps:\n  - name: q\n    script: worker.py\n    instances: 2\n",
+            "ecosystem.json",
+            "{\n  \"apps\": [\n    { \"script\": \"a.js\", \"instances\": 2 },\n    {\n      \"script\": \"b.js\",\n      \"instances\": \"lots\"\n    }\n  ]\n}\n",
         );
-        let loaded = load(&path, None).unwrap();
+        let err = load(&path, None).unwrap_err();
         assert_eq!(
-            loaded.apps[0],
-            ["worker.py", "--instances", "2", "--name", "q"].map(String::from)
+            err.to_string(),
+            format!(
+                "{}:6: apps[1].instances: expected a number, \"max\" or a negative number (CPUs less that many), got \"lots\"",
+                path.display()
+            )
         );
-    }
-
-    #[test]
-    fn bad_values_name_the_file_key_and_line() {
         let path = write(
             "bad.json",
-            "{\n  \"apps\": [ {\n    \"script\": \"a.js\",\n    \"kill_timeout\": [1]\n  } ]\n}\n",
+            "{\n  \"apps\": [ {\n    \"script\": \"a.js\",\n    \"env\": { \"A\": [1] }\n  } ]\n}\n",
         );
         let err = load(&path, None).unwrap_err();
-        assert_eq!(err.key, "apps[0].kill_timeout");
-        assert_eq!(err.line, Some(4));
-        assert!(err.to_string().ends_with("bad.json:4: apps[0].kill_timeout: expected milliseconds (a number) or a duration like \"2s\""), "{err}");
+        assert_eq!(err.key, "apps[0].env");
+        assert_eq!(err.line, Some(4), "{err}");
         let path = write("broken.toml", "[[app]]\nname = \"x\nscript = \"y\"\n");
         let err = load(&path, None).unwrap_err();
-        assert_eq!(err.key, "(syntax)");
-        assert_eq!(err.line, Some(2), "{err}");
+        assert_eq!((err.key.as_str(), err.line), ("(syntax)", Some(2)), "{err}");
         let path = write("noscript.yaml", "apps:\n  - name: x\n");
         assert_eq!(
             load(&path, None).unwrap_err().message,
@@ -643,19 +719,43 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_profile_is_an_error() {
-        let path = write("p.json", r#"{"apps":[{"script":"a.js"}]}"#);
-        let err = load(&path, Some("staging")).unwrap_err();
-        assert_eq!(
-            err.message,
-            "--env staging asks for `env_staging`, which this app doesn't have"
+    fn a_missing_profile_warns_and_the_app_starts_with_env() {
+        let path = write(
+            "p.json",
+            r#"{"apps":[{"name":"a","script":"a.js","env":{"X":"1"}},{"name":"b","script":"b.js","env_staging":{"X":"2"}}]}"#,
         );
+        let loaded = load(&path, Some("staging")).unwrap();
+        assert_eq!(env(&loaded.apps[0]), [("X", "1")]);
+        assert_eq!(env(&loaded.apps[1]), [("X", "2")]);
+        assert_eq!(
+            loaded.warnings,
+            [format!(
+                "{}: apps[0] (a) has no `env_staging`; it starts with `env` only",
+                path.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn the_known_keys_are_serdes_own_field_list_with_aliases() {
+        let fields = fields_of::<AppOptions>();
+        for key in [
+            "instances",
+            "max_memory_restart",
+            "wait_ready",
+            "err_file",
+            "cron",
+        ] {
+            assert!(fields.contains(&key), "{key} in {fields:?}");
+        }
+        assert!(fields_of::<FileKeys>().contains(&"node_args"));
     }
 
     #[test]
     fn js_files_are_configs_only_when_named_like_one() {
         assert!(is_config(Path::new("ecosystem.config.js")));
         assert!(is_config(Path::new("pm2.config.cjs")));
+        assert!(is_config(Path::new("ecosystem.config.mjs")));
         assert!(!is_config(Path::new("server.js")));
         assert!(is_config(Path::new("corral.toml")));
     }

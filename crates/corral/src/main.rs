@@ -14,6 +14,7 @@ mod render;
 mod run;
 mod secrets;
 mod triggers;
+mod values;
 
 fn main() -> std::process::ExitCode {
     app::main()

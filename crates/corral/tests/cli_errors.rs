@@ -84,8 +84,8 @@ fn worker_count_that_is_not_a_number() {
 }
 
 #[test]
-fn worker_count_zero() {
-    insta::assert_snapshot!(run(&["run", "-i", "0", "--", "true"], &[]));
+fn worker_count_over_the_hard_limit() {
+    insta::assert_snapshot!(run(&["run", "-i", "5000", "--force", "--", "true"], &[]));
 }
 
 #[test]

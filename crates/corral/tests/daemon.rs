@@ -427,7 +427,7 @@ fn config_files_warn_about_unknown_keys_and_reject_bad_values_with_file_key_and_
     assert_eq!(
         err.trim(),
         format!(
-            "error: {}:4: apps[0].instances: expected a string or a number",
+            "error: {}:4: apps[0].instances: expected a number, \"max\" or a negative number (CPUs less that many), got {{\"n\":2}}",
             path.display()
         )
     );
@@ -443,7 +443,7 @@ fn config_files_warn_about_unknown_keys_and_reject_bad_values_with_file_key_and_
     assert!(out.status.success());
     let warn = String::from_utf8_lossy(&out.stderr);
     assert!(
-        warn.contains("unknown key apps[0].instnces (did you mean `instances`?); ignored"),
+        warn.contains(":1: apps[0].instnces: unknown key (did you mean `instances`?); ignored"),
         "{warn}"
     );
 }

@@ -22,8 +22,14 @@ fn drains_without_a_failed_request(what: &str, command: &[&str], flags: &[&str])
     for keep_alive in [true, false] {
         let (_corral, report): (_, LoadReport) =
             reloads_under_load(CORRAL, command, flags, keep_alive, 3);
-        assert_eq!(report.failed, 0, "{what}, keep-alive {keep_alive}: {report:?}");
-        assert!(report.by_pid.len() >= 4, "{what}: old and new workers served: {report:?}");
+        assert_eq!(
+            report.failed, 0,
+            "{what}, keep-alive {keep_alive}: {report:?}"
+        );
+        assert!(
+            report.by_pid.len() >= 4,
+            "{what}: old and new workers served: {report:?}"
+        );
     }
 }
 

@@ -5,7 +5,7 @@ pub mod client;
 mod joins;
 mod journal;
 pub mod logfile;
-mod parse;
+pub mod parse;
 pub mod protocol;
 mod server;
 mod state;

@@ -4,14 +4,12 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
 use corral_core::AppSpec;
 
-use super::protocol::ConfigRef;
+use super::protocol::{ConfigRef, StartApp};
 use super::state::App;
-use crate::cli::{Cli, Command};
 
-/// What `corral start` arguments mean, checked.
+/// What an app to start means, checked.
 pub struct Parsed {
     pub spec: AppSpec,
     pub triggers: crate::triggers::Triggers,
@@ -19,29 +17,30 @@ pub struct Parsed {
     pub layout: super::logfile::Layout,
 }
 
-pub fn parse_start(argv: &[String], cwd: &str) -> Result<Parsed, String> {
-    let mut full = vec!["corral".to_owned(), "start".to_owned()];
-    full.extend(argv.iter().cloned());
-    let args = match Cli::try_parse_from(&full).map(|c| c.command) {
-        Ok(Command::Start(args)) => args,
-        Ok(_) => return Err("not a start command".into()),
-        Err(e) => return Err(e.render().to_string().trim().to_owned()),
-    };
-    let cwd_path = PathBuf::from(cwd);
-    let command = args.command(&cwd_path);
-    let mut app_options = args.app;
-    let time = app_options.time;
+/// Checks `app` into a spec, its triggers and where its output goes.
+pub fn parse_start(app: &StartApp) -> Result<Parsed, String> {
+    let cwd_path = PathBuf::from(&app.cwd);
+    let mut options = app.options.clone();
     let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| cwd_path.join(p));
     let layout = super::logfile::Layout {
-        out: resolve(&app_options.out_file),
-        err: resolve(&app_options.error_file),
-        merge: app_options.merge_logs,
+        out: resolve(&options.out_file),
+        err: resolve(&options.error_file),
+        merge: options.merge_logs,
     };
-    let triggers = app_options
-        .triggers(&cwd_path)
-        .map_err(|e| format!("{e:#}"))?;
-    app_options.cwd.get_or_insert(cwd_path);
-    let spec = app_options
+    let triggers = options.triggers(&cwd_path).map_err(|e| format!("{e:#}"))?;
+    let time = options.time;
+    if let Some(count) = app.scaled {
+        // Checked (and forced, if it had to be) when it was scaled.
+        options.instances = corral_core::spec::Instances::Count(count);
+        options.force = true;
+    }
+    options.cwd = Some(
+        options
+            .cwd
+            .map_or(cwd_path.clone(), |dir| cwd_path.join(dir)),
+    );
+    let command = app.command.iter().map(OsString::from).collect();
+    let spec = options
         .into_spec(command, base_env(), corral_core::spec::usable_cpus())
         .map_err(|e| format!("{e:#}"))?;
     Ok(Parsed {
@@ -57,7 +56,6 @@ pub fn parse_start(argv: &[String], cwd: &str) -> Result<Parsed, String> {
 pub struct Reread {
     pub name: String,
     config: ConfigRef,
-    cwd: String,
 }
 
 impl Reread {
@@ -65,20 +63,19 @@ impl Reread {
     pub fn of(app: &App) -> Option<Reread> {
         Some(Reread {
             name: app.name.clone(),
-            config: app.config.clone()?,
-            cwd: app.cwd.clone(),
+            config: app.start.config.clone()?,
         })
     }
 
     /// The app of the same name, as the file has it now.
-    pub fn run(&self) -> Result<(Vec<String>, Parsed), String> {
+    pub fn run(&self) -> Result<(StartApp, Parsed), String> {
         let path = Path::new(&self.config.path);
         let loaded =
             crate::config::load(path, self.config.profile.as_deref()).map_err(|e| e.to_string())?;
-        for argv in loaded.apps {
-            if let Ok(parsed) = parse_start(&argv, &self.cwd) {
+        for start in loaded.start_apps(&self.config) {
+            if let Ok(parsed) = parse_start(&start) {
                 if parsed.spec.name == self.name {
-                    return Ok((argv, parsed));
+                    return Ok((start, parsed));
                 }
             }
         }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a request or response changes meaning.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A request with its version.
 #[derive(Debug, Serialize, Deserialize)]
@@ -19,14 +19,8 @@ pub struct Envelope<T> {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Ping,
-    /// `argv` is what follows `corral start`, with the script made absolute and its
-    /// interpreter in front; `cwd` is the client's working directory.
     Start {
-        argv: Vec<String>,
-        cwd: String,
-        /// The config file the app came from, read again on restart and reload.
-        #[serde(default)]
-        config: Option<ConfigRef>,
+        app: Box<StartApp>,
     },
     List,
     Stop {
@@ -68,6 +62,25 @@ pub enum Request {
     Save,
     Resurrect,
     Kill,
+}
+
+/// An app to start, as typed data: the command the client resolved and the app's
+/// options. The daemon keeps it (scale and other runtime changes included) and the dump
+/// stores it, so a restart, `save`/`resurrect` and a daemon restart start the same app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartApp {
+    /// Program and arguments: the interpreter, the script made absolute, the app's args.
+    pub command: Vec<String>,
+    /// Where relative paths start: the client's directory, or the config file's.
+    pub cwd: String,
+    pub options: crate::cli::AppOptions,
+    /// The config file the app came from, read again on restart and reload.
+    #[serde(default)]
+    pub config: Option<ConfigRef>,
+    /// The worker count set by `corral scale`; it wins over `options.instances`, also
+    /// when the config file is read again.
+    #[serde(default)]
+    pub scaled: Option<usize>,
 }
 
 /// Where an app's settings live.

@@ -22,7 +22,7 @@ use super::joins::Joins;
 use super::journal;
 use super::logfile::LogFiles;
 use super::parse::{parse_start, Parsed, Reread};
-use super::protocol::{ConfigRef, Envelope, Request, Response, ScaleChange, PROTOCOL_VERSION};
+use super::protocol::{Envelope, Request, Response, ScaleChange, StartApp, PROTOCOL_VERSION};
 use super::state::{closest, App, Status, Then};
 use super::Home;
 use crate::chatter::Chatter;
@@ -82,7 +82,7 @@ enum Msg {
     /// An app's config file, read again off the state task, and what it was read for.
     Reread {
         name: String,
-        result: Box<Result<(Vec<String>, Parsed), String>>,
+        result: Box<Result<(StartApp, Parsed), String>>,
         after: After,
     },
 }
@@ -230,21 +230,15 @@ async fn answer(
     }
 }
 
-/// A saved app: enough to start it again.
-#[derive(Debug, Serialize, Deserialize)]
-struct Saved {
-    name: String,
-    argv: Vec<String>,
-    cwd: String,
-    #[serde(default)]
-    config: Option<ConfigRef>,
-}
-
+/// The saved apps, each as it was started, runtime changes included.
 #[derive(Debug, Serialize, Deserialize)]
 struct Dump {
     version: u32,
-    apps: Vec<Saved>,
+    apps: Vec<StartApp>,
 }
+
+/// Dumps older than this one stored command lines; they can't be read any more.
+const DUMP_VERSION: u32 = 2;
 
 struct Daemon {
     home: Home,
@@ -316,7 +310,7 @@ impl Daemon {
     fn request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
         let response = match request {
             Request::Ping => Response::ok(format!("pong from daemon {}", std::process::id())),
-            Request::Start { argv, cwd, config } => self.start(argv, cwd, config),
+            Request::Start { app } => self.start(*app),
             Request::List => self.list(),
             Request::Stop { target } => return self.stop_targets(&target, Then::Nothing, reply),
             Request::Restart { target } => return self.stop_targets(&target, Then::Start, reply),
@@ -384,8 +378,8 @@ impl Daemon {
         })
     }
 
-    fn start(&mut self, argv: Vec<String>, cwd: String, config: Option<ConfigRef>) -> Response {
-        let parsed = match parse_start(&argv, &cwd) {
+    fn start(&mut self, start: StartApp) -> Response {
+        let parsed = match parse_start(&start) {
             Ok(parsed) => parsed,
             Err(e) => return Response::error(e),
         };
@@ -403,9 +397,8 @@ impl Daemon {
                 spec.name
             ));
         }
-        let mut app = App::new(spec.name.clone(), argv, cwd, spec, triggers);
+        let mut app = App::new(start, spec, triggers);
         app.time = time;
-        app.config = config;
         app.layout = layout;
         if let Err(e) = launch(&mut app, &self.home, &self.tx) {
             return Response::error(e);
@@ -564,13 +557,16 @@ impl Daemon {
     }
 
     /// Starts a stopped app again, with its config file's new settings when read.
-    fn relaunch(&mut self, name: &str, reread: Option<Result<(Vec<String>, Parsed), String>>) {
+    fn relaunch(&mut self, name: &str, reread: Option<Result<(StartApp, Parsed), String>>) {
         let Some(app) = self.apps.get_mut(name) else {
             return;
         };
         match reread {
-            Some(Ok((argv, parsed))) => {
-                app.argv = argv;
+            Some(Ok((start, parsed))) => {
+                app.start = StartApp {
+                    scaled: app.start.scaled,
+                    ..start
+                };
                 app.spec = parsed.spec;
                 app.triggers = parsed.triggers;
                 app.time = parsed.time;
@@ -623,7 +619,7 @@ impl Daemon {
         });
     }
 
-    fn reread(&mut self, name: &str, result: Result<(Vec<String>, Parsed), String>, after: After) {
+    fn reread(&mut self, name: &str, result: Result<(StartApp, Parsed), String>, after: After) {
         match after {
             After::Reload { join } => {
                 let outcome = match self.apps.get_mut(name) {
@@ -658,6 +654,7 @@ impl Daemon {
                 .map_err(|e| format!("cannot scale {}: {e}", app.name))?;
             send(app, Control::ScaleTo(target))?;
             app.instances = target;
+            app.start.scaled = Some(target);
             Ok(format!("{}: {current} → {target} workers", app.name))
         })
     }
@@ -700,17 +697,8 @@ impl Daemon {
     /// one, never a partial file: write a temp file, fsync, rename, fsync the directory.
     fn save(&self) -> Response {
         let dump = Dump {
-            version: 1,
-            apps: self
-                .apps
-                .values()
-                .map(|a| Saved {
-                    name: a.name.clone(),
-                    argv: a.argv.clone(),
-                    cwd: a.cwd.clone(),
-                    config: a.config.clone(),
-                })
-                .collect(),
+            version: DUMP_VERSION,
+            apps: self.apps.values().map(|a| a.start.clone()).collect(),
         };
         match write_atomically(&self.home.dump(), &dump) {
             Ok(()) => Response::ok(format!(
@@ -735,8 +723,15 @@ impl Daemon {
                 ))
             }
         };
-        let dump: Dump = match serde_json::from_str(&text) {
-            Ok(dump) => dump,
+        let dump = match serde_json::from_str::<Dump>(&text) {
+            Ok(dump) if dump.version == DUMP_VERSION => dump,
+            Ok(dump) => {
+                return Response::error(format!(
+                    "{} was written by an older corral (dump v{}, this one reads v{DUMP_VERSION}): start the apps again and `corral save`",
+                    self.home.dump().display(),
+                    dump.version
+                ))
+            }
             Err(e) => {
                 return Response::error(format!(
                     "{} is not a corral dump: {e}",
@@ -746,13 +741,20 @@ impl Daemon {
         };
         let mut messages = Vec::new();
         for saved in dump.apps {
-            if self.apps.contains_key(&saved.name) {
-                messages.push(format!("{} already running", saved.name));
+            let name = match parse_start(&saved) {
+                Ok(parsed) => parsed.spec.name,
+                Err(e) => {
+                    messages.push(format!("{}: {e}", saved.command.join(" ")));
+                    continue;
+                }
+            };
+            if self.apps.contains_key(&name) {
+                messages.push(format!("{name} already running"));
                 continue;
             }
-            match self.start(saved.argv, saved.cwd, saved.config) {
+            match self.start(saved) {
                 Response::Ok { message, .. } => messages.push(message),
-                Response::Error { message } => messages.push(format!("{}: {message}", saved.name)),
+                Response::Error { message } => messages.push(format!("{name}: {message}")),
             }
         }
         Response::ok(messages.join("\n"))
@@ -814,14 +816,17 @@ fn describe(then: Then, names: &[String]) -> String {
 
 /// A rolling reload; with its config file read again (`reread`), changed command,
 /// arguments and environment (a removed key included) reach the new workers.
-fn reload(app: &mut App, reread: Option<(Vec<String>, Parsed)>) -> Result<String, String> {
+fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>) -> Result<String, String> {
     let mut note = String::new();
-    if let Some((argv, parsed)) = reread {
+    if let Some((start, parsed)) = reread {
         if parsed.spec.listen != app.spec.listen || parsed.spec.instances != app.spec.instances {
             note = " (listen and instances changes take effect on `corral restart`)".into();
         }
         send(app, Control::Respec(Box::new(parsed.spec.clone())))?;
-        app.argv = argv;
+        app.start = StartApp {
+            scaled: app.start.scaled,
+            ..start
+        };
         app.spec.command = parsed.spec.command;
         app.spec.env = parsed.spec.env;
         app.spec.cwd = parsed.spec.cwd;

@@ -52,9 +52,9 @@ pub struct Row {
 /// One app of the daemon.
 pub struct App {
     pub name: String,
-    /// What `corral start` got (after `start`), and where: enough to start it again.
-    pub argv: Vec<String>,
-    pub cwd: String,
+    /// What it was started from, runtime changes (scale) included: enough to start it
+    /// again, here or after `resurrect`.
+    pub start: super::protocol::StartApp,
     pub spec: AppSpec,
     pub controls: Option<mpsc::Sender<Control>>,
     pub status: Status,
@@ -69,24 +69,19 @@ pub struct App {
     pub running_triggers: Option<crate::triggers::Running>,
     /// Timestamps in the log files (`--time`).
     pub time: bool,
-    /// The config file it came from, if any.
-    pub config: Option<super::protocol::ConfigRef>,
     /// Where its output goes.
     pub layout: super::logfile::Layout,
 }
 
 impl App {
     pub fn new(
-        name: String,
-        argv: Vec<String>,
-        cwd: String,
+        start: super::protocol::StartApp,
         spec: AppSpec,
         triggers: crate::triggers::Triggers,
     ) -> App {
         App {
-            name,
-            argv,
-            cwd,
+            name: spec.name.clone(),
+            start,
             instances: spec.instances,
             spec,
             controls: None,
@@ -98,7 +93,6 @@ impl App {
             triggers,
             running_triggers: None,
             time: false,
-            config: None,
             layout: Default::default(),
         }
     }
