@@ -106,6 +106,16 @@ impl Channel {
         self.send_with_fds(&channel::encode_node_conn(listener), &[fd])
     }
 
+    /// Hands a listening socket a Node worker asked for (`CORRAL_BIND`) to it.
+    pub fn send_node_listener(
+        &mut self,
+        port: u16,
+        host: Option<&str>,
+        fd: RawFd,
+    ) -> Result<(), SendError> {
+        self.send_with_fds(&channel::encode_node_bound(port, host), &[fd])
+    }
+
     /// Sends `line` with `fds` attached to its first byte, only when nothing else is
     /// waiting, so that the line and its fds leave together.
     fn send_with_fds(&mut self, line: &[u8], fds: &[RawFd]) -> Result<(), SendError> {

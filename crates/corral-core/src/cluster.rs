@@ -285,6 +285,7 @@ impl Builder {
             die_with_supervisor: true,
             balance: self.balance,
             health: self.health,
+            asked_ports: false,
         })
     }
 }

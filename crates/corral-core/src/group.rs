@@ -231,6 +231,20 @@ pub enum Report {
         from: usize,
         to: usize,
     },
+    /// A worker listened on a port corral had no listener for; corral bound it for the
+    /// app (at `addr`) and hands it to every worker that asks.
+    PortBound {
+        slot: usize,
+        pid: Pid,
+        addr: String,
+    },
+    /// ...or could not bind it; the worker's `listen` got the error.
+    PortRefused {
+        slot: usize,
+        pid: Pid,
+        addr: String,
+        error: String,
+    },
     ScaleRefused {
         reason: &'static str,
     },

@@ -106,7 +106,8 @@ pub fn bind_all(specs: &[ListenSpec]) -> Result<Vec<Listener>, BindError> {
         .collect()
 }
 
-fn bind(name: String, addr: &ListenAddr) -> Result<Listener, BindError> {
+/// Binds one listener.
+pub fn bind(name: String, addr: &ListenAddr) -> Result<Listener, BindError> {
     let err = |error| BindError {
         addr: addr.clone(),
         error,

@@ -37,6 +37,9 @@ pub struct AppSpec {
     /// How connections reach workers.
     pub balance: Balance,
     pub health: HealthPolicy,
+    /// Bind ports the app listens on without a configured listener, once, for every
+    /// worker (Node apps in cluster mode, as Node's cluster primary does).
+    pub asked_ports: bool,
 }
 
 /// Limits on workers that are alive but sick.

@@ -78,6 +78,34 @@ pub enum Message {
     /// Supervisor → worker: drain and exit.
     #[serde(rename = "CORRAL_SHUTDOWN")]
     Shutdown {},
+    /// Worker → supervisor: the app listens on a TCP port corral has no listener for
+    /// (Node's `listen(port)` in cluster mode). corral binds it once, keeps it for the
+    /// app's life and hands it to every worker that asks, as Node's cluster primary does.
+    #[serde(rename = "CORRAL_BIND")]
+    Bind {
+        port: u16,
+        #[serde(default)]
+        host: Option<String>,
+    },
+    /// Supervisor → worker: the answer to `CORRAL_BIND`. With no `error`, the listening
+    /// socket comes with it (to a Node worker as Node's own handle passing).
+    #[serde(rename = "CORRAL_BOUND")]
+    Bound {
+        port: u16,
+        #[serde(default)]
+        host: Option<String>,
+        #[serde(default)]
+        error: Option<BindFailure>,
+    },
+}
+
+/// Why corral could not bind a port a worker asked for, as Node reports listen errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindFailure {
+    /// `EADDRINUSE`, `EACCES`, ...
+    pub code: String,
+    pub errno: i32,
+    pub message: String,
 }
 
 /// One decoded line.
@@ -126,6 +154,17 @@ pub fn encode(message: &Message) -> Vec<u8> {
     let mut out = serde_json::to_vec(message).expect("corral messages always serialize");
     out.push(b'\n');
     out
+}
+
+/// The line that hands a listening socket to a Node worker: Node's IPC handle message
+/// (type `net.Native`: the raw handle) wrapping a `CORRAL_BOUND` for `port` and `host`.
+pub fn encode_node_bound(port: u16, host: Option<&str>) -> Vec<u8> {
+    let value = serde_json::json!({
+        "cmd": "NODE_HANDLE",
+        "type": "net.Native",
+        "msg": { "cmd": "CORRAL_BOUND", "port": port, "host": host },
+    });
+    encode_user(&value)
 }
 
 /// The line that hands one connection to a Node worker: Node's own IPC handle message

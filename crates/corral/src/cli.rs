@@ -359,6 +359,13 @@ pub struct AppOptions {
     #[serde(alias = "cron")]
     pub cron_restart: Option<String>,
 
+    /// `cluster`: a Node app's `listen(PORT)` on a port of no --listen is bound by corral
+    /// once and shared by every worker (Node's cluster module, PM2's cluster mode);
+    /// `fork`: each worker binds for itself.
+    #[arg(long, value_name = "cluster|fork", default_value = "cluster")]
+    #[serde(with = "values::text")]
+    pub exec_mode: ExecMode,
+
     /// Report workers whose runtime lags (late timers) more than this.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     #[serde(with = "values::duration")]
@@ -390,6 +397,13 @@ impl Default for ReadyArg {
     fn default() -> Self {
         ReadyArg::Delay(Duration::from_secs(1))
     }
+}
+
+/// PM2's exec modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecMode {
+    Cluster,
+    Fork,
 }
 
 /// One `--env`: a variable, or the profile of a config file.
@@ -780,6 +794,7 @@ impl AppOptions {
                 lag_warning: self.lag_warning,
                 max_memory: self.max_memory,
             },
+            asked_ports: self.exec_mode == ExecMode::Cluster,
         })
     }
 }

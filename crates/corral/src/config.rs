@@ -83,8 +83,6 @@ pub struct FileKeys {
     /// Arguments for the interpreter, before the script (`-u` for python, node flags).
     #[serde(alias = "node_args", deserialize_with = "words")]
     pub interpreter_args: Vec<String>,
-    /// PM2's `fork` or `cluster`.
-    pub exec_mode: Option<String>,
     /// PM2's timestamp format for log lines; corral stamps RFC 3339 (see `time`).
     pub log_date_format: Option<String>,
     /// Keys PM2 files carry that have no meaning under corral; read so they don't warn.
@@ -436,15 +434,6 @@ fn read_app(
     }
     if keys_only.log_date_format.is_some() {
         options.time = true;
-    }
-    match keys_only.exec_mode.as_deref() {
-        None | Some("fork" | "fork_mode" | "cluster" | "cluster_mode") => {}
-        Some(other) => {
-            return Err(cx.error(
-                "exec_mode",
-                format!("expected \"fork\" or \"cluster\", got \"{other}\""),
-            ))
-        }
     }
     Ok((
         FileApp {

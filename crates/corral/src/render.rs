@@ -189,6 +189,16 @@ pub fn report(r: &Report) -> String {
             format!("worker {slot} (pid {pid}) {problem}")
         }
         Report::Scaled { from, to } => format!("scaled from {from} to {to} workers"),
+        Report::PortBound { slot, pid, addr } => format!(
+            "worker {slot} (pid {pid}) listens on a port of no --listen: corral listens on {addr} for the app and hands it to every worker (add `--listen {port}` to bind it up front)",
+            port = addr.rsplit(':').next().unwrap_or(addr)
+        ),
+        Report::PortRefused {
+            slot,
+            pid,
+            addr,
+            error,
+        } => format!("worker {slot} (pid {pid}) asked for {addr}: {error}"),
         Report::ScaleRefused { reason } => (*reason).to_owned(),
         Report::Stopping { workers, forced: false } => format!(
             "stopping {workers} workers gracefully (send the signal again to kill them now)"

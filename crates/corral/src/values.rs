@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::cli::ReadyArg;
+use crate::cli::{ExecMode, ReadyArg};
 
 /// A scalar as text: strings as they are, numbers and booleans written out.
 fn scalar_text(value: &Value) -> Option<String> {
@@ -274,6 +274,24 @@ impl Text for Instances {
         };
         text.parse()
             .map_err(|_| format!("{expected}, {}", got(value)))
+    }
+}
+
+impl Text for ExecMode {
+    fn to_text(&self) -> String {
+        match self {
+            ExecMode::Cluster => "cluster".into(),
+            ExecMode::Fork => "fork".into(),
+        }
+    }
+
+    /// PM2 writes `cluster`, `cluster_mode`, `fork` or `fork_mode`.
+    fn from_value(value: &Value) -> Result<Self, String> {
+        match value.as_str() {
+            Some("cluster" | "cluster_mode") => Ok(ExecMode::Cluster),
+            Some("fork" | "fork_mode") => Ok(ExecMode::Fork),
+            _ => Err(format!("expected \"cluster\" or \"fork\", {}", got(value))),
+        }
     }
 }
 

@@ -4,17 +4,24 @@
 
 uvicorn takes corral's socket with `fd=3`. On SIGTERM uvicorn alone closes idle
 keep-alive connections at once, which races clients sending their next request on
-them. So on SIGTERM this launcher first answers every request with `Connection: close`
-for DRAIN_GRACE (kept-alive clients reconnect, to another worker), then lets uvicorn
-shut down as usual (stop accepting, finish in-flight requests, exit).
+them. uvicorn's shutdown also closes connections it accepted an instant before but whose
+request has not arrived yet. So on SIGTERM this launcher
+1. answers every request with `Connection: close` for DRAIN_GRACE (kept-alive clients
+   reconnect, to another worker);
+2. stops accepting, and gives the connections it just accepted FIRST_REQUEST_GRACE to
+   send their request;
+3. lets uvicorn shut down as usual (finish in-flight requests, exit).
+A second SIGTERM or SIGINT shuts down at once.
 """
 
 import os
 import threading
+import time
 
 import uvicorn
 
 DRAIN_GRACE = 1.0  # seconds of `Connection: close` answers before uvicorn's own shutdown
+FIRST_REQUEST_GRACE = 0.5  # seconds for just-accepted connections to send their request
 draining = threading.Event()
 
 
@@ -39,11 +46,23 @@ async def close_when_draining(scope, receive, send):
 
 
 class DrainingServer(uvicorn.Server):
+    drain_started = None
+
     def handle_exit(self, sig, frame):
-        if draining.is_set():
+        if self.drain_started is not None:
             return super().handle_exit(sig, frame)
         draining.set()
-        threading.Timer(DRAIN_GRACE, super().handle_exit, (sig, frame)).start()
+        self.drain_started = time.monotonic()
+
+    async def on_tick(self, counter):
+        should_exit = await super().on_tick(counter)
+        if self.drain_started is None:
+            return should_exit
+        elapsed = time.monotonic() - self.drain_started
+        if elapsed >= DRAIN_GRACE:
+            for server in self.servers:
+                server.close()  # stop accepting; corral keeps the queue for the other workers
+        return should_exit or elapsed >= DRAIN_GRACE + FIRST_REQUEST_GRACE
 
 
 def main():

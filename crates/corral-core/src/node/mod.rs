@@ -103,6 +103,11 @@ pub fn env(
     }
     vars.push(("NODE_CHANNEL_FD", channel_fd.to_string().into()));
     vars.push(("NODE_CHANNEL_SERIALIZATION_MODE", "json".into()));
+    if spec.asked_ports {
+        // listen(port) on a port corral has no listener for asks corral to bind it.
+        // (Listeners travel only on Node's IPC channel, so not through a wrapper.)
+        vars.push(("CORRAL_NODE_BIND", "1".into()));
+    }
     // Node gets connections handed over only when a balance mode is asked for
     // explicitly; by default it accepts from the shared socket, which is fastest.
     // (Handles travel only on Node's IPC channel, so not through a wrapper.)

@@ -37,6 +37,9 @@
   // Connections handed over by corral (round-robin, least-loaded, sticky) instead of
   // accepted from the shared socket.
   const dispatch = env.CORRAL_NODE_DISPATCH === '1';
+  // Cluster mode: listen(port) on a port corral has no listener for asks corral to bind
+  // it, once for every worker (Node's cluster primary does the same).
+  const bindOnRequest = env.CORRAL_NODE_BIND === '1' && direct;
   const graceMs = Number(env.CORRAL_IDLE_GRACE_MS || 1000);
   const killTimeoutMs = Number(env.CORRAL_KILL_TIMEOUT_MS || 0);
   const slot = Number(env.CORRAL_WORKER_ID || 0);
@@ -46,7 +49,7 @@
   // them, since LISTEN_PID is not theirs).
   function forgetEnv() {
     for (const name of ['CORRAL_NODE_LISTENERS', 'CORRAL_WAIT_READY', 'CORRAL_NODE_DISPATCH',
-      'CORRAL_KILL_TIMEOUT_MS', 'CORRAL_NODE_WRAPPED']) {
+      'CORRAL_KILL_TIMEOUT_MS', 'CORRAL_NODE_WRAPPED', 'CORRAL_NODE_BIND']) {
       delete env[name];
     }
   }
@@ -199,11 +202,73 @@
     return (exact.length ? exact : wildcard).map((l) => l.fd);
   }
 
+  // The TCP port (and host) a listen() call asks for that corral should bind: a port
+  // above 0 with no host or an IP host, not `exclusive` (Node's way to say "not shared").
+  function askedPort(args) {
+    const first = args[0];
+    let port;
+    let host;
+    if (typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
+      port = Number(first);
+      if (typeof args[1] === 'string') host = args[1];
+    } else if (first && typeof first === 'object' && first.fd === undefined && !first._handle
+      && first.path === undefined && !first.exclusive && first.port !== undefined) {
+      port = Number(first.port);
+      host = first.host;
+    }
+    if (!(port > 0 && port < 65536)) return null;
+    if (host === 'localhost') host = '127.0.0.1';
+    if (host !== undefined && net.isIP(host) === 0) return null; // a name: bind it ourselves
+    return { port, host: host || null };
+  }
+
+  // Servers waiting for the listener corral binds for them, by "host|port".
+  const asking = new Map();
+  function listenAsked(server, asked, args) {
+    const callback = args.find((a) => typeof a === 'function');
+    activate();
+    adopt(server);
+    if (callback) server.once('listening', callback);
+    const key = `${asked.host || ''}|${asked.port}`;
+    asking.set(key, [...(asking.get(key) || []), server]);
+    // The answer keeps the app alive, as a pending listen() does.
+    if (process.channel) process.channel.ref();
+    send({ cmd: 'CORRAL_BIND', port: asked.port, host: asked.host });
+    return server;
+  }
+  const reasons = {
+    EADDRINUSE: 'address already in use',
+    EACCES: 'permission denied',
+    EADDRNOTAVAIL: 'address not available',
+  };
+  process.on('message', (msg, handle) => {
+    if (!msg || msg.cmd !== 'CORRAL_BOUND') return;
+    const key = `${msg.host || ''}|${msg.port}`;
+    const waiting = asking.get(key) || [];
+    const server = waiting.shift();
+    if (waiting.length === 0) asking.delete(key);
+    if (asking.size === 0 && process.channel) process.channel.unref();
+    if (!server) { if (handle && handle.close) handle.close(); return; }
+    if (msg.error || !handle) {
+      // As Node reports a listen error: same message, code, errno, syscall, address, port.
+      const e = msg.error || { code: 'EINVAL', errno: -22, message: 'no listener came' };
+      const address = msg.host || '::';
+      const err = new Error(`listen ${e.code}: ${reasons[e.code] || e.message} ${address}:${msg.port}`);
+      Object.assign(err, { code: e.code, errno: e.errno, syscall: 'listen', address, port: msg.port });
+      server.emit('error', err);
+      return;
+    }
+    originalListen.call(server, handle);
+  });
+
   const originalListen = net.Server.prototype.listen;
   const byListener = new Map(); // listener index -> server, in dispatch mode
   net.Server.prototype.listen = function listen(...args) {
     const fds = ownedFds(args).filter(isSocket);
-    if (fds.length === 0) return originalListen.apply(this, args);
+    if (fds.length === 0) {
+      const asked = bindOnRequest && askedPort(args);
+      return asked ? listenAsked(this, asked, args) : originalListen.apply(this, args);
+    }
     const callback = args.find((a) => typeof a === 'function');
     activate();
     adopt(this);

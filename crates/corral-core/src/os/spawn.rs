@@ -84,7 +84,10 @@ fn prepare(cmd: &Command) -> Result<Prepared, SpawnError> {
     let mut argv_ptrs: Vec<_> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<_> = envp.iter().map(|e| e.as_ptr()).collect();
-    let listen_pid = (!cmd.listen_fds.is_empty()).then(|| {
+    // A Node worker that may ask for ports needs LISTEN_PID even without listeners: its
+    // adapter knows by it that this process is the app.
+    let asks = cmd.env.iter().any(|(k, _)| k == "CORRAL_NODE_BIND");
+    let listen_pid = (!cmd.listen_fds.is_empty() || asks).then(|| {
         let mut buf = LISTEN_PID_PREFIX.to_vec();
         buf.resize(LISTEN_PID_PREFIX.len() + 24, 0);
         buf

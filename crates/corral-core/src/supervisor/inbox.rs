@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use corral_proto::channel::{Frame, Message};
+use corral_proto::channel::{BindFailure, Frame, Message};
 use tokio::sync::mpsc;
 
+use super::asked::{self, Asked};
 use super::workers::OsProcesses;
 use crate::channel::{Input, RATE_PER_SEC};
 use crate::group::{Event, Group, Report};
@@ -29,7 +30,9 @@ pub(super) fn handle(
         let _ = channel.flush();
     }
     match input {
-        Input::Frame(Frame::Corral(message)) => return corral(procs, pid, slot, message, &problem),
+        Input::Frame(Frame::Corral(message)) => {
+            return corral(procs, pid, slot, message, &problem, reports)
+        }
         // Node apps say `process.send('ready')`, as under PM2 with wait_ready.
         Input::Frame(Frame::User(serde_json::Value::String(s))) if s == "ready" => {
             return vec![Event::Notify {
@@ -59,6 +62,7 @@ fn corral(
     slot: usize,
     message: Message,
     problem: &dyn Fn(String),
+    reports: &mpsc::UnboundedSender<Report>,
 ) -> Vec<Event> {
     match message {
         Message::Hello {
@@ -103,12 +107,90 @@ fn corral(
             }
             Vec::new()
         }
+        Message::Bind { port, host } => {
+            bind_for(procs, pid, slot, port, host, reports);
+            Vec::new()
+        }
         Message::Welcome { .. }
         | Message::Conn { .. }
         | Message::Message { .. }
+        | Message::Bound { .. }
         | Message::Shutdown {} => {
             problem("sent a message only the supervisor may send; ignored".into());
             Vec::new()
+        }
+    }
+}
+
+/// A worker's `listen(port)` on a port corral has no listener for: bind it (once for the
+/// app) and hand it over, or tell the worker why not, as Node would.
+fn bind_for(
+    procs: &mut OsProcesses,
+    pid: Pid,
+    slot: usize,
+    port: u16,
+    host: Option<String>,
+    reports: &mpsc::UnboundedSender<Report>,
+) {
+    let refuse = |procs: &mut OsProcesses, failure: BindFailure| {
+        if let Some(channel) = procs.channel(pid) {
+            let _ = channel.send(&Message::Bound {
+                port,
+                host: host.clone(),
+                error: Some(failure),
+            });
+        }
+    };
+    let Some(addr) = asked::address(port, host.as_deref()) else {
+        return refuse(
+            procs,
+            BindFailure {
+                code: "EINVAL".into(),
+                errno: -libc::EINVAL,
+                message: format!(
+                    "corral binds IP addresses only, not `{}`",
+                    host.clone().unwrap_or_default()
+                ),
+            },
+        );
+    };
+    if !procs.is_node(pid) {
+        return refuse(
+            procs,
+            BindFailure {
+                code: "EINVAL".into(),
+                errno: -libc::EINVAL,
+                message: "corral hands asked-for ports to Node workers only".into(),
+            },
+        );
+    }
+    let fd = match procs.asked.ask(addr) {
+        Asked::New { fd, local } => {
+            let _ = reports.send(Report::PortBound {
+                slot,
+                pid,
+                addr: local,
+            });
+            fd
+        }
+        Asked::Known { fd } => fd,
+        Asked::Failed { addr, failure } => {
+            let _ = reports.send(Report::PortRefused {
+                slot,
+                pid,
+                addr,
+                error: failure.message.clone(),
+            });
+            return refuse(procs, failure);
+        }
+    };
+    if let Some(channel) = procs.channel(pid) {
+        if let Err(e) = channel.send_node_listener(port, host.as_deref(), fd) {
+            let _ = reports.send(Report::ChannelProblem {
+                slot,
+                pid,
+                problem: format!("could not be handed the port it asked for: {e}"),
+            });
         }
     }
 }

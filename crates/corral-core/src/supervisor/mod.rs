@@ -1,6 +1,7 @@
 //! The async loop that runs one app: turns child exits, notify and channel messages,
 //! listener readiness, timers and controls into [`Event`]s for its [`Group`].
 
+mod asked;
 mod inbox;
 mod workers;
 

@@ -174,6 +174,8 @@ pub(super) struct OsProcesses {
     listeners: Vec<RawFd>,
     held: VecDeque<Held>,
     accepting: bool,
+    /// Ports workers asked for at run time.
+    pub(super) asked: super::asked::AskedPorts,
 }
 
 impl OsProcesses {
@@ -195,12 +197,18 @@ impl OsProcesses {
             listeners,
             held: VecDeque::new(),
             accepting: false,
+            asked: Default::default(),
         }
     }
 
     /// What the next workers run.
     pub(super) fn set_template(&mut self, template: Template) {
         self.template = template;
+    }
+
+    /// Whether `pid` is a Node worker reading its channel as Node's IPC channel.
+    pub(super) fn is_node(&self, pid: Pid) -> bool {
+        self.node_workers.contains(&pid)
     }
 
     pub(super) fn channel(&mut self, pid: Pid) -> Option<&mut Channel> {
@@ -401,8 +409,15 @@ fn recover(end: &OwnedFd) -> Vec<Held> {
                     fds: count,
                 })) => Some((listener, count)),
                 // A Node worker's: NODE_HANDLE wrapping {"cmd":"CORRAL_CONN","listener":i}.
-                Ok(Frame::User(v)) if v["cmd"] == "NODE_HANDLE" => {
+                Ok(Frame::User(v))
+                    if v["cmd"] == "NODE_HANDLE" && v["msg"]["cmd"] == "CORRAL_CONN" =>
+                {
                     Some((v["msg"]["listener"].as_u64().unwrap_or(0) as u32, 1))
+                }
+                // A listener it asked for (CORRAL_BOUND): our copy of it stays with us.
+                Ok(Frame::User(v)) if v["cmd"] == "NODE_HANDLE" => {
+                    fds.pop_front();
+                    None
                 }
                 _ => None,
             };

@@ -36,6 +36,9 @@ impl Layout {
             Stream::Stderr => &self.err,
         };
         let kind = kind(stream);
+        if let Some(path) = custom.as_deref().filter(|p| is_discard(p)) {
+            return path.to_owned();
+        }
         match (custom, self.merge) {
             (Some(path), true) => path.clone(),
             (Some(path), false) => {
@@ -121,6 +124,9 @@ impl LogFiles {
         let key = self
             .layout
             .path(&self.dir, &self.app, line.slot, line.stream);
+        if is_discard(&key) {
+            return Ok(());
+        }
         let result = self.append(&key, line);
         if let Err(e) = &result {
             let lost = self.lost.entry(key).or_insert((0, String::new()));
@@ -186,6 +192,12 @@ impl LogFiles {
         self.rotations += 1;
         Ok(())
     }
+}
+
+/// PM2's way to throw a stream away: `out_file: "NULL"` or `"/dev/null"` (never opened,
+/// so never rotated).
+pub fn is_discard(path: &Path) -> bool {
+    path == Path::new("/dev/null") || path.file_name().is_some_and(|n| n == "NULL")
 }
 
 /// Now, as RFC 3339 UTC with milliseconds.

@@ -654,6 +654,7 @@ impl Daemon {
                 .map_err(|e| format!("cannot scale {}: {e}", app.name))?;
             send(app, Control::ScaleTo(target))?;
             app.instances = target;
+            app.spec.instances = target;
             app.start.scaled = Some(target);
             Ok(format!("{}: {current} → {target} workers", app.name))
         })

@@ -146,6 +146,12 @@ impl App {
                 self.instances = *to;
                 self.rows.retain(|slot, _| *slot < *to);
             }
+            Report::PortBound { addr, .. } => {
+                let shown = format!("{addr} (asked by the app)");
+                if !self.listen.contains(&shown) {
+                    self.listen.push(shown);
+                }
+            }
             _ => {}
         }
     }

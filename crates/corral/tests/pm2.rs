@@ -1,0 +1,223 @@
+//! Issue 10: PM2 ecosystem files as PM2 users write them (the corpus in
+//! `tests/ecosystem`), started, listed, served, reloaded under load and stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corral_testkit::{eventually, free_port, get, have, Home, Load};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const T: Duration = Duration::from_secs(30);
+
+/// A copy of the corpus beside `home`, `__PORT__` replaced by `port`; the path of `file`.
+fn corpus(home: &Home, file: &str, port: u16) -> String {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/ecosystem");
+    let to = home.dir.with_extension("ecosystem");
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("__PORT__", &port.to_string());
+        std::fs::write(to.join(path.file_name().unwrap()), text).unwrap();
+    }
+    to.join(file).display().to_string()
+}
+
+/// Node is needed for the corpus's app (and `.js` configs).
+fn node() -> bool {
+    have("node", "apt-get install nodejs")
+}
+
+fn pids(app: &serde_json::Value) -> Vec<i64> {
+    app["workers"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|w| w["pid"].as_i64()).collect())
+        .unwrap_or_default()
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn issue_10_the_canonical_cluster_mode_file_shares_the_port_and_reloads_losing_nothing() {
+    if !node() {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-cluster");
+    let port = free_port();
+    let file = corpus(&home, "cluster.config.js", port);
+    let started = home.ok(&["start", &file, "--env", "production"]);
+    assert!(started.contains("started web (2 workers)"), "{started}");
+    home.wait_online("web", 2);
+    // No `listen` key: the workers' listen(PORT) got the port corral bound for the app.
+    let listen = home.app("web")["listen"].to_string();
+    assert!(
+        listen.contains(&format!("[::]:{port} (asked by the app)")),
+        "{listen}"
+    );
+    let answer = get(local(port), "/").unwrap();
+    assert!(
+        answer.body.contains("app=web mode=production"),
+        "{}",
+        answer.body
+    );
+    for keep_alive in [true, false] {
+        let load = Load::start(local(port), 4, keep_alive, Duration::from_secs(120));
+        assert!(load.wait_ok(200, T));
+        for _ in 0..3 {
+            let old = pids(&home.wait_online("web", 2));
+            home.ok(&["reload", "web"]);
+            assert!(
+                eventually(T, || {
+                    let now = pids(&home.app("web"));
+                    now.len() == 2 && now.iter().all(|p| !old.contains(p))
+                }),
+                "the reload replaced both workers: {}",
+                home.app("web")
+            );
+            let before = load.ok_so_far();
+            assert!(load.wait_ok(before + 300, T));
+        }
+        let report = load.finish();
+        assert_eq!(report.failed, 0, "keep-alive {keep_alive}: {report:?}");
+        assert!(
+            report.by_pid.len() >= 4,
+            "old and new workers served: {report:?}"
+        );
+    }
+    home.ok(&["stop", "web"]);
+    assert!(eventually(T, || get(local(port), "/").is_err()));
+    // The port is the app's for its life: a restart binds it again.
+    home.ok(&["restart", "web"]);
+    home.wait_online("web", 2);
+    assert!(get(local(port), "/").is_ok());
+}
+
+#[test]
+fn issue_10_every_file_shape_starts_cleanly() {
+    if !node() || !have("python3", "apt-get install python3") {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-shapes");
+    for (file, apps) in [
+        ("commented.json", &["json5"][..]),
+        ("list.json", &["api", "ticker"]),
+        ("single.yaml", &["solo"]),
+        ("esm.config.mjs", &["esm"]),
+    ] {
+        let port = free_port();
+        let path = corpus(&home, file, port);
+        let out = home.corral(&["start", &path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{file}: {stderr}");
+        assert!(!stderr.contains("warning"), "{file}: {stderr}");
+        for app in apps {
+            // PM2 runs one instance of an app that doesn't say how many.
+            home.wait_online(app, 1);
+        }
+        let answer = get(local(port), "/").unwrap();
+        assert!(
+            answer.body.contains(&format!("app={}", apps[0])),
+            "{file}: {}",
+            answer.body
+        );
+    }
+    // `out_file: "NULL"` throws the output away: no file named NULL anywhere.
+    let dir = home.dir.with_extension("ecosystem");
+    assert!(!dir.join("NULL").exists());
+    assert!(!home.dir.join("NULL").exists());
+}
+
+#[test]
+fn issue_10_a_missing_profile_warns_and_interpreter_args_reach_python() {
+    if !node() || !have("python3", "apt-get install python3") {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-profiles");
+    let port = free_port();
+    let path = corpus(&home, "profiles.json", port);
+    let out = home.corral(&["start", &path, "--env", "production"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("apps[1] (plain) has no `env_production`; it starts with `env` only"),
+        "{stderr}"
+    );
+    home.wait_online("prod", 1);
+    home.wait_online("plain", 1);
+    let answer = get(local(port), "/").unwrap();
+    assert!(answer.body.contains("mode=production"), "{}", answer.body);
+    // `interpreter_args: ["-u"]`: python's output is unbuffered, so it reaches the log.
+    assert!(
+        eventually(T, || home
+            .ok(&["logs", "plain", "--lines", "5"])
+            .contains("tick ")),
+        "{}",
+        home.ok(&["logs", "plain"])
+    );
+    let command = home.app("plain")["command"].to_string();
+    assert!(command.contains("\"python3\",\"-u\","), "{command}");
+}
+
+#[test]
+fn issue_10_a_port_in_use_reaches_the_apps_listen_callback_as_node_says_it() {
+    if !node() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("[::]:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let home = Home::new(CORRAL, "pm2-inuse");
+    let path = corpus(&home, "commented.json", port);
+    home.ok(&["start", &path]);
+    let log = home.dir.join("logs/json5-0-err.log");
+    assert!(
+        eventually(T, || std::fs::read_to_string(&log).is_ok_and(
+            |t| t.contains(&format!("listen failed: EADDRINUSE listen {port}"))
+        )),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+    assert!(
+        eventually(T, || home.daemon_log().contains(&format!(
+            "asked for [::]:{port}: cannot listen on [::]:{port}: address already in use"
+        ))),
+        "{}",
+        home.daemon_log()
+    );
+}
+
+#[test]
+fn issue_10_scale_survives_restart_and_save_kill_resurrect() {
+    let home = Home::new(CORRAL, "pm2-state");
+    let fixture = corral_testkit::fixture_bin(CORRAL).display().to_string();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "fx",
+        "-i",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    home.wait_online("fx", 1);
+    home.ok(&["scale", "fx", "+2"]);
+    home.wait_online("fx", 3);
+    home.ok(&["restart", "fx"]);
+    home.wait_online("fx", 3);
+    home.ok(&["save"]);
+    let workers = pids(&home.app("fx"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(home.daemon_pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(eventually(T, || workers
+        .iter()
+        .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())));
+    let restored = home.ok(&["resurrect"]);
+    assert!(restored.contains("started fx (3 workers)"), "{restored}");
+    home.wait_online("fx", 3);
+}
