@@ -2,7 +2,7 @@
 const http = require('http');
 const server = http.createServer((req, res) => {
   res.setHeader('Content-Type', 'text/plain');
-  res.end(`pid=${process.pid} app=${process.env.APP_NAME || '-'} mode=${process.env.MODE || '-'}\n`);
+  res.end(`pid=${process.pid} app=${process.env.APP_NAME || '-'} mode=${process.env.MODE || '-'} inst=${process.env.INSTANCE_ID || '-'} pm_id=${process.env.pm_id} name=${process.env.name}\n`);
 });
 server.on('error', (err) => {
   console.error(`listen failed: ${err.code} ${err.syscall} ${err.port}`);

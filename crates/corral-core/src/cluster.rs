@@ -286,6 +286,7 @@ impl Builder {
             balance: self.balance,
             health: self.health,
             asked_ports: false,
+            per_slot: Default::default(),
         })
     }
 }

@@ -40,6 +40,19 @@ pub struct AppSpec {
     /// Bind ports the app listens on without a configured listener, once, for every
     /// worker (Node apps in cluster mode, as Node's cluster primary does).
     pub asked_ports: bool,
+    /// Variables that differ per worker slot (PM2's `instance_var`, `increment_var`).
+    pub per_slot: PerSlotEnv,
+}
+
+/// Variables that differ per worker slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PerSlotEnv {
+    /// Also name the slot (0..N-1) with this variable (PM2's `instance_var`), beside
+    /// `NODE_APP_INSTANCE` and `CORRAL_WORKER_ID`.
+    pub instance_var: Option<String>,
+    /// Give this numeric variable its value plus the slot (PM2's `increment_var`:
+    /// `PORT=3000` becomes 3000, 3001, ...).
+    pub increment_var: Option<String>,
 }
 
 /// Limits on workers that are alive but sick.

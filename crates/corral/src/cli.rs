@@ -44,6 +44,35 @@ pub enum Command {
     /// List apps and their workers.
     #[command(visible_aliases = ["list", "status"])]
     Ls(ListArgs),
+    /// `ls --json` (PM2's jlist).
+    Jlist,
+    /// `ls --json`, indented (PM2's prettylist).
+    Prettylist,
+    /// Start a config file's apps that are not running; reload the others with the
+    /// file's settings (PM2's startOrReload).
+    #[command(name = "startOrReload", visible_alias = "start-or-reload")]
+    StartOrReload(FileArgs),
+    /// The same, restarting the running apps.
+    #[command(name = "startOrRestart", visible_alias = "start-or-restart")]
+    StartOrRestart(FileArgs),
+    /// The same as startOrReload (every corral reload is graceful).
+    #[command(
+        name = "startOrGracefulReload",
+        visible_alias = "start-or-graceful-reload"
+    )]
+    StartOrGracefulReload(FileArgs),
+    /// Set an app's restart counters (or `all` apps') back to zero.
+    Reset(Target),
+    /// Reopen every log file, after an external logrotate moved them.
+    #[command(name = "reloadLogs", visible_alias = "reload-logs")]
+    ReloadLogs,
+    /// Versions, the daemon's state and its recent messages, for a bug report.
+    Report,
+    /// Write a commented starter config file (ecosystem.config.js, or corral.toml).
+    #[command(visible_alias = "ecosystem")]
+    Init(InitArgs),
+    /// Remove the unit `corral startup --install` wrote.
+    Unstartup(StartupArgs),
     /// Stop an app (or `all`); it stays listed until deleted.
     Stop(Target),
     /// Stop and start an app again (or `all`).
@@ -138,8 +167,27 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct Target {
-    /// App name, or `all`.
+    /// App name, its id (see `ls`), `all`, or a config file (its apps).
     pub target: String,
+    /// With a config file: the profile whose `env_PROFILE` applies.
+    #[arg(long = "env", value_name = "PROFILE")]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// The config file.
+    pub file: PathBuf,
+    /// The profile whose `env_PROFILE` applies (PM2's `--env production`).
+    #[arg(long = "env", value_name = "PROFILE")]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Write corral.toml instead of ecosystem.config.js.
+    #[arg(long)]
+    pub toml: bool,
 }
 
 #[derive(Debug, Args)]
@@ -365,6 +413,15 @@ pub struct AppOptions {
     #[arg(long, value_name = "cluster|fork", default_value = "cluster")]
     #[serde(with = "values::text")]
     pub exec_mode: ExecMode,
+
+    /// Also pass each worker's slot (0..N-1) in this variable (PM2's `instance_var`).
+    #[arg(long, value_name = "VAR")]
+    pub instance_var: Option<String>,
+
+    /// Give each worker this numeric variable plus its slot: PORT=3000 becomes 3000,
+    /// 3001, ... (PM2's `increment_var`).
+    #[arg(long, value_name = "VAR")]
+    pub increment_var: Option<String>,
 
     /// Report workers whose runtime lags (late timers) more than this.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
@@ -795,6 +852,10 @@ impl AppOptions {
                 max_memory: self.max_memory,
             },
             asked_ports: self.exec_mode == ExecMode::Cluster,
+            per_slot: corral_core::spec::PerSlotEnv {
+                instance_var: self.instance_var,
+                increment_var: self.increment_var,
+            },
         })
     }
 }

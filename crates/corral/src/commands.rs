@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use crate::cli::{Command, ListArgs, LogsArgs, StartArgs};
 use crate::daemon::client;
 use crate::daemon::logfile;
-use crate::daemon::protocol::{AppView, Request, Response, StartApp, WorkerView};
+use crate::daemon::protocol::{AppView, ApplyMode, Request, Response, StartApp, WorkerView};
 use crate::daemon::Home;
 use crate::exit::Failure;
 use crate::render;
@@ -17,6 +17,9 @@ use crate::render;
 /// Runs one daemon command.
 pub fn run(command: Command) -> Result<(), Failure> {
     let home = Home::from_env().map_err(Failure::Runtime)?;
+    if let Some(done) = file_target(&home, &command) {
+        return done;
+    }
     let request = match command {
         Command::Start(mut args)
             if crate::config::is_config(std::path::Path::new(&args.script)) =>
@@ -25,6 +28,19 @@ pub fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Start(args) => start_request(&args)?,
         Command::Ls(args) => return list(&home, &args),
+        Command::Jlist => return crate::habits::json_list(&home, false),
+        Command::Prettylist => return crate::habits::json_list(&home, true),
+        Command::StartOrReload(a) | Command::StartOrGracefulReload(a) => {
+            return crate::habits::apply_file(&home, &a.file, a.profile, ApplyMode::Reload)
+        }
+        Command::StartOrRestart(a) => {
+            return crate::habits::apply_file(&home, &a.file, a.profile, ApplyMode::Restart)
+        }
+        Command::Reset(t) => Request::Reset { target: t.target },
+        Command::ReloadLogs => Request::ReloadLogs,
+        Command::Report => return crate::habits::report(&home),
+        Command::Init(a) => return crate::habits::init(&a),
+        Command::Unstartup(a) => return crate::habits::unstartup(&a),
         Command::Logs(args) => return logs(&home, &args).map_err(Failure::Runtime),
         Command::Stop(t) => Request::Stop { target: t.target },
         Command::Restart(t) => Request::Restart { target: t.target },
@@ -66,6 +82,25 @@ pub fn run(command: Command) -> Result<(), Failure> {
     );
     let response = client::request(&home, request, starts_daemon).map_err(Failure::Runtime)?;
     answer(response)
+}
+
+/// `stop|restart|reload|delete FILE`: done here, for the file's apps. None for a verb
+/// on an app, an id or `all`.
+fn file_target(home: &Home, command: &Command) -> Option<Result<(), Failure>> {
+    let (target, verb): (_, fn(String) -> Request) = match command {
+        Command::Stop(t) => (t, |target| Request::Stop { target }),
+        Command::Restart(t) => (t, |target| Request::Restart { target }),
+        Command::Reload(t) => (t, |target| Request::Reload { target }),
+        Command::Delete(t) => (t, |target| Request::Delete { target }),
+        _ => return None,
+    };
+    if let Some(done) = crate::habits::on_file(home, target, verb) {
+        return Some(done);
+    }
+    let profile = target.profile.as_ref()?;
+    Some(Err(Failure::Usage(anyhow!(
+        "--env {profile} goes with a config file (`corral reload ecosystem.config.js --env {profile}`), not with an app"
+    ))))
 }
 
 fn answer(response: Response) -> Result<(), Failure> {
@@ -127,57 +162,24 @@ fn describe_json(home: &Home, name: String) -> Result<(), Failure> {
     }
 }
 
-/// `corral start ecosystem.config.js [--env PROFILE]`: every app of the file.
+/// `corral start ecosystem.config.js [--env PROFILE]`: every app of the file; apps that
+/// run already take the file's settings and reload.
 fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
     let path = std::path::PathBuf::from(&args.script);
     let profile = args.app.take_env_args();
-    let loaded =
-        crate::config::load(&path, profile.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
-    for warning in &loaded.warnings {
-        errln!("warning: {warning}");
-    }
-    let config = crate::daemon::protocol::ConfigRef {
-        path: std::fs::canonicalize(&path)
-            .unwrap_or_else(|_| path.clone())
-            .display()
-            .to_string(),
-        profile,
-    };
-    let apps = loaded.start_apps(&config);
-    // Every app is checked before any starts: a bad value names its key, exit 2.
-    for app in &apps {
-        crate::daemon::parse::parse_start(app)
-            .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
-    }
-    let mut failed = Vec::new();
-    for app in apps {
-        match client::request(home, Request::Start { app: Box::new(app) }, true)
-            .map_err(Failure::Runtime)?
-        {
-            Response::Ok { message, .. } => outln!("{message}"),
-            Response::Error { message } => {
-                errln!("error: {message}");
-                failed.push(message);
-            }
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::Runtime(anyhow!(
-            "{} of the apps in {} did not start (see above)",
-            failed.len(),
-            path.display()
-        )))
-    }
+    crate::habits::apply_file(home, &path, profile, ApplyMode::Reload)
 }
 
 /// A systemd unit running the daemon in the foreground with the saved apps.
-pub fn systemd_unit(exe: &str, home: &Home, user: Option<&str>) -> String {
+/// `path` is the PATH the user had when asking for it, so that interpreters installed
+/// per user (nvm's node, pyenv's python) are found as in their shell.
+pub fn systemd_unit(exe: &str, home: &Home, user: Option<&str>, path: &str) -> String {
     let (user_line, wanted_by) = match user {
         Some(name) => (format!("User={name}\n"), "multi-user.target"),
         None => (String::new(), "default.target"),
     };
+    // systemd would read `%` and `$` in an Environment= value itself.
+    let path = path.replace('%', "%%").replace('$', "$$");
     format!(
         "[Unit]\n\
          Description=corral process manager\n\
@@ -187,7 +189,10 @@ pub fn systemd_unit(exe: &str, home: &Home, user: Option<&str>) -> String {
          Type=notify\n\
          {user_line}\
          Environment=CORRAL_HOME={home}\n\
+         Environment=\"PATH={path}\"\n\
+         LimitNOFILE=65536\n\
          ExecStart={exe} daemon --resurrect\n\
+         ExecReload={exe} reload all\n\
          ExecStop={exe} kill\n\
          # corral drains its workers itself; give it the time its apps' kill timeouts need.\n\
          KillMode=mixed\n\
@@ -209,25 +214,17 @@ fn startup(home: &Home, args: &crate::cli::StartupArgs) -> Result<(), Failure> {
         &exe.display().to_string(),
         home,
         (!args.user).then_some(user.as_str()),
+        &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
     );
     if !args.install {
         out!("{unit}");
         return Ok(());
     }
-    let (path, enable) = if args.user {
-        let config = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .ok_or_else(|| Failure::Runtime(anyhow!("HOME is not set")))?
-            .join(".config/systemd/user");
-        (
-            config.join("corral.service"),
-            "systemctl --user daemon-reload && systemctl --user enable --now corral",
-        )
+    let (path, _) = unit_path(args.user).map_err(Failure::Runtime)?;
+    let enable = if args.user {
+        "systemctl --user daemon-reload && systemctl --user enable --now corral".to_owned()
     } else {
-        (
-            PathBuf::from(format!("/etc/systemd/system/corral-{user}.service")),
-            "systemctl daemon-reload && systemctl enable --now corral-<user>",
-        )
+        format!("systemctl daemon-reload && systemctl enable --now corral-{user}")
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -242,12 +239,27 @@ fn startup(home: &Home, args: &crate::cli::StartupArgs) -> Result<(), Failure> {
             )
         })
         .map_err(Failure::Runtime)?;
-    outln!(
-        "wrote {}; now run: {}",
-        path.display(),
-        enable.replace("<user>", &user)
-    );
+    outln!("wrote {}; now run: {enable}", path.display());
     Ok(())
+}
+
+/// Where `startup --install` writes its unit, and how to disable it.
+pub fn unit_path(user_unit: bool) -> anyhow::Result<(PathBuf, String)> {
+    if user_unit {
+        let config = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("HOME is not set"))?
+            .join(".config/systemd/user");
+        return Ok((
+            config.join("corral.service"),
+            "systemctl --user disable --now corral".into(),
+        ));
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    Ok((
+        PathBuf::from(format!("/etc/systemd/system/corral-{user}.service")),
+        format!("systemctl disable --now corral-{user}"),
+    ))
 }
 
 /// `env --json`: the KEY=VALUE lines as one object.
@@ -299,13 +311,14 @@ fn list(home: &Home, args: &ListArgs) -> Result<(), Failure> {
 }
 
 /// The columns of `ls` (and `monit`).
-pub const COLUMNS: [&str; 8] = [
-    "app", "slot", "pid", "status", "uptime", "restarts", "cpu", "memory",
+pub const COLUMNS: [&str; 9] = [
+    "id", "app", "slot", "pid", "status", "uptime", "restarts", "cpu", "memory",
 ];
 
-/// An app's own row: name, status, restarts, listeners.
-pub fn app_cells(app: &AppView) -> [String; 8] {
+/// An app's own row: id, name, status, restarts, listeners.
+pub fn app_cells(app: &AppView) -> [String; 9] {
     [
+        app.id.to_string(),
         app.name.clone(),
         String::new(),
         String::new(),
@@ -318,12 +331,16 @@ pub fn app_cells(app: &AppView) -> [String; 8] {
 }
 
 /// A worker's row under its app.
-pub fn worker_cells(w: &WorkerView) -> [String; 8] {
+pub fn worker_cells(w: &WorkerView) -> [String; 9] {
     [
+        String::new(),
         String::new(),
         w.slot.to_string(),
         w.pid.map_or("-".into(), |p| p.to_string()),
-        w.status.clone(),
+        match (&w.last_exit, w.status.as_str()) {
+            (Some(why), "restarting" | "errored") => format!("{} ({why})", w.status),
+            _ => w.status.clone(),
+        },
         w.pid.map_or("-".into(), |_| {
             render::duration(Duration::from_millis(w.uptime_ms))
         }),
@@ -343,7 +360,7 @@ pub fn table(apps: &[AppView]) -> String {
     if apps.is_empty() {
         return "no apps (start one with `corral start app.js`)\n".into();
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

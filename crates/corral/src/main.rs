@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod daemon;
 mod exit;
+mod habits;
 mod monit;
 mod render;
 mod run;

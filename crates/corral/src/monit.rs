@@ -198,11 +198,9 @@ impl Monit {
                     .map(|w| Row::new(crate::commands::worker_cells(w))),
             );
         }
-        let header = Row::new([
-            "app", "slot", "pid", "status", "uptime", "restarts", "cpu", "memory",
-        ])
-        .style(Style::default().fg(Color::Cyan));
+        let header = Row::new(crate::commands::COLUMNS).style(Style::default().fg(Color::Cyan));
         let widths = [
+            Constraint::Length(3),
             Constraint::Length(16),
             Constraint::Length(5),
             Constraint::Length(8),

@@ -52,7 +52,7 @@ fn start_ls_reload_scale_stop_restart_delete() {
     let addr = home.addr("fx");
     assert!(get(addr, "/").unwrap().body.contains("app=fx"));
     let table = home.ok(&["ls"]);
-    assert!(table.starts_with("app  slot  pid"), "{table}");
+    assert!(table.starts_with("id  app  slot  pid"), "{table}");
     assert_eq!(
         table.lines().filter(|l| l.contains("online")).count(),
         3,
@@ -70,7 +70,7 @@ fn start_ls_reload_scale_stop_restart_delete() {
     assert_eq!(home.app("fx")["status"], "stopped");
     assert!(get(addr, "/").is_err(), "the port is released");
     assert_eq!(home.ok(&["restart", "fx"]).trim(), "restarted fx");
-    home.wait_online("fx", 2);
+    home.wait_online("fx", 3); // a scale sticks across restart
     assert_eq!(home.ok(&["delete", "fx"]).trim(), "deleted fx");
     assert_eq!(home.apps(), serde_json::json!([]));
 }

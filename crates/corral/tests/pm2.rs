@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use corral_testkit::{eventually, free_port, get, have, Home, Load};
@@ -186,6 +187,14 @@ fn issue_10_a_port_in_use_reaches_the_apps_listen_callback_as_node_says_it() {
         "{}",
         home.daemon_log()
     );
+    // `ls` tells the truth: a crash-looping app is not "online", and says why.
+    assert!(
+        eventually(T, || home.app("json5")["status"] == "degraded"),
+        "{}",
+        home.app("json5")
+    );
+    let table = home.ok(&["ls"]);
+    assert!(table.contains("restarting (exit code 1 after"), "{table}");
 }
 
 #[test]
@@ -220,4 +229,146 @@ fn issue_10_scale_survives_restart_and_save_kill_resurrect() {
     let restored = home.ok(&["resurrect"]);
     assert!(restored.contains("started fx (3 workers)"), "{restored}");
     home.wait_online("fx", 3);
+}
+
+/// Waits until the app on `port` answers with `text` (old workers serve on for the
+/// settle window after their replacements are ready).
+fn answers(port: u16, text: &str) {
+    assert!(
+        eventually(T, || get(local(port), "/")
+            .is_ok_and(|r| r.body.contains(text))),
+        "never answered {text}: {:?}",
+        get(local(port), "/")
+    );
+}
+
+/// The pids of `name`'s workers once it has `n` online, after they differ from `old`.
+fn replaced(home: &Home, name: &str, n: usize, old: &[i64]) -> Vec<i64> {
+    assert!(
+        eventually(T, || {
+            let now = pids(&home.app(name));
+            now.len() == n && now.iter().all(|p| !old.contains(p))
+        }),
+        "{name}'s workers were not replaced: {}",
+        home.app(name)
+    );
+    pids(&home.wait_online(name, n))
+}
+
+#[test]
+fn issue_10_verbs_act_on_a_config_files_apps_and_on_ids() {
+    if !node() {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-verbs");
+    let port = free_port();
+    let file = corpus(&home, "cluster.config.js", port);
+    home.ok(&["startOrReload", &file]);
+    let first = pids(&home.wait_online("web", 2));
+    // `start` of a file whose apps run: they take its settings and reload.
+    home.ok(&["start", &file, "--env", "production"]);
+    let second = replaced(&home, "web", 2, &first);
+    answers(port, "mode=production");
+    home.ok(&["startOrRestart", &file]);
+    let third = replaced(&home, "web", 2, &second);
+    answers(port, "mode=-");
+    home.ok(&["reload", &file, "--env", "production"]);
+    let fourth = replaced(&home, "web", 2, &third);
+    answers(port, "mode=production");
+    // Numeric ids, as `ls` shows them.
+    let id = home.app("web")["id"].as_u64().unwrap().to_string();
+    assert!(
+        home.ok(&["ls"]).contains(&format!("{id}   web")),
+        "{}",
+        home.ok(&["ls"])
+    );
+    home.ok(&["restart", &id]);
+    replaced(&home, "web", 2, &fourth);
+    let jlist: serde_json::Value = serde_json::from_str(&home.ok(&["jlist"])).unwrap();
+    assert_eq!(jlist[0]["name"], "web");
+    assert_eq!(home.ok(&["jlist"]).trim().lines().count(), 1);
+    assert!(home.ok(&["prettylist"]).lines().count() > 10);
+    let (log, moved) = (
+        home.dir.join("logs/web-0-out.log"),
+        home.dir.join("logs/web-0-out.log.rotated"),
+    );
+    std::fs::rename(&log, &moved).unwrap();
+    home.ok(&["reloadLogs"]);
+    home.ok(&["reload", &id]);
+    assert!(eventually(T, || std::fs::read_to_string(&log)
+        .is_ok_and(|t| t.contains("listening on"))));
+    home.ok(&["reset", &id]);
+    assert_eq!(home.app("web")["restarts"], 0);
+    home.ok(&["stop", &file]);
+    assert!(eventually(T, || home.app("web")["status"] == "stopped"));
+    home.ok(&["delete", &file]);
+    assert_eq!(home.apps(), serde_json::json!([]));
+    let report = home.ok(&["report"]);
+    assert!(report.starts_with("corral "), "{report}");
+    assert!(report.contains("daemon pong from daemon"), "{report}");
+}
+
+#[test]
+fn issue_10_init_writes_a_starter_file_that_starts() {
+    if !node() {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-init");
+    let dir = home.dir.with_extension("init");
+    std::fs::create_dir_all(&dir).unwrap();
+    let init = |args: &[&str]| {
+        Command::new(CORRAL)
+            .args(args)
+            .current_dir(&dir)
+            .env("CORRAL_HOME", &home.dir)
+            .output()
+            .unwrap()
+    };
+    assert!(init(&["init"]).status.success());
+    assert!(!init(&["ecosystem"]).status.success(), "never overwrites");
+    assert!(init(&["init", "--toml"]).status.success());
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/ecosystem/app.js"),
+        dir.join("app.js"),
+    )
+    .unwrap();
+    for file in ["ecosystem.config.js", "corral.toml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let port = free_port().to_string();
+        std::fs::write(dir.join(file), text.replace("3000", &port)).unwrap();
+        let out = init(&["start", file]);
+        assert!(out.status.success(), "{file}: {out:?}");
+        home.wait_online("app", corral_core::spec::usable_cpus());
+        home.ok(&["delete", "app"]);
+    }
+}
+
+#[test]
+fn issue_10_fork_mode_with_increment_var_and_instance_var() {
+    if !node() {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-increment");
+    // Two free ports in a row: each fork-mode instance binds its own.
+    let port = (0..50)
+        .map(|_| free_port())
+        .find(|&p| p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+        .expect("two free ports in a row");
+    let file = corpus(&home, "increment.json", port);
+    home.ok(&["start", &file]);
+    home.wait_online("inc", 2);
+    let id = home.app("inc")["id"].to_string();
+    for slot in 0..2u16 {
+        let answer = get(local(port + slot), "/").unwrap();
+        assert!(
+            answer
+                .body
+                .contains(&format!("inst={slot} pm_id={id} name=inc")),
+            "{}",
+            answer.body
+        );
+    }
+    // Fork mode: the workers bound their own ports; corral bound none for them.
+    let listen = home.app("inc")["listen"].to_string();
+    assert!(!listen.contains("asked by the app"), "{listen}");
 }

@@ -41,6 +41,10 @@ pub(super) struct Template {
     cwd: Option<PathBuf>,
     listen_fds: Vec<RawFd>,
     die_with_parent: bool,
+    /// Also names the slot (PM2's `instance_var`).
+    instance_var: Option<String>,
+    /// A variable and its base value, plus the slot for each worker (`increment_var`).
+    increment: Option<(String, i64)>,
 }
 
 impl Template {
@@ -89,10 +93,21 @@ impl Template {
             .cloned()
             .collect();
         env.extend(vars.into_iter().map(|(k, v)| (k.into(), v)));
+        let increment = spec.per_slot.increment_var.as_ref().and_then(|var| {
+            let base = env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == var.as_str())?
+                .1
+                .to_str()?;
+            Some((var.clone(), base.trim().parse::<i64>().ok()?))
+        });
         Template {
             program,
             args: spec.command.clone(),
             env,
+            instance_var: spec.per_slot.instance_var.clone(),
+            increment,
             cwd: spec.cwd.clone(),
             listen_fds: listeners.iter().map(Listener::raw_fd).collect(),
             die_with_parent: spec.die_with_supervisor,
@@ -103,7 +118,15 @@ impl Template {
         let mut env = self.env.clone();
         let id = OsString::from(slot.to_string());
         env.push((env::CORRAL_WORKER_ID.into(), id.clone()));
+        if let Some(var) = &self.instance_var {
+            env.push((var.into(), id.clone()));
+        }
         env.push((env::NODE_APP_INSTANCE.into(), id));
+        if let Some((var, base)) = &self.increment {
+            let value = base.saturating_add(slot as i64).to_string();
+            env.retain(|(k, _)| k != var.as_str());
+            env.push((var.into(), value.into()));
+        }
         os::Command {
             program: self.program.clone(),
             args: self.args.clone(),

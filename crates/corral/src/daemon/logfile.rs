@@ -75,6 +75,9 @@ pub struct LogFiles {
     /// once writing works again (a disk that filled up and was freed).
     lost: HashMap<PathBuf, (u64, String)>,
     rotations: u64,
+    /// `reloadLogs`: when this moves past `seen`, every file is reopened (by path, so an
+    /// external logrotate's new file is written from then on).
+    reopen: Option<(std::sync::Arc<std::sync::atomic::AtomicU64>, u64)>,
 }
 
 impl LogFiles {
@@ -103,7 +106,18 @@ impl LogFiles {
             open: HashMap::new(),
             lost: HashMap::new(),
             rotations: 0,
+            reopen: None,
         }
+    }
+
+    /// Reopens every file when `generation` changes.
+    pub fn reopening_on(
+        mut self,
+        generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        let seen = generation.load(std::sync::atomic::Ordering::SeqCst);
+        self.reopen = Some((generation, seen));
+        self
     }
 
     pub fn with_layout(mut self, layout: Layout) -> Self {
@@ -126,6 +140,13 @@ impl LogFiles {
             .path(&self.dir, &self.app, line.slot, line.stream);
         if is_discard(&key) {
             return Ok(());
+        }
+        if let Some((generation, seen)) = &mut self.reopen {
+            let now = generation.load(std::sync::atomic::Ordering::SeqCst);
+            if now != *seen {
+                *seen = now;
+                self.open.clear();
+            }
         }
         let result = self.append(&key, line);
         if let Err(e) = &result {

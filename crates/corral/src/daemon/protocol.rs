@@ -22,6 +22,18 @@ pub enum Request {
     Start {
         app: Box<StartApp>,
     },
+    /// A config file's app: started when no app has its name, otherwise given the new
+    /// settings and reloaded (or restarted), as PM2's `startOrReload` does.
+    Apply {
+        app: Box<StartApp>,
+        mode: ApplyMode,
+    },
+    /// Restart counters back to zero.
+    Reset {
+        target: String,
+    },
+    /// Reopen every log file (an external logrotate moved them).
+    ReloadLogs,
     List,
     Stop {
         target: String,
@@ -83,6 +95,14 @@ pub struct StartApp {
     pub scaled: Option<usize>,
 }
 
+/// How an app that runs already takes new settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyMode {
+    Reload,
+    Restart,
+}
+
 /// Where an app's settings live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigRef {
@@ -122,6 +142,9 @@ impl Response {
 /// One app as `ls` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppView {
+    /// The number `ls` shows, which commands take in place of the name (PM2's ids).
+    #[serde(default)]
+    pub id: u32,
     pub name: String,
     pub status: String,
     pub command: Vec<String>,
@@ -152,6 +175,9 @@ pub struct WorkerView {
     pub restarts: u32,
     pub cpu_percent: f64,
     pub memory: u64,
+    /// How the slot's last worker ended when it was not asked to.
+    #[serde(default)]
+    pub last_exit: Option<String>,
 }
 
 /// What `corral scale` asks for: N, +N or -N workers.

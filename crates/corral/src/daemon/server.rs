@@ -22,7 +22,9 @@ use super::joins::Joins;
 use super::journal;
 use super::logfile::LogFiles;
 use super::parse::{parse_start, Parsed, Reread};
-use super::protocol::{Envelope, Request, Response, ScaleChange, StartApp, PROTOCOL_VERSION};
+use super::protocol::{
+    ApplyMode, Envelope, Request, Response, ScaleChange, StartApp, PROTOCOL_VERSION,
+};
 use super::state::{closest, App, Status, Then};
 use super::Home;
 use crate::chatter::Chatter;
@@ -254,6 +256,10 @@ struct Daemon {
     chatter: Chatter,
     /// Replies waiting for work on several apps (stop, restart, reload).
     joins: Joins,
+    /// The id the next app gets.
+    next_id: u32,
+    /// Bumped by `reloadLogs`: every app's log writer reopens its files.
+    log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Daemon {
@@ -267,6 +273,8 @@ impl Daemon {
             lock: Some(lock),
             chatter: Chatter::default(),
             joins: Joins::default(),
+            next_id: 0,
+            log_generation: Default::default(),
         }
     }
 
@@ -311,6 +319,16 @@ impl Daemon {
         let response = match request {
             Request::Ping => Response::ok(format!("pong from daemon {}", std::process::id())),
             Request::Start { app } => self.start(*app),
+            Request::Apply { app, mode } => return self.apply(*app, mode, reply),
+            Request::Reset { target } => self.each(&target, |app| {
+                app.reset();
+                Ok(format!("{}: restart counters reset", app.name))
+            }),
+            Request::ReloadLogs => {
+                self.log_generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Response::ok(format!("log files of {} apps reopened", self.apps.len()))
+            }
             Request::List => self.list(),
             Request::Stop { target } => return self.stop_targets(&target, Then::Nothing, reply),
             Request::Restart { target } => return self.stop_targets(&target, Then::Start, reply),
@@ -366,6 +384,12 @@ impl Daemon {
         if self.apps.contains_key(target) {
             return Ok(vec![target.to_owned()]);
         }
+        if let Ok(id) = target.parse::<u32>() {
+            return match self.apps.values().find(|a| a.id == id) {
+                Some(app) => Ok(vec![app.name.clone()]),
+                None => Err(format!("no app has id {id} (see `corral ls`)")),
+            };
+        }
         Err(match closest(target, self.apps.keys()) {
             Some(near) => format!("no app named `{target}`; did you mean `{near}`?"),
             None if self.apps.is_empty() => {
@@ -398,8 +422,11 @@ impl Daemon {
             ));
         }
         let mut app = App::new(start, spec, triggers);
+        app.id = self.next_id;
+        self.next_id += 1;
         app.time = time;
         app.layout = layout;
+        app.log_generation = self.log_generation.clone();
         if let Err(e) = launch(&mut app, &self.home, &self.tx) {
             return Response::error(e);
         }
@@ -507,6 +534,33 @@ impl Daemon {
         }
         self.ticks.retain(|pid, _| pids.contains(pid));
         out
+    }
+
+    /// A config file's app: started if new; otherwise its new settings are taken and it is
+    /// reloaded (or restarted), as PM2's startOrReload / startOrRestart.
+    fn apply(&mut self, start: StartApp, mode: ApplyMode, reply: oneshot::Sender<Response>) {
+        let parsed = match parse_start(&start) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let _ = reply.send(Response::error(e));
+                return;
+            }
+        };
+        let name = parsed.spec.name.clone();
+        let Some(app) = self.apps.get_mut(&name) else {
+            let _ = reply.send(self.start(start));
+            return;
+        };
+        if mode == ApplyMode::Reload && app.controls.is_some() {
+            let join = self.joins.open(reply, 1, None);
+            return self.reread(&name, Ok((start, parsed)), After::Reload { join });
+        }
+        // A restart reads the file again as it starts, now with these settings' profile.
+        app.start = StartApp {
+            scaled: app.start.scaled,
+            ..start
+        };
+        self.stop_targets(&name, Then::Start, reply);
     }
 
     /// Stops targets; the reply waits until they have stopped (and, for restart, started).
@@ -823,14 +877,16 @@ fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>) -> Result<String, S
         if parsed.spec.listen != app.spec.listen || parsed.spec.instances != app.spec.instances {
             note = " (listen and instances changes take effect on `corral restart`)".into();
         }
-        send(app, Control::Respec(Box::new(parsed.spec.clone())))?;
+        let mut spec = parsed.spec;
+        pm2_env(&mut spec, app.id);
+        send(app, Control::Respec(Box::new(spec.clone())))?;
         app.start = StartApp {
             scaled: app.start.scaled,
             ..start
         };
-        app.spec.command = parsed.spec.command;
-        app.spec.env = parsed.spec.env;
-        app.spec.cwd = parsed.spec.cwd;
+        app.spec.command = spec.command;
+        app.spec.env = spec.env;
+        app.spec.cwd = spec.cwd;
     }
     send(app, Control::Reload)?;
     Ok(format!("reloading {}{note}", app.name))
@@ -849,7 +905,18 @@ fn send(app: &App, control: Control) -> Result<(), String> {
 }
 
 /// Binds the app's listeners and starts its engine group in a task of its own.
+/// PM2's variables, which PM2 apps read: `name` (the app's) and `pm_id` (its id), unless
+/// the app sets them itself.
+fn pm2_env(spec: &mut corral_core::AppSpec, id: u32) {
+    for (key, value) in [("name", spec.name.clone()), ("pm_id", id.to_string())] {
+        if !spec.env.iter().any(|(k, _)| k == key) {
+            spec.env.push((key.into(), value.into()));
+        }
+    }
+}
+
 fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result<(), String> {
+    pm2_env(&mut app.spec, app.id);
     supervisor::resolve(&app.spec).map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     let listeners = listen::bind_all(&app.spec.listen).map_err(|e| e.to_string())?;
     app.listen = listeners.iter().map(|l| l.local.to_string()).collect();
@@ -858,7 +925,8 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
     let (logs, mut log_rx) = mpsc::channel(1024);
     let mut files = LogFiles::new(home.logs(), app.name.clone())
         .with_time(app.time)
-        .with_layout(app.layout.clone());
+        .with_layout(app.layout.clone())
+        .reopening_on(app.log_generation.clone());
     std::thread::spawn(move || {
         while let Some(line) = log_rx.blocking_recv() {
             let _ = files.write(&line);

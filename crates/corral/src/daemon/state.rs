@@ -47,10 +47,14 @@ pub struct Row {
     pub status: &'static str,
     pub since: Instant,
     pub restarts: u32,
+    /// How its last worker ended when it was not asked to: `exit code 1 after 44ms`.
+    pub last_exit: Option<String>,
 }
 
 /// One app of the daemon.
 pub struct App {
+    /// Its number, given at start and never reused while the daemon runs.
+    pub id: u32,
     pub name: String,
     /// What it was started from, runtime changes (scale) included: enough to start it
     /// again, here or after `resurrect`.
@@ -71,6 +75,8 @@ pub struct App {
     pub time: bool,
     /// Where its output goes.
     pub layout: super::logfile::Layout,
+    /// The daemon's `reloadLogs` count; its log writer reopens files when it changes.
+    pub log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl App {
@@ -80,6 +86,7 @@ impl App {
         triggers: crate::triggers::Triggers,
     ) -> App {
         App {
+            id: 0,
             name: spec.name.clone(),
             start,
             instances: spec.instances,
@@ -94,6 +101,29 @@ impl App {
             running_triggers: None,
             time: false,
             layout: Default::default(),
+            log_generation: Default::default(),
+        }
+    }
+
+    /// `online` only when every slot is: one that crash-loops or gave up makes the app
+    /// `degraded`, whatever serves meanwhile.
+    pub fn shown_status(&self) -> &'static str {
+        let sick = self
+            .rows
+            .values()
+            .any(|r| matches!(r.status, "restarting" | "errored"));
+        if self.status == Status::Online && sick {
+            "degraded"
+        } else {
+            self.status.as_str()
+        }
+    }
+
+    /// Restart counters back to zero (`corral reset`).
+    pub fn reset(&mut self) {
+        for row in self.rows.values_mut() {
+            row.restarts = 0;
+            row.last_exit = None;
         }
     }
 
@@ -115,12 +145,17 @@ impl App {
                 slot,
                 pid,
                 expected: false,
-                ..
+                status,
+                uptime,
             } => {
                 if let Some(row) = self.rows.get_mut(slot).filter(|r| r.pid == Some(*pid)) {
                     row.status = "restarting";
                     row.pid = None;
                     row.restarts += 1;
+                    row.last_exit = Some(format!(
+                        "{status} after {}",
+                        crate::render::duration(*uptime)
+                    ));
                 }
             }
             Report::ListenerUnused {
@@ -162,6 +197,7 @@ impl App {
             status,
             since: now,
             restarts: 0,
+            last_exit: None,
         });
         row.pid = Some(pid);
         row.status = status;
@@ -214,12 +250,14 @@ impl App {
                     restarts: row.restarts,
                     cpu_percent,
                     memory,
+                    last_exit: row.last_exit.clone(),
                 }
             })
             .collect();
         AppView {
+            id: self.id,
             name: self.name.clone(),
-            status: self.status.as_str().to_owned(),
+            status: self.shown_status().to_owned(),
             command: self
                 .spec
                 .command

@@ -1,0 +1,250 @@
+//! PM2 habits: the verbs PM2 users type (`startOrReload`, `reload ecosystem.config.js`,
+//! `reset`, `reloadLogs`, `report`, `init`, `unstartup`, `jlist`) on the CLI side.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+
+use crate::cli::{InitArgs, StartupArgs, Target};
+use crate::daemon::client;
+use crate::daemon::protocol::{ApplyMode, ConfigRef, Request, Response};
+use crate::daemon::Home;
+use crate::exit::Failure;
+
+/// Every app of a config file: started if not running, else given the file's settings
+/// and reloaded (or restarted). Each app is checked before any is sent.
+pub fn apply_file(
+    home: &Home,
+    path: &Path,
+    profile: Option<String>,
+    mode: ApplyMode,
+) -> Result<(), Failure> {
+    let loaded =
+        crate::config::load(path, profile.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
+    for warning in &loaded.warnings {
+        errln!("warning: {warning}");
+    }
+    let config = ConfigRef {
+        path: std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_owned())
+            .display()
+            .to_string(),
+        profile,
+    };
+    let apps = loaded.start_apps(&config);
+    for app in &apps {
+        crate::daemon::parse::parse_start(app)
+            .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
+    }
+    let mut failed = 0;
+    for app in apps {
+        let request = Request::Apply {
+            app: Box::new(app),
+            mode,
+        };
+        match client::request(home, request, true).map_err(Failure::Runtime)? {
+            Response::Ok { message, .. } if message.is_empty() => {}
+            Response::Ok { message, .. } => outln!("{message}"),
+            Response::Error { message } => {
+                errln!("error: {message}");
+                failed += 1;
+            }
+        }
+    }
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(Failure::Runtime(anyhow!(
+        "{failed} of the apps in {} did not start or reload (see above)",
+        path.display()
+    )))
+}
+
+/// `stop|restart|reload|delete FILE`: the verb for each app of the file. None when the
+/// target is not a config file.
+pub fn on_file(
+    home: &Home,
+    target: &Target,
+    verb: fn(String) -> Request,
+) -> Option<Result<(), Failure>> {
+    let path = Path::new(&target.target);
+    if !crate::config::is_config(path) || !path.is_file() {
+        return None;
+    }
+    let probe = verb(String::new());
+    let mode = match probe {
+        Request::Reload { .. } => Some(ApplyMode::Reload),
+        Request::Restart { .. } => Some(ApplyMode::Restart),
+        _ => None,
+    };
+    if let Some(mode) = mode {
+        return Some(apply_file(home, path, target.profile.clone(), mode));
+    }
+    Some(each_app_of(home, path, verb))
+}
+
+fn each_app_of(home: &Home, path: &Path, verb: fn(String) -> Request) -> Result<(), Failure> {
+    let loaded = crate::config::load(path, None).map_err(|e| Failure::Usage(e.into()))?;
+    let config = ConfigRef {
+        path: path.display().to_string(),
+        profile: None,
+    };
+    for app in loaded.start_apps(&config) {
+        let name = crate::daemon::parse::parse_start(&app)
+            .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?
+            .spec
+            .name;
+        match client::request(home, verb(name), false).map_err(Failure::Runtime)? {
+            Response::Ok { message, .. } if message.is_empty() => {}
+            Response::Ok { message, .. } => outln!("{message}"),
+            Response::Error { message } => errln!("error: {message}"),
+        }
+    }
+    Ok(())
+}
+
+/// `jlist` (one line) and `prettylist` (indented): `ls` as JSON.
+pub fn json_list(home: &Home, pretty: bool) -> Result<(), Failure> {
+    let apps = match client::request(home, Request::List, false) {
+        Ok(Response::Ok { apps, .. }) => apps,
+        Ok(Response::Error { message }) => return Err(Failure::Runtime(anyhow!(message))),
+        Err(e) if client::is_no_daemon(&e) => Vec::new(),
+        Err(e) => return Err(Failure::Runtime(e)),
+    };
+    let text = if pretty {
+        serde_json::to_string_pretty(&apps)
+    } else {
+        serde_json::to_string(&apps)
+    };
+    outln!("{}", text.expect("views serialize"));
+    Ok(())
+}
+
+/// What a bug report needs: versions, the daemon and its apps, its recent messages.
+pub fn report(home: &Home) -> Result<(), Failure> {
+    let version = |program: &str| {
+        std::process::Command::new(program)
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "not found".into())
+    };
+    outln!("corral {}", env!("CARGO_PKG_VERSION"));
+    outln!(
+        "control protocol v{}",
+        crate::daemon::protocol::PROTOCOL_VERSION
+    );
+    let uname = nix::sys::utsname::uname().map_err(|e| Failure::Runtime(e.into()))?;
+    outln!(
+        "os {} {} {}",
+        uname.sysname().to_string_lossy(),
+        uname.release().to_string_lossy(),
+        uname.machine().to_string_lossy()
+    );
+    outln!("usable cpus {}", corral_core::spec::usable_cpus());
+    outln!("node {}", version("node"));
+    outln!("home {}", home.dir.display());
+    match client::request(home, Request::Ping, false) {
+        Ok(Response::Ok { message, .. }) => outln!("daemon {message}"),
+        Ok(Response::Error { message }) => outln!("daemon error: {message}"),
+        Err(e) => outln!("daemon not answering: {e:#}"),
+    }
+    outln!();
+    if let Ok(Response::Ok { apps, .. }) = client::request(home, Request::List, false) {
+        out!("{}", crate::commands::table(&apps));
+    }
+    let log = home.dir.join("daemon.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let recent: Vec<&str> = text.lines().rev().take(30).collect();
+    outln!("\nlast {} lines of {}:", recent.len(), log.display());
+    for line in recent.into_iter().rev() {
+        outln!("{}", crate::secrets::mask_urls(line));
+    }
+    Ok(())
+}
+
+const ECOSYSTEM: &str = r#"// corral reads PM2 ecosystem files as they are: `corral start ecosystem.config.js`.
+// Every key is optional but `script`. See docs/moving-from-pm2.md for all of them.
+module.exports = {
+  apps: [
+    {
+      name: 'app',
+      script: './app.js',
+      // One worker per usable CPU; corral shares the port your app listens on.
+      instances: 'max',
+      exec_mode: 'cluster',
+      env: { NODE_ENV: 'development', PORT: 3000 },
+      // `corral start ecosystem.config.js --env production`
+      env_production: { NODE_ENV: 'production' },
+      // Replace a worker (replacement first) above this much memory.
+      max_memory_restart: '500M',
+      // How long a worker may drain before it is killed (ms).
+      kill_timeout: 10000,
+      // Wait for process.send('ready') instead of 'listening'.
+      // wait_ready: true,
+      // corral's own: bind the port up front instead of when the app asks.
+      // listen: '3000',
+    },
+  ],
+};
+"#;
+
+const CORRAL_TOML: &str = r#"# corral's config file: `corral start corral.toml`. Every key is optional but
+# `script`; PM2's key names work too. See docs/moving-from-pm2.md.
+
+[[app]]
+name = "app"
+script = "./app.js"
+# Where corral listens: the workers get it as fd 3 (or Node's listen(PORT)).
+listen = ["3000"]
+# One worker per usable CPU; "-1" is one less, or a number.
+instances = "max"
+# How long a worker may drain before it is killed.
+kill_timeout = "10s"
+# Replace a worker (replacement first) above this much memory.
+max_memory_restart = "500M"
+
+[app.env]
+NODE_ENV = "production"
+"#;
+
+/// `init` / `ecosystem`: a commented starter file; never overwrites one.
+pub fn init(args: &InitArgs) -> Result<(), Failure> {
+    let (name, text) = if args.toml {
+        ("corral.toml", CORRAL_TOML)
+    } else {
+        ("ecosystem.config.js", ECOSYSTEM)
+    };
+    let path = PathBuf::from(name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot write {name} (is there one already?)"))
+        .map_err(Failure::Runtime)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .with_context(|| format!("cannot write {name}"))
+        .map_err(Failure::Runtime)?;
+    outln!("wrote {name}; start it with `corral start {name}`");
+    Ok(())
+}
+
+/// `unstartup`: removes the unit `startup --install` wrote.
+pub fn unstartup(args: &StartupArgs) -> Result<(), Failure> {
+    let (path, disable) = crate::commands::unit_path(args.user).map_err(Failure::Runtime)?;
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            outln!("removed {}; now run: {disable}", path.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::Runtime(anyhow!(
+            "no unit at {} (nothing to remove)",
+            path.display()
+        ))),
+        Err(e) => Err(Failure::Runtime(
+            anyhow::Error::from(e).context(format!("cannot remove {}", path.display())),
+        )),
+    }
+}
