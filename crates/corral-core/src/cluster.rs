@@ -172,6 +172,7 @@ impl Default for Builder {
             // Workers of an embedded cluster use corral-worker, which says when it is ready.
             ready: ReadyPolicy::Notify {
                 timeout: std::time::Duration::from_secs(30),
+                assume_ready: false,
             },
             restart: RestartPolicy::default(),
             stop: StopPolicy::default(),

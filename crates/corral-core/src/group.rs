@@ -192,6 +192,8 @@ pub enum Report {
     /// A worker exited and autorestart is off: its slot stays empty.
     NotRestarted {
         slot: usize,
+        /// The stop exit code it ended with; None: autorestart is off.
+        stop_code: Option<i32>,
     },
     /// A ready worker does not hold corral's listeners (`holds_ours` false: it closed
     /// them), or listens on ports of its own (`own`): it may serve none of corral's
@@ -536,7 +538,7 @@ impl<P: Processes> Group<P> {
         let pid = self.procs.spawn(slot)?;
         let deadline = self.now
             + match self.config.ready {
-                ReadyPolicy::Notify { timeout } => timeout,
+                ReadyPolicy::Notify { timeout, .. } => timeout,
                 ReadyPolicy::Delay { delay } => delay,
             };
         let state = WorkerState::Starting {
@@ -612,7 +614,18 @@ impl<P: Processes> Group<P> {
             Role::Current => {
                 self.slots[slot].current = None;
                 // During a reload the incoming worker takes the slot over when ready.
-                if self.phase == Phase::Running && self.slots[slot].incoming.is_none() {
+                let stop_code = match status {
+                    ExitStatus::Code(code)
+                        if self.config.restart.stop_exit_codes.contains(code) =>
+                    {
+                        Some(code)
+                    }
+                    _ => None,
+                };
+                if stop_code.is_some() {
+                    self.slots[slot].finished = true;
+                    self.report(Report::NotRestarted { slot, stop_code });
+                } else if self.phase == Phase::Running && self.slots[slot].incoming.is_none() {
                     self.schedule_restart(slot, uptime, worker.ever_ready);
                 }
             }
@@ -639,7 +652,10 @@ impl<P: Processes> Group<P> {
         let s = &mut self.slots[slot];
         if !policy.autorestart {
             s.finished = true;
-            self.report(Report::NotRestarted { slot });
+            self.report(Report::NotRestarted {
+                slot,
+                stop_code: None,
+            });
             return;
         }
         match s.restart.on_exit(&policy, uptime, ever_ready) {
@@ -889,8 +905,11 @@ impl<P: Processes> Group<P> {
             match state {
                 WorkerState::Starting { deadline, .. } if now >= deadline => {
                     match self.config.ready {
-                        ReadyPolicy::Delay { .. } => self.on_ready(pid),
-                        ReadyPolicy::Notify { timeout } => {
+                        ReadyPolicy::Delay { .. }
+                        | ReadyPolicy::Notify {
+                            assume_ready: true, ..
+                        } => self.on_ready(pid),
+                        ReadyPolicy::Notify { timeout, .. } => {
                             self.report(Report::ReadyTimeout { slot, pid, timeout });
                             self.on_ready_timeout(pid, slot, timeout);
                         }

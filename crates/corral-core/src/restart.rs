@@ -18,6 +18,32 @@ pub struct RestartPolicy {
     pub reset_after: Duration,
     /// Restart workers that exit on their own at all (PM2's `autorestart`).
     pub autorestart: bool,
+    /// Exit codes after which a worker is not restarted (PM2's `stop_exit_codes`).
+    pub stop_exit_codes: ExitCodes,
+}
+
+/// A set of exit codes (0..=255), kept `Copy` like the rest of the policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExitCodes([u64; 4]);
+
+impl ExitCodes {
+    pub fn insert(&mut self, code: u8) {
+        self.0[usize::from(code / 64)] |= 1 << (code % 64);
+    }
+
+    pub fn contains(&self, code: i32) -> bool {
+        u8::try_from(code).is_ok_and(|c| self.0[usize::from(c / 64)] & (1 << (c % 64)) != 0)
+    }
+}
+
+impl FromIterator<u8> for ExitCodes {
+    fn from_iter<I: IntoIterator<Item = u8>>(codes: I) -> Self {
+        let mut set = ExitCodes::default();
+        for code in codes {
+            set.insert(code);
+        }
+        set
+    }
 }
 
 impl Default for RestartPolicy {
@@ -29,6 +55,7 @@ impl Default for RestartPolicy {
             max_restarts: 10,
             reset_after: Duration::from_secs(30),
             autorestart: true,
+            stop_exit_codes: ExitCodes::default(),
         }
     }
 }
@@ -90,6 +117,18 @@ mod tests {
             max_restarts: 3,
             reset_after: Duration::from_secs(30),
             autorestart: true,
+            stop_exit_codes: ExitCodes::default(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_a_set_of_0_to_255() {
+        let codes: ExitCodes = [0, 3, 64, 255].into_iter().collect();
+        for code in [0, 3, 64, 255] {
+            assert!(codes.contains(code));
+        }
+        for code in [1, 63, 65, 254, 256, -1] {
+            assert!(!codes.contains(code));
         }
     }
 

@@ -101,8 +101,12 @@ impl Default for StopPolicy {
 /// When a worker counts as ready to serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadyPolicy {
-    /// Only when it sends `READY=1`; a worker that doesn't within `timeout` is killed.
-    Notify { timeout: Duration },
+    /// When it sends `READY=1`. A worker that doesn't within `timeout` is stopped, or,
+    /// with `assume_ready` (PM2's `listen_timeout`), taken as ready all the same.
+    Notify {
+        timeout: Duration,
+        assume_ready: bool,
+    },
     /// After `delay` alive, or at `READY=1` if that comes first.
     Delay { delay: Duration },
 }

@@ -269,6 +269,11 @@ pub struct AppOptions {
     #[arg(short, long)]
     pub name: Option<String>,
 
+    /// A group of apps that commands can name at once (`corral restart NAMESPACE`), as
+    /// PM2's `namespace`.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+
     /// Extra environment variable for the workers (KEY=VALUE), or, with a config file,
     /// the profile whose `env_PROFILE` applies (PM2's `--env production`). Repeatable.
     #[arg(short, long = "env", value_name = "KEY=VALUE|PROFILE", value_parser = parse_env)]
@@ -301,6 +306,12 @@ pub struct AppOptions {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     #[serde(with = "values::duration")]
     pub ready_timeout: Duration,
+
+    /// Take a worker that has not said it is ready after this long as ready all the same
+    /// (PM2's `listen_timeout`); `--ready-timeout` stops such a worker instead.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(with = "values::opt_duration")]
+    pub listen_timeout: Option<Duration>,
 
     /// How long a replacement must stay up after it is ready before the worker it
     /// replaces is drained; if it exits sooner, the reload is aborted.
@@ -343,6 +354,17 @@ pub struct AppOptions {
     #[arg(long)]
     pub time: bool,
 
+    /// Stamp lines with this format instead (PM2's `log_date_format`, dayjs tokens:
+    /// "YYYY-MM-DD HH:mm:ss Z"), in local time; implies --time.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_date_format: Option<String>,
+
+    /// `json`: write each line of worker output as a JSON object (message, timestamp,
+    /// type, process_id, app_name: PM2's `log_type: json`).
+    #[arg(long, value_name = "text|json", default_value = "text")]
+    #[serde(with = "values::text", alias = "log_type")]
+    pub log_format: LogFormat,
+
     /// Write the workers' standard output here (daemon apps; per slot as NAME-SLOT.EXT
     /// unless --merge-logs) instead of $CORRAL_HOME/logs.
     #[arg(long, value_name = "FILE")]
@@ -362,6 +384,12 @@ pub struct AppOptions {
     /// Don't restart workers that exit (PM2's `autorestart: false`).
     #[arg(long = "no-autorestart", action = clap::ArgAction::SetFalse)]
     pub autorestart: bool,
+
+    /// A worker that exits with this code is not restarted (PM2's `stop_exit_codes`).
+    /// Repeatable.
+    #[arg(long = "stop-exit-code", value_name = "CODE")]
+    #[serde(alias = "stop_exit_code", deserialize_with = "values::codes")]
+    pub stop_exit_codes: Vec<u8>,
 
     /// Unstable crashes in a row after which corral stops restarting a worker.
     #[arg(long, value_name = "N", default_value_t = 10)]
@@ -454,6 +482,13 @@ impl Default for ReadyArg {
     fn default() -> Self {
         ReadyArg::Delay(Duration::from_secs(1))
     }
+}
+
+/// How worker output lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// PM2's exec modes.
@@ -583,6 +618,15 @@ fn parse_env(s: &str) -> Result<EnvArg, String> {
 }
 
 impl AppOptions {
+    /// How lines of worker output are written.
+    pub fn line_format(&self) -> crate::line_format::LineFormat {
+        crate::line_format::LineFormat::new(
+            self.time,
+            self.log_date_format.as_deref(),
+            self.log_format == LogFormat::Json,
+        )
+    }
+
     /// The validated reload triggers; relative paths are taken from the app's cwd or `cwd`.
     pub fn triggers(&self, cwd: &Path) -> anyhow::Result<crate::triggers::Triggers> {
         let base = self.cwd.as_deref().unwrap_or(cwd);
@@ -823,11 +867,18 @@ impl AppOptions {
             env,
             instances,
             listen: self.listen,
-            ready: match self.ready {
-                ReadyArg::Notify => ReadyPolicy::Notify {
+            ready: match (self.ready, self.listen_timeout) {
+                (ReadyArg::Notify, None) => ReadyPolicy::Notify {
                     timeout: self.ready_timeout,
+                    assume_ready: false,
                 },
-                ReadyArg::Delay(delay) => ReadyPolicy::Delay { delay },
+                (ReadyArg::Notify, Some(timeout)) => ReadyPolicy::Notify {
+                    timeout,
+                    assume_ready: true,
+                },
+                (ReadyArg::Delay(_), Some(delay)) | (ReadyArg::Delay(delay), None) => {
+                    ReadyPolicy::Delay { delay }
+                }
             },
             settle: self.settle,
             restart: RestartPolicy {
@@ -836,6 +887,7 @@ impl AppOptions {
                 min_uptime: self.min_uptime,
                 max_restarts: self.max_restarts,
                 autorestart: self.autorestart,
+                stop_exit_codes: self.stop_exit_codes.iter().copied().collect(),
                 ..RestartPolicy::default()
             },
             stop: StopPolicy {

@@ -83,8 +83,8 @@ pub struct FileKeys {
     /// Arguments for the interpreter, before the script (`-u` for python, node flags).
     #[serde(alias = "node_args", deserialize_with = "words")]
     pub interpreter_args: Vec<String>,
-    /// PM2's timestamp format for log lines; corral stamps RFC 3339 (see `time`).
-    pub log_date_format: Option<String>,
+    /// PM2's combined log: both streams, when `out_file`/`error_file` don't say.
+    pub log_file: Option<String>,
     /// Keys PM2 files carry that have no meaning under corral; read so they don't warn.
     pub vizion: Option<Value>,
     pub source_map_support: Option<Value>,
@@ -432,8 +432,9 @@ fn read_app(
         // PM2 runs one instance of an app that doesn't say how many.
         options.instances = corral_core::spec::Instances::Count(1);
     }
-    if keys_only.log_date_format.is_some() {
-        options.time = true;
+    if let Some(both) = &keys_only.log_file {
+        options.out_file.get_or_insert_with(|| both.into());
+        options.error_file.get_or_insert_with(|| both.into());
     }
     Ok((
         FileApp {

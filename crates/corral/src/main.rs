@@ -10,6 +10,7 @@ mod config;
 mod daemon;
 mod exit;
 mod habits;
+mod line_format;
 mod monit;
 mod render;
 mod run;

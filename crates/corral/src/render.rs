@@ -143,9 +143,14 @@ pub fn report(r: &Report) -> String {
             size(*rss),
             size(*limit)
         ),
-        Report::NotRestarted { slot } => {
-            format!("worker {slot} is not restarted (autorestart is off)")
-        }
+        Report::NotRestarted {
+            slot,
+            stop_code: None,
+        } => format!("worker {slot} is not restarted (autorestart is off)"),
+        Report::NotRestarted {
+            slot,
+            stop_code: Some(code),
+        } => format!("worker {slot} is not restarted: exit code {code} is one of its stop exit codes"),
         Report::ListenerUnused {
             slot,
             pid,
@@ -232,16 +237,20 @@ pub fn suppressed(slot: usize, count: u64) -> String {
     format!("worker {slot}: {count} lines about it were not logged (over 10 a second)")
 }
 
-/// Writes one worker line as `[app:slot] text` (with `time`, `[app:slot] <RFC 3339> text`),
-/// in a single write so lines from different workers never mix.
-pub fn log_line(app: &str, line: &LogLine, buf: &mut Vec<u8>, time: bool) -> std::io::Result<()> {
+/// Writes one worker line as `[app:slot] text` (with `--time`, `[app:slot] <time> text`;
+/// with `--log-format json`, one JSON object), in a single write so lines from different
+/// workers never mix.
+pub fn log_line(
+    app: &str,
+    line: &LogLine,
+    buf: &mut Vec<u8>,
+    format: &crate::line_format::LineFormat,
+) -> std::io::Result<()> {
     buf.clear();
-    buf.extend_from_slice(format!("[{app}:{}] ", line.slot).as_bytes());
-    if time {
-        buf.extend_from_slice(crate::daemon::logfile::timestamp().as_bytes());
-        buf.push(b' ');
+    if !format.json {
+        buf.extend_from_slice(format!("[{app}:{}] ", line.slot).as_bytes());
     }
-    buf.extend_from_slice(&line.text);
+    format.write(buf, app, line.slot, line.stream, &line.text);
     buf.push(b'\n');
     match line.stream {
         Stream::Stdout => std::io::stdout().lock().write_all(buf),

@@ -23,7 +23,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .context("cannot read the current directory")
         .map_err(Failure::Runtime)?;
     let triggers = args.app.triggers(&cwd).map_err(Failure::Usage)?;
-    let time = args.app.time;
+    let lines = args.app.line_format();
     let spec = args
         .into_spec(
             std::env::vars_os().collect(),
@@ -44,14 +44,14 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::Runtime)?;
-    runtime.block_on(supervise(spec, listeners, triggers, time))
+    runtime.block_on(supervise(spec, listeners, triggers, lines))
 }
 
 async fn supervise(
     spec: AppSpec,
     listeners: Vec<Listener>,
     triggers: crate::triggers::Triggers,
-    time: bool,
+    lines: crate::line_format::LineFormat,
 ) -> Result<(), Failure> {
     let notes = Notes::spawn(std::io::stderr(), |n| {
         render::note(&format!(
@@ -73,7 +73,7 @@ async fn supervise(
     let mut buf = Vec::new();
     // A terminal that is gone (EPIPE) or full (ENOSPC) loses lines, never the supervisor.
     let all_written = writer::spawn_log_writer(log_rx, move |line| {
-        let _ = render::log_line(&app, line, &mut buf, time);
+        let _ = render::log_line(&app, line, &mut buf, &lines);
     });
     let report_task = tokio::spawn(print_reports(report_rx, notes.clone(), spec.name.clone()));
     let say = |text: &str| notes.line(render::note(text));

@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::cli::{ExecMode, ReadyArg};
+use crate::cli::{ExecMode, LogFormat, ReadyArg};
 
 /// A scalar as text: strings as they are, numbers and booleans written out.
 fn scalar_text(value: &Value) -> Option<String> {
@@ -146,6 +146,18 @@ pub mod strings {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         texts(d, "a string or a list of them")
     }
+}
+
+/// Exit codes: one number or a list (PM2's `stop_exit_codes`).
+pub fn codes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    texts(d, "an exit code (0 to 255) or a list of them")?
+        .iter()
+        .map(|t| {
+            t.parse::<u8>().map_err(|_| {
+                de::Error::custom(format!("expected exit codes from 0 to 255, got {t}"))
+            })
+        })
+        .collect()
 }
 
 /// Paths from one string or a list (`env_file`).
@@ -291,6 +303,23 @@ impl Text for ExecMode {
             Some("cluster" | "cluster_mode") => Ok(ExecMode::Cluster),
             Some("fork" | "fork_mode") => Ok(ExecMode::Fork),
             _ => Err(format!("expected \"cluster\" or \"fork\", {}", got(value))),
+        }
+    }
+}
+
+impl Text for LogFormat {
+    fn to_text(&self) -> String {
+        match self {
+            LogFormat::Text => "text".into(),
+            LogFormat::Json => "json".into(),
+        }
+    }
+
+    fn from_value(value: &Value) -> Result<Self, String> {
+        match value.as_str() {
+            Some("text" | "raw" | "") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            _ => Err(format!("expected \"text\" or \"json\", {}", got(value))),
         }
     }
 }

@@ -372,3 +372,50 @@ fn issue_10_fork_mode_with_increment_var_and_instance_var() {
     let listen = home.app("inc")["listen"].to_string();
     assert!(!listen.contains("asked by the app"), "{listen}");
 }
+
+#[test]
+fn issue_10_log_type_json_log_date_format_stop_exit_codes_and_namespaces() {
+    if !node() || !have("python3", "apt-get install python3") {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-logs");
+    let port = free_port();
+    let file = corpus(&home, "logs.config.js", port);
+    home.ok(&["start", &file]);
+    home.wait_online("jsonlog", 1);
+    let logs = home.dir.join("logs");
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    assert!(eventually(T, || read("jsonlog-0-out.log").contains("listening on")));
+    let line: serde_json::Value =
+        serde_json::from_str(read("jsonlog-0-out.log").lines().next().unwrap()).unwrap();
+    assert_eq!(line["app_name"], "jsonlog");
+    assert_eq!(line["type"], "out");
+    assert_eq!(line["process_id"], 0);
+    assert!(line["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("listening on"));
+    // "YYYY-MM-DD HH:mm Z": local time with its offset, then the line.
+    assert!(eventually(T, || read("stamped-0-out.log").contains(" tick ")));
+    let stamped = read("stamped-0-out.log");
+    let first = stamped.lines().next().unwrap();
+    let (date, rest) = first.split_at(23);
+    assert!(rest.starts_with(" tick "), "{first}");
+    assert_eq!(&date[4..5], "-");
+    assert!(
+        date[17..].starts_with('+') || date[17..].starts_with('-'),
+        "{first}"
+    );
+    // Exit code 3 is a stop exit code: done, not restarted.
+    assert!(
+        eventually(T, || home.daemon_log().contains(
+            "once: worker 0 is not restarted: exit code 3 is one of its stop exit codes"
+        )),
+        "{}",
+        home.daemon_log()
+    );
+    assert_eq!(home.app("once")["restarts"], 0);
+    // A namespace names its apps at once.
+    let restarted = home.ok(&["restart", "shop"]);
+    assert_eq!(restarted.trim(), "restarted jsonlog, stamped");
+}

@@ -81,6 +81,7 @@ impl Harness {
                 max_restarts: 2,
                 reset_after: Duration::from_secs(30),
                 autorestart: true,
+                stop_exit_codes: Default::default(),
             },
             stop: StopPolicy {
                 signal: Signal::SIGTERM,
@@ -105,7 +106,10 @@ impl Harness {
     }
 
     fn notify() -> ReadyPolicy {
-        ReadyPolicy::Notify { timeout: 2000 * MS }
+        ReadyPolicy::Notify {
+            timeout: 2000 * MS,
+            assume_ready: false,
+        }
     }
 
     fn send(&mut self, event: Event) -> Vec<Report> {
@@ -336,6 +340,41 @@ fn a_first_worker_not_ready_in_time_is_stopped_and_restarted() {
         reports[1],
         Report::RestartScheduled { unstable: 1, .. }
     ));
+}
+
+#[test]
+fn issue_10_with_listen_timeout_a_silent_worker_is_taken_as_ready_not_stopped() {
+    let policy = ReadyPolicy::Notify {
+        timeout: 2000 * MS,
+        assume_ready: true,
+    };
+    let mut h = Harness::new(1, policy);
+    let reports = h.advance(2000 * MS);
+    assert!(h.signals_to(101).is_empty(), "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, Report::Ready { pid: 101, .. })),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn issue_10_a_worker_ending_with_a_stop_exit_code_is_not_restarted() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.group.config.restart.stop_exit_codes = [3].into_iter().collect();
+    h.all_ready();
+    let reports = h.exit(101, 3);
+    assert!(
+        reports.iter().any(|r| matches!(
+            r,
+            Report::NotRestarted {
+                slot: 0,
+                stop_code: Some(3)
+            }
+        )),
+        "{reports:?}"
+    );
 }
 
 #[test]
@@ -622,7 +661,13 @@ fn without_autorestart_an_exited_worker_stays_gone_and_a_clean_end_is_a_stop() {
     let mut h = Harness::new(2, Harness::notify());
     h.group.config.restart.autorestart = false;
     h.all_ready();
-    assert_eq!(h.exit(101, 0)[1], Report::NotRestarted { slot: 0 });
+    assert_eq!(
+        h.exit(101, 0)[1],
+        Report::NotRestarted {
+            slot: 0,
+            stop_code: None
+        }
+    );
     assert_eq!(h.group.outcome(), None, "slot 1 still runs");
     h.exit(102, 0);
     assert_eq!(h.group.outcome(), Some(Outcome::Stopped));

@@ -67,7 +67,7 @@ pub struct LogFiles {
     app: String,
     max_size: u64,
     keep: usize,
-    time: bool,
+    format: crate::line_format::LineFormat,
     layout: Layout,
     /// By path: with merged logs several slots write to one file.
     open: HashMap<PathBuf, Open>,
@@ -101,7 +101,7 @@ impl LogFiles {
             app,
             max_size,
             keep: keep.max(1),
-            time: false,
+            format: Default::default(),
             layout: Layout::default(),
             open: HashMap::new(),
             lost: HashMap::new(),
@@ -125,9 +125,9 @@ impl LogFiles {
         self
     }
 
-    /// Starts every line with the time it was written.
-    pub fn with_time(mut self, time: bool) -> Self {
-        self.time = time;
+    /// How each line is written (time stamps, JSON).
+    pub fn with_format(mut self, format: crate::line_format::LineFormat) -> Self {
+        self.format = format;
         self
     }
 
@@ -175,11 +175,8 @@ impl LogFiles {
             );
             bytes.extend_from_slice(note.as_bytes());
         }
-        if self.time {
-            bytes.extend_from_slice(timestamp().as_bytes());
-            bytes.push(b' ');
-        }
-        bytes.extend_from_slice(&line.text);
+        self.format
+            .write(&mut bytes, &self.app, line.slot, line.stream, &line.text);
         bytes.push(b'\n');
         let out = self.open.get_mut(key).expect("opened above");
         out.file.write_all(&bytes)?;
@@ -219,11 +216,6 @@ impl LogFiles {
 /// so never rotated).
 pub fn is_discard(path: &Path) -> bool {
     path == Path::new("/dev/null") || path.file_name().is_some_and(|n| n == "NULL")
-}
-
-/// Now, as RFC 3339 UTC with milliseconds.
-pub fn timestamp() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 /// Opens for appending. In corral's own home (`private`), a symlink planted where a

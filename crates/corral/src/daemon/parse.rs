@@ -13,7 +13,7 @@ use super::state::App;
 pub struct Parsed {
     pub spec: AppSpec,
     pub triggers: crate::triggers::Triggers,
-    pub time: bool,
+    pub lines: crate::line_format::LineFormat,
     pub layout: super::logfile::Layout,
 }
 
@@ -28,7 +28,7 @@ pub fn parse_start(app: &StartApp) -> Result<Parsed, String> {
         merge: options.merge_logs,
     };
     let triggers = options.triggers(&cwd_path).map_err(|e| format!("{e:#}"))?;
-    let time = options.time;
+    let lines = options.line_format();
     if let Some(count) = app.scaled {
         // Checked (and forced, if it had to be) when it was scaled.
         options.instances = corral_core::spec::Instances::Count(count);
@@ -46,7 +46,7 @@ pub fn parse_start(app: &StartApp) -> Result<Parsed, String> {
     Ok(Parsed {
         spec,
         triggers,
-        time,
+        lines,
         layout,
     })
 }

@@ -390,6 +390,15 @@ impl Daemon {
                 None => Err(format!("no app has id {id} (see `corral ls`)")),
             };
         }
+        let namespace: Vec<String> = self
+            .apps
+            .values()
+            .filter(|a| a.start.options.namespace.as_deref() == Some(target))
+            .map(|a| a.name.clone())
+            .collect();
+        if !namespace.is_empty() {
+            return Ok(namespace);
+        }
         Err(match closest(target, self.apps.keys()) {
             Some(near) => format!("no app named `{target}`; did you mean `{near}`?"),
             None if self.apps.is_empty() => {
@@ -410,7 +419,7 @@ impl Daemon {
         let Parsed {
             spec,
             triggers,
-            time,
+            lines,
             layout,
         } = parsed;
         if let Some(existing) = self.apps.get(&spec.name) {
@@ -424,7 +433,7 @@ impl Daemon {
         let mut app = App::new(start, spec, triggers);
         app.id = self.next_id;
         self.next_id += 1;
-        app.time = time;
+        app.lines = lines;
         app.layout = layout;
         app.log_generation = self.log_generation.clone();
         if let Err(e) = launch(&mut app, &self.home, &self.tx) {
@@ -623,7 +632,7 @@ impl Daemon {
                 };
                 app.spec = parsed.spec;
                 app.triggers = parsed.triggers;
-                app.time = parsed.time;
+                app.lines = parsed.lines;
                 app.layout = parsed.layout;
             }
             Some(Err(e)) => journal::say(&format!(
@@ -924,7 +933,7 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
     let (reports, mut report_rx) = mpsc::unbounded_channel();
     let (logs, mut log_rx) = mpsc::channel(1024);
     let mut files = LogFiles::new(home.logs(), app.name.clone())
-        .with_time(app.time)
+        .with_format(app.lines.clone())
         .with_layout(app.layout.clone())
         .reopening_on(app.log_generation.clone());
     std::thread::spawn(move || {

@@ -71,8 +71,8 @@ pub struct App {
     /// `--watch` / `--cron-restart`, and their running watchers while the app runs.
     pub triggers: crate::triggers::Triggers,
     pub running_triggers: Option<crate::triggers::Running>,
-    /// Timestamps in the log files (`--time`).
-    pub time: bool,
+    /// How lines are written in the log files (`--time`, `--log-format`).
+    pub lines: crate::line_format::LineFormat,
     /// Where its output goes.
     pub layout: super::logfile::Layout,
     /// The daemon's `reloadLogs` count; its log writer reopens files when it changes.
@@ -99,7 +99,7 @@ impl App {
             listen: Vec::new(),
             triggers,
             running_triggers: None,
-            time: false,
+            lines: Default::default(),
             layout: Default::default(),
             log_generation: Default::default(),
         }
@@ -170,6 +170,13 @@ impl App {
                     } else {
                         "online (socket closed)"
                     };
+                }
+            }
+            // Follows its Exited: the worker is done, not restarting.
+            Report::NotRestarted { slot, .. } => {
+                if let Some(row) = self.rows.get_mut(slot) {
+                    row.status = "exited";
+                    row.restarts = row.restarts.saturating_sub(1);
                 }
             }
             Report::GaveUp { slot, .. } => {
