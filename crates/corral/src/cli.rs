@@ -371,6 +371,10 @@ pub struct AppOptions {
     #[serde(alias = "out", alias = "output")]
     pub out_file: Option<PathBuf>,
 
+    /// Also write both streams of every slot here (PM2's `log_file`).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
     /// The same for standard error.
     #[arg(long, value_name = "FILE")]
     #[serde(alias = "err_file", alias = "error", alias = "err")]
@@ -659,6 +663,8 @@ pub fn interpreter_for(script: &Path) -> Option<&'static str> {
         Some("py") => Some("python3"),
         Some("rb") => Some("ruby"),
         Some("sh") => Some("bash"),
+        Some("php") => Some("php"),
+        Some("pl") => Some("perl"),
         _ => None,
     }
 }
@@ -739,7 +745,7 @@ pub fn check_app_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// A name made from a command's file name: characters an app name can't have become `-`.
-fn name_from(stem: &str) -> String {
+pub fn name_from(stem: &str) -> String {
     let name: String = stem
         .chars()
         .map(|c| {

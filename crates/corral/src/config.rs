@@ -83,8 +83,6 @@ pub struct FileKeys {
     /// Arguments for the interpreter, before the script (`-u` for python, node flags).
     #[serde(alias = "node_args", deserialize_with = "words")]
     pub interpreter_args: Vec<String>,
-    /// PM2's combined log: both streams, when `out_file`/`error_file` don't say.
-    pub log_file: Option<String>,
     /// Keys PM2 files carry that have no meaning under corral; read so they don't warn.
     pub vizion: Option<Value>,
     pub source_map_support: Option<Value>,
@@ -131,6 +129,7 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Loaded, ConfigError> {
         line,
         message,
     })?;
+    let deploy = value.get("deploy").is_some();
     let (list_key, apps) = app_list(format, value).map_err(|(key, m)| fail(&key, m))?;
     let dir = path
         .parent()
@@ -142,6 +141,12 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Loaded, ConfigError> {
         apps: Vec::new(),
         warnings: Vec::new(),
     };
+    if deploy {
+        loaded.warnings.push(format!(
+            "{file}: deploy: PM2's deploy sections are not corral's job (deploy with your CI, then `corral startOrReload {}`); ignored",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+    }
     let mut seen = Seen::default();
     for (i, app) in apps.into_iter().enumerate() {
         let cx = Context {
@@ -428,13 +433,21 @@ fn read_app(
         }
         None => return Err(cx.error("script", "missing: every app needs a `script`")),
     }
+    if let Some(name) = options.name.clone() {
+        if crate::cli::check_app_name(&name).is_err() {
+            // PM2 takes any name; corral's become file names and targets.
+            let safe = crate::cli::name_from(&name);
+            cx.warn(
+                warnings,
+                "name",
+                &format!("`{name}` is not a name corral can use in file names and commands; the app is called `{safe}`"),
+            );
+            options.name = Some(safe);
+        }
+    }
     if pm2_instances {
         // PM2 runs one instance of an app that doesn't say how many.
         options.instances = corral_core::spec::Instances::Count(1);
-    }
-    if let Some(both) = &keys_only.log_file {
-        options.out_file.get_or_insert_with(|| both.into());
-        options.error_file.get_or_insert_with(|| both.into());
     }
     Ok((
         FileApp {

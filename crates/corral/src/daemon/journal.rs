@@ -22,6 +22,7 @@ pub fn open(home: &Home) {
         out: Some(path.clone()),
         err: None,
         merge: true,
+        combined: None,
     });
     let sink = Sink {
         path,

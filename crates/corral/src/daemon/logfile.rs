@@ -27,6 +27,8 @@ pub struct Layout {
     pub out: Option<PathBuf>,
     pub err: Option<PathBuf>,
     pub merge: bool,
+    /// PM2's `log_file`: every line of both streams, also written here.
+    pub combined: Option<PathBuf>,
 }
 
 impl Layout {
@@ -138,6 +140,15 @@ impl LogFiles {
         let key = self
             .layout
             .path(&self.dir, &self.app, line.slot, line.stream);
+        let combined = self.layout.combined.clone().filter(|p| !is_discard(p));
+        let first = self.write_to(key, line);
+        match combined {
+            Some(path) => first.and(self.write_to(path, line)),
+            None => first,
+        }
+    }
+
+    fn write_to(&mut self, key: PathBuf, line: &LogLine) -> io::Result<()> {
         if is_discard(&key) {
             return Ok(());
         }
@@ -264,6 +275,31 @@ mod tests {
             stream: Stream::Stdout,
             text: text.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn issue_10_a_combined_file_gets_both_streams_and_null_discards() {
+        let dir = std::env::temp_dir().join(format!("corral-combined-{}", std::process::id()));
+        let combined = dir.join("all.log");
+        let layout = Layout {
+            out: Some(PathBuf::from("/x/NULL")),
+            combined: Some(combined.clone()),
+            ..Layout::default()
+        };
+        let mut files = LogFiles::new(dir.clone(), "app".into()).with_layout(layout);
+        files.write(&line(0, "to out")).unwrap();
+        let err = LogLine {
+            stream: Stream::Stderr,
+            ..line(1, "to err")
+        };
+        files.write(&err).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&combined).unwrap(),
+            "to out\nto err\n"
+        );
+        assert!(!Path::new("/x/NULL").exists());
+        assert!(dir.join("app-1-err.log").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

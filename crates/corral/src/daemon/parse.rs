@@ -26,6 +26,7 @@ pub fn parse_start(app: &StartApp) -> Result<Parsed, String> {
         out: resolve(&options.out_file),
         err: resolve(&options.error_file),
         merge: options.merge_logs,
+        combined: resolve(&options.log_file),
     };
     let triggers = options.triggers(&cwd_path).map_err(|e| format!("{e:#}"))?;
     let lines = options.line_format();
