@@ -289,38 +289,48 @@ impl Text for Instances {
     }
 }
 
+/// A clap value enum's text: its flag spelling.
+fn enum_text<T: clap::ValueEnum>(t: &T) -> String {
+    t.to_possible_value()
+        .expect("no variant is skipped")
+        .get_name()
+        .to_owned()
+}
+
+/// A clap value enum from its flag spelling, or one of PM2's other spellings (`aliases`).
+fn enum_from<T: clap::ValueEnum>(value: &Value, aliases: &[(&str, &str)]) -> Result<T, String> {
+    let text = value.as_str().unwrap_or_default();
+    let text = aliases
+        .iter()
+        .find(|(alias, _)| *alias == text)
+        .map_or(text, |(_, to)| to);
+    T::from_str(text, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .map(|v| format!("\"{}\"", enum_text(v)))
+            .collect();
+        format!("expected {}, {}", names.join(" or "), got(value))
+    })
+}
+
 impl Text for ExecMode {
     fn to_text(&self) -> String {
-        match self {
-            ExecMode::Cluster => "cluster".into(),
-            ExecMode::Fork => "fork".into(),
-        }
+        enum_text(self)
     }
 
     /// PM2 writes `cluster`, `cluster_mode`, `fork` or `fork_mode`.
     fn from_value(value: &Value) -> Result<Self, String> {
-        match value.as_str() {
-            Some("cluster" | "cluster_mode") => Ok(ExecMode::Cluster),
-            Some("fork" | "fork_mode") => Ok(ExecMode::Fork),
-            _ => Err(format!("expected \"cluster\" or \"fork\", {}", got(value))),
-        }
+        enum_from(value, &[("cluster_mode", "cluster"), ("fork_mode", "fork")])
     }
 }
 
 impl Text for LogFormat {
     fn to_text(&self) -> String {
-        match self {
-            LogFormat::Text => "text".into(),
-            LogFormat::Json => "json".into(),
-        }
+        enum_text(self)
     }
 
     fn from_value(value: &Value) -> Result<Self, String> {
-        match value.as_str() {
-            Some("text" | "raw" | "") => Ok(LogFormat::Text),
-            Some("json") => Ok(LogFormat::Json),
-            _ => Err(format!("expected \"text\" or \"json\", {}", got(value))),
-        }
+        enum_from(value, &[("raw", "text"), ("", "text")])
     }
 }
 
@@ -414,6 +424,24 @@ mod tests {
         let json = serde_json::to_string(&options).unwrap();
         let back: AppOptions = serde_json::from_str(&json).unwrap();
         assert_eq!(back, options, "{json}");
+    }
+
+    #[test]
+    fn pm2_spellings_of_modes_and_their_errors() {
+        use super::Text;
+        use crate::cli::{ExecMode, LogFormat};
+        let v = |s: &str| serde_json::Value::String(s.into());
+        assert_eq!(
+            ExecMode::from_value(&v("cluster_mode")),
+            Ok(ExecMode::Cluster)
+        );
+        assert_eq!(ExecMode::from_value(&v("fork")), Ok(ExecMode::Fork));
+        assert_eq!(LogFormat::from_value(&v("json")), Ok(LogFormat::Json));
+        assert_eq!(
+            ExecMode::from_value(&v("spawn")),
+            Err("expected \"cluster\" or \"fork\", got \"spawn\"".into())
+        );
+        assert_eq!(ExecMode::Fork.to_text(), "fork");
     }
 
     #[test]
