@@ -757,7 +757,7 @@ pub fn name_from(stem: &str) -> String {
         })
         .take(64)
         .collect();
-    let name = name.trim_start_matches('.');
+    let name = name.trim_start_matches(['.', '-']);
     if name.is_empty() || name == "all" {
         "app".into()
     } else {

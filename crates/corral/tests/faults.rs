@@ -795,14 +795,27 @@ fn issue_8_hostile_names_and_planted_homes_are_refused() {
         assert!(err.contains("invalid app name"), "{name}: {err}");
     }
     assert!(!escaped.exists());
-    // A config file's names go through the same check.
+    // A config file's names (PM2 takes any) are made safe, with a warning: nothing
+    // outside the home is written.
     let config = write_config(
         &home,
         "bad.json",
-        &format!(r#"{{"apps": [{{"name": "../x", "script": "{fixture}"}}]}}"#),
+        &format!(
+            r#"{{"apps": [{{"name": "../x", "script": "{fixture}", "listen": "127.0.0.1:0"}}]}}"#
+        ),
     );
     let out = home.corral(&["start", &config]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid app name"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "`../x` is not a name corral can use in file names and commands; the app is called `x`"
+        ),
+        "{err}"
+    );
+    home.wait_online("x", 1);
+    assert!(!home.dir.parent().unwrap().join("x-0-out.log").exists());
+    home.ok(&["delete", "x"]);
 
     // A home someone else prepared, with a symlink planted where the dump goes.
     let planted = std::env::temp_dir().join(format!("corral-planted-{}", std::process::id()));
