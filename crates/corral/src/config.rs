@@ -722,6 +722,31 @@ mod tests {
     }
 
     #[test]
+    fn issue_10_config_error_messages() {
+        let cases = [
+            ("instances.json", "{\"apps\": [{\"script\": \"a.js\"},\n  {\"script\": \"b.js\", \"instances\": \"lots\"}]}"),
+            ("timeout.yaml", "apps:\n  - script: a.js\n    kill_timeout: soon\n"),
+            ("memory.toml", "[[app]]\nscript = \"a\"\nmax_memory_restart = \"lots\"\n"),
+            ("env.json", "{\"apps\": [{\"script\": \"a.js\",\n  \"env\": {\"PORT\": {\"n\": 1}}}]}"),
+            ("mode.json", "{\"apps\": [{\"script\": \"a.js\",\n  \"exec_mode\": \"spawn\"}]}"),
+            ("codes.json", "{\"apps\": [{\"script\": \"a.js\",\n  \"stop_exit_codes\": [300]}]}"),
+            ("listen.json", "{\"apps\": [{\"script\": \"a.js\",\n  \"listen\": \"example.com:80\"}]}"),
+            ("noscript.json", "{\"apps\": [{\"name\": \"x\"}]}"),
+            ("empty.json", "{\"apps\": []}"),
+            ("syntax.json", "{\"apps\": [\n  {\"script\": \"a.js\"\n]}"),
+        ];
+        let mut out = String::new();
+        for (name, text) in cases {
+            let path = write(name, text);
+            let dir = path.parent().unwrap().display().to_string();
+            let err = load(&path, None).unwrap_err().to_string();
+            out.push_str(&err.replace(&dir, "$DIR"));
+            out.push('\n');
+        }
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
     fn a_missing_profile_warns_and_the_app_starts_with_env() {
         let path = write(
             "p.json",

@@ -198,23 +198,32 @@ fn issue_10_a_port_in_use_reaches_the_apps_listen_callback_as_node_says_it() {
 }
 
 #[test]
-fn issue_10_scale_survives_restart_and_save_kill_resurrect() {
+fn issue_10_scale_and_reloaded_settings_survive_restart_and_save_kill_resurrect() {
     let home = Home::new(CORRAL, "pm2-state");
     let fixture = corral_testkit::fixture_bin(CORRAL).display().to_string();
-    home.ok(&[
-        "start",
-        &fixture,
-        "--name",
-        "fx",
-        "-i",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let dir = home.dir.with_extension("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ecosystem.json");
+    let write = |mode: &str| {
+        let text = format!(
+            r#"{{"apps":[{{"name":"fx","script":"{fixture}","listen":"127.0.0.1:0","env":{{"MODE":"{mode}"}}}}]}}"#
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    write("first");
+    let file = file.display().to_string();
+    home.ok(&["start", &file]);
     home.wait_online("fx", 1);
     home.ok(&["scale", "fx", "+2"]);
     home.wait_online("fx", 3);
     home.ok(&["restart", "fx"]);
+    home.wait_online("fx", 3);
+    // New settings from the file, by a reload: they stick too.
+    write("second");
+    home.ok(&["reload", &file]);
+    assert!(eventually(T, || home
+        .ok(&["env", "fx"])
+        .contains("MODE=second")));
     home.wait_online("fx", 3);
     home.ok(&["save"]);
     let workers = pids(&home.app("fx"));
@@ -229,6 +238,38 @@ fn issue_10_scale_survives_restart_and_save_kill_resurrect() {
     let restored = home.ok(&["resurrect"]);
     assert!(restored.contains("started fx (3 workers)"), "{restored}");
     home.wait_online("fx", 3);
+    assert!(home.ok(&["env", "fx"]).contains("MODE=second"));
+}
+
+#[test]
+fn issue_10_unstartup_removes_what_startup_installed() {
+    let home = Home::new(CORRAL, "pm2-unstartup");
+    let fake_home = home.dir.with_extension("user");
+    std::fs::create_dir_all(&fake_home).unwrap();
+    let corral = |args: &[&str]| {
+        Command::new(CORRAL)
+            .args(args)
+            .env("CORRAL_HOME", &home.dir)
+            .env("HOME", &fake_home)
+            .output()
+            .unwrap()
+    };
+    let none = corral(&["unstartup", "systemd", "--user"]);
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no unit at"));
+    assert!(corral(&["startup", "systemd", "--user", "--install"])
+        .status
+        .success());
+    let unit = fake_home.join(".config/systemd/user/corral.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(text.contains("Environment=\"PATH="), "{text}");
+    assert!(
+        text.contains("LimitNOFILE=") && text.contains("ExecReload="),
+        "{text}"
+    );
+    let removed = corral(&["unstartup", "systemd", "--user"]);
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(!unit.exists());
 }
 
 /// Waits until the app on `port` answers with `text` (old workers serve on for the

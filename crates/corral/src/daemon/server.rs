@@ -631,6 +631,11 @@ impl Daemon {
                     ..start
                 };
                 app.spec = parsed.spec;
+                // A runtime scale wins over the file's `instances`.
+                if let Some(count) = app.start.scaled {
+                    app.spec.instances = count;
+                }
+                app.instances = app.spec.instances;
                 app.triggers = parsed.triggers;
                 app.lines = parsed.lines;
                 app.layout = parsed.layout;
@@ -883,7 +888,8 @@ fn describe(then: Then, names: &[String]) -> String {
 fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>) -> Result<String, String> {
     let mut note = String::new();
     if let Some((start, parsed)) = reread {
-        if parsed.spec.listen != app.spec.listen || parsed.spec.instances != app.spec.instances {
+        let instances = app.start.scaled.unwrap_or(parsed.spec.instances);
+        if parsed.spec.listen != app.spec.listen || instances != app.spec.instances {
             note = " (listen and instances changes take effect on `corral restart`)".into();
         }
         let mut spec = parsed.spec;
