@@ -24,6 +24,9 @@ IDLE_TIMEOUT = 2.0
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     timeout = IDLE_TIMEOUT
+    # Headers and body go out in separate writes: without TCP_NODELAY each kept-alive
+    # response waits out the client's delayed ACK (40 ms).
+    disable_nagle_algorithm = True
 
     def do_GET(self):
         body = f"pid={os.getpid()}\n".encode()

@@ -2,7 +2,7 @@
 
     corral run --listen 8000 -i 2 -- python3 uvicorn_app.py
 
-uvicorn takes corral's socket with `fd=3`. On SIGTERM uvicorn alone closes idle
+uvicorn serves corral's socket (fd 3). On SIGTERM uvicorn alone closes idle
 keep-alive connections at once, which races clients sending their next request on
 them. uvicorn's shutdown also closes connections it accepted an instant before but whose
 request has not arrived yet. So on SIGTERM this launcher
@@ -15,6 +15,7 @@ A second SIGTERM or SIGINT shuts down at once.
 """
 
 import os
+import socket
 import threading
 import time
 
@@ -66,10 +67,13 @@ class DrainingServer(uvicorn.Server):
 
 
 def main():
-    fd = 3 if os.environ.get("LISTEN_FDS") else None
     port = int(os.environ.get("PORT", "8000"))
-    config = uvicorn.Config(close_when_draining, fd=fd, port=port, log_level="warning", lifespan="off")
-    DrainingServer(config).run()
+    config = uvicorn.Config(close_when_draining, port=port, log_level="warning", lifespan="off")
+    # corral's socket is fd 3 (LISTEN_FDS). socket(fileno=3) finds its family (TCP), so
+    # asyncio sets TCP_NODELAY on connections; uvicorn's own `fd=3` takes it for a Unix
+    # socket and every kept-alive response then waits out a delayed ACK.
+    sockets = [socket.socket(fileno=3)] if os.environ.get("LISTEN_FDS") else None
+    DrainingServer(config).run(sockets=sockets)
 
 
 if __name__ == "__main__":
