@@ -25,38 +25,52 @@ pub fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool)
     }
 }
 
-/// Whether `tool` is on PATH; when it is not, says the test is skipped and `how` to get it.
+/// Whether `tool` is on PATH; when it is not, says the test is skipped and `how` to get
+/// it (see [`skip`]).
 pub fn have(tool: &str, how: &str) -> bool {
     let found = std::process::Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("skipped: `{tool}` is not installed ({how})");
+        skip(&format!("`{tool}` is not installed ({how})"));
     }
     found
 }
 
+/// Says why a test is skipped. Under `CI=true` a skip is a failure instead: CI installs
+/// every tool the tests use (`.ci/run`), so a missing one is a broken CI, not a reason
+/// to pass without testing.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "CI=true but the test would be skipped: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
 /// `REPO/package/name`: a file of a Node package in the repository, with its
-/// dependencies installed; None (saying so) when `CORRAL_SKIP_NODE` is set. Panics with
-/// the fix when node or the package's `node_modules` is missing.
+/// dependencies installed; None, saying how to enable the test, when `CORRAL_SKIP_NODE`
+/// is set or node or the package's `node_modules` is missing (see [`skip`]).
 pub fn node_file(package: &str, name: &str) -> Option<String> {
     if std::env::var_os("CORRAL_SKIP_NODE").is_some() {
         eprintln!("skipped: CORRAL_SKIP_NODE is set");
         return None;
     }
     let found = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "node is not installed: install Node.js 20+ or set CORRAL_SKIP_NODE=1"
-    );
+    if !found.is_ok_and(|o| o.status.success()) {
+        skip("node is not installed (install Node.js 20+)");
+        return None;
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(package);
-    assert!(
-        dir.join("node_modules").is_dir(),
-        "run `npm ci --prefix {package}` first (or set CORRAL_SKIP_NODE=1)"
-    );
+    if !dir.join("node_modules").is_dir() {
+        skip(&format!(
+            "{package}'s npm packages are not installed (run `npm ci --prefix {package}`)"
+        ));
+        return None;
+    }
     let path = dir.join(name).canonicalize().expect("the file exists");
     Some(path.display().to_string())
 }

@@ -518,6 +518,9 @@ fn daemon_resurrect_restores_saved_apps_then_notifies_systemd_and_sigterm_drains
 
 #[test]
 fn monit_renders_apps_under_tmux_and_its_keys_scale() {
+    if !corral_testkit::have("tmux", "apt-get install tmux") {
+        return;
+    }
     let home = home("monit");
     let fixture = fixture();
     home.ok(&[

@@ -146,7 +146,7 @@ fn tls_pair(dir: &std::path::Path) -> Option<(String, String)> {
         .arg(&cert)
         .output();
     if !made.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: openssl is not installed (apt-get install openssl)");
+        corral_testkit::skip("openssl is not installed (apt-get install openssl)");
         return None;
     }
     Some((key.display().to_string(), cert.display().to_string()))
@@ -459,7 +459,7 @@ fn issue_9_gunicorn_reloads_lose_nothing_and_a_broken_deploy_is_rolled_back() {
         .arg("--version")
         .output();
     if !found.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: gunicorn is not installed (pip install gunicorn)");
+        corral_testkit::skip("gunicorn is not installed (pip install gunicorn)");
         return;
     }
     let dir = std::env::temp_dir().join(format!("corral-gunicorn-{}", std::process::id()));

@@ -49,7 +49,7 @@ fn issue_9_uvicorn_recipe_loses_nothing() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("skipped: uvicorn is not installed (python3 -m pip install uvicorn)");
+        corral_testkit::skip("uvicorn is not installed (python3 -m pip install uvicorn)");
         return;
     }
     let app = recipe("python/uvicorn_app.py");
