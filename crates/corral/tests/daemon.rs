@@ -288,7 +288,9 @@ fn log_rotation_under_a_fast_writer_loses_no_line() {
 
 #[test]
 fn corral_start_runs_an_unmodified_node_app_with_the_right_interpreter() {
-    if std::env::var_os("CORRAL_SKIP_NODE").is_some() {
+    if std::env::var_os("CORRAL_SKIP_NODE").is_some()
+        || !corral_testkit::have("node", "install Node.js 20+")
+    {
         return;
     }
     let home = home("node");
@@ -393,7 +395,10 @@ fn ecosystem_files_in_every_format_start_the_right_apps_with_the_right_env() {
         ("ecosystem.config.js", js, vec![]),
     ];
     for (name, text, extra) in &files {
-        if name.ends_with(".js") && std::env::var_os("CORRAL_SKIP_NODE").is_some() {
+        if name.ends_with(".js")
+            && (std::env::var_os("CORRAL_SKIP_NODE").is_some()
+                || !corral_testkit::have("node", "install Node.js 20+"))
+        {
             continue;
         }
         let path = config_file(&home, name, text).display().to_string();
