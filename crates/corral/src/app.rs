@@ -15,7 +15,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => crate::run::run(args),
         Command::Daemon(args) => crate::daemon::Home::from_env()
-            .and_then(|home| crate::daemon::serve(home, args.resurrect))
+            .and_then(|home| crate::daemon::serve(home, args.resurrect, args.observe))
             .map_err(Failure::Runtime),
         other => crate::commands::run(other),
     };

@@ -135,6 +135,9 @@ pub struct DaemonArgs {
     /// Start the apps saved by `corral save`, then tell systemd we are ready (Type=notify).
     #[arg(long)]
     pub resurrect: bool,
+
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 #[derive(Debug, Args)]
@@ -461,10 +464,25 @@ pub struct AppOptions {
     pub lag_warning: Duration,
 }
 
+/// Where corral itself can be watched: Prometheus metrics and Kubernetes probes.
+#[derive(Debug, Clone, Args)]
+pub struct ObserveArgs {
+    /// Serve /metrics (Prometheus), /livez and /readyz here, e.g. 127.0.0.1:9100.
+    #[arg(long, value_name = "ADDR", env = "CORRAL_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// /readyz answers ready when each app has this many ready workers [default: all].
+    #[arg(long, value_name = "N")]
+    pub min_ready: Option<usize>,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub app: AppOptions,
+
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 
     /// The command to run, with its arguments (put `--` before it if it has flags of its own).
     #[arg(

@@ -11,6 +11,7 @@ mod daemon;
 mod exit;
 mod habits;
 mod line_format;
+mod metrics;
 mod monit;
 mod render;
 mod run;

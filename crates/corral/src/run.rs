@@ -24,6 +24,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .map_err(Failure::Runtime)?;
     let triggers = args.app.triggers(&cwd).map_err(Failure::Usage)?;
     let lines = args.app.line_format();
+    let observe = args.observe.clone();
     let spec = args
         .into_spec(
             std::env::vars_os().collect(),
@@ -44,7 +45,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::Runtime)?;
-    runtime.block_on(supervise(spec, listeners, triggers, lines))
+    runtime.block_on(supervise(spec, listeners, triggers, lines, observe))
 }
 
 async fn supervise(
@@ -52,6 +53,7 @@ async fn supervise(
     listeners: Vec<Listener>,
     triggers: crate::triggers::Triggers,
     lines: crate::line_format::LineFormat,
+    observe: crate::cli::ObserveArgs,
 ) -> Result<(), Failure> {
     let notes = Notes::spawn(std::io::stderr(), |n| {
         render::note(&format!(
@@ -75,8 +77,28 @@ async fn supervise(
     let all_written = writer::spawn_log_writer(log_rx, move |line| {
         let _ = render::log_line(&app, line, &mut buf, &lines);
     });
-    let report_task = tokio::spawn(print_reports(report_rx, notes.clone(), spec.name.clone()));
     let say = |text: &str| notes.line(render::note(text));
+    let metrics = match observe.metrics {
+        Some(addr) => {
+            let metrics = crate::metrics::Metrics::spawn(observe.min_ready);
+            metrics.started(&spec.name, spec.instances);
+            let local = crate::metrics::serve(addr, metrics.clone())
+                .await
+                .with_context(|| format!("cannot serve --metrics on {addr}"))
+                .map_err(Failure::Runtime)?;
+            say(&format!(
+                "metrics on http://{local}/metrics, probes on /livez and /readyz"
+            ));
+            Some(metrics)
+        }
+        None => None,
+    };
+    let report_task = tokio::spawn(print_reports(
+        report_rx,
+        notes.clone(),
+        spec.name.clone(),
+        metrics,
+    ));
 
     for l in &listeners {
         say(&format!(
@@ -129,9 +151,17 @@ async fn supervise(
     }
 }
 
-async fn print_reports(mut rx: mpsc::UnboundedReceiver<Report>, notes: Notes, app: String) {
+async fn print_reports(
+    mut rx: mpsc::UnboundedReceiver<Report>,
+    notes: Notes,
+    app: String,
+    metrics: Option<crate::metrics::Metrics>,
+) {
     let mut chatter = Chatter::default();
     while let Some(report) = rx.recv().await {
+        if let Some(metrics) = &metrics {
+            metrics.report(&app, &report);
+        }
         for line in chatter.lines(&app, &report, std::time::Instant::now()) {
             notes.line(render::note(&line));
         }

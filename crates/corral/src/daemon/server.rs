@@ -33,7 +33,7 @@ use crate::render;
 /// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).
 /// With `resurrect`, starts the saved apps and then reports ready to systemd
 /// (`NOTIFY_SOCKET`). Returns at once when another daemon holds the lock.
-pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
+pub fn serve(home: Home, resurrect: bool, observe: crate::cli::ObserveArgs) -> anyhow::Result<()> {
     home.create()?;
     let lock = open_private(&home.lock())
         .with_context(|| format!("cannot open {}", home.lock().display()))?;
@@ -66,6 +66,16 @@ pub fn serve(home: Home, resurrect: bool) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(accept_loop(listener, tx.clone()));
         let mut daemon = Daemon::new(home, tx, lock);
+        if let Some(addr) = observe.metrics {
+            let metrics = crate::metrics::Metrics::spawn(observe.min_ready);
+            let local = crate::metrics::serve(addr, metrics.clone())
+                .await
+                .with_context(|| format!("cannot serve --metrics on {addr}"))?;
+            journal::say(&format!(
+                "metrics on http://{local}/metrics, probes on /livez and /readyz"
+            ));
+            daemon.metrics = Some(metrics);
+        }
         if resurrect {
             if let Response::Error { message } = daemon.resurrect() {
                 journal::say(&format!("resurrect: {message}"));
@@ -258,6 +268,8 @@ struct Daemon {
     joins: Joins,
     /// The id the next app gets.
     next_id: u32,
+    /// `--metrics`: the board every report also goes to.
+    metrics: Option<crate::metrics::Metrics>,
     /// Bumped by `reloadLogs`: every app's log writer reopens its files.
     log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -274,6 +286,7 @@ impl Daemon {
             chatter: Chatter::default(),
             joins: Joins::default(),
             next_id: 0,
+            metrics: None,
             log_generation: Default::default(),
         }
     }
@@ -438,6 +451,9 @@ impl Daemon {
         app.log_generation = self.log_generation.clone();
         if let Err(e) = launch(&mut app, &self.home, &self.tx) {
             return Response::error(e);
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.started(&app.name, app.instances);
         }
         let message = format!(
             "started {} ({} workers){}",
@@ -608,6 +624,9 @@ impl Daemon {
             Then::Nothing => {}
             Then::Delete => {
                 self.apps.remove(name);
+                if let Some(metrics) = &self.metrics {
+                    metrics.forget(name);
+                }
             }
             Then::Start => {
                 if let Some(job) = Reread::of(app) {
@@ -645,8 +664,13 @@ impl Daemon {
             )),
             None => {}
         }
-        if let Err(e) = launch(app, &self.home, &self.tx) {
-            journal::say(&format!("{name}: cannot start again: {e}"));
+        match launch(app, &self.home, &self.tx) {
+            Ok(()) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.started(name, app.instances);
+                }
+            }
+            Err(e) => journal::say(&format!("{name}: cannot start again: {e}")),
         }
     }
 
@@ -848,6 +872,9 @@ impl Daemon {
     fn report(&mut self, name: &str, report: Report) {
         for line in self.chatter.lines(name, &report, Instant::now()) {
             journal::say(&format!("{name}: {line}"));
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.report(name, &report);
         }
         if let Some(app) = self.apps.get_mut(name) {
             app.apply(&report, Instant::now());

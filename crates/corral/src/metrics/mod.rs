@@ -1,0 +1,203 @@
+//! `--metrics ADDR`: Prometheus metrics (`/metrics`) and Kubernetes probes (`/livez`,
+//! `/readyz`) over HTTP, for `corral run` and the daemon. One task owns the [`Board`];
+//! the supervisor sends it reports, the HTTP side asks it questions.
+
+mod board;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use corral_core::group::Report;
+use corral_core::process::Pid;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use tokio::sync::{mpsc, oneshot};
+
+pub use board::{Board, Usage};
+
+enum Msg {
+    Started(String, usize),
+    Forget(String),
+    Report(String, Report),
+    Pids(oneshot::Sender<Vec<Pid>>),
+    Render(Box<Scrape>, oneshot::Sender<String>),
+    Ready(oneshot::Sender<Result<String, String>>),
+}
+
+/// What a scrape read from /proc, off the board's task.
+struct Scrape {
+    usage: BTreeMap<Pid, Usage>,
+    own: Usage,
+    open_fds: usize,
+}
+
+/// A handle on the board's task. Cheap to clone; sending never waits.
+#[derive(Clone)]
+pub struct Metrics {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Metrics {
+    /// Starts the board's task; `min_ready` is what `/readyz` asks of each app (None: all).
+    pub fn spawn(min_ready: Option<usize>) -> Metrics {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut board = Board::new(min_ready);
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    Msg::Started(app, n) => board.started(&app, n),
+                    Msg::Forget(app) => board.forget(&app),
+                    Msg::Report(app, report) => board.apply(&app, &report),
+                    Msg::Pids(reply) => {
+                        let _ = reply.send(board.pids());
+                    }
+                    Msg::Render(scrape, reply) => {
+                        let _ =
+                            reply.send(board.render(&scrape.usage, scrape.own, scrape.open_fds));
+                    }
+                    Msg::Ready(reply) => {
+                        let _ = reply.send(board.readiness());
+                    }
+                }
+            }
+        });
+        Metrics { tx }
+    }
+
+    pub fn started(&self, app: &str, instances: usize) {
+        let _ = self.tx.send(Msg::Started(app.to_owned(), instances));
+    }
+
+    pub fn forget(&self, app: &str) {
+        let _ = self.tx.send(Msg::Forget(app.to_owned()));
+    }
+
+    pub fn report(&self, app: &str, report: &Report) {
+        let _ = self.tx.send(Msg::Report(app.to_owned(), report.clone()));
+    }
+
+    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(msg(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    async fn scrape(&self) -> Option<String> {
+        let pids = self.ask(Msg::Pids).await?;
+        let scrape = tokio::task::spawn_blocking(move || read_proc(&pids))
+            .await
+            .ok()?;
+        self.ask(|reply| Msg::Render(Box::new(scrape), reply)).await
+    }
+}
+
+/// Memory and CPU of `pids` (whole trees for memory) and of corral itself.
+fn read_proc(pids: &[Pid]) -> Scrape {
+    use corral_core::os::memory::{cpu_ticks, tree_rss};
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let me = std::process::id() as Pid;
+    let mut roots = pids.to_vec();
+    roots.push(me);
+    let memory = tree_rss(&roots);
+    let usage_of = |pid: Pid| Usage {
+        memory: memory.get(&pid).copied().unwrap_or(0),
+        cpu_seconds: cpu_ticks(pid).unwrap_or(0) as f64 / hz,
+    };
+    let own = Usage {
+        // corral's own process only, not its workers.
+        memory: own_rss().unwrap_or(0),
+        ..usage_of(me)
+    };
+    Scrape {
+        usage: pids.iter().map(|&p| (p, usage_of(p))).collect(),
+        own,
+        open_fds: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()),
+    }
+}
+
+fn own_rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    Some(pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64)
+}
+
+/// Serves `/metrics`, `/livez` and `/readyz` on `addr` until the runtime ends.
+pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of fds: the scraper retries; corral must not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| answer(req, metrics.clone()));
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service),
+                )
+                .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+async fn answer<B>(req: Request<B>, metrics: Metrics) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, kind, body) = match req.uri().path() {
+        "/metrics" => match metrics.scrape().await {
+            Some(text) => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            ),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "stopping\n".into(),
+            ),
+        },
+        // Answered by the board's task: the supervisor's runtime is turning.
+        "/livez" => match metrics.ask(Msg::Ready).await {
+            Some(_) => (StatusCode::OK, "text/plain", "ok\n".into()),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "stopping\n".into(),
+            ),
+        },
+        "/readyz" => match metrics.ask(Msg::Ready).await {
+            Some(Ok(text)) => (StatusCode::OK, "text/plain", format!("{text}\n")),
+            Some(Err(why)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "stopping\n".into(),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "corral serves /metrics, /livez and /readyz\n".into(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(kind),
+    );
+    Ok(response)
+}

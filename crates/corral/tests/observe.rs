@@ -1,0 +1,221 @@
+//! Issue 12: `--metrics`: Prometheus metrics a real parser reads, scraped during a reload
+//! under load, and `/readyz` following the workers as they start, crash and stop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use corral_testkit::{eventually, fixture_bin, free_port, get, have, Corral, Load};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const T: Duration = Duration::from_secs(30);
+
+fn fixture() -> String {
+    fixture_bin(CORRAL).display().to_string()
+}
+
+/// `corral run` of the fixture with `--metrics` on a free port; corral and the port.
+fn run(flags: &[&str], env: &[(&str, &str)]) -> (Corral, SocketAddr) {
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let at = metrics.to_string();
+    let fixture = fixture();
+    let mut args = vec![
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "web",
+        "--metrics",
+        &at,
+    ];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--", &fixture]);
+    let c = Corral::start(CORRAL, &args, env);
+    c.wait_for("probes on /livez and /readyz", T);
+    (c, metrics)
+}
+
+fn status(addr: SocketAddr, path: &str) -> u16 {
+    get(addr, path).map_or(0, |r| r.status)
+}
+
+/// Checks `text` with Prometheus' own Python client parser; None when it isn't installed.
+fn parsed_by_prometheus(text: &str) -> Option<String> {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        corral_testkit::skip("prometheus_client is not installed (pip install prometheus_client)");
+        return None;
+    }
+    use std::io::Write;
+    let script =
+        "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+                  for f in text_string_to_metric_families(sys.stdin.read()):\n\
+                  \x20   for s in f.samples: print(s.name, sorted(s.labels.items()), s.value)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the scrape: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn issue_12_metrics_scraped_during_a_reload_under_load_parse_and_show_it() {
+    if !have("python3", "apt-get install python3") {
+        return;
+    }
+    let (c, metrics) = run(&["-i", "2"], &[("FIXTURE_DRAIN_MS", "300")]);
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    let load = Load::start(c.addr(), 4, true, Duration::from_secs(60));
+    assert!(load.wait_ok(200, T));
+    c.signal(Signal::SIGHUP);
+    // Scrapes while the reload runs: each parses; one of them catches a slot's worker
+    // that is not (yet) ready or a replacement, as the reload goes on.
+    let mut scrapes = 0;
+    while !c.output().iter().any(|l| l.contains("reload done")) && scrapes < 500 {
+        let text = get(metrics, "/metrics").unwrap().body;
+        if let Some(samples) = parsed_by_prometheus(&text) {
+            assert!(samples.contains("corral_worker_ready"), "{samples}");
+        }
+        scrapes += 1;
+    }
+    c.wait_for("reload done: 2 workers replaced", T);
+    let text = get(metrics, "/metrics").unwrap().body;
+    assert!(
+        text.contains("corral_reloads_total{app=\"web\",outcome=\"done\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("corral_app_ready_workers{app=\"web\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE corral_worker_resident_memory_bytes gauge"),
+        "{text}"
+    );
+    assert!(text.contains("corral_process_open_fds "), "{text}");
+    if let Some(samples) = parsed_by_prometheus(&text) {
+        assert!(
+            samples.contains("corral_reloads_total [('app', 'web'), ('outcome', 'done')] 1"),
+            "{samples}"
+        );
+    }
+    assert_eq!(load.finish().failed, 0);
+}
+
+#[test]
+fn issue_12_readyz_follows_workers_as_they_start_crash_and_stop() {
+    let (mut c, metrics) = run(
+        &["-i", "2", "--ready", "notify", "--restart-delay", "2s"],
+        &[
+            ("FIXTURE_READY_DELAY_MS", "700"),
+            ("FIXTURE_DRAIN_MS", "1500"),
+        ],
+    );
+    // Starting: not ready until both workers are.
+    assert_eq!(status(metrics, "/readyz"), 503);
+    assert_eq!(status(metrics, "/livez"), 200);
+    assert!(eventually(T, || status(metrics, "/readyz") == 200));
+    assert!(get(metrics, "/readyz")
+        .unwrap()
+        .body
+        .contains("web: 2 of 2 workers ready"));
+    // A crash: not ready while the slot waits out its restart delay, ready again after.
+    let line = c.wait_for("worker 0 ready", T);
+    kill(Pid::from_raw(Corral::pid_in(&line)), Signal::SIGKILL).unwrap();
+    assert!(eventually(T, || status(metrics, "/readyz") == 503));
+    assert!(get(metrics, "/readyz")
+        .unwrap()
+        .body
+        .contains("web: 1 of 2 workers ready"));
+    assert!(eventually(T, || status(metrics, "/readyz") == 200));
+    // Stopping: not ready from the first moment of the drain.
+    c.signal(Signal::SIGTERM);
+    assert!(eventually(T, || get(metrics, "/readyz")
+        .is_ok_and(
+            |r| r.status == 503 && r.body.contains("web is stopping")
+        )));
+    assert!(c.wait_exit(T).success());
+}
+
+#[test]
+fn issue_12_a_taken_metrics_address_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap().to_string();
+    let fixture = fixture();
+    let mut c = Corral::start(
+        CORRAL,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            &at,
+            "--",
+            &fixture,
+        ],
+        &[],
+    );
+    assert!(!c.wait_exit(T).success());
+    let out = c.output().join("\n");
+    assert!(
+        out.contains(&format!("cannot serve --metrics on {at}")),
+        "{out}"
+    );
+}
+
+#[test]
+fn issue_12_the_daemon_serves_metrics_and_probes_for_every_app() {
+    let home = corral_testkit::Home::new(CORRAL, "observe-daemon");
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let at = metrics.to_string();
+    let fixture = fixture();
+    // CORRAL_METRICS reaches the daemon the CLI starts on demand (as --metrics does
+    // for `corral daemon` in a unit file).
+    let out = home.corral_env(
+        &[
+            "start",
+            &fixture,
+            "--name",
+            "api",
+            "-i",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("CORRAL_METRICS", &at)],
+    );
+    assert!(out.status.success(), "{out:?}");
+    home.wait_online("api", 2);
+    assert!(eventually(T, || status(metrics, "/readyz") == 200));
+    let text = get(metrics, "/metrics").unwrap().body;
+    assert!(
+        text.contains("corral_app_ready_workers{app=\"api\"} 2\n"),
+        "{text}"
+    );
+    home.ok(&["stop", "api"]);
+    assert!(eventually(T, || status(metrics, "/readyz") == 503));
+    home.ok(&["delete", "api"]);
+    assert!(get(metrics, "/readyz")
+        .unwrap()
+        .body
+        .contains("no app runs"));
+}
