@@ -73,6 +73,10 @@ pub enum Command {
     Init(InitArgs),
     /// Remove the unit `corral startup --install` wrote.
     Unstartup(StartupArgs),
+    /// Print a shell completion script: `corral completions bash > /etc/bash_completion.d/corral`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): `corral man | man -l -`.
+    Man,
     /// Stop an app (or `all`); it stays listed until deleted.
     Stop(Target),
     /// Stop and start an app again (or `all`).

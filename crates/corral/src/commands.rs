@@ -16,6 +16,11 @@ use crate::render;
 
 /// Runs one daemon command.
 pub fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Completions { shell } => return crate::habits::completions(shell),
+        Command::Man => return crate::habits::man(),
+        _ => {}
+    }
     let home = Home::from_env().map_err(Failure::Runtime)?;
     if let Some(done) = file_target(&home, &command) {
         return done;
@@ -75,6 +80,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Startup(args) => return startup(&home, &args),
         Command::Monit => return crate::monit::run(home).map_err(Failure::Runtime),
         Command::Run(_) | Command::Daemon(_) => unreachable!("handled by app::main"),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     };
     let starts_daemon = matches!(
         request,

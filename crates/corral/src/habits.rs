@@ -1,5 +1,6 @@
-//! PM2 habits: the verbs PM2 users type (`startOrReload`, `reload ecosystem.config.js`,
-//! `reset`, `reloadLogs`, `report`, `init`, `unstartup`, `jlist`) on the CLI side.
+//! PM2 habits and the CLI's own odds and ends: the verbs PM2 users type (`startOrReload`,
+//! `reload ecosystem.config.js`, `reset`, `reloadLogs`, `report`, `init`, `unstartup`,
+//! `jlist`), shell completions and the man page.
 
 use std::path::{Path, PathBuf};
 
@@ -247,4 +248,24 @@ pub fn unstartup(args: &StartupArgs) -> Result<(), Failure> {
             anyhow::Error::from(e).context(format!("cannot remove {}", path.display())),
         )),
     }
+}
+
+/// `completions SHELL`: the script clap writes from the CLI's own definitions.
+pub fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut crate::cli::Cli::command(), "corral", &mut out);
+    out!("{}", String::from_utf8_lossy(&out));
+    Ok(())
+}
+
+/// `man`: the manual page, roff, from the CLI's own definitions.
+pub fn man() -> Result<(), Failure> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(crate::cli::Cli::command())
+        .render(&mut out)
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    out!("{}", String::from_utf8_lossy(&out));
+    Ok(())
 }

@@ -443,3 +443,47 @@ fn issue_10_log_type_json_log_date_format_stop_exit_codes_and_namespaces() {
     let restarted = home.ok(&["restart", "shop"]);
     assert_eq!(restarted.trim(), "restarted jsonlog, stamped");
 }
+
+#[test]
+fn issue_12_completions_and_the_man_page_come_from_the_cli_definitions() {
+    let out = Command::new(CORRAL)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("startOrReload"), "every verb completes");
+    if have("bash", "apt-get install bash") {
+        // bash takes it: the function is defined and bound to `corral`.
+        let check = Command::new("bash")
+            .args(["-c", "source /dev/stdin; complete -p corral"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&check.stdout).contains("corral"),
+            "{check:?}"
+        );
+    }
+    for shell in ["zsh", "fish"] {
+        assert!(Command::new(CORRAL)
+            .args(["completions", shell])
+            .output()
+            .unwrap()
+            .status
+            .success());
+    }
+    let man = Command::new(CORRAL).arg("man").output().unwrap();
+    let page = String::from_utf8(man.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH corral"),
+        "{page}"
+    );
+    assert!(page.contains("startOrReload"), "every verb is in the page");
+}
