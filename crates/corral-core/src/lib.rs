@@ -4,6 +4,7 @@
 //! user typed into an [`AppSpec`], binds its [`listen::Listener`]s, and drives
 //! [`supervisor::run`], reading [`group::Report`]s and worker [`output::LogLine`]s back.
 
+pub mod activation;
 pub mod channel;
 pub mod cluster;
 pub mod dispatch;

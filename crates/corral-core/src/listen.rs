@@ -72,6 +72,23 @@ fn hint(e: &io::Error, addr: &ListenAddr) -> String {
 }
 
 impl Listener {
+    /// A socket bound by someone else (systemd) and handed to corral: kept, never
+    /// unlinked.
+    pub(crate) fn adopted(
+        name: String,
+        requested: ListenAddr,
+        local: ListenAddr,
+        socket: OwnedFd,
+    ) -> Listener {
+        Listener {
+            name,
+            requested,
+            local,
+            socket,
+            unix_path: None,
+        }
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use corral_core::group::{Outcome, Report};
-use corral_core::listen::{self, Listener};
+use corral_core::listen::Listener;
 use corral_core::supervisor::{self, Channels, RunError};
 use corral_core::writer::{self, Notes};
 use corral_core::AppSpec;
@@ -19,6 +19,8 @@ use crate::render;
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
+    // Sockets systemd passed are taken before anything else can open a file.
+    let mut passed = corral_core::activation::inherited();
     let cwd = std::env::current_dir()
         .context("cannot read the current directory")
         .map_err(Failure::Runtime)?;
@@ -33,7 +35,15 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .map_err(Failure::Usage)?;
     // A typo in the command is reported before anything is bound or started.
     supervisor::resolve(&spec).map_err(|e| Failure::Usage(e.into()))?;
-    let listeners = listen::bind_all(&spec.listen).map_err(|e| Failure::Runtime(e.into()))?;
+    let listeners = corral_core::activation::bind_or_adopt(&spec.listen, &mut passed)
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    for unused in &passed {
+        errln!(
+            "[corral] warning: systemd passed a socket on {} that no --listen names; closing it",
+            unused.local()
+        );
+    }
+    drop(passed);
     // Orphans of workers are reparented to us and reaped, whether or not we are PID 1.
     let _ = corral_core::os::become_subreaper();
     // If corral is killed, the keeper kills what its workers left (grandchildren too).

@@ -219,3 +219,91 @@ fn issue_12_the_daemon_serves_metrics_and_probes_for_every_app() {
         .body
         .contains("no app runs"));
 }
+
+#[test]
+fn issue_12_a_socket_from_systemd_socket_activate_is_taken_not_bound() {
+    if !have("systemd-socket-activate", "apt-get install systemd") {
+        return;
+    }
+    let port = free_port();
+    let at = format!("127.0.0.1:{port}");
+    let listen = format!("web={at}");
+    let fixture = fixture();
+    // systemd-socket-activate binds, then starts corral at the first connection, with the
+    // socket as fd 3; binding it again would fail (address in use).
+    let c = Corral::start(
+        "systemd-socket-activate",
+        &[
+            "-l",
+            &at,
+            "--fdname=web",
+            CORRAL,
+            "run",
+            "--listen",
+            &listen,
+            "--name",
+            "web",
+            "-i",
+            "2",
+            "--",
+            &fixture,
+        ],
+        &[],
+    );
+    let addr: SocketAddr = at.parse().unwrap();
+    assert!(
+        eventually(T, || get(addr, "/")
+            .is_ok_and(|r| r.body.contains("app=web"))),
+        "{:?}",
+        c.output()
+    );
+    c.wait_for("worker 1 ready", T);
+}
+
+#[test]
+fn issue_12_a_restart_under_a_socket_unit_loses_no_connection() {
+    use std::io::{BufRead, Write};
+    if !have("python3", "apt-get install python3") {
+        return;
+    }
+    let holder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/fake_systemd.py");
+    let fixture = fixture();
+    let mut child = std::process::Command::new("python3")
+        .args([
+            holder,
+            CORRAL,
+            "run",
+            "--listen",
+            "web=127.0.0.1:@PORT@",
+            "-i",
+            "2",
+            "--",
+            &fixture,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run python3");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let port: u16 = first.strip_prefix("holding ").unwrap().parse().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(eventually(T, || get(addr, "/").is_ok()));
+    let load = Load::start(addr, 4, false, Duration::from_secs(60));
+    assert!(load.wait_ok(200, T));
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin).unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "stopped");
+    assert_eq!(lines.next().unwrap().unwrap(), "started again");
+    let before = load.ok_so_far();
+    assert!(load.wait_ok(before + 300, T), "the new corral serves");
+    let report = load.finish();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(
+        report.by_pid.len() >= 4,
+        "both corrals' workers served: {report:?}"
+    );
+    drop(stdin);
+    let _ = child.wait();
+}
