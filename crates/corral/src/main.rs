@@ -16,6 +16,7 @@ mod monit;
 mod render;
 mod run;
 mod secrets;
+mod service;
 mod triggers;
 mod values;
 

@@ -103,11 +103,14 @@ async fn supervise(
         }
         None => None,
     };
+    let service = crate::service::Service::new(spec.instances);
+    let watchdog = crate::service::start_watchdog();
     let report_task = tokio::spawn(print_reports(
         report_rx,
         notes.clone(),
         spec.name.clone(),
         metrics,
+        service,
     ));
 
     for l in &listeners {
@@ -142,6 +145,9 @@ async fn supervise(
     )
     .await;
     signals.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     let _ = report_task.await;
     // Workers are gone; let the last lines they wrote reach the terminal.
     let _ = tokio::time::timeout(OUTPUT_GRACE, all_written).await;
@@ -166,9 +172,11 @@ async fn print_reports(
     notes: Notes,
     app: String,
     metrics: Option<crate::metrics::Metrics>,
+    mut service: crate::service::Service,
 ) {
     let mut chatter = Chatter::default();
     while let Some(report) = rx.recv().await {
+        service.apply(&report);
         if let Some(metrics) = &metrics {
             metrics.report(&app, &report);
         }

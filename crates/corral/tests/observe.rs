@@ -307,3 +307,56 @@ fn issue_12_a_restart_under_a_socket_unit_loses_no_connection() {
     drop(stdin);
     let _ = child.wait();
 }
+
+#[test]
+fn issue_12_corral_run_is_a_type_notify_service_with_a_watchdog() {
+    let dir = std::env::temp_dir().join(format!("corral-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let systemd = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    systemd.set_read_timeout(Some(T)).unwrap();
+    let socket = path.display().to_string();
+    let fixture = fixture();
+    let mut c = Corral::start(
+        CORRAL,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "-i",
+            "2",
+            "--ready",
+            "notify",
+            "--",
+            &fixture,
+        ],
+        &[
+            ("NOTIFY_SOCKET", &socket),
+            ("WATCHDOG_USEC", "200000"),
+            ("FIXTURE_READY_DELAY_MS", "300"),
+        ],
+    );
+    let mut next = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).expect("a message from corral");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut messages = Vec::new();
+    while !messages.iter().any(|m: &String| m.contains("READY=1")) {
+        messages.push(next());
+    }
+    // Ready only once both workers are.
+    c.wait_for("worker 0 ready", T);
+    c.wait_for("worker 1 ready", T);
+    assert!(
+        messages.last().unwrap().contains("STATUS=2 workers ready"),
+        "{messages:?}"
+    );
+    // The watchdog: pings every 100 ms.
+    assert!((0..3).all(|_| next().contains("WATCHDOG=1")));
+    c.signal(Signal::SIGTERM);
+    assert!((0..20).map(|_| next()).any(|m| m.contains("STOPPING=1")));
+    assert!(c.wait_exit(T).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
