@@ -337,7 +337,7 @@ fn issue_12_corral_run_is_a_type_notify_service_with_a_watchdog() {
             ("FIXTURE_READY_DELAY_MS", "300"),
         ],
     );
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 512];
         let n = systemd.recv(&mut buf).expect("a message from corral");
         String::from_utf8_lossy(&buf[..n]).into_owned()
