@@ -490,7 +490,22 @@ fn issue_9_gunicorn_reloads_lose_nothing_and_a_broken_deploy_is_rolled_back() {
     let c = Corral::start(CORRAL, &args, &[]);
     c.wait_for("worker 0 ready", T);
     c.wait_for("worker 1 ready", T);
-    let load = Load::start(c.addr(), 4, false, Duration::from_secs(60));
+    // gunicorn says READY=1 before its workers import the app: the deploy must wait
+    // until all 4 old workers (2 gunicorns × -w 2) have imported it, or a slow one
+    // would import the broken version (an in-place deploy's race, not corral's).
+    let mut booted = std::collections::BTreeSet::new();
+    assert!(
+        corral_testkit::eventually(T, || {
+            booted.extend(
+                corral_testkit::get(c.addr(), "/")
+                    .ok()
+                    .and_then(|r| r.pid()),
+            );
+            booted.len() == 4
+        }),
+        "the old gunicorns' workers answered: {booted:?}"
+    );
+    let load = Load::start(c.addr(), 4, false, Duration::from_secs(120));
     assert!(load.wait_ok(200, T));
     wsgi_app(&dir, true);
     c.signal(Signal::SIGHUP);
@@ -499,7 +514,11 @@ fn issue_9_gunicorn_reloads_lose_nothing_and_a_broken_deploy_is_rolled_back() {
         T,
     );
     let before = load.ok_so_far();
-    assert!(load.wait_ok(before + 300, T), "the old gunicorns serve on");
+    assert!(
+        load.wait_ok(before + 300, T),
+        "the old gunicorns serve on: {:?}",
+        c.output()
+    );
     assert_no_failures("gunicorn, broken deploy", &load.finish());
     let _ = std::fs::remove_dir_all(&dir);
 }
