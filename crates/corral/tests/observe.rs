@@ -360,3 +360,79 @@ fn issue_12_corral_run_is_a_type_notify_service_with_a_watchdog() {
     assert!(c.wait_exit(T).success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A cgroup with a CPU quota of one CPU (v2 `cpu.max`, or v1 `cpu.cfs_quota_us`), made
+/// for the test; None where this machine doesn't let us make one.
+fn one_cpu_cgroup() -> Option<std::path::PathBuf> {
+    let name = format!("corral-test-{}", std::process::id());
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
+    let (dir, file, value) = if v2.exists() {
+        (
+            std::path::Path::new("/sys/fs/cgroup").join(&name),
+            "cpu.max",
+            "100000 100000",
+        )
+    } else {
+        (
+            std::path::Path::new("/sys/fs/cgroup/cpu").join(&name),
+            "cpu.cfs_quota_us",
+            "100000",
+        )
+    };
+    std::fs::create_dir(&dir).ok()?;
+    if std::fs::write(dir.join(file), value).is_err() {
+        let _ = std::fs::remove_dir(&dir);
+        return None;
+    }
+    Some(dir)
+}
+
+#[test]
+fn issue_12_instances_max_counts_the_cpus_a_cgroup_quota_allows() {
+    let Some(cgroup) = one_cpu_cgroup() else {
+        eprintln!(
+            "skipped: cannot make a cgroup with a CPU quota here (needs root and a cpu controller)"
+        );
+        return;
+    };
+    let fixture = fixture();
+    let script = format!(
+        "echo $$ > {}/cgroup.procs 2>/dev/null || echo $$ > {}/tasks; exec {CORRAL} run --listen 127.0.0.1:0 -i max -- {fixture}",
+        cgroup.display(),
+        cgroup.display()
+    );
+    let mut c = Corral::start("sh", &["-c", &script], &[]);
+    c.wait_for("starting 1 workers", T);
+    c.signal(Signal::SIGTERM);
+    let _ = c.wait_exit(T);
+    // The cgroup is empty once corral and its worker are gone.
+    assert!(eventually(T, || std::fs::remove_dir(&cgroup).is_ok()));
+}
+
+#[test]
+fn issue_12_the_kubernetes_manifests_pass_kubernetes_schemas() {
+    if !have("kubernetes-validate", "pip install kubernetes-validate") {
+        return;
+    }
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/deployment.yaml"
+    );
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", manifest])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    for kind in [
+        "deployment/myapp",
+        "service/myapp",
+        "horizontalpodautoscaler/myapp",
+    ] {
+        assert!(
+            text.contains(&format!("passed for resource {kind}")),
+            "{text}"
+        );
+    }
+}
