@@ -108,7 +108,8 @@ pub enum Event {
 }
 
 /// Something that happened, for the user to see.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Report {
     Spawned {
         slot: usize,
@@ -124,6 +125,7 @@ pub enum Report {
     Ready {
         slot: usize,
         pid: Pid,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         after: Duration,
     },
     Status {
@@ -135,33 +137,40 @@ pub enum Report {
         slot: usize,
         pid: Pid,
         status: ExitStatus,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         uptime: Duration,
         expected: bool,
     },
     RestartScheduled {
         slot: usize,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         delay: Duration,
         unstable: u32,
     },
     GaveUp {
         slot: usize,
         unstable: u32,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         min_uptime: Duration,
     },
     ReadyTimeout {
         slot: usize,
         pid: Pid,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         timeout: Duration,
     },
     WatchdogTimeout {
         slot: usize,
         pid: Pid,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         silent_for: Duration,
     },
     KillTimeout {
         slot: usize,
         pid: Pid,
+        #[serde(serialize_with = "crate::serde_ms::signal")]
         signal: Signal,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         timeout: Duration,
     },
     ReloadStarted {
@@ -170,6 +179,7 @@ pub enum Report {
     ReloadQueued,
     ReloadFinished {
         replaced: usize,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         took: Duration,
     },
     /// `reload` is false when the replacement was for one worker (memory limit).
@@ -181,6 +191,7 @@ pub enum Report {
     Lag {
         slot: usize,
         pid: Pid,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         lag: Duration,
     },
     MemoryLimit {
@@ -209,6 +220,7 @@ pub enum Report {
     /// every `retry` at most. Said once per 1000 failed passes.
     AcceptStarved {
         error: String,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         retry: Duration,
     },
     /// Connections handed to a worker that died before taking them, given to others.
@@ -257,15 +269,18 @@ pub enum Report {
 }
 
 /// Why a rolling reload stopped before it replaced every worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AbortReason {
     SpawnFailed(String),
     ExitedBeforeReady(ExitStatus),
-    NotReadyInTime(Duration),
+    NotReadyInTime(#[serde(serialize_with = "crate::serde_ms::duration")] Duration),
     /// It said it was ready, then exited `after` that, within the settle window.
     ExitedWhileSettling {
         status: ExitStatus,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         after: Duration,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
         settle: Duration,
     },
 }

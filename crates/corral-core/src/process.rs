@@ -6,7 +6,8 @@ use std::fmt;
 pub type Pid = i32;
 
 /// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ExitStatus {
     Code(i32),
     /// Killed by this signal number.

@@ -366,10 +366,12 @@ pub struct AppOptions {
     #[arg(long, value_name = "FORMAT")]
     pub log_date_format: Option<String>,
 
-    /// `json`: write each line of worker output as a JSON object (message, timestamp,
-    /// type, process_id, app_name: PM2's `log_type: json`).
-    #[arg(long, value_name = "text|json", default_value = "text")]
-    #[serde(with = "values::text", alias = "log_type")]
+    /// `json`: one JSON object per line: worker output as time, app, slot, pid, stream,
+    /// line; with `corral run`, corral's own events too (time, app, kind, its fields,
+    /// message). `pm2-json`: worker output as PM2's `log_type: json` writes it (message,
+    /// timestamp, type, process_id, app_name).
+    #[arg(long, value_name = "text|json|pm2-json", default_value = "text")]
+    #[serde(with = "values::text")]
     pub log_format: LogFormat,
 
     /// Write the workers' standard output here (daemon apps; per slot as NAME-SLOT.EXT
@@ -515,6 +517,7 @@ impl Default for ReadyArg {
 pub enum LogFormat {
     Text,
     Json,
+    Pm2Json,
 }
 
 /// PM2's exec modes.
@@ -646,11 +649,12 @@ fn parse_env(s: &str) -> Result<EnvArg, String> {
 impl AppOptions {
     /// How lines of worker output are written.
     pub fn line_format(&self) -> crate::line_format::LineFormat {
-        crate::line_format::LineFormat::new(
-            self.time,
-            self.log_date_format.as_deref(),
-            self.log_format == LogFormat::Json,
-        )
+        let json = match self.log_format {
+            LogFormat::Text => None,
+            LogFormat::Json => Some(crate::line_format::Json::Corral),
+            LogFormat::Pm2Json => Some(crate::line_format::Json::Pm2),
+        };
+        crate::line_format::LineFormat::new(self.time, self.log_date_format.as_deref(), json)
     }
 
     /// The validated reload triggers; relative paths are taken from the app's cwd or `cwd`.

@@ -83,6 +83,8 @@ pub struct FileKeys {
     /// Arguments for the interpreter, before the script (`-u` for python, node flags).
     #[serde(alias = "node_args", deserialize_with = "words")]
     pub interpreter_args: Vec<String>,
+    /// PM2's `log_type`: `json` writes worker lines as PM2's JSON objects.
+    pub log_type: Option<String>,
     /// Keys PM2 files carry that have no meaning under corral; read so they don't warn.
     pub vizion: Option<Value>,
     pub source_map_support: Option<Value>,
@@ -443,6 +445,13 @@ fn read_app(
                 &format!("`{name}` is not a name corral can use in file names and commands; the app is called `{safe}`"),
             );
             options.name = Some(safe);
+        }
+    }
+    match keys_only.log_type.as_deref() {
+        Some("json") => options.log_format = crate::cli::LogFormat::Pm2Json,
+        None | Some("raw" | "") => {}
+        Some(other) => {
+            return Err(cx.error("log_type", format!("expected \"json\", got \"{other}\"")))
         }
     }
     if pm2_instances {

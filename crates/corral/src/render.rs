@@ -247,10 +247,10 @@ pub fn log_line(
     format: &crate::line_format::LineFormat,
 ) -> std::io::Result<()> {
     buf.clear();
-    if !format.json {
+    if format.json.is_none() {
         buf.extend_from_slice(format!("[{app}:{}] ", line.slot).as_bytes());
     }
-    format.write(buf, app, line.slot, line.stream, &line.text);
+    format.write(buf, app, line);
     buf.push(b'\n');
     match line.stream {
         Stream::Stdout => std::io::stdout().lock().write_all(buf),

@@ -70,10 +70,15 @@ async fn supervise(
             "{n} report lines dropped while stderr was blocked"
         ))
     });
+    let speaker = Speaker {
+        notes: notes.clone(),
+        lines: lines.clone(),
+        app: spec.name.clone(),
+    };
     let (control_tx, controls) = mpsc::channel(16);
-    let on_trigger = notes.clone();
+    let on_trigger = speaker.clone();
     let _triggers = crate::triggers::start(&triggers, control_tx.clone(), move |m| {
-        on_trigger.line(render::note(&m))
+        on_trigger.say(None, &m)
     })
     .map_err(Failure::Runtime)?;
     let (reports, report_rx) = mpsc::unbounded_channel();
@@ -87,7 +92,7 @@ async fn supervise(
     let all_written = writer::spawn_log_writer(log_rx, move |line| {
         let _ = render::log_line(&app, line, &mut buf, &lines);
     });
-    let say = |text: &str| notes.line(render::note(text));
+    let say = |text: &str| speaker.say(None, text);
     let metrics = match observe.metrics {
         Some(addr) => {
             let metrics = crate::metrics::Metrics::spawn(observe.min_ready);
@@ -105,13 +110,7 @@ async fn supervise(
     };
     let service = crate::service::Service::new(spec.instances);
     let watchdog = crate::service::start_watchdog();
-    let report_task = tokio::spawn(print_reports(
-        report_rx,
-        notes.clone(),
-        spec.name.clone(),
-        metrics,
-        service,
-    ));
+    let report_task = tokio::spawn(print_reports(report_rx, speaker.clone(), metrics, service));
 
     for l in &listeners {
         say(&format!(
@@ -167,10 +166,28 @@ async fn supervise(
     }
 }
 
+/// corral's own lines: `[corral] text`, or with `--log-format json` one JSON event each
+/// (the report's kind and fields beside the text).
+#[derive(Clone)]
+struct Speaker {
+    notes: Notes,
+    lines: crate::line_format::LineFormat,
+    app: String,
+}
+
+impl Speaker {
+    fn say(&self, report: Option<&Report>, text: &str) {
+        let bytes = match self.lines.json {
+            Some(_) => self.lines.event(&self.app, report, text),
+            None => render::note(text),
+        };
+        self.notes.line(bytes);
+    }
+}
+
 async fn print_reports(
     mut rx: mpsc::UnboundedReceiver<Report>,
-    notes: Notes,
-    app: String,
+    speaker: Speaker,
     metrics: Option<crate::metrics::Metrics>,
     mut service: crate::service::Service,
 ) {
@@ -178,10 +195,10 @@ async fn print_reports(
     while let Some(report) = rx.recv().await {
         service.apply(&report);
         if let Some(metrics) = &metrics {
-            metrics.report(&app, &report);
+            metrics.report(&speaker.app, &report);
         }
-        for line in chatter.lines(&app, &report, std::time::Instant::now()) {
-            notes.line(render::note(&line));
+        for line in chatter.lines(&speaker.app, &report, std::time::Instant::now()) {
+            speaker.say(Some(&report), &line);
         }
     }
 }

@@ -330,7 +330,10 @@ impl Text for LogFormat {
     }
 
     fn from_value(value: &Value) -> Result<Self, String> {
-        enum_from(value, &[("raw", "text"), ("", "text")])
+        enum_from(
+            value,
+            &[("raw", "text"), ("", "text"), ("pm2_json", "pm2-json")],
+        )
     }
 }
 

@@ -436,3 +436,56 @@ fn issue_12_the_kubernetes_manifests_pass_kubernetes_schemas() {
         );
     }
 }
+
+#[test]
+fn issue_12_log_format_json_writes_every_line_as_a_json_object() {
+    let fixture = fixture();
+    let mut c = Corral::start(
+        CORRAL,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "web",
+            "-i",
+            "2",
+            "--log-format",
+            "json",
+            "--",
+            &fixture,
+        ],
+        &[],
+    );
+    c.wait_for("\"kind\":\"ready\"", T);
+    c.wait_for_nth("\"kind\":\"ready\"", 2, T);
+    c.signal(Signal::SIGHUP);
+    c.wait_for("\"kind\":\"reload_finished\"", T);
+    c.signal(Signal::SIGTERM);
+    assert!(c.wait_exit(T).success());
+    let lines: Vec<serde_json::Value> = c
+        .output()
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let worker = lines
+        .iter()
+        .find(|v| v["stream"] == "out")
+        .expect("a worker line");
+    assert_eq!(worker["app"], "web");
+    assert!(worker["pid"].is_u64() && worker["slot"].is_u64() && worker["time"].is_string());
+    assert!(worker["line"].as_str().unwrap().contains("listening"));
+    let finished = lines
+        .iter()
+        .find(|v| v["kind"] == "reload_finished")
+        .unwrap();
+    assert_eq!(finished["replaced"], 2);
+    assert!(
+        finished["took"].is_u64(),
+        "durations are milliseconds: {finished}"
+    );
+    assert!(lines
+        .iter()
+        .any(|v| v["kind"] == "note" && v["message"] == "web: stopped"));
+}

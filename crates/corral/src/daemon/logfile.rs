@@ -186,8 +186,7 @@ impl LogFiles {
             );
             bytes.extend_from_slice(note.as_bytes());
         }
-        self.format
-            .write(&mut bytes, &self.app, line.slot, line.stream, &line.text);
+        self.format.write(&mut bytes, &self.app, line);
         bytes.push(b'\n');
         let out = self.open.get_mut(key).expect("opened above");
         out.file.write_all(&bytes)?;
