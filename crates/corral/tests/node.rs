@@ -45,7 +45,7 @@ fn node_server_on_fd_3_serves_from_every_worker_and_reloads_without_failures() {
         assert!(load.wait_ok(before + 300, T));
     }
     let report = load.finish();
-    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}\n{}", c.output().join("\n"));
     assert!(report.by_pid.len() >= 2, "both workers served: {report:?}");
     assert!(c
         .output()
