@@ -298,13 +298,18 @@ fn kill(home: &Home) -> Result<(), Failure> {
     }
 }
 
+/// The daemon's apps (none when no daemon runs).
+pub fn listed(home: &Home) -> Result<Vec<AppView>, Failure> {
+    match client::request(home, Request::List, false) {
+        Ok(Response::Ok { apps, .. }) => Ok(apps),
+        Ok(Response::Error { message }) => Err(Failure::Runtime(anyhow!(message))),
+        Err(e) if client::is_no_daemon(&e) => Ok(Vec::new()),
+        Err(e) => Err(Failure::Runtime(e)),
+    }
+}
+
 fn list(home: &Home, args: &ListArgs) -> Result<(), Failure> {
-    let apps = match client::request(home, Request::List, false) {
-        Ok(Response::Ok { apps, .. }) => apps,
-        Ok(Response::Error { message }) => return Err(Failure::Runtime(anyhow!(message))),
-        Err(e) if client::is_no_daemon(&e) => Vec::new(),
-        Err(e) => return Err(Failure::Runtime(e)),
-    };
+    let apps = listed(home)?;
     if args.json {
         outln!(
             "{}",

@@ -106,12 +106,7 @@ fn each_app_of(home: &Home, path: &Path, verb: fn(String) -> Request) -> Result<
 
 /// `jlist` (one line) and `prettylist` (indented): `ls` as JSON.
 pub fn json_list(home: &Home, pretty: bool) -> Result<(), Failure> {
-    let apps = match client::request(home, Request::List, false) {
-        Ok(Response::Ok { apps, .. }) => apps,
-        Ok(Response::Error { message }) => return Err(Failure::Runtime(anyhow!(message))),
-        Err(e) if client::is_no_daemon(&e) => Vec::new(),
-        Err(e) => return Err(Failure::Runtime(e)),
-    };
+    let apps = crate::commands::listed(home)?;
     let text = if pretty {
         serde_json::to_string_pretty(&apps)
     } else {
