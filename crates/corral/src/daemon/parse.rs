@@ -57,6 +57,8 @@ pub fn parse_start(app: &StartApp) -> Result<Parsed, String> {
 pub struct Reread {
     pub name: String,
     config: ConfigRef,
+    /// The app's runtime scale, which wins over the file's `instances`.
+    scaled: Option<usize>,
 }
 
 impl Reread {
@@ -65,6 +67,7 @@ impl Reread {
         Some(Reread {
             name: app.name.clone(),
             config: app.start.config.clone()?,
+            scaled: app.start.scaled,
         })
     }
 
@@ -73,7 +76,8 @@ impl Reread {
         let path = Path::new(&self.config.path);
         let loaded =
             crate::config::load(path, self.config.profile.as_deref()).map_err(|e| e.to_string())?;
-        for start in loaded.start_apps(&self.config) {
+        for mut start in loaded.start_apps(&self.config) {
+            start.scaled = self.scaled;
             if let Ok(parsed) = parse_start(&start) {
                 if parsed.spec.name == self.name {
                     return Ok((start, parsed));

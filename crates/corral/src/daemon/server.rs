@@ -576,15 +576,21 @@ impl Daemon {
             let _ = reply.send(self.start(start));
             return;
         };
-        if mode == ApplyMode::Reload && app.controls.is_some() {
-            let join = self.joins.open(reply, 1, None);
-            return self.reread(&name, Ok((start, parsed)), After::Reload { join });
-        }
-        // A restart reads the file again as it starts, now with these settings' profile.
-        app.start = StartApp {
+        // The app's runtime scale wins over the file's `instances`.
+        let start = StartApp {
             scaled: app.start.scaled,
             ..start
         };
+        if mode == ApplyMode::Reload && app.controls.is_some() {
+            let join = self.joins.open(reply, 1, None);
+            let parsed = match start.scaled {
+                Some(_) => parse_start(&start),
+                None => Ok(parsed),
+            };
+            return self.reread(&name, parsed.map(|p| (start, p)), After::Reload { join });
+        }
+        // A restart reads the file again as it starts, now with these settings' profile.
+        app.start = start;
         self.stop_targets(&name, Then::Start, reply);
     }
 
@@ -645,15 +651,8 @@ impl Daemon {
         };
         match reread {
             Some(Ok((start, parsed))) => {
-                app.start = StartApp {
-                    scaled: app.start.scaled,
-                    ..start
-                };
+                app.start = start;
                 app.spec = parsed.spec;
-                // A runtime scale wins over the file's `instances`.
-                if let Some(count) = app.start.scaled {
-                    app.spec.instances = count;
-                }
                 app.instances = app.spec.instances;
                 app.triggers = parsed.triggers;
                 app.lines = parsed.lines;
@@ -915,17 +914,13 @@ fn describe(then: Then, names: &[String]) -> String {
 fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>) -> Result<String, String> {
     let mut note = String::new();
     if let Some((start, parsed)) = reread {
-        let instances = app.start.scaled.unwrap_or(parsed.spec.instances);
-        if parsed.spec.listen != app.spec.listen || instances != app.spec.instances {
+        if parsed.spec.listen != app.spec.listen || parsed.spec.instances != app.spec.instances {
             note = " (listen and instances changes take effect on `corral restart`)".into();
         }
         let mut spec = parsed.spec;
         pm2_env(&mut spec, app.id);
         send(app, Control::Respec(Box::new(spec.clone())))?;
-        app.start = StartApp {
-            scaled: app.start.scaled,
-            ..start
-        };
+        app.start = start;
         app.spec.command = spec.command;
         app.spec.env = spec.env;
         app.spec.cwd = spec.cwd;
