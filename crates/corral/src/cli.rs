@@ -668,6 +668,17 @@ impl AppOptions {
         )
     }
 
+    /// Moves the `--env KEY=VALUE`s into the declared environment, where no config file
+    /// is there to take a profile (`--env NAME`).
+    pub fn take_env_vars(&mut self) -> anyhow::Result<()> {
+        if let Some(profile) = self.take_env_args() {
+            bail!(
+                "--env {profile} selects a profile (env_{profile}) of a config file; to set a variable, write --env KEY=VALUE"
+            );
+        }
+        Ok(())
+    }
+
     /// Moves the `--env KEY=VALUE`s into the declared environment; returns the profile
     /// asked for with `--env NAME`, if any.
     pub fn take_env_args(&mut self) -> Option<String> {
@@ -836,11 +847,7 @@ impl AppOptions {
         inherited: Vec<(OsString, OsString)>,
         cpus: usize,
     ) -> anyhow::Result<AppSpec> {
-        if let Some(profile) = self.take_env_args() {
-            bail!(
-                "--env {profile} selects a profile (env_{profile}) of a config file; to set a variable, write --env KEY=VALUE"
-            );
-        }
+        self.take_env_vars()?;
         let instances = match lookup(&inherited, WORKERS) {
             Some(value) if !value.is_empty() => value
                 .to_str()

@@ -135,11 +135,7 @@ fn start_request(args: &StartArgs) -> Result<Request, Failure> {
         )));
     }
     let mut options = args.app.clone();
-    if let Some(profile) = options.take_env_args() {
-        return Err(Failure::Usage(anyhow!(
-            "--env {profile} selects a profile (env_{profile}) of a config file; to set a variable, write --env KEY=VALUE"
-        )));
-    }
+    options.take_env_vars().map_err(Failure::Usage)?;
     let app = StartApp {
         command: args
             .command(&cwd)
