@@ -93,11 +93,12 @@ pub fn run(command: Command) -> Result<(), Failure> {
 /// `stop|restart|reload|delete FILE`: done here, for the file's apps. None for a verb
 /// on an app, an id or `all`.
 fn file_target(home: &Home, command: &Command) -> Option<Result<(), Failure>> {
-    let (target, verb): (_, fn(String) -> Request) = match command {
-        Command::Stop(t) => (t, |target| Request::Stop { target }),
-        Command::Restart(t) => (t, |target| Request::Restart { target }),
-        Command::Reload(t) => (t, |target| Request::Reload { target }),
-        Command::Delete(t) => (t, |target| Request::Delete { target }),
+    use crate::habits::FileVerb;
+    let (target, verb) = match command {
+        Command::Stop(t) => (t, FileVerb::Stop),
+        Command::Restart(t) => (t, FileVerb::Apply(ApplyMode::Restart)),
+        Command::Reload(t) => (t, FileVerb::Apply(ApplyMode::Reload)),
+        Command::Delete(t) => (t, FileVerb::Delete),
         _ => return None,
     };
     if let Some(done) = crate::habits::on_file(home, target, verb) {

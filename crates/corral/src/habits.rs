@@ -8,18 +8,13 @@ use anyhow::{anyhow, Context};
 
 use crate::cli::{InitArgs, StartupArgs, Target};
 use crate::daemon::client;
-use crate::daemon::protocol::{ApplyMode, ConfigRef, Request, Response};
+use crate::daemon::protocol::{ApplyMode, ConfigRef, Request, Response, StartApp};
 use crate::daemon::Home;
 use crate::exit::Failure;
 
-/// Every app of a config file: started if not running, else given the file's settings
-/// and reloaded (or restarted). Each app is checked before any is sent.
-pub fn apply_file(
-    home: &Home,
-    path: &Path,
-    profile: Option<String>,
-    mode: ApplyMode,
-) -> Result<(), Failure> {
+/// A config file's apps as start requests with their names, warnings said; every app is
+/// checked before any is acted on.
+fn file_apps(path: &Path, profile: Option<String>) -> Result<Vec<(StartApp, String)>, Failure> {
     let loaded =
         crate::config::load(path, profile.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
     for warning in &loaded.warnings {
@@ -32,13 +27,27 @@ pub fn apply_file(
             .to_string(),
         profile,
     };
-    let apps = loaded.start_apps(&config);
-    for app in &apps {
-        crate::daemon::parse::parse_start(app)
-            .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
-    }
+    loaded
+        .start_apps(&config)
+        .into_iter()
+        .map(|app| {
+            let parsed = crate::daemon::parse::parse_start(&app)
+                .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?;
+            Ok((app, parsed.spec.name))
+        })
+        .collect()
+}
+
+/// Every app of a config file: started if not running, else given the file's settings
+/// and reloaded (or restarted).
+pub fn apply_file(
+    home: &Home,
+    path: &Path,
+    profile: Option<String>,
+    mode: ApplyMode,
+) -> Result<(), Failure> {
     let mut failed = 0;
-    for app in apps {
+    for (app, _) in file_apps(path, profile)? {
         let request = Request::Apply {
             app: Box::new(app),
             mode,
@@ -61,41 +70,32 @@ pub fn apply_file(
     )))
 }
 
+/// What `stop|restart|reload|delete FILE` does to each app of the file.
+pub enum FileVerb {
+    /// reload, restart: take the file's settings (starting what doesn't run).
+    Apply(ApplyMode),
+    Stop,
+    Delete,
+}
+
 /// `stop|restart|reload|delete FILE`: the verb for each app of the file. None when the
 /// target is not a config file.
-pub fn on_file(
-    home: &Home,
-    target: &Target,
-    verb: fn(String) -> Request,
-) -> Option<Result<(), Failure>> {
+pub fn on_file(home: &Home, target: &Target, verb: FileVerb) -> Option<Result<(), Failure>> {
     let path = Path::new(&target.target);
     if !crate::config::is_config(path) || !path.is_file() {
         return None;
     }
-    let probe = verb(String::new());
-    let mode = match probe {
-        Request::Reload { .. } => Some(ApplyMode::Reload),
-        Request::Restart { .. } => Some(ApplyMode::Restart),
-        _ => None,
+    let request: fn(String) -> Request = match verb {
+        FileVerb::Apply(mode) => return Some(apply_file(home, path, target.profile.clone(), mode)),
+        FileVerb::Stop => |target| Request::Stop { target },
+        FileVerb::Delete => |target| Request::Delete { target },
     };
-    if let Some(mode) = mode {
-        return Some(apply_file(home, path, target.profile.clone(), mode));
-    }
-    Some(each_app_of(home, path, verb))
+    Some(each_app_of(home, path, request))
 }
 
-fn each_app_of(home: &Home, path: &Path, verb: fn(String) -> Request) -> Result<(), Failure> {
-    let loaded = crate::config::load(path, None).map_err(|e| Failure::Usage(e.into()))?;
-    let config = ConfigRef {
-        path: path.display().to_string(),
-        profile: None,
-    };
-    for app in loaded.start_apps(&config) {
-        let name = crate::daemon::parse::parse_start(&app)
-            .map_err(|e| Failure::Usage(anyhow!("{}: {e}", path.display())))?
-            .spec
-            .name;
-        match client::request(home, verb(name), false).map_err(Failure::Runtime)? {
+fn each_app_of(home: &Home, path: &Path, request: fn(String) -> Request) -> Result<(), Failure> {
+    for (_, name) in file_apps(path, None)? {
+        match client::request(home, request(name), false).map_err(Failure::Runtime)? {
             Response::Ok { message, .. } if message.is_empty() => {}
             Response::Ok { message, .. } => outln!("{message}"),
             Response::Error { message } => errln!("error: {message}"),
