@@ -91,7 +91,7 @@ pub fn bind_or_adopt(
         .iter()
         .enumerate()
         .map(|(i, spec)| {
-            let name = spec.name.clone().unwrap_or_else(|| format!("listen{i}"));
+            let name = listen::name_of(i, spec);
             match inherited.iter().position(|s| s.serves(spec)) {
                 Some(at) => {
                     let socket = inherited.remove(at);

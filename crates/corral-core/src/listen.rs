@@ -116,11 +116,13 @@ pub fn bind_all(specs: &[ListenSpec]) -> Result<Vec<Listener>, BindError> {
     specs
         .iter()
         .enumerate()
-        .map(|(i, spec)| {
-            let name = spec.name.clone().unwrap_or_else(|| format!("listen{i}"));
-            bind(name, &spec.addr)
-        })
+        .map(|(i, spec)| bind(name_of(i, spec), &spec.addr))
         .collect()
+}
+
+/// The name for `LISTEN_FDNAMES` of the `i`th listener.
+pub fn name_of(i: usize, spec: &ListenSpec) -> String {
+    spec.name.clone().unwrap_or_else(|| format!("listen{i}"))
 }
 
 /// Binds one listener.
