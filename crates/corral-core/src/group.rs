@@ -51,6 +51,9 @@ const LINGER_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// How often a lagging worker is reported, at most.
 const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// After the supervisor itself was paused, how long a worker has to be heard again (or
+/// to get ready, or to finish draining) before it is judged: a few heartbeats.
+pub const RESUME_GRACE: Duration = Duration::from_secs(3);
 
 /// What a caller asks of a running group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +107,12 @@ pub enum Event {
     },
     /// Time passed; deadlines up to now are due.
     Tick,
+    /// The supervisor could not run for `paused` (its timer fired that late: the machine
+    /// was suspended or starved, or corral was stopped). Silence and slowness in that
+    /// time are not the workers' fault: judgments that fell due get a grace period.
+    Resumed {
+        paused: Duration,
+    },
     Control(Control),
 }
 
@@ -158,6 +167,14 @@ pub enum Report {
         pid: Pid,
         #[serde(serialize_with = "crate::serde_ms::duration")]
         timeout: Duration,
+    },
+    /// The supervisor was paused; workers get `grace` to be heard before any counts as
+    /// hung, slow to start or slow to drain.
+    Paused {
+        #[serde(serialize_with = "crate::serde_ms::duration")]
+        paused: Duration,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
+        grace: Duration,
     },
     WatchdogTimeout {
         slot: usize,
@@ -433,6 +450,7 @@ impl<P: Processes> Group<P> {
             Event::Heartbeat { pid, lag } => self.on_heartbeat(pid, lag),
             Event::Memory { pid, rss } => self.on_memory(pid, rss),
             Event::Tick => self.on_tick(),
+            Event::Resumed { paused } => self.on_resumed(paused),
             Event::Control(control) => self.on_control(control),
         }
     }
@@ -899,6 +917,41 @@ impl<P: Processes> Group<P> {
             }
         });
         self.lingering = lingering;
+    }
+
+    /// Moves every judgment that fell due while the supervisor was paused to `now` plus a
+    /// grace period, so that only silence corral could have heard counts.
+    fn on_resumed(&mut self, paused: Duration) {
+        let now = self.now;
+        let ready_timeout = matches!(
+            self.config.ready,
+            ReadyPolicy::Notify {
+                assume_ready: false,
+                ..
+            }
+        );
+        for w in self.workers.values_mut() {
+            match &mut w.state {
+                WorkerState::Ready { last_ping, .. } => {
+                    if let Some(wd) = w.watchdog {
+                        // Due at `now + grace`, never later than a full watchdog from now.
+                        let earliest = now.checked_sub(wd.saturating_sub(RESUME_GRACE));
+                        *last_ping = earliest.map_or(*last_ping, |at| at.max(*last_ping));
+                    }
+                }
+                WorkerState::Starting { deadline, .. } if ready_timeout => {
+                    *deadline = (*deadline).max(now + RESUME_GRACE);
+                }
+                WorkerState::Draining { deadline, .. } => {
+                    *deadline = (*deadline).max(now + RESUME_GRACE);
+                }
+                WorkerState::Starting { .. } | WorkerState::Killed { .. } => {}
+            }
+        }
+        self.report(Report::Paused {
+            paused,
+            grace: RESUME_GRACE,
+        });
     }
 
     fn on_tick(&mut self) {

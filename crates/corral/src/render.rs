@@ -87,6 +87,11 @@ pub fn report(r: &Report) -> String {
             "worker {slot} (pid {pid}) did not send READY=1 within {}; stopping it (raise --ready-timeout if it needs longer)",
             duration(*timeout)
         ),
+        Report::Paused { paused, grace } => format!(
+            "corral could not run for {} (the machine or corral was paused or starved); workers get {} to be heard before any counts as hung",
+            duration(*paused),
+            duration(*grace)
+        ),
         Report::WatchdogTimeout { slot, pid, silent_for } => format!(
             "worker {slot} (pid {pid}) is hung: no heartbeat or WATCHDOG=1 for {}; killing its process group",
             duration(*silent_for)

@@ -1013,3 +1013,51 @@ fn issue_8_the_daemon_log_rotates_like_app_logs() {
     let size = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
     assert!(size(home.dir.join("daemon.log")) <= 2000 + 1024);
 }
+
+/// Stops `pids` with SIGSTOP, keeps them stopped for `pause`, then resumes them.
+fn pause(pids: &[i32], pause: Duration) {
+    for &pid in pids {
+        kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+    }
+    // The pause is the fault injected here, not a wait for something to happen.
+    std::thread::sleep(pause);
+    for &pid in pids {
+        kill(Pid::from_raw(pid), Signal::SIGCONT).unwrap();
+    }
+}
+
+/// Keeps asking for `how_long`; every answer must come from one of `pids`.
+fn only_these_serve(addr: std::net::SocketAddr, pids: &[i32], how_long: Duration) {
+    let until = std::time::Instant::now() + how_long;
+    while std::time::Instant::now() < until {
+        let pid = pid_answering(addr).expect("a request failed");
+        assert!(pids.contains(&pid), "served by {pid}, not by {pids:?}");
+    }
+}
+
+#[test]
+fn issue_8_a_paused_supervisor_or_machine_kills_no_healthy_worker() {
+    let c = run_fixture(
+        "127.0.0.1:0",
+        "paused",
+        &["-i", "2", "--heartbeat-timeout", "2s"],
+        &[("FIXTURE_HEARTBEAT_MS", "200")],
+        |_| {},
+    );
+    let workers = [
+        Corral::pid_in(&c.wait_for("worker 0 ready", T)),
+        Corral::pid_in(&c.wait_for("worker 1 ready", T)),
+    ];
+    // corral alone stopped (SIGSTOP, a debugger, a starved cgroup): the heartbeats wait
+    // in the channels and are heard before anyone is judged.
+    pause(&[c.pid()], Duration::from_secs(4));
+    c.wait_for_nth("could not run for", 1, T);
+    only_these_serve(c.addr(), &workers, Duration::from_secs(4));
+    // The whole machine paused (a suspended laptop or VM): nobody could send, so the
+    // workers get a grace period to be heard again.
+    pause(&[c.pid(), workers[0], workers[1]], Duration::from_secs(4));
+    c.wait_for_nth("could not run for", 2, T);
+    only_these_serve(c.addr(), &workers, Duration::from_secs(4));
+    let output = c.output().join("\n");
+    assert!(!output.contains("is hung"), "{output}");
+}

@@ -586,6 +586,69 @@ fn a_worker_that_announced_heartbeats_and_goes_silent_is_killed() {
 }
 
 #[test]
+fn silence_while_the_supervisor_was_paused_is_not_a_hang() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.send(Event::Hello {
+        pid: 101,
+        heartbeat: Some(500 * MS),
+    });
+    h.all_ready();
+    // The loop wakes 17s after the watchdog was due: the machine was suspended.
+    h.now += 20_000 * MS;
+    let reports = h.send(Event::Resumed {
+        paused: 17_000 * MS,
+    });
+    assert_eq!(
+        reports,
+        vec![Report::Paused {
+            paused: 17_000 * MS,
+            grace: RESUME_GRACE
+        }]
+    );
+    assert!(h.advance(MS).is_empty(), "no verdict before the grace ends");
+    h.send(Event::Heartbeat { pid: 101, lag: MS });
+    assert!(h.advance(2999 * MS).is_empty());
+    // Heard once after the pause, then silent again: a real hang is still caught.
+    let reports = h.advance(MS);
+    assert!(matches!(
+        reports[0],
+        Report::WatchdogTimeout { pid: 101, .. }
+    ));
+}
+
+#[test]
+fn a_worker_silent_since_before_a_pause_is_judged_after_the_grace() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.send(Event::Hello {
+        pid: 101,
+        heartbeat: Some(500 * MS),
+    });
+    h.all_ready();
+    h.now += 10_000 * MS;
+    h.send(Event::Resumed { paused: 7_000 * MS });
+    assert!(h.advance(2999 * MS).is_empty());
+    let reports = h.advance(MS);
+    assert!(matches!(
+        reports[0],
+        Report::WatchdogTimeout { pid: 101, .. }
+    ));
+    assert_eq!(h.signals_to(101), vec![Signal::SIGKILL]);
+}
+
+#[test]
+fn a_drain_cut_short_by_a_pause_gets_the_grace_before_sigkill() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::Stop));
+    h.now += 5_000 * MS; // the 500ms kill timeout fell inside the pause
+    h.send(Event::Resumed { paused: 4_500 * MS });
+    assert!(h.advance(2999 * MS).is_empty());
+    assert!(!h.signals_to(101).contains(&Signal::SIGKILL));
+    let reports = h.advance(MS);
+    assert!(matches!(reports[0], Report::KillTimeout { pid: 101, .. }));
+}
+
+#[test]
 fn lag_is_reported_at_most_every_ten_seconds() {
     let mut h = Harness::new(1, Harness::notify());
     h.all_ready();

@@ -14,6 +14,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::channel::Input;
 use crate::group::{Control, Event, Group, GroupConfig, Outcome, Processes, Report};
 use crate::listen::Listener;
 use crate::notify::{NotifyError, NotifySocket};
@@ -28,6 +29,9 @@ use workers::{OsProcesses, Pass, Template};
 /// How long after a worker got ready corral looks at which sockets it listens on (an app
 /// may bind a port of its own after it said it was ready).
 const SOCKET_CHECK_AFTER: Duration = Duration::from_secs(1);
+/// A timer that fires this late means the supervisor itself did not run (a suspended
+/// machine, CPU starvation, SIGSTOP): see [`Event::Resumed`].
+const PAUSED_AFTER: Duration = Duration::from_secs(1);
 
 /// How often worker memory is sampled when a limit is set.
 const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -198,11 +202,36 @@ pub async fn run(
                 flush(&mut group, &reports, &mut checks);
                 continue;
             }
-            _ = sleep_until(deadline), if deadline.is_some() => Event::Tick,
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                let late = deadline.map(|at| at.elapsed()).unwrap_or_default();
+                hear_out(&mut group, &mut inputs, &reports, &mut checks).await;
+                if late >= PAUSED_AFTER {
+                    group.handle_event(Instant::now(), Event::Resumed { paused: late });
+                }
+                Event::Tick
+            }
         };
         group.handle_event(Instant::now(), event);
         flush(&mut group, &reports, &mut checks);
     }
+}
+
+/// Before a deadline is judged (a worker silent, slow to start or to drain), lets the
+/// channel readers run and handles what they have read: after a stall the heartbeats
+/// may be waiting in the sockets while the timer has already fired.
+async fn hear_out(
+    group: &mut Group<OsProcesses>,
+    inputs: &mut mpsc::Receiver<(Pid, Input)>,
+    reports: &mpsc::UnboundedSender<Report>,
+    checks: &mut SocketChecks,
+) {
+    tokio::task::yield_now().await;
+    while let Ok((pid, input)) = inputs.try_recv() {
+        for event in inbox::handle(group, pid, input, reports) {
+            group.handle_event(Instant::now(), event);
+        }
+    }
+    flush(group, reports, checks);
 }
 
 /// Sends the group's reports on, scheduling a socket check for each worker that got ready.
