@@ -189,9 +189,7 @@ pub async fn run(
                 let accepts_itself = |pid| {
                     group.is_known(pid) && !group.processes_mut().dispatcher.is_dispatched(pid)
                 };
-                for report in checks.run_due(accepts_itself) {
-                    let _ = reports.send(report);
-                }
+                checks.run_due(accepts_itself, &reports);
                 continue;
             }
             _ = memory.tick(), if sample_memory => {
@@ -278,25 +276,43 @@ impl SocketChecks {
         self.due.iter().map(|&(at, ..)| at).min()
     }
 
-    /// Checks the workers that are due and for which `alive` holds; reports the ones
-    /// that don't serve on corral's listeners.
-    fn run_due(&mut self, mut alive: impl FnMut(Pid) -> bool) -> Vec<Report> {
+    /// Checks the workers that are due and for which `alive` holds, and reports the ones
+    /// that don't serve on corral's listeners. The look through /proc runs on the blocking
+    /// pool: under close load /proc/net/tcp lists every TIME_WAIT socket (15k lines took
+    /// 60-150 ms here), time the supervisor loop must not stop dispatching for.
+    fn run_due(
+        &mut self,
+        mut alive: impl FnMut(Pid) -> bool,
+        reports: &mpsc::UnboundedSender<Report>,
+    ) {
         let now = tokio::time::Instant::now();
-        let (due, later) = self.due.drain(..).partition(|&(at, ..)| at <= now);
+        let (due, later): (Vec<_>, Vec<_>) = self.due.drain(..).partition(|&(at, ..)| at <= now);
         self.due = later;
-        due.into_iter()
+        let due: Vec<(Pid, usize)> = due
+            .into_iter()
             .filter(|&(_, pid, _)| alive(pid))
-            .filter_map(|(_, pid, slot)| {
-                let found = os::sockets::listener_use(pid, &self.inodes);
-                (!found.holds_ours || !found.own.is_empty()).then(|| Report::ListenerUnused {
+            .map(|(_, pid, slot)| (pid, slot))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let (inodes, addresses, reports) =
+            (self.inodes.clone(), self.addresses.clone(), reports.clone());
+        tokio::task::spawn_blocking(move || {
+            for (pid, slot) in due {
+                let found = os::sockets::listener_use(pid, &inodes);
+                if found.holds_ours && found.own.is_empty() {
+                    continue;
+                }
+                let _ = reports.send(Report::ListenerUnused {
                     slot,
                     pid,
-                    ours: self.addresses.clone(),
+                    ours: addresses.clone(),
                     own: found.own.iter().map(ToString::to_string).collect(),
                     holds_ours: found.holds_ours,
-                })
-            })
-            .collect()
+                });
+            }
+        });
     }
 }
 
