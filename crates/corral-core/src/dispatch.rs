@@ -155,6 +155,11 @@ impl Dispatcher {
         u64::from(self.window).saturating_sub(t.inflight())
     }
 
+    /// Connections handed to `pid` so far (0 for a worker that takes none).
+    pub fn sent_to(&self, pid: Pid) -> u64 {
+        self.targets.get(&pid).map_or(0, |t| t.sent)
+    }
+
     /// Connections that can be handed over now, summed over workers.
     pub fn credit_total(&self) -> u64 {
         self.eligible().map(|(_, t)| self.credit(t)).sum()

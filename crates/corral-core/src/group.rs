@@ -252,6 +252,27 @@ pub enum Report {
         pid: Pid,
         json: String,
     },
+    /// A worker sent more channel messages than the rate limit lets through; `dropped`
+    /// of them were not read.
+    ChannelFlooded {
+        slot: usize,
+        pid: Pid,
+        dropped: u64,
+        per_second: u32,
+    },
+    /// A worker's heartbeat numbers: memory, timer lag, open connections, requests
+    /// served, and connections corral handed it (dispatched modes). For metrics; never
+    /// a line of output.
+    Vitals {
+        slot: usize,
+        pid: Pid,
+        rss: u64,
+        #[serde(serialize_with = "crate::serde_ms::duration")]
+        lag: Duration,
+        active: u64,
+        requests: u64,
+        dispatched: u64,
+    },
     /// A worker broke its channel's rules; the message says how.
     ChannelProblem {
         slot: usize,
@@ -309,6 +330,13 @@ pub enum Outcome {
     Stopped,
     /// Every slot gave up after a crash loop; nothing is left running.
     Failed,
+}
+
+impl Report {
+    /// Numbers for the metrics board, not an event anyone reads as a line.
+    pub fn is_quiet(&self) -> bool {
+        matches!(self, Report::Vitals { .. })
+    }
 }
 
 /// Where a worker is in its life.

@@ -48,6 +48,9 @@ impl Chatter {
     /// The lines to write for `report` of `app`: what was suppressed, then the report
     /// itself; none when the worker is over its rate.
     pub fn lines(&mut self, app: &str, report: &Report, now: Instant) -> Vec<String> {
+        if report.is_quiet() {
+            return Vec::new();
+        }
         match self.admit(app, report, now) {
             Admit::Drop => Vec::new(),
             Admit::Throttled { slot } => vec![render::throttled(slot)],
@@ -95,6 +98,7 @@ fn chatty_slot(report: &Report) -> Option<usize> {
         Report::Message { slot, .. }
         | Report::Status { slot, .. }
         | Report::ChannelProblem { slot, .. }
+        | Report::ChannelFlooded { slot, .. }
         | Report::Lag { slot, .. } => Some(*slot),
         _ => None,
     }

@@ -195,6 +195,15 @@ pub fn report(r: &Report) -> String {
         Report::Message { slot, pid, json } => {
             format!("message from worker {slot} (pid {pid}): {}", clip(json))
         }
+        Report::ChannelFlooded {
+            slot,
+            pid,
+            dropped,
+            per_second,
+        } => format!(
+            "worker {slot} (pid {pid}) floods its channel: dropped {dropped} messages over the limit of {per_second} a second"
+        ),
+        Report::Vitals { slot, pid, .. } => format!("worker {slot} (pid {pid}) heartbeat"),
         Report::ChannelProblem { slot, pid, problem } => {
             format!("worker {slot} (pid {pid}) {problem}")
         }

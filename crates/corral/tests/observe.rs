@@ -121,6 +121,76 @@ fn issue_12_metrics_scraped_during_a_reload_under_load_parse_and_show_it() {
     assert_eq!(load.finish().failed, 0);
 }
 
+/// The value of the sample `name{labels}` in a scrape.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn issue_12_heartbeat_numbers_dispatch_counts_and_channel_drops_reach_the_metrics() {
+    let (c, metrics) = run(
+        &["-i", "2", "--balance", "round-robin"],
+        &[("FIXTURE_HEARTBEAT_MS", "200")],
+    );
+    let first = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    c.wait_for("worker 1 ready", T);
+    for _ in 0..200 {
+        get(c.addr(), "/").unwrap();
+    }
+    let scrape = || get(metrics, "/metrics").unwrap().body;
+    let total = |text: &str, family: &str| {
+        (0..2)
+            .filter_map(|slot| sample(text, &format!("{family}{{app=\"web\",slot=\"{slot}\"}}")))
+            .sum::<f64>()
+    };
+    // Each of the 200 requests was a connection corral handed over and a worker served.
+    assert!(
+        eventually(T, || {
+            let text = scrape();
+            total(&text, "corral_worker_connections_dispatched_total") >= 200.0
+                && total(&text, "corral_worker_requests_total") >= 200.0
+        }),
+        "{}",
+        scrape()
+    );
+    let text = scrape();
+    assert!(
+        text.contains("corral_worker_event_loop_lag_seconds{app=\"web\",slot=\"0\"} "),
+        "{text}"
+    );
+    assert!(
+        text.contains("corral_worker_active_connections{app=\"web\",slot=\"1\"} "),
+        "{text}"
+    );
+    let before = total(&text, "corral_worker_requests_total");
+    // A crash: the slot's counters carry on from where they were.
+    kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
+    c.wait_for_nth("worker 0 ready", 2, T);
+    assert!(total(&scrape(), "corral_worker_requests_total") >= before);
+    // A worker flooding its channel: what the rate limit drops is counted.
+    get(c.addr(), "/abuse").unwrap();
+    assert!(
+        eventually(T, || sample(
+            &scrape(),
+            "corral_channel_messages_dropped_total{app=\"web\"}"
+        )
+        .is_some_and(|n| n > 0.0)),
+        "{}",
+        scrape()
+    );
+    if let Some(samples) = parsed_by_prometheus(&scrape()) {
+        assert!(
+            samples.contains("corral_worker_requests_total"),
+            "{samples}"
+        );
+    }
+}
+
 #[test]
 fn issue_12_readyz_follows_workers_as_they_start_crash_and_stop() {
     let (mut c, metrics) = run(

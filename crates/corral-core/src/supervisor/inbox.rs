@@ -48,9 +48,14 @@ pub(super) fn handle(
             });
         }
         Input::Bad(error) => problem(format!("sent a bad line on its channel: {error}")),
-        Input::Flooded { dropped } => problem(format!(
-            "floods its channel: dropped {dropped} messages over the limit of {RATE_PER_SEC} a second"
-        )),
+        Input::Flooded { dropped } => {
+            let _ = reports.send(Report::ChannelFlooded {
+                slot,
+                pid,
+                dropped,
+                per_second: RATE_PER_SEC as u32,
+            });
+        }
         Input::Closed => {}
     }
     Vec::new()
@@ -81,8 +86,22 @@ fn corral(
             pid,
             notices: vec![corral_proto::notify::Notice::Ready],
         }],
-        Message::Heartbeat { lag_ms, .. } => {
+        Message::Heartbeat {
+            lag_ms,
+            rss,
+            active,
+            requests,
+        } => {
             let lag = Duration::from_secs_f64((lag_ms / 1000.0).clamp(0.0, 86_400.0));
+            let _ = reports.send(Report::Vitals {
+                slot,
+                pid,
+                rss,
+                lag,
+                active,
+                requests,
+                dispatched: procs.dispatcher.sent_to(pid),
+            });
             vec![Event::Heartbeat { pid, lag }]
         }
         Message::Ack { received, active } => {

@@ -35,15 +35,30 @@ struct AppBoard {
     recovered: u64,
     memory_replacements: u64,
     lag_warnings: u64,
+    channel_dropped: u64,
     /// It was asked to stop (or stopped).
     stopping: bool,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Default)]
 struct Slot {
     pid: Option<Pid>,
     state: &'static str,
     restarts: u64,
+    /// The last heartbeat of each live worker of the slot (a draining one included).
+    vitals: BTreeMap<Pid, Vitals>,
+    /// Requests and dispatched connections of the slot's workers that have exited, so
+    /// that the slot's counters never go down when a worker is replaced.
+    gone: Vitals,
+}
+
+/// What one heartbeat says.
+#[derive(Clone, Copy, Default)]
+struct Vitals {
+    lag_seconds: f64,
+    active: u64,
+    requests: u64,
+    dispatched: u64,
 }
 
 /// What `/proc` says about a worker right now, for the gauges read at scrape time.
@@ -95,6 +110,27 @@ impl Board {
             Report::Recovered { connections, .. } => board.recovered += *connections as u64,
             Report::MemoryLimit { .. } => board.memory_replacements += 1,
             Report::Lag { .. } => board.lag_warnings += 1,
+            Report::ChannelFlooded { dropped, .. } => board.channel_dropped += dropped,
+            Report::Vitals {
+                slot,
+                pid,
+                lag,
+                active,
+                requests,
+                dispatched,
+                ..
+            } => {
+                let entry = board.slots.entry(*slot).or_default();
+                let last = entry.vitals.entry(*pid).or_default();
+                // Counters from a worker only go up; a heartbeat without numbers (or a
+                // forged one) can't take them back.
+                *last = Vitals {
+                    lag_seconds: lag.as_secs_f64(),
+                    active: *active,
+                    requests: last.requests.max(*requests),
+                    dispatched: last.dispatched.max(*dispatched),
+                };
+            }
             Report::Scaled { to, .. } => {
                 board.instances = *to;
                 board.slots.retain(|slot, _| slot < to);
@@ -261,6 +297,57 @@ impl Board {
         );
         family(
             &mut out,
+            "corral_worker_event_loop_lag_seconds",
+            "gauge",
+            "How late the current worker's timers fired, from its last heartbeat.",
+            slots().filter_map(|(l, s)| Some((l, s.vitals.get(&s.pid?)?.lag_seconds))),
+        );
+        let heard = |pick: fn(&Vitals) -> u64| {
+            slots()
+                .filter(|(_, s)| !s.vitals.is_empty())
+                .map(move |(l, s)| {
+                    let live: u64 = s.vitals.values().map(pick).sum();
+                    (l, live as f64)
+                })
+        };
+        family(
+            &mut out,
+            "corral_worker_active_connections",
+            "gauge",
+            "Open connections of the slot's workers (a draining one included), from heartbeats.",
+            heard(|v| v.active),
+        );
+        let counted = |pick: fn(&Vitals) -> u64| {
+            slots()
+                .filter(move |(_, s)| !s.vitals.is_empty() || pick(&s.gone) > 0)
+                .map(move |(l, s)| {
+                    let live: u64 = s.vitals.values().map(pick).sum();
+                    (l, (pick(&s.gone) + live) as f64)
+                })
+        };
+        family(
+            &mut out,
+            "corral_worker_requests_total",
+            "counter",
+            "Requests the slot's workers served, from heartbeats (workers that count them: corral-worker, Node).",
+            counted(|v| v.requests),
+        );
+        family(
+            &mut out,
+            "corral_worker_connections_dispatched_total",
+            "counter",
+            "Connections corral handed to the slot's workers (round-robin, least-loaded, sticky).",
+            counted(|v| v.dispatched),
+        );
+        family(
+            &mut out,
+            "corral_channel_messages_dropped_total",
+            "counter",
+            "Messages from workers dropped over the channel rate limit.",
+            apps().map(|(n, a)| (app_labels(n), a.channel_dropped as f64)),
+        );
+        family(
+            &mut out,
             "corral_process_resident_memory_bytes",
             "gauge",
             "corral's own resident memory.",
@@ -286,16 +373,19 @@ impl Board {
 
 impl AppBoard {
     fn set(&mut self, slot: usize, pid: Option<Pid>, state: &'static str) {
-        let entry = self.slots.entry(slot).or_insert(Slot {
-            pid: None,
-            state,
-            restarts: 0,
-        });
+        let entry = self.slots.entry(slot).or_default();
         entry.pid = pid;
         entry.state = state;
     }
 
     fn exited(&mut self, slot: usize, pid: Pid, expected: bool) {
+        // A replaced worker's last numbers stay in whichever slot heard them.
+        for entry in self.slots.values_mut() {
+            if let Some(last) = entry.vitals.remove(&pid) {
+                entry.gone.requests += last.requests;
+                entry.gone.dispatched += last.dispatched;
+            }
+        }
         let Some(entry) = self.slots.get_mut(&slot).filter(|s| s.pid == Some(pid)) else {
             return; // a replaced worker leaving: its slot has moved on
         };
@@ -416,6 +506,73 @@ mod tests {
             },
         );
         assert_eq!(b.readiness(), Err("web is stopping".into()));
+    }
+
+    fn vitals(slot: usize, pid: Pid, requests: u64, dispatched: u64) -> Report {
+        Report::Vitals {
+            slot,
+            pid,
+            rss: 0,
+            lag: Duration::from_millis(250),
+            active: 1,
+            requests,
+            dispatched,
+        }
+    }
+
+    #[test]
+    fn heartbeat_counters_survive_replacements_and_never_go_down() {
+        let mut b = board();
+        ready(&mut b, 0, 10);
+        b.apply("web", &vitals(0, 10, 40, 50));
+        b.apply("web", &vitals(0, 10, 0, 0)); // a heartbeat without numbers
+        let text = b.render(&BTreeMap::new(), Usage::default(), 0);
+        assert!(
+            text.contains("corral_worker_requests_total{app=\"web\",slot=\"0\"} 40\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_worker_event_loop_lag_seconds{app=\"web\",slot=\"0\"} 0.25\n"),
+            "{text}"
+        );
+        // Replaced: the old worker drains beside the new one, then exits.
+        ready(&mut b, 0, 12);
+        b.apply("web", &vitals(0, 12, 5, 6));
+        b.apply("web", &vitals(0, 10, 45, 50));
+        let text = b.render(&BTreeMap::new(), Usage::default(), 0);
+        assert!(
+            text.contains("corral_worker_requests_total{app=\"web\",slot=\"0\"} 50\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_worker_active_connections{app=\"web\",slot=\"0\"} 2\n"),
+            "{text}"
+        );
+        b.apply(
+            "web",
+            &Report::Exited {
+                slot: 0,
+                pid: 10,
+                status: ExitStatus::Code(0),
+                uptime: Duration::ZERO,
+                expected: true,
+            },
+        );
+        let text = b.render(&BTreeMap::new(), Usage::default(), 0);
+        assert!(
+            text.contains("corral_worker_requests_total{app=\"web\",slot=\"0\"} 50\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "corral_worker_connections_dispatched_total{app=\"web\",slot=\"0\"} 56\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_worker_active_connections{app=\"web\",slot=\"0\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]
