@@ -15,7 +15,14 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => crate::run::run(args),
         Command::Daemon(args) => crate::daemon::Home::from_env()
-            .and_then(|home| crate::daemon::serve(home, args.resurrect, args.observe))
+            .and_then(|home| {
+                crate::daemon::serve(
+                    home,
+                    args.resurrect,
+                    args.observe,
+                    args.log_format == "json",
+                )
+            })
             .map_err(Failure::Runtime),
         other => crate::commands::run(other),
     };

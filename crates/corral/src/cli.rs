@@ -142,6 +142,11 @@ pub struct DaemonArgs {
 
     #[command(flatten)]
     pub observe: ObserveArgs,
+
+    /// How daemon.log is written: `text` ([corral] lines), or `json`: one object per
+    /// line with time, app, kind, the event's fields and its message.
+    #[arg(long, value_name = "text|json", env = "CORRAL_DAEMON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 #[derive(Debug, Args)]

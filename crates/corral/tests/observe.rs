@@ -559,3 +559,48 @@ fn issue_12_log_format_json_writes_every_line_as_a_json_object() {
         .iter()
         .any(|v| v["kind"] == "note" && v["message"] == "web: stopped"));
 }
+
+#[test]
+fn issue_12_daemon_log_format_json_writes_every_event_as_a_json_object() {
+    let home = corral_testkit::Home::new(CORRAL, "observe-daemon-json");
+    let fixture = fixture();
+    let json = [("CORRAL_DAEMON_LOG_FORMAT", "json")];
+    let args = [
+        "start",
+        &fixture,
+        "--name",
+        "api",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let out = home.corral_env(&args, &json);
+    assert!(out.status.success(), "{out:?}");
+    home.wait_online("api", 2);
+    home.ok(&["reload", "api"]);
+    assert!(eventually(T, || home
+        .daemon_log()
+        .contains("\"kind\":\"reload_finished\"")));
+    let lines: Vec<serde_json::Value> = home
+        .daemon_log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    // The daemon's own lines are notes; each app event carries its app, kind and fields.
+    assert!(lines
+        .iter()
+        .any(|v| v["kind"] == "note" && v["message"].as_str().unwrap().contains("listening on")));
+    let ready = lines
+        .iter()
+        .find(|v| v["kind"] == "ready")
+        .expect("a ready event");
+    assert_eq!(ready["app"], "api");
+    assert!(ready["pid"].is_u64() && ready["slot"].is_u64() && ready["time"].is_string());
+    assert!(ready["message"].as_str().unwrap().starts_with("worker "));
+    let finished = lines
+        .iter()
+        .find(|v| v["kind"] == "reload_finished")
+        .unwrap();
+    assert_eq!(finished["replaced"], 2);
+}

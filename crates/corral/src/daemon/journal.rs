@@ -11,12 +11,19 @@ use corral_core::writer::Notes;
 
 use super::logfile::{Layout, LogFiles};
 use super::Home;
-use crate::render;
+use crate::line_format::{Json, LineFormat};
+use corral_core::group::Report;
 
 static JOURNAL: OnceLock<Notes> = OnceLock::new();
+/// Set when daemon.log is JSON lines (`corral daemon --log-format json`).
+static JSON: OnceLock<LineFormat> = OnceLock::new();
 
-/// Starts writing `daemon.log` in `home`. Until then (and in the CLI) lines go to stderr.
-pub fn open(home: &Home) {
+/// Starts writing `daemon.log` in `home`, as JSON lines when `json`. Until then (and in
+/// the CLI) lines go to stderr.
+pub fn open(home: &Home, json: bool) {
+    if json {
+        let _ = JSON.set(LineFormat::new(true, None, Some(Json::Corral)));
+    }
     let path = home.daemon_log();
     let files = LogFiles::new(home.dir.clone(), "daemon".into()).with_layout(Layout {
         out: Some(path.clone()),
@@ -28,21 +35,40 @@ pub fn open(home: &Home) {
         path,
         rotations: 0,
         files,
+        prefix: if json { b"" } else { b"[corral] " },
     };
-    let notes = Notes::spawn(sink, |n| {
-        render::note(&format!(
-            "{n} lines dropped while daemon.log could not keep up"
-        ))
+    let notes = Notes::spawn(sink, move |n| {
+        let text = format!("{n} lines dropped while daemon.log could not keep up");
+        match JSON.get() {
+            Some(json) => json.event("", None, &text),
+            None => text.into_bytes(),
+        }
     });
     let _ = JOURNAL.set(notes);
 }
 
 /// Writes `[corral] text` to the daemon's log without waiting.
 pub fn say(text: &str) {
-    match JOURNAL.get() {
-        Some(notes) => notes.line(text.as_bytes().to_vec()),
-        None => errln!("[corral] {text}"),
-    }
+    write(None, text);
+}
+
+/// Writes `[corral] app: line` for one of an app's reports; in JSON, the report's kind
+/// and fields too.
+pub fn report(app: &str, report: &Report, line: &str) {
+    write(Some((app, report)), line);
+}
+
+fn write(about: Option<(&str, &Report)>, text: &str) {
+    let Some(notes) = JOURNAL.get() else {
+        return errln!("[corral] {text}");
+    };
+    let line = match (JSON.get(), about) {
+        (Some(json), Some((app, report))) => json.event(app, Some(report), text),
+        (Some(json), None) => json.event("", None, text),
+        (None, Some((app, _))) => format!("{app}: {text}").into_bytes(),
+        (None, None) => text.as_bytes().to_vec(),
+    };
+    notes.line(line);
 }
 
 /// Waits (bounded) until every line said so far is written.
@@ -59,13 +85,15 @@ struct Sink {
     path: PathBuf,
     files: LogFiles,
     rotations: u64,
+    /// `[corral] ` before each text line; nothing before JSON lines.
+    prefix: &'static [u8],
 }
 
 impl std::io::Write for Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let files = &mut self.files;
         let text = buf.strip_suffix(b"\n").unwrap_or(buf);
-        let mut line = b"[corral] ".to_vec();
+        let mut line = self.prefix.to_vec();
         line.extend_from_slice(text);
         files.write(&LogLine {
             slot: 0,

@@ -33,7 +33,12 @@ use crate::render;
 /// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).
 /// With `resurrect`, starts the saved apps and then reports ready to systemd
 /// (`NOTIFY_SOCKET`). Returns at once when another daemon holds the lock.
-pub fn serve(home: Home, resurrect: bool, observe: crate::cli::ObserveArgs) -> anyhow::Result<()> {
+pub fn serve(
+    home: Home,
+    resurrect: bool,
+    observe: crate::cli::ObserveArgs,
+    log_json: bool,
+) -> anyhow::Result<()> {
     home.create()?;
     let lock = open_private(&home.lock())
         .with_context(|| format!("cannot open {}", home.lock().display()))?;
@@ -45,7 +50,7 @@ pub fn serve(home: Home, resurrect: bool, observe: crate::cli::ObserveArgs) -> a
         );
         return Ok(());
     }
-    journal::open(&home);
+    journal::open(&home, log_json);
     let _ = std::fs::remove_file(home.socket());
     // Apps die with the daemon (until re-adoption exists): the keeper sees to their
     // grandchildren, so `resurrect` finds every port free.
@@ -869,8 +874,13 @@ impl Daemon {
     }
 
     fn report(&mut self, name: &str, report: Report) {
+        let text = render::report(&report);
         for line in self.chatter.lines(name, &report, Instant::now()) {
-            journal::say(&format!("{name}: {line}"));
+            // The chatter may also say that lines were suppressed: those are notes.
+            match line == text {
+                true => journal::report(name, &report, &line),
+                false => journal::say(&format!("{name}: {line}")),
+            }
         }
         if let Some(metrics) = &self.metrics {
             metrics.report(name, &report);
