@@ -147,6 +147,7 @@ pub enum ClusterError {
 }
 
 type EventHandler = Box<dyn FnMut(&ClusterEvent, &Handle) + Send>;
+type ReportHandler = Box<dyn FnMut(&Report) + Send>;
 
 /// Configures a cluster. Defaults: one worker per usable CPU, `auto` balance, the same
 /// restart, stop and health policies as `corral run`.
@@ -160,6 +161,7 @@ pub struct Builder {
     stop: StopPolicy,
     health: HealthPolicy,
     on_event: Option<EventHandler>,
+    on_report: Option<ReportHandler>,
 }
 
 impl Default for Builder {
@@ -178,6 +180,7 @@ impl Default for Builder {
             stop: StopPolicy::default(),
             health: HealthPolicy::default(),
             on_event: None,
+            on_report: None,
         }
     }
 }
@@ -233,6 +236,14 @@ impl Builder {
         self
     }
 
+    /// Called in the primary with every report of the engine as it is (the same
+    /// reports `corral run` prints), before `on_event`: for metrics
+    /// (`corral_metrics::Metrics::observer`) or logs of your own.
+    pub fn on_report(mut self, handler: impl FnMut(&Report) + Send + 'static) -> Self {
+        self.on_report = Some(Box::new(handler));
+        self
+    }
+
     /// In a worker: runs `worker` to completion on a fresh runtime. In the primary:
     /// supervises the workers until SIGTERM/SIGINT (or [`Handle::stop`]).
     pub fn run<F, Fut>(self, worker: F) -> Result<(), ClusterError>
@@ -252,8 +263,8 @@ impl Builder {
         let listeners = listen::bind_all(&spec.listen)?;
         let _ = crate::os::become_subreaper();
         crate::os::keeper::start().map_err(ClusterError::Runtime)?;
-        let on_event = self.on_event;
-        runtime.block_on(primary(spec, listeners, on_event))
+        let handlers = (self.on_event, self.on_report);
+        runtime.block_on(primary(spec, listeners, handlers))
     }
 
     fn spec(&self) -> Result<AppSpec, ClusterError> {
@@ -295,7 +306,7 @@ impl Builder {
 async fn primary(
     spec: AppSpec,
     listeners: Vec<listen::Listener>,
-    mut on_event: Option<EventHandler>,
+    (mut on_event, mut on_report): (Option<EventHandler>, Option<ReportHandler>),
 ) -> Result<(), ClusterError> {
     let (controls_tx, controls) = mpsc::channel(64);
     let (reports, mut report_rx) = mpsc::unbounded_channel();
@@ -318,20 +329,23 @@ async fn primary(
     });
     // The handler is the app's code and may block (a println! to a stalled terminal):
     // it runs on a thread of its own, never on the supervisor's.
-    let (event_tx, event_rx) = std::sync::mpsc::channel::<ClusterEvent>();
+    let (event_tx, event_rx) = std::sync::mpsc::channel::<Report>();
     let handler = std::thread::Builder::new()
         .name("corral-cluster-events".into())
         .spawn(move || {
-            while let Ok(event) = event_rx.recv() {
+            while let Ok(report) = event_rx.recv() {
+                if let Some(observe) = on_report.as_mut() {
+                    observe(&report);
+                }
                 if let Some(handler) = on_event.as_mut() {
-                    handler(&event, &handle);
+                    handler(&ClusterEvent::from(report), &handle);
                 }
             }
         })
         .map_err(ClusterError::Runtime)?;
     let events = tokio::spawn(async move {
         while let Some(report) = report_rx.recv().await {
-            let _ = event_tx.send(ClusterEvent::from(report));
+            let _ = event_tx.send(report);
         }
     });
     let channels = supervisor::Channels {

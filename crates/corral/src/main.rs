@@ -11,7 +11,6 @@ mod daemon;
 mod exit;
 mod habits;
 mod line_format;
-mod metrics;
 mod monit;
 mod render;
 mod run;

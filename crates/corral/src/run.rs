@@ -95,9 +95,9 @@ async fn supervise(
     let say = |text: &str| speaker.say(None, text);
     let metrics = match observe.metrics {
         Some(addr) => {
-            let metrics = crate::metrics::Metrics::spawn(observe.min_ready);
+            let metrics = corral_metrics::Metrics::spawn(observe.min_ready);
             metrics.started(&spec.name, spec.instances);
-            let local = crate::metrics::serve(addr, metrics.clone())
+            let local = corral_metrics::serve(addr, metrics.clone())
                 .await
                 .with_context(|| format!("cannot serve --metrics on {addr}"))
                 .map_err(Failure::Runtime)?;
@@ -188,7 +188,7 @@ impl Speaker {
 async fn print_reports(
     mut rx: mpsc::UnboundedReceiver<Report>,
     speaker: Speaker,
-    metrics: Option<crate::metrics::Metrics>,
+    metrics: Option<corral_metrics::Metrics>,
     mut service: crate::service::Service,
 ) {
     let mut chatter = Chatter::default();

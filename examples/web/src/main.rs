@@ -1,7 +1,8 @@
 //! corral-web: an axum app in the shape production guides recommend, run by corral.
 //!
 //! - under `corral run`:  `corral run --listen 3000 -i max -- corral-web`
-//! - as its own primary:  `corral-web --cluster 2 --listen 3000` (embedded cluster)
+//! - as its own primary:  `corral-web --cluster 2 --listen 3000` (embedded cluster);
+//!   `--metrics 127.0.0.1:9100` adds corral's Prometheus metrics and probes
 //!
 //! Routes: `/` (who served), `/health`, `/heavy?n=` (CPU work off the async runtime),
 //! `POST /login?user=` + `GET /session` (sessions shared by all workers through Redis at
@@ -37,7 +38,7 @@ fn main() {
     let cluster = flag_value(&args, "--cluster");
     let listen = flag_value(&args, "--listen").unwrap_or_else(|| "3000".into());
     let result = match cluster {
-        Some(n) => run_cluster(&n, &listen),
+        Some(n) => run_cluster(&n, &listen, flag_value(&args, "--metrics")),
         None => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -60,14 +61,26 @@ fn flag_value(args: &[String], flag: &str) -> Option<String> {
 
 /// The embedded cluster: this binary is its own primary. It pushes a config to every
 /// worker that gets ready and prints the metrics workers report.
-fn run_cluster(workers: &str, listen: &str) -> Result<(), String> {
+fn run_cluster(workers: &str, listen: &str, metrics: Option<String>) -> Result<(), String> {
     let workers: usize = workers
         .parse()
         .map_err(|_| format!("--cluster takes a number of workers, not `{workers}`"))?;
-    Cluster::builder()
+    let mut cluster = Cluster::builder()
         .workers(workers)
         .listen(listen)
-        .name("corral-web")
+        .name("corral-web");
+    // The workers run this same binary: only the primary serves the metrics.
+    if let (Some(addr), false) = (metrics, Cluster::is_worker()) {
+        let addr = addr.parse().map_err(|_| {
+            format!("--metrics takes an address such as 127.0.0.1:9100, not `{addr}`")
+        })?;
+        let (metrics, local) = corral_metrics::serve_on_thread(addr, None)
+            .map_err(|e| format!("cannot serve --metrics on {addr}: {e}"))?;
+        say(format_args!("primary: metrics on http://{local}/metrics"));
+        metrics.started("corral-web", workers);
+        cluster = cluster.on_report(metrics.observer("corral-web"));
+    }
+    cluster
         .on_event(|event, cluster| match event {
             ClusterEvent::Ready { slot, pid } => {
                 say(format_args!(

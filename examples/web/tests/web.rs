@@ -229,7 +229,14 @@ fn as_an_embedded_cluster_the_primary_pushes_config_and_hears_metrics() {
     let listen = format!("127.0.0.1:{port}");
     let mut c = Corral::start(
         WEB,
-        &["--cluster", "2", "--listen", &listen],
+        &[
+            "--cluster",
+            "2",
+            "--listen",
+            &listen,
+            "--metrics",
+            "127.0.0.1:0",
+        ],
         &[
             ("REDIS_URL", "redis://127.0.0.1:1"),
             ("METRICS_EVERY_MS", "200"),
@@ -237,6 +244,21 @@ fn as_an_embedded_cluster_the_primary_pushes_config_and_hears_metrics() {
     );
     c.wait_for("primary: worker 0 (pid", T);
     c.wait_for("primary: worker 1 (pid", T);
+    // corral's own metrics and probes, served by the primary (issue 12).
+    let metrics_line = c.wait_for("primary: metrics on http://", T);
+    let metrics: SocketAddr = metrics_line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let readyz = |path: &str| request(metrics, "GET", path, None);
+    assert!(corral_testkit::eventually(T, || readyz("/readyz").0 == 200));
+    assert!(readyz("/readyz")
+        .2
+        .contains("corral-web: 2 of 2 workers ready"));
+    assert_eq!(readyz("/livez").0, 200);
     c.wait_for("primary: worker 0 reports {\"metrics\"", T);
     c.wait_for("primary: worker 1 reports {\"metrics\"", T);
     let addr: SocketAddr = listen.parse().unwrap();
@@ -249,6 +271,20 @@ fn as_an_embedded_cluster_the_primary_pushes_config_and_hears_metrics() {
         servers.insert(v["served_by"].as_i64().unwrap());
     }
     assert_eq!(servers.len(), 2, "both workers got the config");
+    let (code, _, text) = readyz("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("corral_app_ready_workers{app=\"corral-web\"} 2\n"),
+        "{text}"
+    );
+    // The heartbeats' numbers arrive with the next heartbeat (every second).
+    let counted = || readyz("/metrics").2;
+    assert!(
+        corral_testkit::eventually(T, || counted()
+            .contains("# TYPE corral_worker_requests_total counter")),
+        "{}",
+        counted()
+    );
     c.signal(Signal::SIGTERM);
     assert!(c.wait_exit(T).success());
 }

@@ -72,8 +72,8 @@ pub fn serve(
         tokio::spawn(accept_loop(listener, tx.clone()));
         let mut daemon = Daemon::new(home, tx, lock);
         if let Some(addr) = observe.metrics {
-            let metrics = crate::metrics::Metrics::spawn(observe.min_ready);
-            let local = crate::metrics::serve(addr, metrics.clone())
+            let metrics = corral_metrics::Metrics::spawn(observe.min_ready);
+            let local = corral_metrics::serve(addr, metrics.clone())
                 .await
                 .with_context(|| format!("cannot serve --metrics on {addr}"))?;
             journal::say(&format!(
@@ -274,7 +274,7 @@ struct Daemon {
     /// The id the next app gets.
     next_id: u32,
     /// `--metrics`: the board every report also goes to.
-    metrics: Option<crate::metrics::Metrics>,
+    metrics: Option<corral_metrics::Metrics>,
     /// Bumped by `reloadLogs`: every app's log writer reopens its files.
     log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }

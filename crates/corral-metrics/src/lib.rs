@@ -1,6 +1,23 @@
-//! `--metrics ADDR`: Prometheus metrics (`/metrics`) and Kubernetes probes (`/livez`,
-//! `/readyz`) over HTTP, for `corral run` and the daemon. One task owns the [`Board`];
-//! the supervisor sends it reports, the HTTP side asks it questions.
+//! Prometheus metrics (`/metrics`) and Kubernetes probes (`/livez`, `/readyz`) over
+//! HTTP for corral's engine: `corral run`, the daemon (every app) and the embedded
+//! cluster. One task owns the [`Board`]; the supervisor sends it reports, the HTTP side
+//! asks it questions.
+//!
+//! In an embedded cluster (its primary has no runtime of its own to lend):
+//!
+//! ```no_run
+//! use corral_core::cluster::Cluster;
+//!
+//! let mut cluster = Cluster::builder().workers(2).name("web");
+//! // Workers run this same binary: only the primary serves metrics.
+//! if !Cluster::is_worker() {
+//!     let (metrics, _addr) =
+//!         corral_metrics::serve_on_thread("127.0.0.1:9100".parse().unwrap(), None).unwrap();
+//!     metrics.started("web", 2);
+//!     cluster = cluster.on_report(metrics.observer("web"));
+//! }
+//! cluster.run(|| async { /* a worker */ }).unwrap();
+//! ```
 
 mod board;
 
@@ -78,6 +95,13 @@ impl Metrics {
         let _ = self.tx.send(Msg::Report(app.to_owned(), report.clone()));
     }
 
+    /// A callback that hands every report of `app` to the board, for
+    /// `corral_core::cluster::Builder::on_report`.
+    pub fn observer(&self, app: &str) -> impl FnMut(&Report) + Send + 'static {
+        let (metrics, app) = (self.clone(), app.to_owned());
+        move |report| metrics.report(&app, report)
+    }
+
     async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(msg(tx)).ok()?;
@@ -123,6 +147,38 @@ fn own_rss() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf only reads a system constant.
     Some(pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64)
+}
+
+/// Starts the board and serves it on `addr` from a thread of their own, for a process
+/// without a tokio runtime to lend (the embedded cluster's primary). They run until the
+/// process exits.
+pub fn serve_on_thread(
+    addr: SocketAddr,
+    min_ready: Option<usize>,
+) -> std::io::Result<(Metrics, SocketAddr)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("corral-metrics".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return drop(tx.send(Err(e))),
+            };
+            runtime.block_on(async move {
+                let metrics = Metrics::spawn(min_ready);
+                let served = serve(addr, metrics.clone()).await;
+                let failed = served.is_err();
+                let _ = tx.send(served.map(|local| (metrics, local)));
+                if !failed {
+                    std::future::pending::<()>().await;
+                }
+            });
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the metrics thread ended before it served"))?
 }
 
 /// Serves `/metrics`, `/livez` and `/readyz` on `addr` until the runtime ends.
