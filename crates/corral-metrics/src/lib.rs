@@ -132,7 +132,7 @@ fn read_proc(pids: &[Pid]) -> Scrape {
     };
     let own = Usage {
         // corral's own process only, not its workers.
-        memory: own_rss().unwrap_or(0),
+        memory: corral_core::os::memory::rss(me).unwrap_or(0),
         ..usage_of(me)
     };
     Scrape {
@@ -140,13 +140,6 @@ fn read_proc(pids: &[Pid]) -> Scrape {
         own,
         open_fds: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()),
     }
-}
-
-fn own_rss() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    Some(pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64)
 }
 
 /// Starts the board and serves it on `addr` from a thread of their own, for a process

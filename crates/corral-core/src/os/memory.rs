@@ -42,6 +42,13 @@ pub fn tree_rss(roots: &[Pid]) -> HashMap<Pid, u64> {
         .collect()
 }
 
+/// Resident memory of `pid` alone (not its children), in bytes.
+pub fn rss(pid: Pid) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
 fn all_procs() -> Vec<Proc> {
     std::fs::read_dir("/proc")
         .into_iter()

@@ -107,6 +107,8 @@ pub async fn run(
     let mut memory = tokio::time::interval(MEMORY_SAMPLE_EVERY);
     memory.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sample_memory = spec.health.max_memory.is_some();
+    let (sampled_tx, mut sampled) = mpsc::channel(1);
+    let mut sampling = false;
     let mut controls_open = true;
     let mut starved = Starved::default();
     loop {
@@ -192,9 +194,18 @@ pub async fn run(
                 checks.run_due(accepts_itself, &reports);
                 continue;
             }
-            _ = memory.tick(), if sample_memory => {
+            // /proc is read on the blocking pool (every process's stat: many ms on a
+            // busy machine), one sample at a time; the loop only takes the result.
+            _ = memory.tick(), if sample_memory && !sampling => {
                 let pids: Vec<Pid> = group.workers().keys().copied().collect();
-                for (pid, rss) in os::memory::tree_rss(&pids) {
+                let tx = sampled_tx.clone();
+                sampling = true;
+                tokio::task::spawn_blocking(move || tx.try_send(os::memory::tree_rss(&pids)));
+                continue;
+            }
+            Some(sample) = sampled.recv() => {
+                sampling = false;
+                for (pid, rss) in sample {
                     group.handle_event(Instant::now(), Event::Memory { pid, rss });
                 }
                 flush(&mut group, &reports, &mut checks);
