@@ -5,7 +5,8 @@ use std::time::Duration;
 /// How crashed workers are restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
-    /// Delay before the first restart; it doubles with each further crash.
+    /// Delay before a restart; it doubles with each further crash. The first crash
+    /// after a stable run (or after `reset_after`) is restarted at once.
     pub delay: Duration,
     /// The doubling stops here.
     pub max_delay: Duration,
@@ -67,6 +68,8 @@ pub struct RestartState {
     pub unstable: u32,
     /// How many times the delay has doubled since the last reset.
     step: u32,
+    /// The one restart without delay since the last reset was used.
+    restarted_at_once: bool,
 }
 
 /// What to do about a worker that exited on its own.
@@ -83,6 +86,7 @@ impl RestartState {
     pub fn on_exit(&mut self, policy: &RestartPolicy, uptime: Duration, ready: bool) -> Decision {
         if uptime >= policy.reset_after {
             self.step = 0;
+            self.restarted_at_once = false;
         }
         if ready && uptime >= policy.min_uptime {
             self.unstable = 0;
@@ -91,6 +95,13 @@ impl RestartState {
             if self.unstable > policy.max_restarts {
                 return Decision::GiveUp;
             }
+        }
+        // The first crash after a stable run since the backoff was reset needs no
+        // backoff: the slot is served again at once. The delay starts with the next one.
+        let stable = self.unstable == 0;
+        if stable && self.step == 0 && !self.restarted_at_once {
+            self.restarted_at_once = true;
+            return Decision::RestartIn(Duration::ZERO);
         }
         let factor = 1u32.checked_shl(self.step).unwrap_or(u32::MAX);
         let delay = policy
@@ -136,18 +147,26 @@ mod tests {
     fn backoff_doubles_up_to_the_cap() {
         let mut state = RestartState::default();
         let p = policy();
-        let delays: Vec<_> = (0..6)
+        let delays: Vec<_> = (0..7)
             .map(|_| state.on_exit(&p, Duration::from_secs(5), true))
             .collect();
         let ms = |n| Decision::RestartIn(Duration::from_millis(n));
         assert_eq!(
             delays,
-            vec![ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+            vec![
+                ms(0),
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1000),
+                ms(1000)
+            ]
         );
     }
 
     #[test]
-    fn a_long_run_resets_the_backoff() {
+    fn a_long_run_resets_the_backoff_and_the_restart_at_once() {
         let mut state = RestartState::default();
         let p = policy();
         for _ in 0..4 {
@@ -155,8 +174,23 @@ mod tests {
         }
         assert_eq!(
             state.on_exit(&p, Duration::from_secs(60), true),
+            Decision::RestartIn(Duration::ZERO)
+        );
+        assert_eq!(
+            state.on_exit(&p, Duration::from_secs(5), true),
             Decision::RestartIn(Duration::from_millis(100))
         );
+    }
+
+    #[test]
+    fn issue_14_a_crash_loop_from_the_start_backs_off_from_its_first_exit() {
+        let mut state = RestartState::default();
+        let p = policy();
+        let delays: Vec<_> = (0..3)
+            .map(|_| state.on_exit(&p, Duration::from_millis(5), false))
+            .collect();
+        let ms = |n| Decision::RestartIn(Duration::from_millis(n));
+        assert_eq!(delays, vec![ms(100), ms(200), ms(400)]);
     }
 
     #[test]

@@ -346,7 +346,9 @@ pub struct AppOptions {
     #[serde(with = "values::duration")]
     pub kill_timeout: Duration,
 
-    /// Delay before restarting a crashed worker; doubles with each crash in a row.
+    /// Delay before restarting a crashed worker; doubles with each crash in a row. The
+    /// first crash after a stable run restarts at once; the delay applies from the next
+    /// one, until a worker stays up 30s.
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
     #[serde(with = "values::duration", alias = "exp_backoff_restart_delay")]
     pub restart_delay: Duration,

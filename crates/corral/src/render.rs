@@ -76,7 +76,11 @@ pub fn report(r: &Report) -> String {
             } else {
                 String::new()
             };
-            format!("worker {slot} restarting in {}{tail}", duration(*delay))
+            if delay.is_zero() {
+                format!("worker {slot} restarting now (first crash after a stable run){tail}")
+            } else {
+                format!("worker {slot} restarting in {}{tail}", duration(*delay))
+            }
         }
         Report::GaveUp { slot, unstable, min_uptime } => format!(
             "worker {slot} gave up: it exited {unstable} times in a row before it was ready or within {} of starting; \

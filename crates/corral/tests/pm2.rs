@@ -77,7 +77,12 @@ fn issue_10_the_canonical_cluster_mode_file_shares_the_port_and_reloads_losing_n
             assert!(load.wait_ok(before + 300, T));
         }
         let report = load.finish();
-        assert_eq!(report.failed, 0, "keep-alive {keep_alive}: {report:?}");
+        assert_eq!(
+            report.failed,
+            0,
+            "keep-alive {keep_alive}: {report:?}\n{}",
+            home.daemon_log()
+        );
         assert!(
             report.by_pid.len() >= 4,
             "old and new workers served: {report:?}"

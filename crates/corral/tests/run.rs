@@ -631,3 +631,23 @@ fn without_autorestart_corral_ends_when_the_workers_have_exited() {
     // A job that ran to its end is a stop, not a failure.
     assert!(c.wait_exit(T).success());
 }
+
+#[test]
+fn issue_14_the_first_crash_after_a_stable_run_restarts_at_once_the_next_backs_off() {
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    // --min-uptime 0s: every worker that got ready ran stably.
+    let c = start(&["-i", "1", "--min-uptime", "0s"], &[]);
+    let first = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
+    c.wait_for(
+        "worker 0 restarting now (first crash after a stable run)",
+        T,
+    );
+    let second = Corral::pid_in(&c.wait_for_nth("worker 0 ready", 2, T));
+    assert!(eventually(T, || get(c.addr(), "/")
+        .is_ok_and(|r| r.pid() == Some(second))));
+    kill(Pid::from_raw(second), Signal::SIGKILL).unwrap();
+    c.wait_for("worker 0 restarting in 100ms", T);
+    c.wait_for_nth("worker 0 ready", 3, T);
+}

@@ -188,24 +188,36 @@ fn ready_notice_comes_before_the_delay() {
 }
 
 #[test]
-fn crashed_worker_is_replaced_in_the_same_slot_after_backoff() {
+fn issue_14_a_crashed_worker_is_replaced_in_its_slot_at_once_then_after_backoff() {
     let mut h = Harness::new(2, Harness::notify());
     h.all_ready();
     h.now += 5000 * MS;
     let reports = h.exit(102, 1);
     assert!(reports.contains(&Report::RestartScheduled {
         slot: 1,
-        delay: 100 * MS,
+        delay: Duration::ZERO,
         unstable: 0
     }));
     assert!(
         h.signals_to(102).contains(&Signal::SIGKILL),
         "leftovers in its group are killed"
     );
-    h.advance(99 * MS);
-    assert_eq!(h.procs().spawned.len(), 2);
-    h.advance(MS);
+    assert_eq!(h.group.next_deadline(), Some(h.now));
+    h.advance(Duration::ZERO);
     assert_eq!(h.procs().spawned.last(), Some(&(1, 103)));
+    // The second crash in the window waits out the restart delay.
+    h.ready(103);
+    h.now += 5000 * MS;
+    let reports = h.exit(103, 1);
+    assert!(reports.contains(&Report::RestartScheduled {
+        slot: 1,
+        delay: 100 * MS,
+        unstable: 0
+    }));
+    h.advance(99 * MS);
+    assert_eq!(h.procs().spawned.len(), 3);
+    h.advance(MS);
+    assert_eq!(h.procs().spawned.last(), Some(&(1, 104)));
 }
 
 #[test]
