@@ -156,6 +156,17 @@ impl Harness {
             .count()
     }
 
+    /// One ready worker (pid 101) that said it heartbeats every 500ms.
+    fn heartbeating() -> Harness {
+        let mut h = Harness::new(1, Harness::notify());
+        h.send(Event::Hello {
+            pid: 101,
+            heartbeat: Some(500 * MS),
+        });
+        h.all_ready();
+        h
+    }
+
     fn all_ready(&mut self) {
         let pids: Vec<Pid> = self.group.workers().keys().copied().collect();
         for pid in pids {
@@ -580,12 +591,7 @@ fn routing_follows_readiness_and_stops_before_the_drain_signal() {
 
 #[test]
 fn a_worker_that_announced_heartbeats_and_goes_silent_is_killed() {
-    let mut h = Harness::new(1, Harness::notify());
-    h.send(Event::Hello {
-        pid: 101,
-        heartbeat: Some(500 * MS),
-    });
-    h.all_ready();
+    let mut h = Harness::heartbeating();
     h.now += 2000 * MS;
     h.send(Event::Heartbeat { pid: 101, lag: MS });
     assert!(h.advance(2999 * MS).is_empty());
@@ -599,12 +605,7 @@ fn a_worker_that_announced_heartbeats_and_goes_silent_is_killed() {
 
 #[test]
 fn silence_while_the_supervisor_was_paused_is_not_a_hang() {
-    let mut h = Harness::new(1, Harness::notify());
-    h.send(Event::Hello {
-        pid: 101,
-        heartbeat: Some(500 * MS),
-    });
-    h.all_ready();
+    let mut h = Harness::heartbeating();
     // The loop wakes 17s after the watchdog was due: the machine was suspended.
     h.now += 20_000 * MS;
     let reports = h.send(Event::Resumed {
@@ -630,12 +631,7 @@ fn silence_while_the_supervisor_was_paused_is_not_a_hang() {
 
 #[test]
 fn a_worker_silent_since_before_a_pause_is_judged_after_the_grace() {
-    let mut h = Harness::new(1, Harness::notify());
-    h.send(Event::Hello {
-        pid: 101,
-        heartbeat: Some(500 * MS),
-    });
-    h.all_ready();
+    let mut h = Harness::heartbeating();
     h.now += 10_000 * MS;
     h.send(Event::Resumed { paused: 7_000 * MS });
     assert!(h.advance(2999 * MS).is_empty());
