@@ -507,6 +507,13 @@ fn issue_12_the_kubernetes_manifests_pass_kubernetes_schemas() {
     }
 }
 
+/// Every line parsed as JSON; the test fails on the first that isn't.
+fn json_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<serde_json::Value> {
+    lines
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 #[test]
 fn issue_12_log_format_json_writes_every_line_as_a_json_object() {
     let fixture = fixture();
@@ -533,12 +540,8 @@ fn issue_12_log_format_json_writes_every_line_as_a_json_object() {
     c.wait_for("\"kind\":\"reload_finished\"", T);
     c.signal(Signal::SIGTERM);
     assert!(c.wait_exit(T).success());
-    let lines: Vec<serde_json::Value> = c
-        .output()
-        .iter()
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let output = c.output();
+    let lines = json_lines(output.iter().map(String::as_str).filter(|l| !l.is_empty()));
     let worker = lines
         .iter()
         .find(|v| v["stream"] == "out")
@@ -582,11 +585,7 @@ fn issue_12_daemon_log_format_json_writes_every_event_as_a_json_object() {
     assert!(eventually(T, || home
         .daemon_log()
         .contains("\"kind\":\"reload_finished\"")));
-    let lines: Vec<serde_json::Value> = home
-        .daemon_log()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = json_lines(home.daemon_log().lines());
     // The daemon's own lines are notes; each app event carries its app, kind and fields.
     assert!(lines
         .iter()
