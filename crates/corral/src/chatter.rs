@@ -44,20 +44,27 @@ pub struct Suppressed {
     pub count: u64,
 }
 
+/// A line to write: the report's own text, or a note about suppressed lines.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Said {
+    Report(String),
+    Note(String),
+}
+
 impl Chatter {
     /// The lines to write for `report` of `app`: what was suppressed, then the report
     /// itself; none when the worker is over its rate.
-    pub fn lines(&mut self, app: &str, report: &Report, now: Instant) -> Vec<String> {
+    pub fn lines(&mut self, app: &str, report: &Report, now: Instant) -> Vec<Said> {
         if report.is_quiet() {
             return Vec::new();
         }
         match self.admit(app, report, now) {
             Admit::Drop => Vec::new(),
-            Admit::Throttled { slot } => vec![render::throttled(slot)],
+            Admit::Throttled { slot } => vec![Said::Note(render::throttled(slot))],
             Admit::Write { suppressed } => suppressed
-                .map(|s| render::suppressed(s.slot, s.count))
+                .map(|s| Said::Note(render::suppressed(s.slot, s.count)))
                 .into_iter()
-                .chain([render::report(report)])
+                .chain([Said::Report(render::report(report))])
                 .collect(),
         }
     }

@@ -10,7 +10,7 @@ use corral_core::writer::{self, Notes};
 use corral_core::AppSpec;
 use tokio::sync::mpsc;
 
-use crate::chatter::Chatter;
+use crate::chatter::{Chatter, Said};
 use crate::cli::RunArgs;
 use crate::exit::Failure;
 use crate::render;
@@ -197,8 +197,11 @@ async fn print_reports(
         if let Some(metrics) = &metrics {
             metrics.report(&speaker.app, &report);
         }
-        for line in chatter.lines(&speaker.app, &report, std::time::Instant::now()) {
-            speaker.say(Some(&report), &line);
+        for said in chatter.lines(&speaker.app, &report, std::time::Instant::now()) {
+            match said {
+                Said::Report(text) => speaker.say(Some(&report), &text),
+                Said::Note(text) => speaker.say(None, &text),
+            }
         }
     }
 }

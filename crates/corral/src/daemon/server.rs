@@ -27,7 +27,7 @@ use super::protocol::{
 };
 use super::state::{closest, App, Status, Then};
 use super::Home;
-use crate::chatter::Chatter;
+use crate::chatter::{Chatter, Said};
 use crate::render;
 
 /// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).
@@ -874,12 +874,10 @@ impl Daemon {
     }
 
     fn report(&mut self, name: &str, report: Report) {
-        let text = render::report(&report);
-        for line in self.chatter.lines(name, &report, Instant::now()) {
-            // The chatter may also say that lines were suppressed: those are notes.
-            match line == text {
-                true => journal::report(name, &report, &line),
-                false => journal::say(&format!("{name}: {line}")),
+        for said in self.chatter.lines(name, &report, Instant::now()) {
+            match said {
+                Said::Report(text) => journal::report(name, &report, &text),
+                Said::Note(text) => journal::say(&format!("{name}: {text}")),
             }
         }
         if let Some(metrics) = &self.metrics {
