@@ -11,8 +11,20 @@ use crate::channel::{Input, RATE_PER_SEC};
 use crate::group::{Event, Group, Report};
 use crate::process::Pid;
 
+/// Handles one channel input from `pid` and gives the group the events it means.
+pub(super) fn apply(
+    group: &mut Group<OsProcesses>,
+    pid: Pid,
+    input: Input,
+    reports: &mpsc::UnboundedSender<Report>,
+) {
+    for event in handle(group, pid, input, reports) {
+        group.handle_event(std::time::Instant::now(), event);
+    }
+}
+
 /// Handles one channel input from `pid`; returns the events it means for the group.
-pub(super) fn handle(
+fn handle(
     group: &mut Group<OsProcesses>,
     pid: Pid,
     input: Input,

@@ -169,9 +169,7 @@ pub async fn run(
                 Err(_) => continue,
             },
             Some((pid, input)) = inputs.recv() => {
-                for event in inbox::handle(&mut group, pid, input, &reports) {
-                    group.handle_event(Instant::now(), event);
-                }
+                inbox::apply(&mut group, pid, input, &reports);
                 flush(&mut group, &reports, &mut checks);
                 continue;
             }
@@ -236,9 +234,7 @@ async fn hear_out(
 ) {
     tokio::task::yield_now().await;
     while let Ok((pid, input)) = inputs.try_recv() {
-        for event in inbox::handle(group, pid, input, reports) {
-            group.handle_event(Instant::now(), event);
-        }
+        inbox::apply(group, pid, input, reports);
     }
     flush(group, reports, checks);
 }
