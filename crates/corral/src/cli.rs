@@ -145,8 +145,13 @@ pub struct DaemonArgs {
 
     /// How daemon.log is written: `text` ([corral] lines), or `json`: one object per
     /// line with time, app, kind, the event's fields and its message.
-    #[arg(long, value_name = "text|json", env = "CORRAL_DAEMON_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    #[arg(
+        long,
+        value_name = "text|json",
+        env = "CORRAL_DAEMON_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: DaemonLogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -525,6 +530,13 @@ pub enum LogFormat {
     Text,
     Json,
     Pm2Json,
+}
+
+/// How daemon.log is written (worker output has [`LogFormat`], per app).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DaemonLogFormat {
+    Text,
+    Json,
 }
 
 /// PM2's exec modes.
