@@ -4,6 +4,7 @@
 //! supervisor (`corral-core`) and the worker library (`corral-worker`) cannot drift apart.
 
 pub mod channel;
+pub mod control;
 pub mod env;
 #[cfg(unix)]
 pub mod fdpass;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use corral_proto::control::{AppView, WorkerStatus};
+
 use crate::eventually;
 
 const T: Duration = Duration::from_secs(20);
@@ -68,41 +70,48 @@ impl Home {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    pub fn apps(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["ls", "--json"])).expect("ls --json is JSON")
+    /// `ls --json`, typed.
+    pub fn apps(&self) -> Vec<AppView> {
+        serde_json::from_str(&self.ok(&["ls", "--json"])).expect("ls --json is a list of AppView")
     }
 
-    pub fn app(&self, name: &str) -> serde_json::Value {
-        self.apps()
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["name"] == name)
-            .cloned()
-            .unwrap_or(serde_json::Value::Null)
+    /// The app named `name`, if the daemon has one.
+    pub fn find(&self, name: &str) -> Option<AppView> {
+        self.apps().into_iter().find(|a| a.name == name)
+    }
+
+    /// The app named `name`; it must exist.
+    pub fn app(&self, name: &str) -> AppView {
+        self.find(name)
+            .unwrap_or_else(|| panic!("no app `{name}` in `corral ls`: {:?}", self.apps()))
     }
 
     /// Waits until `name` has `n` workers, all online.
-    pub fn wait_online(&self, name: &str, n: usize) -> serde_json::Value {
+    pub fn wait_online(&self, name: &str, n: usize) -> AppView {
         let ok = eventually(T, || {
-            let app = self.app(name);
-            let workers = app["workers"].as_array().cloned().unwrap_or_default();
-            workers.len() == n && workers.iter().all(|w| w["status"] == "online")
+            self.find(name).is_some_and(|app| {
+                app.workers.len() == n
+                    && app.workers.iter().all(|w| w.status == WorkerStatus::Online)
+            })
         });
         assert!(
             ok,
-            "{name} never had {n} online workers: {}",
-            self.app(name)
+            "{name} never had {n} online workers: {:?}",
+            self.find(name)
         );
         self.app(name)
     }
 
+    /// The first address `name` listens on.
     pub fn addr(&self, name: &str) -> std::net::SocketAddr {
-        self.app(name)["listen"][0]
-            .as_str()
-            .unwrap()
+        let app = self.app(name);
+        let first = app.listen.first().expect("the app listens");
+        first
+            .split(' ')
+            .next()
+            .unwrap_or(first)
             .parse()
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{first}: {e}"))
     }
 
     pub fn daemon_pid(&self) -> i32 {
@@ -116,4 +125,9 @@ impl Drop for Home {
         let _ = self.corral(&["kill"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The pids of an app's workers that run, by slot.
+pub fn pids(app: &AppView) -> Vec<i32> {
+    app.workers.iter().filter_map(|w| w.pid).collect()
 }

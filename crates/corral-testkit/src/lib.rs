@@ -6,7 +6,8 @@ mod http;
 mod load;
 mod process;
 
-pub use home::Home;
+pub use corral_proto::control::{AppDetail, AppStatus, AppView, LogLineView, WorkerStatus};
+pub use home::{pids, Home};
 pub use http::{free_port, get, get_from, KeepAlive, Response};
 pub use load::{reloads_under_load, Load, LoadReport};
 pub use process::{dev_full, fixture_bin, limit_open_files, limit_processes, open_fds, Corral};

@@ -14,7 +14,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => crate::run::run(args),
-        Command::Daemon(args) => crate::daemon::Home::from_env()
+        Command::Daemon(args) => crate::home::Home::from_env()
             .and_then(|home| {
                 crate::daemon::serve(
                     home,
@@ -24,7 +24,7 @@ pub fn main() -> ExitCode {
                 )
             })
             .map_err(Failure::Runtime),
-        other => crate::commands::run(other),
+        other => crate::client::run(other),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

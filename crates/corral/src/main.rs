@@ -1,23 +1,26 @@
 //! The `corral` command: parses the command line and hands over to [`app::main`].
+//!
+//! Layers, each using only the ones below it (`tests/layers.rs` checks there is no cycle):
+//! `app` → `client`, `daemon`, `run` → `cli` → `config` → `model`, `home`, `log_layout`,
+//! `render`, `chatter`, `line_format`, `triggers`, `secrets`, `exit`.
 
 #[macro_use]
 mod print;
 mod app;
 mod chatter;
 mod cli;
-mod commands;
+mod client;
 mod config;
 mod daemon;
 mod exit;
-mod habits;
+mod home;
 mod line_format;
-mod monit;
+mod log_layout;
+mod model;
 mod render;
 mod run;
 mod secrets;
-mod service;
 mod triggers;
-mod values;
 
 fn main() -> std::process::ExitCode {
     app::main()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use tokio::sync::oneshot;
 
-use super::protocol::Response;
+use corral_proto::control::Response;
 
 struct Join {
     reply: oneshot::Sender<Response>,

@@ -9,9 +9,10 @@ use std::sync::OnceLock;
 use corral_core::output::{LogLine, Stream};
 use corral_core::writer::Notes;
 
-use super::logfile::{Layout, LogFiles};
-use super::Home;
+use super::logfile::LogFiles;
+use crate::home::Home;
 use crate::line_format::{Json, LineFormat};
+use crate::log_layout::LogLayout;
 use corral_core::group::Report;
 
 static JOURNAL: OnceLock<Notes> = OnceLock::new();
@@ -25,7 +26,7 @@ pub fn open(home: &Home, json: bool) {
         let _ = JSON.set(LineFormat::new(true, None, Some(Json::Corral)));
     }
     let path = home.daemon_log();
-    let files = LogFiles::new(home.dir.clone(), "daemon".into()).with_layout(Layout {
+    let files = LogFiles::new(home.dir.clone(), "daemon".into()).with_layout(LogLayout {
         out: Some(path.clone()),
         err: None,
         merge: true,

@@ -5,57 +5,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use corral_core::output::{LogLine, Stream};
+use corral_core::output::LogLine;
+
+use crate::log_layout::{is_discard, LogLayout};
 
 /// Rotate a file once it is this big...
 pub const MAX_SIZE: u64 = 10 * 1024 * 1024;
 /// ...and keep this many old ones (`.1` newest).
 pub const KEEP: usize = 5;
-
-fn kind(stream: Stream) -> &'static str {
-    match stream {
-        Stream::Stdout => "out",
-        Stream::Stderr => "err",
-    }
-}
-
-/// Where an app's output goes: per slot in `$CORRAL_HOME/logs` by default, or the files
-/// the user named (`--out-file`, `--error-file`; per slot as `name-SLOT.ext` unless
-/// `--merge-logs`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Layout {
-    pub out: Option<PathBuf>,
-    pub err: Option<PathBuf>,
-    pub merge: bool,
-    /// PM2's `log_file`: every line of both streams, also written here.
-    pub combined: Option<PathBuf>,
-}
-
-impl Layout {
-    pub fn path(&self, dir: &Path, app: &str, slot: usize, stream: Stream) -> PathBuf {
-        let custom = match stream {
-            Stream::Stdout => &self.out,
-            Stream::Stderr => &self.err,
-        };
-        let kind = kind(stream);
-        if let Some(path) = custom.as_deref().filter(|p| is_discard(p)) {
-            return path.to_owned();
-        }
-        match (custom, self.merge) {
-            (Some(path), true) => path.clone(),
-            (Some(path), false) => {
-                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-                let name = match path.extension() {
-                    Some(ext) => format!("{stem}-{slot}.{}", ext.to_string_lossy()),
-                    None => format!("{stem}-{slot}"),
-                };
-                path.with_file_name(name)
-            }
-            (None, true) => dir.join(format!("{app}-{kind}.log")),
-            (None, false) => dir.join(format!("{app}-{slot}-{kind}.log")),
-        }
-    }
-}
 
 struct Open {
     file: File,
@@ -70,7 +27,7 @@ pub struct LogFiles {
     max_size: u64,
     keep: usize,
     format: crate::line_format::LineFormat,
-    layout: Layout,
+    layout: LogLayout,
     /// By path: with merged logs several slots write to one file.
     open: HashMap<PathBuf, Open>,
     /// Lines that could not be written, by path, and the last error: said in the file
@@ -104,7 +61,7 @@ impl LogFiles {
             max_size,
             keep: keep.max(1),
             format: Default::default(),
-            layout: Layout::default(),
+            layout: LogLayout::default(),
             open: HashMap::new(),
             lost: HashMap::new(),
             rotations: 0,
@@ -122,7 +79,7 @@ impl LogFiles {
         self
     }
 
-    pub fn with_layout(mut self, layout: Layout) -> Self {
+    pub fn with_layout(mut self, layout: LogLayout) -> Self {
         self.layout = layout;
         self
     }
@@ -222,12 +179,6 @@ impl LogFiles {
     }
 }
 
-/// PM2's way to throw a stream away: `out_file: "NULL"` or `"/dev/null"` (never opened,
-/// so never rotated).
-pub fn is_discard(path: &Path) -> bool {
-    path == Path::new("/dev/null") || path.file_name().is_some_and(|n| n == "NULL")
-}
-
 /// Opens for appending. In corral's own home (`private`), a symlink planted where a
 /// log goes is refused rather than followed.
 fn open(path: &Path, private: bool) -> io::Result<Open> {
@@ -246,26 +197,10 @@ fn open(path: &Path, private: bool) -> io::Result<Open> {
     })
 }
 
-/// Every log file of `app` (all slots, both streams), current ones only.
-pub fn files_of(dir: &Path, app: Option<&str>) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            app.is_none_or(|a| name.strip_prefix(a).is_some_and(|r| r.starts_with('-')))
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corral_core::output::Stream;
 
     fn line(slot: usize, text: &str) -> LogLine {
         LogLine {
@@ -280,10 +215,10 @@ mod tests {
     fn issue_10_a_combined_file_gets_both_streams_and_null_discards() {
         let dir = std::env::temp_dir().join(format!("corral-combined-{}", std::process::id()));
         let combined = dir.join("all.log");
-        let layout = Layout {
+        let layout = LogLayout {
             out: Some(PathBuf::from("/x/NULL")),
             combined: Some(combined.clone()),
-            ..Layout::default()
+            ..LogLayout::default()
         };
         let mut files = LogFiles::new(dir.clone(), "app".into()).with_layout(layout);
         files.write(&line(0, "to out")).unwrap();
@@ -304,22 +239,22 @@ mod tests {
     #[test]
     fn layouts_name_files_per_slot_or_merged() {
         let dir = Path::new("/h/logs");
-        let default = Layout::default();
+        let default = LogLayout::default();
         assert_eq!(
             default.path(dir, "api", 1, Stream::Stderr),
             Path::new("/h/logs/api-1-err.log")
         );
-        let merged = Layout {
+        let merged = LogLayout {
             merge: true,
-            ..Layout::default()
+            ..LogLayout::default()
         };
         assert_eq!(
             merged.path(dir, "api", 1, Stream::Stdout),
             Path::new("/h/logs/api-out.log")
         );
-        let custom = Layout {
+        let custom = LogLayout {
             out: Some("/var/log/api.log".into()),
-            ..Layout::default()
+            ..LogLayout::default()
         };
         assert_eq!(
             custom.path(dir, "api", 2, Stream::Stdout),
@@ -329,10 +264,10 @@ mod tests {
             custom.path(dir, "api", 2, Stream::Stderr),
             Path::new("/h/logs/api-2-err.log")
         );
-        let both = Layout {
+        let both = LogLayout {
             out: Some("/var/log/api.log".into()),
             merge: true,
-            ..Layout::default()
+            ..LogLayout::default()
         };
         assert_eq!(
             both.path(dir, "api", 2, Stream::Stdout),
@@ -349,7 +284,7 @@ mod tests {
             logs.write(&line(0, &format!("line {i:04} {}", "x".repeat(40))))
                 .unwrap();
         }
-        let base = Layout::default().path(&dir, "app", 0, Stream::Stdout);
+        let base = LogLayout::default().path(&dir, "app", 0, Stream::Stdout);
         let mut all = String::new();
         for n in (1..=3).rev() {
             all += &std::fs::read_to_string(format!("{}.{n}", base.display())).unwrap_or_default();

@@ -21,14 +21,17 @@ use tokio::sync::{mpsc, oneshot};
 use super::joins::Joins;
 use super::journal;
 use super::logfile::LogFiles;
-use super::parse::{parse_start, Parsed, Reread};
-use super::protocol::{
-    ApplyMode, Envelope, Request, Response, ScaleChange, StartApp, PROTOCOL_VERSION,
-};
-use super::state::{closest, App, Status, Then};
-use super::Home;
+use super::reread::Reread;
+use super::state::{App, Status, Then};
 use crate::chatter::{Chatter, Said};
+use crate::config::start::{parse_start, Parsed};
+use crate::home::Home;
+use crate::model::names::closest;
+use crate::model::{Request, StartApp};
 use crate::render;
+use corral_proto::control::{
+    AppDetail, ApplyMode, EnvVar, Envelope, LogFileView, Response, ScaleChange, PROTOCOL_VERSION,
+};
 
 /// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).
 /// With `resurrect`, starts the saved apps and then reports ready to systemd
@@ -36,7 +39,7 @@ use crate::render;
 pub fn serve(
     home: Home,
     resurrect: bool,
-    observe: crate::cli::ObserveArgs,
+    observe: crate::model::ObserveArgs,
     log_json: bool,
 ) -> anyhow::Result<()> {
     home.create()?;
@@ -357,15 +360,15 @@ impl Daemon {
                 change,
                 force,
             } => self.scale(&name, change, force),
-            Request::Signal { target, signal } => self.signal(&target, &signal),
+            Request::Signal { target, signal } => self.signal(&target, signal),
             Request::Send { name, data } => self.each(&name, |app| {
                 send(app, Control::Message(data.clone())).map(|()| format!("sent to {}", app.name))
             }),
             Request::Describe { name } => self.describe(&name),
-            Request::Env { name } => self.each(&name, |app| Ok(env_lines(app).join("\n"))),
+            Request::Env { name } => self.env(&name),
             Request::Flush { target } => {
                 let logs = self.home.logs();
-                self.each(&target, |app| flush_logs(&logs, &app.name))
+                self.each(&target, |app| flush_logs(&app.log_files(&logs), &app.name))
             }
             Request::Save => self.save(),
             Request::Resurrect => self.resurrect(),
@@ -443,9 +446,7 @@ impl Daemon {
         if let Some(existing) = self.apps.get(&spec.name) {
             return Response::error(format!(
                 "an app named `{}` exists ({}); `corral delete {}` first, or pick another --name",
-                spec.name,
-                existing.status.as_str(),
-                spec.name
+                spec.name, existing.status, spec.name
             ));
         }
         let mut app = App::new(start, spec, triggers);
@@ -480,43 +481,33 @@ impl Daemon {
             Ok(_) => return Response::error("describe takes one app name"),
             Err(e) => return Response::error(e),
         };
-        let mut listed = match self.list() {
-            Response::Ok { apps, .. } => apps,
-            error => return error,
+        let view = match self.list() {
+            Response::Apps { apps } => apps.into_iter().find(|a| a.name == names[0]),
+            _ => None,
         };
-        listed.retain(|a| a.name == names[0]);
+        let Some(view) = view else {
+            return Response::error(format!("no app named `{}`", names[0]));
+        };
         let app = &self.apps[&names[0]];
-        let spec = &app.spec;
-        let listen = if app.listen.is_empty() {
-            "-".to_owned()
-        } else {
-            app.listen.join(" ")
+        Response::Described {
+            app: Box::new(AppDetail {
+                view,
+                cwd: app.spec.cwd.as_ref().map(|c| c.display().to_string()),
+                instances: app.instances,
+                balance: app.spec.balance.to_string(),
+                env: env_vars(app),
+            }),
+        }
+    }
+
+    fn env(&mut self, name: &str) -> Response {
+        let names = match self.targets(name) {
+            Ok(names) if names.len() == 1 => names,
+            Ok(_) => return Response::error("env takes one app name"),
+            Err(e) => return Response::error(e),
         };
-        let cwd = spec
-            .cwd
-            .as_ref()
-            .map_or("-".into(), |c| c.display().to_string());
-        let mut text = vec![
-            format!("name      {}", app.name),
-            format!("status    {}", listed[0].status),
-            format!("command   {}", listed[0].command.join(" ")),
-            format!("cwd       {cwd}"),
-            format!("listen    {listen}"),
-            format!("workers   {} ({} restarts)", app.instances, app.restarts()),
-            format!("balance   {}", spec.balance),
-            format!(
-                "logs      {}",
-                self.home
-                    .logs()
-                    .join(format!("{}-*.log", app.name))
-                    .display()
-            ),
-            "env".to_owned(),
-        ];
-        text.extend(env_lines(app).into_iter().map(|l| format!("  {l}")));
-        Response::Ok {
-            message: text.join("\n"),
-            apps: listed,
+        Response::Env {
+            vars: env_vars(&self.apps[&names[0]]),
         }
     }
 
@@ -529,8 +520,7 @@ impl Daemon {
         let usage = self.usage(&pids);
         let now = Instant::now();
         let logs = self.home.logs();
-        Response::Ok {
-            message: String::new(),
+        Response::Apps {
             apps: self
                 .apps
                 .values()
@@ -756,10 +746,10 @@ impl Daemon {
         })
     }
 
-    fn signal(&mut self, target: &str, signal: &str) -> Response {
-        let signal = match crate::cli::parse_signal(signal) {
+    fn signal(&mut self, target: &str, signal: i32) -> Response {
+        let signal = match nix::sys::signal::Signal::try_from(signal) {
             Ok(s) => s,
-            Err(e) => return Response::error(e),
+            Err(_) => return Response::error(format!("no signal has number {signal}")),
         };
         let (name, slot) = match target.split_once(':') {
             Some((name, slot)) => match slot.parse::<usize>() {
@@ -849,9 +839,9 @@ impl Daemon {
                 messages.push(format!("{name} already running"));
                 continue;
             }
-            match self.start(saved) {
-                Response::Ok { message, .. } => messages.push(message),
-                Response::Error { message } => messages.push(format!("{name}: {message}")),
+            match self.start(saved).outcome() {
+                Ok(message) => messages.push(message),
+                Err(message) => messages.push(format!("{name}: {message}")),
             }
         }
         Response::ok(messages.join("\n"))
@@ -1016,27 +1006,32 @@ fn launch(app: &mut App, home: &Home, tx: &mpsc::UnboundedSender<Msg>) -> Result
 }
 
 /// The app's declared environment as KEY=VALUE, secrets masked.
-fn env_lines(app: &App) -> Vec<String> {
-    let mut lines: Vec<String> = app
+/// The app's declared environment, secrets masked, sorted by key.
+fn env_vars(app: &App) -> Vec<EnvVar> {
+    let mut vars: Vec<EnvVar> = app
         .spec
         .env
         .iter()
         .map(|(k, v)| {
-            let key = k.to_string_lossy();
-            let value = v.to_string_lossy();
-            format!("{key}={}", crate::secrets::shown_value(&key, &value))
+            let key = k.to_string_lossy().into_owned();
+            let value = crate::secrets::shown_value(&key, &v.to_string_lossy()).into_owned();
+            EnvVar { key, value }
         })
         .collect();
-    lines.sort();
-    lines
+    vars.sort_by(|a, b| a.key.cmp(&b.key));
+    vars
 }
 
 /// Empties an app's log files in place (writers append, so they go on at offset 0) and
 /// removes the rotated ones.
-fn flush_logs(dir: &Path, app: &str) -> Result<String, String> {
+fn flush_logs(files: &[LogFileView], app: &str) -> Result<String, String> {
     let mut emptied = 0;
-    for path in super::logfile::files_of(dir, Some(app)) {
-        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) {
+    for file in files
+        .iter()
+        .filter(|f| !crate::log_layout::is_discard(Path::new(&f.path)))
+    {
+        let path = Path::new(&file.path);
+        if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
             let _ = file.set_len(0);
             emptied += 1;
         }

@@ -9,28 +9,12 @@ use corral_core::process::Pid;
 use corral_core::AppSpec;
 use tokio::sync::mpsc;
 
-use super::protocol::{AppView, LogFileView, WorkerView};
+use corral_proto::control::{AppView, LogFileView, WorkerStatus, WorkerView};
 
-/// Where an app is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Online,
-    Stopping,
-    Stopped,
-    /// Every worker gave up (crash loop).
-    Errored,
-}
+use crate::model::StartApp;
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Online => "online",
-            Status::Stopping => "stopping",
-            Status::Stopped => "stopped",
-            Status::Errored => "errored",
-        }
-    }
-}
+/// Where an app is; `Degraded` is never stored, [`App::shown_status`] derives it.
+pub use corral_proto::control::AppStatus as Status;
 
 /// What to do once an app has stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +28,7 @@ pub enum Then {
 #[derive(Debug, Clone)]
 pub struct Row {
     pub pid: Option<Pid>,
-    pub status: &'static str,
+    pub status: WorkerStatus,
     pub since: Instant,
     pub restarts: u32,
     /// How its last worker ended when it was not asked to: `exit code 1 after 44ms`.
@@ -58,7 +42,7 @@ pub struct App {
     pub name: String,
     /// What it was started from, runtime changes (scale) included: enough to start it
     /// again, here or after `resurrect`.
-    pub start: super::protocol::StartApp,
+    pub start: StartApp,
     pub spec: AppSpec,
     pub controls: Option<mpsc::Sender<Control>>,
     pub status: Status,
@@ -74,17 +58,13 @@ pub struct App {
     /// How lines are written in the log files (`--time`, `--log-format`).
     pub lines: crate::line_format::LineFormat,
     /// Where its output goes.
-    pub layout: super::logfile::Layout,
+    pub layout: crate::log_layout::LogLayout,
     /// The daemon's `reloadLogs` count; its log writer reopens files when it changes.
     pub log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl App {
-    pub fn new(
-        start: super::protocol::StartApp,
-        spec: AppSpec,
-        triggers: crate::triggers::Triggers,
-    ) -> App {
+    pub fn new(start: StartApp, spec: AppSpec, triggers: crate::triggers::Triggers) -> App {
         App {
             id: 0,
             name: spec.name.clone(),
@@ -107,15 +87,12 @@ impl App {
 
     /// `online` only when every slot is: one that crash-loops or gave up makes the app
     /// `degraded`, whatever serves meanwhile.
-    pub fn shown_status(&self) -> &'static str {
-        let sick = self
-            .rows
-            .values()
-            .any(|r| matches!(r.status, "restarting" | "errored"));
+    pub fn shown_status(&self) -> Status {
+        let sick = self.rows.values().any(|r| r.status.is_sick());
         if self.status == Status::Online && sick {
-            "degraded"
+            Status::Degraded
         } else {
-            self.status.as_str()
+            self.status
         }
     }
 
@@ -138,9 +115,9 @@ impl App {
                 slot,
                 pid,
                 replacing: None,
-            } => self.set_row(*slot, *pid, "starting", now),
+            } => self.set_row(*slot, *pid, WorkerStatus::Starting, now),
             // A replacement shows up in its slot once it is ready.
-            Report::Ready { slot, pid, .. } => self.set_row(*slot, *pid, "online", now),
+            Report::Ready { slot, pid, .. } => self.set_row(*slot, *pid, WorkerStatus::Online, now),
             Report::Exited {
                 slot,
                 pid,
@@ -149,7 +126,7 @@ impl App {
                 uptime,
             } => {
                 if let Some(row) = self.rows.get_mut(slot).filter(|r| r.pid == Some(*pid)) {
-                    row.status = "restarting";
+                    row.status = WorkerStatus::Restarting;
                     row.pid = None;
                     row.restarts += 1;
                     row.last_exit = Some(format!(
@@ -166,22 +143,22 @@ impl App {
             } => {
                 if let Some(row) = self.rows.get_mut(slot).filter(|r| r.pid == Some(*pid)) {
                     row.status = if *holds_ours {
-                        "online (own port)"
+                        WorkerStatus::OnlineOwnPort
                     } else {
-                        "online (socket closed)"
+                        WorkerStatus::OnlineSocketClosed
                     };
                 }
             }
             // Follows its Exited: the worker is done, not restarting.
             Report::NotRestarted { slot, .. } => {
                 if let Some(row) = self.rows.get_mut(slot) {
-                    row.status = "exited";
+                    row.status = WorkerStatus::Exited;
                     row.restarts = row.restarts.saturating_sub(1);
                 }
             }
             Report::GaveUp { slot, .. } => {
                 if let Some(row) = self.rows.get_mut(slot) {
-                    row.status = "errored";
+                    row.status = WorkerStatus::Errored;
                 }
             }
             Report::Scaled { to, .. } => {
@@ -198,7 +175,7 @@ impl App {
         }
     }
 
-    fn set_row(&mut self, slot: usize, pid: Pid, status: &'static str, now: Instant) {
+    fn set_row(&mut self, slot: usize, pid: Pid, status: WorkerStatus, now: Instant) {
         let row = self.rows.entry(slot).or_insert(Row {
             pid: None,
             status,
@@ -213,25 +190,8 @@ impl App {
 
     /// The log files of every slot and stream, as `logs` reads them.
     pub fn log_files(&self, dir: &std::path::Path) -> Vec<LogFileView> {
-        use corral_core::output::Stream;
-        let mut files: Vec<LogFileView> = Vec::new();
-        for slot in 0..self.instances.max(self.rows.len()) {
-            for (stream, kind) in [(Stream::Stdout, "out"), (Stream::Stderr, "err")] {
-                let path = self
-                    .layout
-                    .path(dir, &self.name, slot, stream)
-                    .display()
-                    .to_string();
-                if !files.iter().any(|f| f.path == path) {
-                    files.push(LogFileView {
-                        path,
-                        slot: (!self.layout.merge).then_some(slot),
-                        stream: kind.to_owned(),
-                    });
-                }
-            }
-        }
-        files
+        let slots = self.instances.max(self.rows.len());
+        self.layout.files(dir, &self.name, slots)
     }
 
     pub fn view(&self, usage: &HashMap<Pid, (f64, u64)>, now: Instant) -> AppView {
@@ -250,9 +210,8 @@ impl App {
                     status: if live {
                         row.status
                     } else {
-                        self.status.as_str()
-                    }
-                    .to_owned(),
+                        WorkerStatus::from(self.status)
+                    },
                     uptime_ms: now.saturating_duration_since(row.since).as_millis() as u64,
                     restarts: row.restarts,
                     cpu_percent,
@@ -264,7 +223,7 @@ impl App {
         AppView {
             id: self.id,
             name: self.name.clone(),
-            status: self.shown_status().to_owned(),
+            status: self.shown_status(),
             command: self
                 .spec
                 .command
@@ -276,53 +235,5 @@ impl App {
             workers,
             logs: Vec::new(),
         }
-    }
-}
-
-/// The closest known name to `wanted`, for "did you mean".
-pub fn closest<'a>(wanted: &str, names: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    names
-        .map(|n| (edit_distance(wanted, n), n))
-        .filter(|(d, n)| *d <= (n.len().max(wanted.len()) / 2).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, n)| n)
-}
-
-/// The closest of `known` to `wanted`, for "did you mean".
-pub fn closest_key<'a>(wanted: &str, known: &[&'a str]) -> Option<&'a str> {
-    let owned: Vec<String> = known.iter().map(|k| (*k).to_owned()).collect();
-    let near = closest(wanted, owned.iter())?;
-    known.iter().copied().find(|k| *k == near.as_str())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(row[j]).min(row[j + 1])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggests_near_names_only() {
-        let names = ["api".to_string(), "worker".to_string()];
-        assert_eq!(closest("apj", names.iter()), Some(&names[0]));
-        assert_eq!(closest("wroker", names.iter()), Some(&names[1]));
-        assert_eq!(closest("database", names.iter()), None);
     }
 }

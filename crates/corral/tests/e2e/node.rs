@@ -9,7 +9,8 @@ use std::time::Duration;
 use corral_testkit::{get, Corral, KeepAlive, Load};
 use nix::sys::signal::Signal;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use crate::CORRAL;
+
 const T: Duration = Duration::from_secs(20);
 
 /// The path of `examples/node/NAME`, or None when Node tests are skipped.

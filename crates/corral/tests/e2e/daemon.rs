@@ -4,29 +4,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use corral_testkit::{eventually, fixture_bin, get};
+use corral_testkit::{eventually, get};
 
-fn home(name: &str) -> Home {
-    Home::new(CORRAL, name)
-}
+use crate::{fixture, home, CORRAL};
+use corral_testkit::{pids, AppDetail, AppStatus, WorkerStatus};
 
 type Home = corral_testkit::Home;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const T: Duration = Duration::from_secs(20);
-
-fn pids(app: &serde_json::Value) -> Vec<i64> {
-    app["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|w| w["pid"].as_i64())
-        .collect()
-}
-
-fn fixture() -> String {
-    fixture_bin(CORRAL).display().to_string()
-}
 
 #[test]
 fn start_ls_reload_scale_stop_restart_delete() {
@@ -67,12 +52,12 @@ fn start_ls_reload_scale_stop_restart_delete() {
     assert_eq!(home.ok(&["scale", "fx", "+1"]).trim(), "fx: 2 → 3 workers");
     home.wait_online("fx", 3);
     assert_eq!(home.ok(&["stop", "fx"]).trim(), "stopped fx");
-    assert_eq!(home.app("fx")["status"], "stopped");
+    assert_eq!(home.app("fx").status, AppStatus::Stopped);
     assert!(get(addr, "/").is_err(), "the port is released");
     assert_eq!(home.ok(&["restart", "fx"]).trim(), "restarted fx");
     home.wait_online("fx", 3); // a scale sticks across restart
     assert_eq!(home.ok(&["delete", "fx"]).trim(), "deleted fx");
-    assert_eq!(home.apps(), serde_json::json!([]));
+    assert_eq!(home.apps(), vec![]);
 }
 
 #[test]
@@ -298,12 +283,12 @@ fn corral_start_runs_an_unmodified_node_app_with_the_right_interpreter() {
     let app = app.canonicalize().unwrap().display().to_string();
     home.ok(&["start", &app, "-i", "2", "--listen", "127.0.0.1:0"]);
     let view = home.wait_online("plain", 2);
-    assert_eq!(view["command"][0], "node");
+    assert_eq!(view.command[0], "node");
     let addr = home.addr("plain");
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..500 {
         if let Some(pid) = get(addr, "/").ok().and_then(|r| r.pid()) {
-            seen.insert(pid as i64);
+            seen.insert(pid);
         }
         if seen.len() == 2 {
             break;
@@ -352,9 +337,12 @@ fn describe_and_env_show_the_declared_environment_with_secrets_masked_and_flush_
         !env.contains("SHELL="),
         "nothing from the invoking shell leaks in: {env}"
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&home.ok(&["describe", "api", "--json"])).unwrap();
-    assert_eq!(json[0]["name"], "api");
+    let detail: AppDetail = serde_json::from_str(&home.ok(&["describe", "api", "--json"])).unwrap();
+    assert_eq!((detail.view.name.as_str(), detail.instances), ("api", 1));
+    assert!(detail
+        .env
+        .iter()
+        .any(|v| v.key == "API_TOKEN" && v.value == "****"));
     // The worker printed its start line; flush empties the files.
     assert!(eventually(T, || home
         .ok(&["logs", "api", "--out"])
@@ -645,7 +633,7 @@ fn reload_and_restart_read_the_config_file_again_and_a_removed_key_is_gone() {
     home.ok(&["reload", "cfg"]);
     assert!(eventually(T, || {
         let now = pids(&home.app("cfg"));
-        now.len() == 1 && now != first && home.app("cfg")["workers"][0]["status"] == "online"
+        now.len() == 1 && now != first && home.app("cfg").workers[0].status == WorkerStatus::Online
     }));
     assert!(
         eventually(T, || env("A") == "3"),

@@ -10,10 +10,11 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Sparkline, Table};
 use ratatui::{DefaultTerminal, Frame};
 
-use crate::daemon::client;
-use crate::daemon::logfile;
-use crate::daemon::protocol::{AppView, Request, Response, ScaleChange};
-use crate::daemon::Home;
+use super::conn;
+use corral_proto::control::{AppView, Response, ScaleChange};
+
+use crate::home::Home;
+use crate::model::Request;
 use crate::render;
 
 /// Samples kept for the sparklines (one a second).
@@ -103,18 +104,18 @@ impl Monit {
         let Some(name) = self.selected_name() else {
             return;
         };
-        self.status = match client::request(&self.home, request(name), false) {
-            Ok(Response::Ok { message, .. }) => message,
-            Ok(Response::Error { message }) => format!("error: {message}"),
+        self.status = match conn::request(&self.home, request(name), false).map(Response::outcome) {
+            Ok(Ok(message)) => message,
+            Ok(Err(message)) => format!("error: {message}"),
             Err(e) => format!("error: {e}"),
         };
     }
 
     fn refresh(&mut self) {
-        self.apps = match client::request(&self.home, Request::List, false) {
-            Ok(Response::Ok { apps, .. }) => apps,
-            Ok(Response::Error { message }) => {
-                self.status = format!("error: {message}");
+        self.apps = match conn::request(&self.home, Request::List, false) {
+            Ok(Response::Apps { apps }) => apps,
+            Ok(other) => {
+                self.status = format!("error: {}", other.outcome().err().unwrap_or_default());
                 Vec::new()
             }
             Err(_) => {
@@ -138,18 +139,16 @@ impl Monit {
             .map_or_else(Vec::new, |name| self.tail(&name));
     }
 
-    /// The last lines of every log file of `app`, labelled by slot and stream.
+    /// The last lines of every log file of `app` (wherever the daemon writes them),
+    /// labelled by slot and stream.
     fn tail(&self, app: &str) -> Vec<String> {
+        let Some(view) = self.apps.iter().find(|a| a.name == app) else {
+            return Vec::new();
+        };
         let mut lines = Vec::new();
-        for path in logfile::files_of(&self.home.logs(), Some(app)) {
-            let label = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.strip_prefix(app))
-                .unwrap_or_default()
-                .trim_start_matches('-')
-                .to_owned();
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for file in &view.logs {
+            let label = crate::log_layout::label(app, file);
+            let text = std::fs::read_to_string(&file.path).unwrap_or_default();
             let all: Vec<&str> = text.lines().collect();
             let from = all.len().saturating_sub(LOG_LINES);
             lines.extend(all[from..].iter().map(|l| format!("[{label}] {l}")));
@@ -191,14 +190,14 @@ impl Monit {
             } else {
                 Style::default().add_modifier(Modifier::BOLD)
             };
-            rows.push(Row::new(crate::commands::app_cells(app)).style(style));
+            rows.push(Row::new(super::table::app_cells(app)).style(style));
             rows.extend(
                 app.workers
                     .iter()
-                    .map(|w| Row::new(crate::commands::worker_cells(w))),
+                    .map(|w| Row::new(super::table::worker_cells(w))),
             );
         }
-        let header = Row::new(crate::commands::COLUMNS).style(Style::default().fg(Color::Cyan));
+        let header = Row::new(super::table::COLUMNS).style(Style::default().fg(Color::Cyan));
         let widths = [
             Constraint::Length(3),
             Constraint::Length(16),

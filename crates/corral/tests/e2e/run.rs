@@ -3,15 +3,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{eventually, fixture_bin, get, Corral, KeepAlive, Load};
+use corral_testkit::{eventually, get, Corral, KeepAlive, Load};
 use nix::sys::signal::Signal;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-const T: Duration = Duration::from_secs(20);
+use crate::{fixture, CORRAL};
 
-fn fixture() -> String {
-    fixture_bin(CORRAL).display().to_string()
-}
+const T: Duration = Duration::from_secs(20);
 
 /// corral with the fixture, on a loopback port chosen by the kernel.
 fn start(flags: &[&str], env: &[(&str, &str)]) -> Corral {

@@ -1,7 +1,7 @@
 //! How app option values are read from config files and the control socket, and written
 //! back: PM2's forms (milliseconds as numbers, `true` for `wait_ready`, one value or a
 //! list) and corral's text forms (`2s`, `max`, `127.0.0.1:3000`). Used as
-//! `#[serde(with = "...")]` on [`crate::cli::AppOptions`], so flags, files, requests and
+//! `#[serde(with = "...")]` on [`crate::model::AppOptions`], so flags, files, requests and
 //! the dump all read one model.
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::cli::{ExecMode, LogFormat, ReadyArg};
+use super::kinds::{ExecMode, LogFormat, ReadyArg};
 
 /// A scalar as text: strings as they are, numbers and booleans written out.
 fn scalar_text(value: &Value) -> Option<String> {
@@ -253,7 +253,7 @@ pub mod opt_size {
                     "expected a size like 512M, 1G or 300MiB, got {n}"
                 ))),
             },
-            Value::String(s) => crate::cli::parse_size(&s)
+            Value::String(s) => crate::model::parse::parse_size(&s)
                 .map(Some)
                 .map_err(|e| de::Error::custom(format!("{e}, got \"{s}\""))),
             other => Err(de::Error::custom(format!(
@@ -356,7 +356,7 @@ impl Text for Signal {
     fn from_value(value: &Value) -> Result<Self, String> {
         let text =
             scalar_text(value).ok_or_else(|| format!("expected a signal name, {}", got(value)))?;
-        crate::cli::parse_signal(&text)
+        crate::model::parse::parse_signal(&text)
     }
 }
 
@@ -373,7 +373,7 @@ impl Text for ReadyArg {
         match value {
             Value::Bool(true) => Ok(ReadyArg::Notify),
             Value::Bool(false) => Ok(ReadyArg::default()),
-            Value::String(s) => crate::cli::parse_ready(s),
+            Value::String(s) => crate::model::parse::parse_ready(s),
             other => Err(format!(
                 "expected `notify`, `delay:DURATION` or true/false, {}",
                 got(other)
@@ -409,7 +409,7 @@ impl Text for ListenSpec {
 
 #[cfg(test)]
 mod tests {
-    use crate::cli::AppOptions;
+    use crate::model::AppOptions;
 
     #[test]
     fn options_survive_the_wire_and_the_dump_unchanged() {
@@ -418,7 +418,7 @@ mod tests {
             instances: "-1".parse().unwrap(),
             max_memory: Some(300 << 20),
             watchdog: Some(std::time::Duration::from_millis(1500)),
-            ready: crate::cli::ReadyArg::Notify,
+            ready: crate::model::kinds::ReadyArg::Notify,
             kill_signal: nix::sys::signal::Signal::SIGINT,
             autorestart: false,
             ..AppOptions::default()
@@ -432,7 +432,7 @@ mod tests {
     #[test]
     fn pm2_spellings_of_modes_and_their_errors() {
         use super::Text;
-        use crate::cli::{ExecMode, LogFormat};
+        use crate::model::kinds::{ExecMode, LogFormat};
         let v = |s: &str| serde_json::Value::String(s.into());
         assert_eq!(
             ExecMode::from_value(&v("cluster_mode")),

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use corral_testkit::{eventually, free_port, get, have, Home, Load};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use crate::CORRAL;
+use corral_testkit::{pids, AppStatus};
+
 const T: Duration = Duration::from_secs(30);
 
 /// A copy of the corpus beside `home`, `__PORT__` replaced by `port`; the path of `file`.
@@ -30,13 +32,6 @@ fn node() -> bool {
     have("node", "apt-get install nodejs")
 }
 
-fn pids(app: &serde_json::Value) -> Vec<i64> {
-    app["workers"]
-        .as_array()
-        .map(|w| w.iter().filter_map(|w| w["pid"].as_i64()).collect())
-        .unwrap_or_default()
-}
-
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -54,7 +49,7 @@ fn issue_10_the_canonical_cluster_mode_file_shares_the_port_and_reloads_losing_n
     home.wait_online("web", 2);
     // No `listen` key: the workers' listen(PORT) got the port corral bound for the app.
     answers(port, "app=web mode=production");
-    let listen = home.app("web")["listen"].to_string();
+    let listen = home.app("web").listen.join(" ");
     assert!(
         listen.contains(&format!("[::]:{port} (asked by the app)")),
         "{listen}"
@@ -70,7 +65,7 @@ fn issue_10_the_canonical_cluster_mode_file_shares_the_port_and_reloads_losing_n
                     let now = pids(&home.app("web"));
                     now.len() == 2 && now.iter().all(|p| !old.contains(p))
                 }),
-                "the reload replaced both workers: {}",
+                "the reload replaced both workers: {:?}",
                 home.app("web")
             );
             let before = load.ok_so_far();
@@ -153,8 +148,8 @@ fn issue_10_a_missing_profile_warns_and_interpreter_args_reach_python() {
         "{}",
         home.ok(&["logs", "plain"])
     );
-    let command = home.app("plain")["command"].to_string();
-    assert!(command.contains("\"python3\",\"-u\","), "{command}");
+    let command = home.app("plain").command;
+    assert_eq!(command[..2], ["python3", "-u"], "{command:?}");
 }
 
 #[test]
@@ -184,8 +179,8 @@ fn issue_10_a_port_in_use_reaches_the_apps_listen_callback_as_node_says_it() {
     );
     // `ls` tells the truth: a crash-looping app is not "online", and says why.
     assert!(
-        eventually(T, || home.app("json5")["status"] == "degraded"),
-        "{}",
+        eventually(T, || home.app("json5").status == AppStatus::Degraded),
+        "{:?}",
         home.app("json5")
     );
     let table = home.ok(&["ls"]);
@@ -279,13 +274,13 @@ fn answers(port: u16, text: &str) {
 }
 
 /// The pids of `name`'s workers once it has `n` online, after they differ from `old`.
-fn replaced(home: &Home, name: &str, n: usize, old: &[i64]) -> Vec<i64> {
+fn replaced(home: &Home, name: &str, n: usize, old: &[i32]) -> Vec<i32> {
     assert!(
         eventually(T, || {
             let now = pids(&home.app(name));
             now.len() == n && now.iter().all(|p| !old.contains(p))
         }),
-        "{name}'s workers were not replaced: {}",
+        "{name}'s workers were not replaced: {:?}",
         home.app(name)
     );
     pids(&home.wait_online(name, n))
@@ -312,7 +307,7 @@ fn issue_10_verbs_act_on_a_config_files_apps_and_on_ids() {
     let fourth = replaced(&home, "web", 2, &third);
     answers(port, "mode=production");
     // Numeric ids, as `ls` shows them.
-    let id = home.app("web")["id"].as_u64().unwrap().to_string();
+    let id = home.app("web").id.to_string();
     assert!(
         home.ok(&["ls"]).contains(&format!("{id}   web")),
         "{}",
@@ -334,11 +329,11 @@ fn issue_10_verbs_act_on_a_config_files_apps_and_on_ids() {
     assert!(eventually(T, || std::fs::read_to_string(&log)
         .is_ok_and(|t| t.contains("listening on"))));
     home.ok(&["reset", &id]);
-    assert_eq!(home.app("web")["restarts"], 0);
+    assert_eq!(home.app("web").restarts, 0);
     home.ok(&["stop", &file]);
-    assert!(eventually(T, || home.app("web")["status"] == "stopped"));
+    assert!(eventually(T, || home.app("web").status == AppStatus::Stopped));
     home.ok(&["delete", &file]);
-    assert_eq!(home.apps(), serde_json::json!([]));
+    assert_eq!(home.apps(), vec![]);
     let report = home.ok(&["report"]);
     assert!(report.starts_with("corral "), "{report}");
     assert!(report.contains("daemon pong from daemon"), "{report}");
@@ -393,12 +388,12 @@ fn issue_10_fork_mode_with_increment_var_and_instance_var() {
     let file = corpus(&home, "increment.json", port);
     home.ok(&["start", &file]);
     home.wait_online("inc", 2);
-    let id = home.app("inc")["id"].to_string();
+    let id = home.app("inc").id.to_string();
     for slot in 0..2u16 {
         answers(port + slot, &format!("inst={slot} pm_id={id} name=inc"));
     }
     // Fork mode: the workers bound their own ports; corral bound none for them.
-    let listen = home.app("inc")["listen"].to_string();
+    let listen = home.app("inc").listen.join(" ");
     assert!(!listen.contains("asked by the app"), "{listen}");
 }
 
@@ -443,7 +438,7 @@ fn issue_10_log_type_json_log_date_format_stop_exit_codes_and_namespaces() {
         "{}",
         home.daemon_log()
     );
-    assert_eq!(home.app("once")["restarts"], 0);
+    assert_eq!(home.app("once").restarts, 0);
     // A namespace names its apps at once.
     let restarted = home.ok(&["restart", "shop"]);
     assert_eq!(restarted.trim(), "restarted jsonlog, stamped");

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::protocol::{Envelope, Request, Response, PROTOCOL_VERSION};
-use super::Home;
+use corral_proto::control::{Envelope, Response, PROTOCOL_VERSION};
+
+use crate::home::Home;
+use crate::model::Request;
 
 /// How long a freshly started daemon may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

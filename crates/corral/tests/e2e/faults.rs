@@ -8,7 +8,8 @@ use corral_testkit::{eventually, free_port, get, limit_open_files, open_fds, Cor
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use crate::{fixture, home, CORRAL};
+
 const T: Duration = Duration::from_secs(20);
 
 fn worker_script(name: &str) -> String {
@@ -58,10 +59,6 @@ fn issue_8_fds_on_notify_datagrams_are_closed_and_their_status_kept() {
         open_fds(c.pid())
     );
     assert!(get(c.addr(), "/").is_ok());
-}
-
-fn fixture() -> String {
-    corral_testkit::fixture_bin(CORRAL).display().to_string()
 }
 
 /// `corral run --listen LISTEN --name NAME FLAGS -- corral-fixture`.
@@ -264,7 +261,7 @@ fn issue_8_sigkill_of_the_daemon_leaves_no_server_and_resurrect_rebinds() {
     if !corral_testkit::have("python3", "apt-get install python3") {
         return;
     }
-    let home = corral_testkit::Home::new(CORRAL, "faults-daemon-death");
+    let home = home("faults-daemon-death");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let script = wrapped_python_server();
@@ -363,11 +360,7 @@ fn issue_8_the_daemon_and_its_apps_outlive_a_full_disk_and_log_again_when_space_
         "start", "sh", "--name", "ticker", "-i", "1", "--", "-c", &ticker,
     ]);
     home.wait_online("web", 2);
-    let addr: std::net::SocketAddr = home.app("web")["listen"][0]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = home.addr("web");
     let filler = disk.fill();
     // The disk is full: scaling makes the daemon log (more than the page its log file
     // has left), workers keep writing output.
@@ -425,7 +418,7 @@ fn issue_8_status_spam_from_a_worker_is_rate_limited_in_the_daemon_log() {
     if !corral_testkit::have("python3", "apt-get install python3") {
         return;
     }
-    let home = corral_testkit::Home::new(CORRAL, "faults-spam");
+    let home = home("faults-spam");
     let script = worker_script("notify_fds.py");
     home.ok(&[
         "start",
@@ -537,7 +530,7 @@ fn corral_bounded(
 
 #[test]
 fn issue_8_the_control_socket_survives_10k_idle_connections_at_a_low_fd_limit() {
-    let home = corral_testkit::Home::new(CORRAL, "faults-control");
+    let home = home("faults-control");
     // The daemon starts with the fd limit of the command that started it.
     let fixture = fixture();
     let start = [
@@ -585,7 +578,7 @@ fn issue_8_the_control_socket_survives_10k_idle_connections_at_a_low_fd_limit() 
 
 #[test]
 fn issue_8_requests_up_to_16_mib_work_and_bigger_ones_are_refused_by_name() {
-    let home = corral_testkit::Home::new(CORRAL, "faults-big");
+    let home = home("faults-big");
     let fixture = fixture();
     // A config whose env holds 1 MiB: a request far over the old 64 KiB cut.
     std::fs::create_dir_all(&home.dir).unwrap();
@@ -633,7 +626,7 @@ fn issue_8_a_slow_js_config_delays_no_other_app_and_a_looping_one_times_out() {
     if !corral_testkit::have("node", "apt-get install nodejs") {
         return;
     }
-    let home = corral_testkit::Home::new(CORRAL, "faults-slow-config");
+    let home = home("faults-slow-config");
     let fixture = fixture();
     home.ok(&[
         "start",
@@ -718,7 +711,7 @@ fn issue_8_huge_worker_counts_are_refused_and_scale_is_one_checked_step() {
         "{err}"
     );
 
-    let home = corral_testkit::Home::new(CORRAL, "faults-scale");
+    let home = home("faults-scale");
     home.ok(&[
         "start",
         &fixture,
@@ -785,7 +778,7 @@ fn issue_8_fork_failures_back_off_and_corral_stays_in_control() {
 #[test]
 fn issue_8_hostile_names_and_planted_homes_are_refused() {
     let fixture = fixture();
-    let home = corral_testkit::Home::new(CORRAL, "faults-names");
+    let home = home("faults-names");
     let escaped = home.dir.parent().unwrap().join("escaped-0-out.log");
     let _ = std::fs::remove_file(&escaped);
     for name in ["../../escaped", "a/b", "all", ".hidden", "sp ace"] {
@@ -860,7 +853,7 @@ fn issue_8_hostile_names_and_planted_homes_are_refused() {
 #[test]
 fn issue_8_url_credentials_are_masked_and_the_dump_and_home_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let home = corral_testkit::Home::new(CORRAL, "faults-secrets");
+    let home = home("faults-secrets");
     let fixture = fixture();
     home.ok(&[
         "start",
@@ -900,7 +893,7 @@ fn issue_8_url_credentials_are_masked_and_the_dump_and_home_are_private() {
 #[test]
 fn issue_8_leftovers_and_silent_successes_are_gone() {
     // A config with no apps is an error, not a silent success.
-    let home = corral_testkit::Home::new(CORRAL, "faults-tidy");
+    let home = home("faults-tidy");
     let empty = write_config(&home, "empty.json", r#"{"apps": []}"#);
     let out = home.corral(&["start", &empty]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -982,7 +975,7 @@ fn issue_8_runtime_dirs_are_removed_at_exit_and_stale_ones_at_start() {
 
 #[test]
 fn issue_8_the_daemon_log_rotates_like_app_logs() {
-    let home = corral_testkit::Home::new(CORRAL, "faults-daemon-log");
+    let home = home("faults-daemon-log");
     let fixture = fixture();
     let limits = [("CORRAL_LOG_MAX_BYTES", "2000"), ("CORRAL_LOG_KEEP", "2")];
     let start = [

@@ -7,7 +7,8 @@ use std::time::Duration;
 use corral_testkit::{Corral, Load, LoadReport};
 use nix::sys::signal::Signal;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use crate::{fixture, home, CORRAL};
+
 const T: Duration = Duration::from_secs(60);
 
 /// `tests/node-apps/NAME`, or None (with a message) when Node tests are skipped.
@@ -66,10 +67,6 @@ fn issue_9_nestjs_in_round_robin_loses_nothing() {
     };
     let (_c, report) = reloads_under_load(&["node", &app], &["--balance", "round-robin"], true, 3);
     assert_no_failures("NestJS, round-robin, keep-alive", &report);
-}
-
-fn fixture() -> String {
-    corral_testkit::fixture_bin(CORRAL).display().to_string()
 }
 
 /// A deploy that says READY=1 before it has loaded, then dies (gunicorn without
@@ -396,7 +393,7 @@ fn issue_9_a_worker_that_binds_a_port_of_its_own_is_named() {
         srv = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
         print('own port', srv.server_address[1], flush=True)\n\
         srv.serve_forever()\n";
-    let home = corral_testkit::Home::new(CORRAL, "drain-own-port");
+    let home = home("drain-own-port");
     home.ok(&[
         "start",
         "python3",

@@ -1,10 +1,16 @@
-//! The control socket's protocol: one JSON request per connection, one JSON response,
+//! The daemon's control protocol: one JSON request per connection, one JSON response,
 //! each on a line, both carrying the protocol version.
+//!
+//! The CLI, the daemon and the end-to-end tests share these types, and every `--json`
+//! output of the CLI is one of them serialized. An app's options are the binary's typed
+//! config model (flags, config files and this protocol share it), so requests are generic
+//! over them: the binary uses `Request<AppOptions>`, a reader that only looks at
+//! responses needs no options type at all.
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a request or response changes meaning.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// A request with its version.
 #[derive(Debug, Serialize, Deserialize)]
@@ -17,15 +23,15 @@ pub struct Envelope<T> {
 /// What the CLI asks the daemon.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
+pub enum Request<O> {
     Ping,
     Start {
-        app: Box<StartApp>,
+        app: Box<StartApp<O>>,
     },
     /// A config file's app: started when no app has its name, otherwise given the new
     /// settings and reloaded (or restarted), as PM2's `startOrReload` does.
     Apply {
-        app: Box<StartApp>,
+        app: Box<StartApp<O>>,
         mode: ApplyMode,
     },
     /// Restart counters back to zero.
@@ -56,7 +62,8 @@ pub enum Request {
     },
     Signal {
         target: String,
-        signal: String,
+        /// The signal's number; the CLI parsed and checked the name.
+        signal: i32,
     },
     Send {
         name: String,
@@ -80,12 +87,12 @@ pub enum Request {
 /// options. The daemon keeps it (scale and other runtime changes included) and the dump
 /// stores it, so a restart, `save`/`resurrect` and a daemon restart start the same app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StartApp {
+pub struct StartApp<O> {
     /// Program and arguments: the interpreter, the script made absolute, the app's args.
     pub command: Vec<String>,
     /// Where relative paths start: the client's directory, or the config file's.
     pub cwd: String,
-    pub options: crate::cli::AppOptions,
+    pub options: O,
     /// The config file the app came from, read again on restart and reload.
     #[serde(default)]
     pub config: Option<ConfigRef>,
@@ -114,10 +121,21 @@ pub struct ConfigRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Response {
+    /// Done; `message` says what was done (empty when there is nothing to say).
     Ok {
         message: String,
-        #[serde(default)]
+    },
+    /// `ls`: every app.
+    Apps {
         apps: Vec<AppView>,
+    },
+    /// `describe`: one app in full.
+    Described {
+        app: Box<AppDetail>,
+    },
+    /// `env`: the workers' declared environment, secrets masked, sorted by key.
+    Env {
+        vars: Vec<EnvVar>,
     },
     Error {
         message: String,
@@ -128,7 +146,6 @@ impl Response {
     pub fn ok(message: impl Into<String>) -> Self {
         Response::Ok {
             message: message.into(),
-            apps: Vec::new(),
         }
     }
 
@@ -136,6 +153,117 @@ impl Response {
         Response::Error {
             message: message.into(),
         }
+    }
+
+    /// What an action's answer says: its message, or its error. An answer that carries
+    /// data (`Apps`, `Described`, `Env`) has no message.
+    pub fn outcome(self) -> Result<String, String> {
+        match self {
+            Response::Ok { message } => Ok(message),
+            Response::Error { message } => Err(message),
+            Response::Apps { .. } | Response::Described { .. } | Response::Env { .. } => {
+                Ok(String::new())
+            }
+        }
+    }
+}
+
+/// `describe`: the `ls` view of an app and what it runs with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppDetail {
+    #[serde(flatten)]
+    pub view: AppView,
+    pub cwd: Option<String>,
+    pub instances: usize,
+    /// How connections reach the workers (`shared`, `round-robin`, ...).
+    pub balance: String,
+    pub env: Vec<EnvVar>,
+}
+
+/// One variable of an app's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+}
+
+/// Where an app is, as `ls` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppStatus {
+    Online,
+    /// Running, but some slot crash-loops or gave up.
+    Degraded,
+    Stopping,
+    Stopped,
+    /// Every worker gave up (crash loop).
+    Errored,
+}
+
+/// Where a worker slot is, as `ls` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    Starting,
+    Online,
+    /// Ready, but it serves on a port it bound itself, not on corral's socket.
+    OnlineOwnPort,
+    /// Ready, but it closed corral's socket and serves on none of corral's.
+    OnlineSocketClosed,
+    /// Crashed; a replacement is on its way.
+    Restarting,
+    /// Exited and is not restarted (autorestart off, a stop exit code).
+    Exited,
+    /// Gave up after crashing too often.
+    Errored,
+    Stopping,
+    Stopped,
+}
+
+impl WorkerStatus {
+    /// Whether the slot is failing (which makes its app degraded).
+    pub fn is_sick(self) -> bool {
+        matches!(self, WorkerStatus::Restarting | WorkerStatus::Errored)
+    }
+}
+
+impl From<AppStatus> for WorkerStatus {
+    /// What a worker row of an app that does not run shows.
+    fn from(status: AppStatus) -> Self {
+        match status {
+            AppStatus::Online | AppStatus::Degraded => WorkerStatus::Online,
+            AppStatus::Stopping => WorkerStatus::Stopping,
+            AppStatus::Stopped => WorkerStatus::Stopped,
+            AppStatus::Errored => WorkerStatus::Errored,
+        }
+    }
+}
+
+impl std::fmt::Display for AppStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AppStatus::Online => "online",
+            AppStatus::Degraded => "degraded",
+            AppStatus::Stopping => "stopping",
+            AppStatus::Stopped => "stopped",
+            AppStatus::Errored => "errored",
+        })
+    }
+}
+
+impl std::fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerStatus::Starting => "starting",
+            WorkerStatus::Online => "online",
+            WorkerStatus::OnlineOwnPort => "online (own port)",
+            WorkerStatus::OnlineSocketClosed => "online (socket closed)",
+            WorkerStatus::Restarting => "restarting",
+            WorkerStatus::Exited => "exited",
+            WorkerStatus::Errored => "errored",
+            WorkerStatus::Stopping => "stopping",
+            WorkerStatus::Stopped => "stopped",
+        })
     }
 }
 
@@ -146,7 +274,7 @@ pub struct AppView {
     #[serde(default)]
     pub id: u32,
     pub name: String,
-    pub status: String,
+    pub status: AppStatus,
     pub command: Vec<String>,
     pub listen: Vec<String>,
     pub restarts: u32,
@@ -162,7 +290,34 @@ pub struct LogFileView {
     pub path: String,
     /// None when the slots' output is merged.
     pub slot: Option<usize>,
-    pub stream: String,
+    pub stream: LogStream,
+}
+
+/// Which output of a worker a log file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Out,
+    Err,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Out => "out",
+            LogStream::Err => "err",
+        }
+    }
+}
+
+/// One line of a log file, as `corral logs --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLineView {
+    pub app: String,
+    /// None for a file every slot writes to (merged logs).
+    pub slot: Option<usize>,
+    pub stream: LogStream,
+    pub line: String,
 }
 
 /// One worker slot as `ls` shows it.
@@ -170,7 +325,7 @@ pub struct LogFileView {
 pub struct WorkerView {
     pub slot: usize,
     pub pid: Option<i32>,
-    pub status: String,
+    pub status: WorkerStatus,
     pub uptime_ms: u64,
     pub restarts: u32,
     pub cpu_percent: f64,

@@ -1,5 +1,7 @@
 //! `corral run`: one app in the foreground, with signals mapped to engine controls.
 
+mod service;
+
 use std::time::Duration;
 
 use anyhow::Context;
@@ -63,7 +65,7 @@ async fn supervise(
     listeners: Vec<Listener>,
     triggers: crate::triggers::Triggers,
     lines: crate::line_format::LineFormat,
-    observe: crate::cli::ObserveArgs,
+    observe: crate::model::ObserveArgs,
 ) -> Result<(), Failure> {
     let notes = Notes::spawn(std::io::stderr(), |n| {
         render::note(&format!(
@@ -108,8 +110,8 @@ async fn supervise(
         }
         None => None,
     };
-    let service = crate::service::Service::new(spec.instances);
-    let watchdog = crate::service::start_watchdog();
+    let service = service::Service::new(spec.instances);
+    let watchdog = service::start_watchdog();
     let report_task = tokio::spawn(print_reports(report_rx, speaker.clone(), metrics, service));
 
     for l in &listeners {
@@ -189,7 +191,7 @@ async fn print_reports(
     mut rx: mpsc::UnboundedReceiver<Report>,
     speaker: Speaker,
     metrics: Option<corral_metrics::Metrics>,
-    mut service: crate::service::Service,
+    mut service: service::Service,
 ) {
     let mut chatter = Chatter::default();
     while let Some(report) = rx.recv().await {

@@ -1,20 +1,21 @@
-//! What `corral start` arguments mean for the daemon, checked, and the reading of an
-//! app's config file again (on reload and restart).
+//! What an app to start means, checked: its spec, reload triggers, line format and
+//! where its output goes. The CLI checks a start with it before sending it, the daemon
+//! before running it.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use corral_core::AppSpec;
 
-use super::protocol::{ConfigRef, StartApp};
-use super::state::App;
+use super::StartApp;
+use crate::log_layout::LogLayout;
 
 /// What an app to start means, checked.
 pub struct Parsed {
     pub spec: AppSpec,
     pub triggers: crate::triggers::Triggers,
     pub lines: crate::line_format::LineFormat,
-    pub layout: super::logfile::Layout,
+    pub layout: LogLayout,
 }
 
 /// Checks `app` into a spec, its triggers and where its output goes.
@@ -22,7 +23,7 @@ pub fn parse_start(app: &StartApp) -> Result<Parsed, String> {
     let cwd_path = PathBuf::from(&app.cwd);
     let mut options = app.options.clone();
     let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| cwd_path.join(p));
-    let layout = super::logfile::Layout {
+    let layout = LogLayout {
         out: resolve(&options.out_file),
         err: resolve(&options.error_file),
         merge: options.merge_logs,
@@ -50,45 +51,6 @@ pub fn parse_start(app: &StartApp) -> Result<Parsed, String> {
         lines,
         layout,
     })
-}
-
-/// Reading an app's config file again: built from the app on the state task, run on
-/// the blocking pool (a `.js` config may take seconds), its result sent back.
-pub struct Reread {
-    pub name: String,
-    config: ConfigRef,
-    /// The app's runtime scale, which wins over the file's `instances`.
-    scaled: Option<usize>,
-}
-
-impl Reread {
-    /// The job for `app`, when it came from a config file.
-    pub fn of(app: &App) -> Option<Reread> {
-        Some(Reread {
-            name: app.name.clone(),
-            config: app.start.config.clone()?,
-            scaled: app.start.scaled,
-        })
-    }
-
-    /// The app of the same name, as the file has it now.
-    pub fn run(&self) -> Result<(StartApp, Parsed), String> {
-        let path = Path::new(&self.config.path);
-        let loaded =
-            crate::config::load(path, self.config.profile.as_deref()).map_err(|e| e.to_string())?;
-        for mut start in loaded.start_apps(&self.config) {
-            start.scaled = self.scaled;
-            if let Ok(parsed) = parse_start(&start) {
-                if parsed.spec.name == self.name {
-                    return Ok((start, parsed));
-                }
-            }
-        }
-        Err(format!(
-            "{} no longer has an app named `{}`",
-            self.config.path, self.name
-        ))
-    }
 }
 
 /// The environment every daemon app starts from; the rest is declared (`--env`).

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use corral_testkit::{have, reloads_under_load, LoadReport};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use crate::CORRAL;
 
 fn recipe(path: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use crate::CORRAL;
 
 /// Exit code and stderr of `corral ARGS`, with anything machine-specific replaced.
 fn run(args: &[&str], env: &[(&str, &str)]) -> String {

@@ -4,16 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use corral_testkit::{eventually, fixture_bin, free_port, get, have, Corral, Load};
+use corral_testkit::{eventually, free_port, get, have, Corral, Load};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-const T: Duration = Duration::from_secs(30);
+use crate::{fixture, home, CORRAL};
 
-fn fixture() -> String {
-    fixture_bin(CORRAL).display().to_string()
-}
+const T: Duration = Duration::from_secs(30);
 
 /// `corral run` of the fixture with `--metrics` on a free port; corral and the port.
 fn run(flags: &[&str], env: &[(&str, &str)]) -> (Corral, SocketAddr) {
@@ -254,7 +251,7 @@ fn issue_12_a_taken_metrics_address_is_a_clear_error() {
 
 #[test]
 fn issue_12_the_daemon_serves_metrics_and_probes_for_every_app() {
-    let home = corral_testkit::Home::new(CORRAL, "observe-daemon");
+    let home = home("observe-daemon");
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let at = metrics.to_string();
     let fixture = fixture();
@@ -565,7 +562,7 @@ fn issue_12_log_format_json_writes_every_line_as_a_json_object() {
 
 #[test]
 fn issue_12_daemon_log_format_json_writes_every_event_as_a_json_object() {
-    let home = corral_testkit::Home::new(CORRAL, "observe-daemon-json");
+    let home = home("observe-daemon-json");
     let fixture = fixture();
     let json = [("CORRAL_DAEMON_LOG_FORMAT", "json")];
     let args = [

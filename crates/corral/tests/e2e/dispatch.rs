@@ -8,7 +8,8 @@ use std::time::Duration;
 use corral_testkit::{eventually, fixture_bin, get, get_from, Corral, Load};
 use nix::sys::signal::Signal;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use crate::CORRAL;
+
 const T: Duration = Duration::from_secs(20);
 
 fn start(flags: &[&str], env: &[(&str, &str)]) -> Corral {

@@ -1,0 +1,118 @@
+//! `ls`, `jlist` and `prettylist`: the daemon's apps as a table or as JSON, and the
+//! cells `monit` shows too.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use corral_proto::control::{AppView, Response, WorkerView};
+
+use super::conn;
+use crate::cli::ListArgs;
+use crate::exit::Failure;
+use crate::home::Home;
+use crate::model::Request;
+use crate::render;
+
+/// The daemon's apps (none when no daemon runs).
+pub fn listed(home: &Home) -> Result<Vec<AppView>, Failure> {
+    match conn::request(home, Request::List, false) {
+        Ok(Response::Apps { apps }) => Ok(apps),
+        Ok(other) => Err(Failure::Runtime(anyhow!(other
+            .outcome()
+            .err()
+            .unwrap_or_else(|| "the daemon did not list its apps".into())))),
+        Err(e) if conn::is_no_daemon(&e) => Ok(Vec::new()),
+        Err(e) => Err(Failure::Runtime(e)),
+    }
+}
+
+pub fn list(home: &Home, args: &ListArgs) -> Result<(), Failure> {
+    let apps = listed(home)?;
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&apps).expect("views serialize")
+        );
+    } else {
+        out!("{}", table(&apps));
+    }
+    Ok(())
+}
+
+/// The columns of `ls` (and `monit`).
+pub const COLUMNS: [&str; 9] = [
+    "id", "app", "slot", "pid", "status", "uptime", "restarts", "cpu", "memory",
+];
+
+/// An app's own row: id, name, status, restarts, listeners.
+pub fn app_cells(app: &AppView) -> [String; 9] {
+    [
+        app.id.to_string(),
+        app.name.clone(),
+        String::new(),
+        String::new(),
+        app.status.to_string(),
+        String::new(),
+        app.restarts.to_string(),
+        String::new(),
+        app.listen.join(" "),
+    ]
+}
+
+/// A worker's row under its app.
+pub fn worker_cells(w: &WorkerView) -> [String; 9] {
+    [
+        String::new(),
+        String::new(),
+        w.slot.to_string(),
+        w.pid.map_or("-".into(), |p| p.to_string()),
+        match &w.last_exit {
+            Some(why) if w.status.is_sick() => format!("{} ({why})", w.status),
+            _ => w.status.to_string(),
+        },
+        w.pid.map_or("-".into(), |_| {
+            render::duration(Duration::from_millis(w.uptime_ms))
+        }),
+        w.restarts.to_string(),
+        format!("{:.0}%", w.cpu_percent),
+        render::size(w.memory),
+    ]
+}
+
+/// `ls` as a table: one row per app, then one per worker.
+pub fn table(apps: &[AppView]) -> String {
+    let mut rows = vec![COLUMNS.map(String::from)];
+    for app in apps {
+        rows.push(app_cells(app));
+        rows.extend(app.workers.iter().map(worker_cells));
+    }
+    if apps.is_empty() {
+        return "no apps (start one with `corral start app.js`)\n".into();
+    }
+    let widths: Vec<usize> = (0..COLUMNS.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `jlist` (one line) and `prettylist` (indented): `ls` as JSON.
+pub fn json_list(home: &Home, pretty: bool) -> Result<(), Failure> {
+    let apps = listed(home)?;
+    let text = if pretty {
+        serde_json::to_string_pretty(&apps)
+    } else {
+        serde_json::to_string(&apps)
+    };
+    outln!("{}", text.expect("views serialize"));
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! corral's home directory (`$CORRAL_HOME`): where the daemon's socket, dump, lock and
+//! logs live, checked to be this user's own.
+
+use std::path::PathBuf;
+
+/// The daemon's home: `$CORRAL_HOME`, default `~/.corral`.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+impl Home {
+    /// `$CORRAL_HOME`, else `~/.corral`, else a directory of this user's own in the temp
+    /// dir; refused when someone else could have planted files in it.
+    pub fn from_env() -> anyhow::Result<Home> {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let dir = std::env::var_os("CORRAL_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".corral")))
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("corral-{uid}")));
+        let home = Home { dir };
+        home.check()?;
+        Ok(home)
+    }
+
+    /// A home that exists must be a real directory of this user that nobody else can
+    /// write to: its socket, logs and dump are trusted.
+    pub fn check(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match std::fs::symlink_metadata(&self.dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => anyhow::bail!("cannot use corral's home {}: {e}", self.dir.display()),
+        };
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let problem = if !meta.is_dir() {
+            Some("it is not a directory (a symlink?)".to_owned())
+        } else if meta.uid() != uid {
+            Some(format!(
+                "it belongs to uid {}, not to you (uid {uid})",
+                meta.uid()
+            ))
+        } else if meta.mode() & 0o022 != 0 {
+            Some(format!(
+                "others can write to it (mode {:o}); `chmod 700 {}` fixes that",
+                meta.mode() & 0o777,
+                self.dir.display()
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => anyhow::bail!(
+                "refusing to use {} as corral's home: {problem}; set CORRAL_HOME to a directory of your own",
+                self.dir.display()
+            ),
+            None => Ok(()),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("corral.sock")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    pub fn dump(&self) -> PathBuf {
+        self.dir.join("dump.json")
+    }
+
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("daemon.lock")
+    }
+
+    pub fn daemon_log(&self) -> PathBuf {
+        self.dir.join("daemon.log")
+    }
+
+    /// Creates the home (mode 0700) and its logs directory, and checks it again.
+    pub fn create(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.logs())
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", self.dir.display()))?;
+        self.check()?;
+        // Private, even when it existed before (logs and the dump hold secrets).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! App names and commands: the default name, what is allowed in one, the interpreter a
+//! script runs with, and "did you mean" for names and keys.
+
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+
+use anyhow::bail;
+
+/// The interpreter for a script, from its extension.
+pub fn interpreter_for(script: &Path) -> Option<&'static str> {
+    match script.extension().and_then(|e| e.to_str()) {
+        Some("js" | "mjs" | "cjs") => Some("node"),
+        Some("py") => Some("python3"),
+        Some("rb") => Some("ruby"),
+        Some("sh") => Some("bash"),
+        Some("php") => Some("php"),
+        Some("pl") => Some("perl"),
+        _ => None,
+    }
+}
+
+/// The command that runs `script`: its interpreter (`interpreter`, or from the extension;
+/// `none` for none) with `interpreter_args`, the script made absolute against `cwd`,
+/// then `args`.
+pub fn resolve_command(
+    script: &OsStr,
+    interpreter: Option<&str>,
+    interpreter_args: &[String],
+    args: &[OsString],
+    cwd: &Path,
+) -> Vec<OsString> {
+    let path = Path::new(script);
+    let mut command = Vec::new();
+    let interpreter = match interpreter {
+        Some("none") => None,
+        Some(program) => Some(program),
+        None => interpreter_for(path),
+    };
+    if let Some(interpreter) = interpreter {
+        command.push(OsString::from(interpreter));
+        command.extend(interpreter_args.iter().map(OsString::from));
+    }
+    let is_path = path.components().count() > 1 || cwd.join(path).exists() || interpreter.is_some();
+    if is_path && path.is_relative() {
+        command.push(cwd.join(path).into_os_string());
+    } else {
+        command.push(script.to_owned());
+    }
+    command.extend(args.iter().cloned());
+    command
+}
+
+/// Programs whose first non-flag argument names the app better than they do.
+const INTERPRETERS: &[&str] = &[
+    "node", "nodejs", "bun", "deno", "python", "python3", "ruby", "php", "perl", "bash", "sh",
+    "java",
+];
+
+/// App names become file names and command targets: `[A-Za-z0-9._-]`, not starting with
+/// a dot, and not a word the commands give a meaning (`all`).
+pub fn check_app_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() {
+        bail!("--name may not be empty");
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        bail!("invalid app name `{name}`: `{bad}` is not allowed; use letters, digits, `.`, `_` and `-`");
+    }
+    if name.starts_with('.') {
+        bail!("invalid app name `{name}`: it may not start with `.`");
+    }
+    if name.len() > 64 {
+        bail!("invalid app name `{name}`: at most 64 characters");
+    }
+    if name == "all" {
+        bail!("invalid app name `all`: commands use `all` for every app; pick another --name");
+    }
+    Ok(())
+}
+
+/// A name made from a command's file name: characters an app name can't have become `-`.
+pub fn name_from(stem: &str) -> String {
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let name = name.trim_start_matches(['.', '-']);
+    if name.is_empty() || name == "all" {
+        "app".into()
+    } else {
+        name.into()
+    }
+}
+
+pub(crate) fn stem(arg: &OsStr) -> Option<String> {
+    Path::new(arg)
+        .file_stem()
+        .map(|s| name_from(&s.to_string_lossy()))
+        .filter(|s| !s.is_empty())
+}
+
+/// `node server.js` → `server`; `./bin/api --port 1` → `api`.
+pub(crate) fn default_name(command: &[OsString]) -> String {
+    let program = command
+        .first()
+        .and_then(|p| stem(p))
+        .unwrap_or_else(|| "app".into());
+    if INTERPRETERS.contains(&program.as_str()) {
+        if let Some(script) = command[1..]
+            .iter()
+            .find(|a| !a.to_string_lossy().starts_with('-'))
+            .and_then(|a| stem(a))
+        {
+            return script;
+        }
+    }
+    program
+}
+
+/// The closest known name to `wanted`, for "did you mean".
+pub fn closest<'a>(wanted: &str, names: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    names
+        .map(|n| (edit_distance(wanted, n), n))
+        .filter(|(d, n)| *d <= (n.len().max(wanted.len()) / 2).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// The closest of `known` to `wanted`, for "did you mean".
+pub fn closest_key<'a>(wanted: &str, known: &[&'a str]) -> Option<&'a str> {
+    let owned: Vec<String> = known.iter().map(|k| (*k).to_owned()).collect();
+    let near = closest(wanted, owned.iter())?;
+    known.iter().copied().find(|k| *k == near.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_near_names_only() {
+        let names = ["api".to_string(), "worker".to_string()];
+        assert_eq!(closest("apj", names.iter()), Some(&names[0]));
+        assert_eq!(closest("wroker", names.iter()), Some(&names[1]));
+        assert_eq!(closest("database", names.iter()), None);
+    }
+}
