@@ -28,7 +28,7 @@ use corral_proto::env;
 use tokio::sync::mpsc;
 
 use crate::dispatch::Balance;
-use crate::group::{Control, Outcome, Report};
+use crate::group::{Command, Control, Outcome, Report};
 use crate::listen::{self, BindError};
 use crate::process::{ExitStatus, Pid};
 use crate::restart::RestartPolicy;
@@ -96,11 +96,7 @@ impl From<Report> for ClusterEvent {
                 status,
                 expected,
             },
-            Report::Message { slot, pid, json } => ClusterEvent::Message {
-                slot,
-                pid,
-                data: serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json)),
-            },
+            Report::Message { slot, pid, data } => ClusterEvent::Message { slot, pid, data },
             other => ClusterEvent::Other(other),
         }
     }
@@ -109,23 +105,23 @@ impl From<Report> for ClusterEvent {
 /// What the primary can ask of its workers.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    controls: mpsc::Sender<Control>,
+    controls: mpsc::Sender<Command>,
 }
 
 impl Handle {
     /// Sends `data` to every worker (it arrives in `Worker::messages()`).
     pub fn broadcast(&self, data: serde_json::Value) {
-        let _ = self.controls.try_send(Control::Message(data));
+        let _ = self.controls.try_send(Command::Message(data));
     }
 
     /// Rolling reload: replaces every worker without dropping connections.
     pub fn reload(&self) {
-        let _ = self.controls.try_send(Control::Reload);
+        let _ = self.controls.try_send(Control::Reload.into());
     }
 
     /// Graceful stop; `run` returns once every worker has exited.
     pub fn stop(&self) {
-        let _ = self.controls.try_send(Control::Stop);
+        let _ = self.controls.try_send(Control::Stop.into());
     }
 }
 

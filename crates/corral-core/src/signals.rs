@@ -4,11 +4,11 @@ use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::group::Control;
+use crate::group::{Command, Control};
 
 /// Spawns a task that maps signals to controls: TERM/INT stop (a second one kills),
 /// HUP/USR2 reload, TTIN/TTOU add/remove a worker, USR1 is passed on to every worker.
-pub fn forward(controls: mpsc::Sender<Control>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn forward(controls: mpsc::Sender<Command>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -28,7 +28,7 @@ pub fn forward(controls: mpsc::Sender<Control>) -> std::io::Result<tokio::task::
                 _ = ttou.recv() => Control::ScaleDown,
                 _ = usr1.recv() => Control::Forward(Signal::SIGUSR1),
             };
-            if controls.send(control).await.is_err() {
+            if controls.send(control.into()).await.is_err() {
                 return;
             }
         }

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use corral_core::group::{AbortReason, Report};
+use corral_core::group::{AbortReason, ChannelProblem, Report, RolloutKind, ScaleRefusal};
 use corral_core::output::{LogLine, Stream};
 
 /// A duration the way people say it: 850ms, 1.2s, 2m5s.
@@ -115,7 +115,7 @@ pub fn report(r: &Report) -> String {
         Report::ReloadAborted {
             slot,
             reason,
-            reload,
+            rollout,
         } => {
             let why = match reason {
                 AbortReason::SpawnFailed(e) => format!("could not start: {e}"),
@@ -135,7 +135,10 @@ pub fn report(r: &Report) -> String {
                     duration(*settle)
                 ),
             };
-            let what = if *reload { "reload" } else { "replacement" };
+            let what = match rollout {
+                RolloutKind::Reload => "reload",
+                RolloutKind::Replacement => "replacement",
+            };
             format!("{what} aborted: the replacement for worker {slot} {why}; the old workers keep serving")
         }
         Report::Lag { slot, pid, lag } => format!(
@@ -196,8 +199,8 @@ pub fn report(r: &Report) -> String {
         } => format!(
             "worker {slot} (pid {pid}) died before taking {connections} handed-over connections; they go to other workers"
         ),
-        Report::Message { slot, pid, json } => {
-            format!("message from worker {slot} (pid {pid}): {}", clip(json))
+        Report::Message { slot, pid, data } => {
+            format!("message from worker {slot} (pid {pid}): {}", clip(&data.to_string()))
         }
         Report::ChannelFlooded {
             slot,
@@ -209,7 +212,7 @@ pub fn report(r: &Report) -> String {
         ),
         Report::Vitals { slot, pid, .. } => format!("worker {slot} (pid {pid}) heartbeat"),
         Report::ChannelProblem { slot, pid, problem } => {
-            format!("worker {slot} (pid {pid}) {problem}")
+            format!("worker {slot} (pid {pid}) {}", channel_problem(problem))
         }
         Report::Scaled { from, to } => format!("scaled from {from} to {to} workers"),
         Report::PortBound { slot, pid, addr } => format!(
@@ -222,7 +225,17 @@ pub fn report(r: &Report) -> String {
             addr,
             error,
         } => format!("worker {slot} (pid {pid}) asked for {addr}: {error}"),
-        Report::ScaleRefused { reason } => (*reason).to_owned(),
+        Report::ScaleRefused { reason } => match reason {
+            ScaleRefusal::LastWorker => {
+                "cannot scale down: already at 1 worker; stop the app to stop it".to_owned()
+            }
+            ScaleRefusal::OverLimit { limit } => {
+                format!("cannot scale up: over the limit of {limit} workers")
+            }
+        },
+        Report::RespecFailed { error } => format!(
+            "the new settings cannot start workers ({error}); the running command stays"
+        ),
         Report::Stopping { workers, forced: false } => format!(
             "stopping {workers} workers gracefully (send the signal again to kill them now)"
         ),
@@ -273,6 +286,23 @@ pub fn log_line(
     match line.stream {
         Stream::Stdout => std::io::stdout().lock().write_all(buf),
         Stream::Stderr => std::io::stderr().lock().write_all(buf),
+    }
+}
+
+/// What went wrong on a worker's channel, after "worker N (pid P)".
+fn channel_problem(problem: &ChannelProblem) -> String {
+    match problem {
+        ChannelProblem::BadLine { error } => format!("sent a bad line on its channel: {error}"),
+        ChannelProblem::HelloUnanswered { error } => format!("could not be answered: {error}"),
+        ChannelProblem::BroadcastRefused { workers } => format!(
+            "broadcast not delivered to {workers} workers that are not reading their channel"
+        ),
+        ChannelProblem::SupervisorOnly => {
+            "sent a message only the supervisor may send; ignored".to_owned()
+        }
+        ChannelProblem::PortNotHanded { error } => {
+            format!("could not be handed the port it asked for: {error}")
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
-use corral_core::group::Control;
+use corral_core::group::{Command, Control};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -66,7 +66,7 @@ impl Drop for Running {
 /// Starts watching and scheduling; `say` reports what triggered a reload.
 pub fn start(
     triggers: &Triggers,
-    controls: mpsc::Sender<Control>,
+    controls: mpsc::Sender<Command>,
     say: impl Fn(String) + Send + Clone + 'static,
 ) -> anyhow::Result<Running> {
     let watcher = if triggers.watch.is_empty() {
@@ -84,7 +84,7 @@ pub fn start(
                 let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
                 tokio::time::sleep(wait).await;
                 say(format!("scheduled reload ({expr})"));
-                if controls.send(Control::Reload).await.is_err() {
+                if controls.send(Control::Reload.into()).await.is_err() {
                     return;
                 }
             }
@@ -98,7 +98,7 @@ pub fn start(
 
 fn watch(
     triggers: &Triggers,
-    controls: mpsc::Sender<Control>,
+    controls: mpsc::Sender<Command>,
     say: impl Fn(String) + Send + 'static,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     let (tx, rx) = std_mpsc::channel::<PathBuf>();
@@ -125,7 +125,7 @@ fn watch(
             // Wait for the burst of changes (an editor save, a deploy) to settle.
             while rx.recv_timeout(DEBOUNCE).is_ok() {}
             say(format!("{} changed: reloading", first.display()));
-            if controls.blocking_send(Control::Reload).is_err() {
+            if controls.blocking_send(Control::Reload.into()).is_err() {
                 return;
             }
         }

@@ -304,7 +304,7 @@ fn reload_aborts_when_the_replacement_exits_and_keeps_the_old_worker() {
     assert!(reports.contains(&Report::ReloadAborted {
         slot: 0,
         reason: AbortReason::ExitedBeforeReady(ExitStatus::Code(1)),
-        reload: true,
+        rollout: RolloutKind::Reload,
     }));
     assert_eq!(h.group.current(0), Some(101));
     assert!(h.signals_to(101).is_empty());
@@ -333,7 +333,7 @@ fn reload_aborts_when_the_replacement_is_not_ready_in_time() {
             Report::ReloadAborted {
                 slot: 0,
                 reason: AbortReason::NotReadyInTime(2000 * MS),
-                reload: true,
+                rollout: RolloutKind::Reload,
             }
         ]
     );
@@ -764,7 +764,7 @@ fn issue_9_a_replacement_that_dies_within_the_settle_window_aborts_the_reload() 
             after: 300 * MS,
             settle: 1000 * MS,
         },
-        reload: true,
+        rollout: RolloutKind::Reload,
     }));
     assert_eq!(h.group.current(0), Some(101));
     assert!(

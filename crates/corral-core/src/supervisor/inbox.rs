@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::asked::{self, Asked};
 use super::workers::OsProcesses;
 use crate::channel::{Input, RATE_PER_SEC};
-use crate::group::{Event, Group, Report};
+use crate::group::{ChannelProblem, Event, Group, Report};
 use crate::process::Pid;
 
 /// Handles one channel input from `pid` and gives the group the events it means.
@@ -33,7 +33,7 @@ fn handle(
     let Some(slot) = group.slot_of(pid) else {
         return Vec::new(); // from a worker already reaped
     };
-    let problem = |problem: String| {
+    let problem = |problem: ChannelProblem| {
         let _ = reports.send(Report::ChannelProblem { slot, pid, problem });
     };
     let procs = group.processes_mut();
@@ -56,10 +56,12 @@ fn handle(
             let _ = reports.send(Report::Message {
                 slot,
                 pid,
-                json: value.to_string(),
+                data: value,
             });
         }
-        Input::Bad(error) => problem(format!("sent a bad line on its channel: {error}")),
+        Input::Bad(error) => problem(ChannelProblem::BadLine {
+            error: error.to_string(),
+        }),
         Input::Flooded { dropped } => {
             let _ = reports.send(Report::ChannelFlooded {
                 slot,
@@ -78,7 +80,7 @@ fn corral(
     pid: Pid,
     slot: usize,
     message: Message,
-    problem: &dyn Fn(String),
+    problem: &dyn Fn(ChannelProblem),
     reports: &mpsc::UnboundedSender<Report>,
 ) -> Vec<Event> {
     match message {
@@ -89,7 +91,9 @@ fn corral(
             ..
         } => {
             if let Err(e) = procs.hello(pid, slot, dispatch, node) {
-                problem(format!("could not be answered: {e}"));
+                problem(ChannelProblem::HelloUnanswered {
+                    error: e.to_string(),
+                });
             }
             let heartbeat = heartbeat_ms.map(Duration::from_millis);
             vec![Event::Hello { pid, heartbeat }]
@@ -132,9 +136,7 @@ fn corral(
                 }
             }
             if refused > 0 {
-                problem(format!(
-                    "broadcast not delivered to {refused} workers that are not reading their channel"
-                ));
+                problem(ChannelProblem::BroadcastRefused { workers: refused });
             }
             Vec::new()
         }
@@ -147,7 +149,7 @@ fn corral(
         | Message::Message { .. }
         | Message::Bound { .. }
         | Message::Shutdown {} => {
-            problem("sent a message only the supervisor may send; ignored".into());
+            problem(ChannelProblem::SupervisorOnly);
             Vec::new()
         }
     }
@@ -220,7 +222,9 @@ fn bind_for(
             let _ = reports.send(Report::ChannelProblem {
                 slot,
                 pid,
-                problem: format!("could not be handed the port it asked for: {e}"),
+                problem: ChannelProblem::PortNotHanded {
+                    error: e.to_string(),
+                },
             });
         }
     }

@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::channel::Input;
-use crate::group::{Control, Event, Group, GroupConfig, Outcome, Processes, Report};
+use crate::group::{Command, Control, Event, Group, GroupConfig, Outcome, Processes, Report};
 use crate::listen::Listener;
 use crate::notify::{NotifyError, NotifySocket};
 use crate::os;
@@ -57,7 +57,7 @@ pub enum RunError {
 
 /// Where a running app sends what happens, and where it takes orders from.
 pub struct Channels {
-    pub controls: mpsc::Receiver<Control>,
+    pub controls: mpsc::Receiver<Command>,
     pub reports: mpsc::UnboundedSender<Report>,
     pub logs: mpsc::Sender<LogLine>,
     /// Reap every child of the process (orphans included), as the only supervisor in
@@ -126,27 +126,25 @@ pub async fn run(
         let deadline = group.next_deadline().map(tokio::time::Instant::from_std);
         let event = tokio::select! {
             control = controls.recv(), if controls_open => match control {
-                Some(Control::Message(data)) => {
+                Some(Command::Message(data)) => {
                     group.processes_mut().message_all(&data);
                     continue;
                 }
-                Some(Control::Respec(new)) => {
+                Some(Command::Respec(new)) => {
                     match resolve(&new) {
                         Ok(program) => group
                             .processes_mut()
                             .set_template(Template::new(&new, program, listeners, notify.path())),
                         // The old command keeps running; the reload that follows says so.
                         Err(e) => {
-                            let _ = reports.send(Report::SpawnFailed {
-                                slot: 0,
+                            let _ = reports.send(Report::RespecFailed {
                                 error: crate::group::error_chain(&e),
-                                giving_up: false,
                             });
                         }
                     }
                     continue;
                 }
-                Some(control) => Event::Control(control),
+                Some(Command::Group(control)) => Event::Control(control),
                 None => {
                     controls_open = false;
                     Event::Control(Control::Stop)

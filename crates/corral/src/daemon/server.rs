@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use corral_core::group::{Control, Outcome, Report};
+use corral_core::group::{Command, Control, Outcome, Report};
 use corral_core::listen;
 use corral_core::process::Pid;
 use corral_core::supervisor::{self, Channels};
@@ -362,7 +362,7 @@ impl Daemon {
             } => self.scale(&name, change, force),
             Request::Signal { target, signal } => self.signal(&target, signal),
             Request::Send { name, data } => self.each(&name, |app| {
-                send(app, Control::Message(data.clone())).map(|()| format!("sent to {}", app.name))
+                send(app, Command::Message(data.clone())).map(|()| format!("sent to {}", app.name))
             }),
             Request::Describe { name } => self.describe(&name),
             Request::Env { name } => self.env(&name),
@@ -917,7 +917,7 @@ fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>) -> Result<String, S
         }
         let mut spec = parsed.spec;
         pm2_env(&mut spec, app.id);
-        send(app, Control::Respec(Box::new(spec.clone())))?;
+        send(app, Command::Respec(Box::new(spec.clone())))?;
         app.start = start;
         app.spec.command = spec.command;
         app.spec.env = spec.env;
@@ -927,10 +927,10 @@ fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>) -> Result<String, S
     Ok(format!("reloading {}{note}", app.name))
 }
 
-fn send(app: &App, control: Control) -> Result<(), String> {
+fn send(app: &App, command: impl Into<Command>) -> Result<(), String> {
     match &app.controls {
         Some(tx) => tx
-            .try_send(control)
+            .try_send(command.into())
             .map_err(|_| format!("{} is busy; try again", app.name)),
         None => Err(format!(
             "{} is not running (`corral restart {}` starts it)",

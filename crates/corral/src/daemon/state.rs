@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use corral_core::group::{Control, Report};
+use corral_core::group::{Command, Report};
 use corral_core::process::Pid;
 use corral_core::AppSpec;
 use tokio::sync::mpsc;
@@ -44,7 +44,7 @@ pub struct App {
     /// again, here or after `resurrect`.
     pub start: StartApp,
     pub spec: AppSpec,
-    pub controls: Option<mpsc::Sender<Control>>,
+    pub controls: Option<mpsc::Sender<Command>>,
     pub status: Status,
     pub rows: BTreeMap<usize, Row>,
     pub instances: usize,

@@ -1,0 +1,82 @@
+//! What goes into a group: the commands callers send and the events its loop feeds it.
+
+use std::time::Duration;
+
+use corral_proto::notify::Notice;
+use nix::sys::signal::Signal;
+
+use crate::process::{ExitStatus, Pid};
+
+/// What a caller asks of a running group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Replace every worker, one at a time, without ever having fewer ready than before.
+    Reload,
+    ScaleUp,
+    ScaleDown,
+    /// Run exactly this many workers: one step, all or nothing.
+    ScaleTo(usize),
+    /// Ask every worker to drain and exit; SIGKILL after the kill timeout.
+    Stop,
+    /// SIGKILL every worker now.
+    Kill,
+    /// Pass a signal on to every worker's process group.
+    Forward(Signal),
+}
+
+/// What a caller sends a running app: a command for its group, or one the supervisor
+/// loop handles itself (the group never sees these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Group(Control),
+    /// Send a message (JSON) to every worker over its channel.
+    Message(serde_json::Value),
+    /// Start new workers from this spec's command, environment and working directory
+    /// (a reload then replaces the running ones). Listeners, worker count and policies
+    /// stay as they are.
+    Respec(Box<crate::spec::AppSpec>),
+}
+
+impl From<Control> for Command {
+    fn from(control: Control) -> Self {
+        Command::Group(control)
+    }
+}
+
+/// An input to the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Start,
+    Exited {
+        pid: Pid,
+        status: ExitStatus,
+    },
+    Notify {
+        pid: Pid,
+        notices: Vec<Notice>,
+    },
+    /// The worker said hello on its channel; it heartbeats every `heartbeat`, if set.
+    Hello {
+        pid: Pid,
+        heartbeat: Option<Duration>,
+    },
+    /// A heartbeat, with how late the worker's timers fire.
+    Heartbeat {
+        pid: Pid,
+        lag: Duration,
+    },
+    /// Memory of the worker's process tree, in bytes.
+    Memory {
+        pid: Pid,
+        rss: u64,
+    },
+    /// Time passed; deadlines up to now are due.
+    Tick,
+    /// The supervisor could not run for `paused` (its timer fired that late: the machine
+    /// was suspended or starved, or corral was stopped). Silence and slowness in that
+    /// time are not the workers' fault: judgments that fell due get a grace period.
+    Resumed {
+        paused: Duration,
+    },
+    Control(Control),
+}
