@@ -1,0 +1,448 @@
+//! The daemon process: the control socket, and one task that owns every app's state
+//! (requests, engine reports and app exits all arrive there as messages).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use corral_core::group::{Command, Control, Outcome, Report};
+use corral_core::listen;
+use corral_core::process::Pid;
+use corral_core::supervisor::{self, Channels};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+mod apps;
+mod persist;
+mod views;
+
+use apps::send;
+use persist::open_private;
+use views::flush_logs;
+
+use crate::chatter::{Chatter, Said};
+use crate::config::start::{parse_start, Parsed};
+use crate::daemon::joins::Joins;
+use crate::daemon::journal;
+use crate::daemon::logfile::LogFiles;
+use crate::daemon::reread::Reread;
+use crate::daemon::state::{App, Status, Then};
+use crate::home::Home;
+use crate::model::names::closest;
+use crate::model::{Request, StartApp};
+use crate::render;
+use corral_proto::control::{
+    AppDetail, ApplyMode, EnvVar, Envelope, LogFileView, Response, ScaleChange, PROTOCOL_VERSION,
+};
+
+/// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).
+/// With `resurrect`, starts the saved apps and then reports ready to systemd
+/// (`NOTIFY_SOCKET`). Returns at once when another daemon holds the lock.
+pub fn serve(
+    home: Home,
+    resurrect: bool,
+    observe: crate::model::ObserveArgs,
+    log_json: bool,
+) -> anyhow::Result<()> {
+    home.create()?;
+    let lock = open_private(&home.lock())
+        .with_context(|| format!("cannot open {}", home.lock().display()))?;
+    // SAFETY: flock on a file we own; LOCK_NB never blocks.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        errln!(
+            "[corral] another daemon already runs for {}",
+            home.dir.display()
+        );
+        return Ok(());
+    }
+    journal::open(&home, log_json);
+    let _ = std::fs::remove_file(home.socket());
+    // Apps die with the daemon (until re-adoption exists): the keeper sees to their
+    // grandchildren, so `resurrect` finds every port free.
+    corral_core::os::keeper::start().context("cannot start corral's keeper process")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = UnixListener::bind(home.socket())
+            .with_context(|| format!("cannot listen on {}", home.socket().display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(home.socket(), std::fs::Permissions::from_mode(0o600))?;
+        journal::say(&format!(
+            "daemon {} listening on {}",
+            std::process::id(),
+            home.socket().display()
+        ));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(accept_loop(listener, tx.clone()));
+        let mut daemon = Daemon::new(home, tx, lock);
+        if let Some(addr) = observe.metrics {
+            let metrics = corral_metrics::Metrics::spawn(observe.min_ready);
+            let local = corral_metrics::serve(addr, metrics.clone())
+                .await
+                .with_context(|| format!("cannot serve --metrics on {addr}"))?;
+            journal::say(&format!(
+                "metrics on http://{local}/metrics, probes on /livez and /readyz"
+            ));
+            daemon.metrics = Some(metrics);
+        }
+        if resurrect {
+            if let Response::Error { message } = daemon.resurrect() {
+                journal::say(&format!("resurrect: {message}"));
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        daemon.run(rx).await;
+        Ok(())
+    })
+}
+
+enum Msg {
+    Request(Request, oneshot::Sender<Response>),
+    Report(String, Report),
+    Finished(String, Result<Outcome, String>),
+    /// An app's config file, read again off the state task, and what it was read for.
+    Reread {
+        name: String,
+        result: Box<Result<(StartApp, Parsed), String>>,
+        after: After,
+    },
+}
+
+/// What a config file was read again for.
+enum After {
+    /// A reload; settles `join` with its outcome.
+    Reload { join: u64 },
+    /// A restart, after the app stopped; settles every join once it runs again.
+    Restart { joins: Vec<u64> },
+}
+
+/// Connections that have not sent their request yet, at most; a new one closes the
+/// oldest, so idle connections can never lock real clients out.
+const MAX_PENDING: usize = 128;
+/// How long a connection may take to send its request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The largest request read (a whole config's environment fits many times over).
+pub const MAX_REQUEST: u64 = 16 * 1024 * 1024;
+
+/// Accepts control connections until the daemon exits. Out of fds (EMFILE, ENFILE) or
+/// memory, it waits and tries again, however long that lasts.
+async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
+    let (read_tx, mut read_rx) = mpsc::unbounded_channel::<u64>();
+    let mut pending: std::collections::VecDeque<(u64, tokio::task::AbortHandle)> =
+        Default::default();
+    let mut next = 0u64;
+    let mut backoff = Backoff::default();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    backoff = Backoff::default();
+                    if pending.len() >= MAX_PENDING {
+                        if let Some((_, oldest)) = pending.pop_front() {
+                            oldest.abort();
+                        }
+                    }
+                    let id = next;
+                    next += 1;
+                    let task = tokio::spawn(connection(stream, tx.clone(), read_tx.clone(), id));
+                    pending.push_back((id, task.abort_handle()));
+                }
+                Err(e) if e.raw_os_error().is_some_and(corral_core::os::out_of_resources) => {
+                    let wait = backoff.next();
+                    if backoff.should_say() {
+                        journal::say(&format!(
+                            "control socket: cannot accept ({e}); retrying every {}",
+                            render::duration(wait)
+                        ));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(_) => {} // the client gave up before we took it (ECONNABORTED...)
+            },
+            Some(id) = read_rx.recv() => pending.retain(|(i, _)| *i != id),
+        }
+    }
+}
+
+/// Exponential waits from 10 ms to 1 s; says so once per streak, then every 100th time.
+#[derive(Default)]
+struct Backoff {
+    tries: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> std::time::Duration {
+        self.tries += 1;
+        std::time::Duration::from_millis(10u64 << self.tries.min(7))
+            .min(std::time::Duration::from_secs(1))
+    }
+
+    fn should_say(&self) -> bool {
+        self.tries % 100 == 1
+    }
+}
+
+/// One request per connection, from our own user only.
+async fn connection(
+    stream: UnixStream,
+    tx: mpsc::UnboundedSender<Msg>,
+    read: mpsc::UnboundedSender<u64>,
+    id: u64,
+) {
+    let peer = getsockopt(&stream, PeerCredentials).map(|c| c.uid());
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let (read_half, mut write) = stream.into_split();
+    // Read the request even from a stranger, so that the refusal reaches it rather than
+    // a broken pipe; one line of at most MAX_REQUEST, within REQUEST_TIMEOUT.
+    let mut line = Vec::new();
+    let reading = tokio::io::AsyncReadExt::take(read_half, MAX_REQUEST + 1);
+    let got = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        BufReader::new(reading).read_until(b'\n', &mut line),
+    )
+    .await;
+    let _ = read.send(id);
+    if !matches!(got, Ok(Ok(n)) if n > 0) {
+        return; // idle, closed, or broken: nobody to answer
+    }
+    let response = if line.len() as u64 > MAX_REQUEST {
+        Response::error(format!(
+            "request too large: over the control socket's limit of {} MiB",
+            MAX_REQUEST / (1024 * 1024)
+        ))
+    } else {
+        answer(peer.ok() == Some(me), me, &line, &tx).await
+    };
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        body: response,
+    };
+    if let Ok(mut bytes) = serde_json::to_vec(&envelope) {
+        bytes.push(b'\n');
+        let _ = write.write_all(&bytes).await;
+    }
+}
+
+async fn answer(
+    same_user: bool,
+    me: u32,
+    line: &[u8],
+    tx: &mpsc::UnboundedSender<Msg>,
+) -> Response {
+    if !same_user {
+        return Response::error(format!(
+            "permission denied: this daemon belongs to uid {me}; run corral as that user or set CORRAL_HOME"
+        ));
+    }
+    match serde_json::from_slice::<Envelope<Request>>(line) {
+        Ok(envelope) if envelope.version == PROTOCOL_VERSION => {
+            let (reply, answer) = oneshot::channel();
+            let _ = tx.send(Msg::Request(envelope.body, reply));
+            answer
+                .await
+                .unwrap_or_else(|_| Response::error("the daemon is shutting down"))
+        }
+        Ok(envelope) => Response::error(format!(
+            "this daemon speaks protocol v{PROTOCOL_VERSION}, the client v{}: run `corral kill` with the old corral, then retry",
+            envelope.version
+        )),
+        Err(e) => Response::error(format!("bad request: {e}")),
+    }
+}
+
+struct Daemon {
+    home: Home,
+    tx: mpsc::UnboundedSender<Msg>,
+    apps: BTreeMap<String, App>,
+    /// `corral kill` callers, answered once every app has stopped.
+    killing: Option<Vec<oneshot::Sender<Response>>>,
+    /// CPU ticks at the last `ls`, for CPU % over the interval since.
+    ticks: HashMap<Pid, (u64, Instant)>,
+    /// Held (flock) while this daemon serves the home.
+    lock: Option<std::fs::File>,
+    /// Bounds what the daemon logs on each worker's behalf.
+    chatter: Chatter,
+    /// Replies waiting for work on several apps (stop, restart, reload).
+    joins: Joins,
+    /// The id the next app gets.
+    next_id: u32,
+    /// `--metrics`: the board every report also goes to.
+    metrics: Option<corral_metrics::Metrics>,
+    /// Bumped by `reloadLogs`: every app's log writer reopens its files.
+    log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Daemon {
+    fn new(home: Home, tx: mpsc::UnboundedSender<Msg>, lock: std::fs::File) -> Self {
+        Daemon {
+            home,
+            tx,
+            apps: BTreeMap::new(),
+            killing: None,
+            ticks: HashMap::new(),
+            lock: Some(lock),
+            chatter: Chatter::default(),
+            joins: Joins::default(),
+            next_id: 0,
+            metrics: None,
+            log_generation: Default::default(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            journal::say("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Request(request, reply)) => self.request(request, reply),
+                    Some(Msg::Report(app, report)) => self.report(&app, report),
+                    Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),
+                    Some(Msg::Reread { name, result, after }) => self.reread(&name, *result, after),
+                    None => return,
+                },
+                _ = term.recv() => self.begin_kill(),
+                _ = int.recv() => self.begin_kill(),
+            }
+            if self.killing.is_some() && self.apps.values().all(|a| a.controls.is_none()) {
+                // Hand the home over first, so a command right after `kill` can start
+                // a new daemon at once.
+                let _ = std::fs::remove_file(self.home.socket());
+                drop(self.lock.take());
+                for reply in self.killing.take().unwrap_or_default() {
+                    let _ = reply.send(Response::ok("every app stopped; daemon exiting"));
+                }
+                // Let the replies and the last log lines go out before the process ends.
+                journal::flush().await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                return;
+            }
+        }
+    }
+
+    fn request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        let response = match request {
+            Request::Ping => Response::ok(format!("pong from daemon {}", std::process::id())),
+            Request::Start { app } => self.start(*app),
+            Request::Apply { app, mode } => return self.apply(*app, mode, reply),
+            Request::Reset { target } => self.each(&target, |app| {
+                app.reset();
+                Ok(format!("{}: restart counters reset", app.name))
+            }),
+            Request::ReloadLogs => {
+                self.log_generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Response::ok(format!("log files of {} apps reopened", self.apps.len()))
+            }
+            Request::List => self.list(),
+            Request::Stop { target } => return self.stop_targets(&target, Then::Nothing, reply),
+            Request::Restart { target } => return self.stop_targets(&target, Then::Start, reply),
+            Request::Delete { target } => return self.stop_targets(&target, Then::Delete, reply),
+            Request::Reload { target } => return self.reload_targets(&target, reply),
+            Request::Scale {
+                name,
+                change,
+                force,
+            } => self.scale(&name, change, force),
+            Request::Signal { target, signal } => self.signal(&target, signal),
+            Request::Send { name, data } => self.each(&name, |app| {
+                send(app, Command::Message(data.clone())).map(|()| format!("sent to {}", app.name))
+            }),
+            Request::Describe { name } => self.describe(&name),
+            Request::Env { name } => self.env(&name),
+            Request::Flush { target } => {
+                let logs = self.home.logs();
+                self.each(&target, |app| flush_logs(&app.log_files(&logs), &app.name))
+            }
+            Request::Save => self.save(),
+            Request::Resurrect => self.resurrect(),
+            Request::Kill => return self.kill(reply),
+        };
+        let _ = reply.send(response);
+    }
+
+    /// Applies `f` to the app named `target` (or every app for `all`).
+    fn each(
+        &mut self,
+        target: &str,
+        mut f: impl FnMut(&mut App) -> Result<String, String>,
+    ) -> Response {
+        let names = match self.targets(target) {
+            Ok(names) => names,
+            Err(e) => return Response::error(e),
+        };
+        let mut messages = Vec::new();
+        for name in names {
+            let app = self.apps.get_mut(&name).expect("target exists");
+            match f(app) {
+                Ok(m) => messages.push(m),
+                Err(e) => return Response::error(e),
+            }
+        }
+        Response::ok(messages.join("\n"))
+    }
+
+    fn targets(&self, target: &str) -> Result<Vec<String>, String> {
+        if target == "all" {
+            return Ok(self.apps.keys().cloned().collect());
+        }
+        if self.apps.contains_key(target) {
+            return Ok(vec![target.to_owned()]);
+        }
+        if let Ok(id) = target.parse::<u32>() {
+            return match self.apps.values().find(|a| a.id == id) {
+                Some(app) => Ok(vec![app.name.clone()]),
+                None => Err(format!("no app has id {id} (see `corral ls`)")),
+            };
+        }
+        let namespace: Vec<String> = self
+            .apps
+            .values()
+            .filter(|a| a.start.options.namespace.as_deref() == Some(target))
+            .map(|a| a.name.clone())
+            .collect();
+        if !namespace.is_empty() {
+            return Ok(namespace);
+        }
+        Err(match closest(target, self.apps.keys()) {
+            Some(near) => format!("no app named `{target}`; did you mean `{near}`?"),
+            None if self.apps.is_empty() => {
+                format!("no app named `{target}`: no apps are running (see `corral start`)")
+            }
+            None => format!(
+                "no app named `{target}`; apps: {}",
+                self.apps.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    fn kill(&mut self, reply: oneshot::Sender<Response>) {
+        self.begin_kill();
+        self.killing.get_or_insert_with(Vec::new).push(reply);
+    }
+
+    /// Stops every app; the daemon exits once they all have.
+    fn begin_kill(&mut self) {
+        self.killing.get_or_insert_with(Vec::new);
+        for app in self.apps.values_mut() {
+            if app.controls.is_some() && app.status != Status::Stopping {
+                let _ = send(app, Control::Stop);
+                app.status = Status::Stopping;
+            }
+        }
+    }
+}
