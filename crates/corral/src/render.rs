@@ -317,4 +317,196 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(1250)), "1.2s");
         assert_eq!(duration(Duration::from_secs(125)), "2m5s");
     }
+
+    /// One of every report, as a user reads it: a change of wording shows in review.
+    #[test]
+    fn every_report_reads_as_a_sentence() {
+        use corral_core::process::ExitStatus;
+        use nix::sys::signal::Signal;
+        let ms = Duration::from_millis;
+        let reports = vec![
+            Report::Spawned {
+                slot: 0,
+                pid: 101,
+                replacing: None,
+            },
+            Report::Spawned {
+                slot: 1,
+                pid: 102,
+                replacing: Some(99),
+            },
+            Report::SpawnFailed {
+                slot: 0,
+                error: "no such file".into(),
+                giving_up: true,
+            },
+            Report::SpawnFailed {
+                slot: 0,
+                error: "out of pids".into(),
+                giving_up: false,
+            },
+            Report::Ready {
+                slot: 0,
+                pid: 101,
+                after: ms(340),
+            },
+            Report::Status {
+                slot: 0,
+                pid: 101,
+                text: "warming caches".into(),
+            },
+            Report::Exited {
+                slot: 0,
+                pid: 101,
+                status: ExitStatus::Code(1),
+                uptime: ms(44),
+                expected: false,
+            },
+            Report::Exited {
+                slot: 0,
+                pid: 101,
+                status: ExitStatus::Signal(9),
+                uptime: ms(3000),
+                expected: true,
+            },
+            Report::RestartScheduled {
+                slot: 0,
+                delay: Duration::ZERO,
+                unstable: 0,
+            },
+            Report::RestartScheduled {
+                slot: 0,
+                delay: ms(200),
+                unstable: 2,
+            },
+            Report::GaveUp {
+                slot: 0,
+                unstable: 10,
+                min_uptime: ms(1000),
+            },
+            Report::ReadyTimeout {
+                slot: 0,
+                pid: 101,
+                timeout: ms(30_000),
+            },
+            Report::Paused {
+                paused: ms(4200),
+                grace: ms(3000),
+            },
+            Report::WatchdogTimeout {
+                slot: 0,
+                pid: 101,
+                silent_for: ms(10_500),
+            },
+            Report::KillTimeout {
+                slot: 0,
+                pid: 101,
+                signal: Signal::SIGTERM,
+                timeout: ms(10_000),
+            },
+            Report::ReloadStarted { workers: 2 },
+            Report::ReloadQueued,
+            Report::ReloadFinished {
+                replaced: 2,
+                took: ms(2300),
+            },
+            Report::ReloadAborted {
+                slot: 1,
+                reason: AbortReason::ExitedBeforeReady(ExitStatus::Code(3)),
+                rollout: RolloutKind::Reload,
+            },
+            Report::ReloadAborted {
+                slot: 0,
+                reason: AbortReason::NotReadyInTime(ms(5000)),
+                rollout: RolloutKind::Replacement,
+            },
+            Report::Lag {
+                slot: 0,
+                pid: 101,
+                lag: ms(1500),
+            },
+            Report::MemoryLimit {
+                slot: 0,
+                pid: 101,
+                rss: 600 << 20,
+                limit: 512 << 20,
+            },
+            Report::NotRestarted {
+                slot: 0,
+                stop_code: Some(0),
+            },
+            Report::NotRestarted {
+                slot: 0,
+                stop_code: None,
+            },
+            Report::ListenerUnused {
+                slot: 0,
+                pid: 101,
+                ours: vec!["127.0.0.1:3000".into()],
+                own: vec!["0.0.0.0:4000".into()],
+                holds_ours: true,
+            },
+            Report::AcceptStarved {
+                error: "Too many open files".into(),
+                retry: ms(100),
+            },
+            Report::Recovered {
+                slot: 0,
+                pid: 101,
+                connections: 3,
+            },
+            Report::Message {
+                slot: 0,
+                pid: 101,
+                data: serde_json::json!({"hello": "world"}),
+            },
+            Report::ChannelFlooded {
+                slot: 0,
+                pid: 101,
+                dropped: 500,
+                per_second: 1000,
+            },
+            Report::ChannelProblem {
+                slot: 0,
+                pid: 101,
+                problem: ChannelProblem::SupervisorOnly,
+            },
+            Report::ChannelProblem {
+                slot: 0,
+                pid: 101,
+                problem: ChannelProblem::BroadcastRefused { workers: 2 },
+            },
+            Report::Scaled { from: 2, to: 3 },
+            Report::PortBound {
+                slot: 0,
+                pid: 101,
+                addr: "[::]:3000".into(),
+            },
+            Report::PortRefused {
+                slot: 0,
+                pid: 101,
+                addr: "0.0.0.0:80".into(),
+                error: "permission denied".into(),
+            },
+            Report::ScaleRefused {
+                reason: ScaleRefusal::LastWorker,
+            },
+            Report::ScaleRefused {
+                reason: ScaleRefusal::OverLimit { limit: 4096 },
+            },
+            Report::RespecFailed {
+                error: "no such program: nodee".into(),
+            },
+            Report::Stopping {
+                workers: 2,
+                forced: false,
+            },
+            Report::Stopping {
+                workers: 2,
+                forced: true,
+            },
+        ];
+        let text: Vec<String> = reports.iter().map(report).collect();
+        insta::assert_snapshot!(text.join("\n"));
+    }
 }

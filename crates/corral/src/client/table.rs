@@ -116,3 +116,56 @@ pub fn json_list(home: &Home, pretty: bool) -> Result<(), Failure> {
     outln!("{}", text.expect("views serialize"));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use corral_proto::control::{AppStatus, WorkerStatus};
+
+    use super::*;
+
+    fn worker(slot: usize, pid: Option<i32>, status: WorkerStatus) -> WorkerView {
+        WorkerView {
+            slot,
+            pid,
+            status,
+            uptime_ms: 125_000,
+            restarts: slot as u32,
+            cpu_percent: 12.4,
+            memory: 48 << 20,
+            last_exit: None,
+        }
+    }
+
+    #[test]
+    fn the_ls_table_lines_up_apps_and_their_workers() {
+        let mut sick = worker(1, None, WorkerStatus::Restarting);
+        sick.last_exit = Some("exit code 1 after 44ms".into());
+        let apps = vec![
+            AppView {
+                id: 0,
+                name: "api".into(),
+                status: AppStatus::Degraded,
+                command: vec!["node".into(), "/srv/api/server.js".into()],
+                listen: vec!["127.0.0.1:3000".into()],
+                restarts: 1,
+                workers: vec![worker(0, Some(4242), WorkerStatus::Online), sick],
+                logs: Vec::new(),
+            },
+            AppView {
+                id: 1,
+                name: "jobs".into(),
+                status: AppStatus::Stopped,
+                command: vec!["python3".into(), "jobs.py".into()],
+                listen: Vec::new(),
+                restarts: 0,
+                workers: vec![worker(0, None, WorkerStatus::Stopped)],
+                logs: Vec::new(),
+            },
+        ];
+        insta::assert_snapshot!(table(&apps));
+        assert_eq!(
+            table(&[]),
+            "no apps (start one with `corral start app.js`)\n"
+        );
+    }
+}
