@@ -1,4 +1,6 @@
 //! Turns engine reports and worker output into the lines a person reads.
+//!
+//! Longer than 500 lines because it is every sentence corral says about its workers, one match arm each, plus a snapshot test of all of them.
 
 use std::io::Write;
 use std::time::Duration;

@@ -1,4 +1,6 @@
 //! Unit tests of the group state machine, driven with a fake process table.
+//!
+//! Longer than 500 lines: one transition per test, driven through the same `Harness`, read on its own.
 
 use super::*;
 use std::io;

@@ -1,5 +1,7 @@
 //! The real [`Processes`]: spawns workers with their listeners and channel, and hands
 //! accepted connections to them over it.
+//!
+//! Longer than 500 lines because `OsProcesses` is one type: spawning, the channel table, the accept and hand-over passes and recovery share its state.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;

@@ -3,6 +3,8 @@
 //! straight into [`AppOptions`] (PM2's key names are its serde aliases) and [`FileKeys`]
 //! (what only files say: script, args, interpreter...). Unknown keys warn with a
 //! suggestion; bad values fail naming the file, the line and the key path.
+//!
+//! Longer than 500 lines because PM2's file shapes (apps list, single app, TOML tables, JS modules) and their located errors read best side by side; the tests are in `tests.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,4 +1,6 @@
 //! The daemon and its CLI, each test with a home (`CORRAL_HOME`) of its own.
+//!
+//! Longer than 500 lines: each test is one scenario read on its own; helpers every area shares are in `corral-testkit`.
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! Issue 9: unmodified third-party apps drain without a failed request, whatever their own
 //! shutdown code. The apps live in `tests/node-apps` (real Express, NestJS, ws, ...
 //! from npm; `npm ci --prefix tests/node-apps`, which CI runs).
+//!
+//! Longer than 500 lines: each test is one real app's scenario, read on its own.
 
 use std::time::Duration;
 

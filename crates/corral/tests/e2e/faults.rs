@@ -1,5 +1,7 @@
 //! Issue 8's fault suite: what workers, the terminal, the disk and the OS throw at the
 //! supervisor. Each test is bounded, uses loopback only, and asserts no timings.
+//!
+//! Longer than 500 lines: one fault per test, each with the setup that provokes it, read on its own.
 
 use std::path::PathBuf;
 use std::time::Duration;

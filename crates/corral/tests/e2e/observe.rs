@@ -1,5 +1,7 @@
 //! Issue 12: `--metrics`: Prometheus metrics a real parser reads, scraped during a reload
 //! under load, and `/readyz` following the workers as they start, crash and stop.
+//!
+//! Longer than 500 lines: each test is one scenario read on its own.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,4 +1,6 @@
 //! `corral run` end to end: the real binary supervising corral-fixture workers.
+//!
+//! Longer than 500 lines: each test is one scenario read on its own; helpers every area shares are in `corral-testkit`.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
