@@ -123,6 +123,63 @@ impl Corral {
         self.wait_for_nth(needle, 1, timeout)
     }
 
+    /// corral's events so far (with `--report-format json`): every output line that is a
+    /// JSON object with a `kind`.
+    pub fn reports(&self) -> Vec<serde_json::Value> {
+        self.output().iter().filter_map(|l| report_of(l)).collect()
+    }
+
+    /// Waits for the `nth` (from 1) event of `kind` that `matches`, and returns it. Needs
+    /// `--report-format json`; panics with the whole output when `timeout` passes first.
+    pub fn wait_report_nth(
+        &self,
+        kind: &str,
+        nth: usize,
+        matches: impl Fn(&serde_json::Value) -> bool,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.lines;
+        let mut lines = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let found: Vec<serde_json::Value> = lines
+                .iter()
+                .filter_map(|l| report_of(l))
+                .filter(|r| r["kind"] == kind && matches(r))
+                .collect();
+            if let Some(report) = found.into_iter().nth(nth - 1) {
+                return report;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for event {nth} of kind {kind:?}; output:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = cvar
+                .wait_timeout(lines, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// [`Corral::wait_report_nth`] for the first such event.
+    pub fn wait_report(
+        &self,
+        kind: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        self.wait_report_nth(kind, 1, matches, timeout)
+    }
+
+    /// The pid of the `nth` worker to get ready in `slot` (`--report-format json`).
+    pub fn ready_pid(&self, slot: u64, nth: usize, timeout: Duration) -> i32 {
+        let ready = self.wait_report_nth("ready", nth, |r| r["slot"] == slot, timeout);
+        ready["pid"].as_i64().expect("a ready event has a pid") as i32
+    }
+
     /// The address of the first TCP listener, from corral's "listening on" line.
     pub fn addr(&self) -> SocketAddr {
         let line = self.wait_for("listening on ", Duration::from_secs(10));
@@ -255,4 +312,11 @@ pub fn dev_full() -> std::fs::File {
         .write(true)
         .open("/dev/full")
         .expect("open /dev/full")
+}
+
+/// The event in one line of corral's output, if it is one.
+fn report_of(line: &str) -> Option<serde_json::Value> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    value.get("kind")?;
+    Some(value)
 }

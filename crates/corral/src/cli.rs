@@ -259,6 +259,17 @@ pub struct RunArgs {
     #[command(flatten)]
     pub observe: ObserveArgs,
 
+    /// How corral's own events are written: `text` ([corral] lines), or `json`: one
+    /// object per line with time, app, kind, the event's fields and its message, while
+    /// worker output stays as --log-format says (`--log-format json` implies it).
+    #[arg(
+        long,
+        value_name = "text|json",
+        env = "CORRAL_REPORT_FORMAT",
+        default_value = "text"
+    )]
+    pub report_format: ReportFormat,
+
     /// The command to run, with its arguments (put `--` before it if it has flags of its own).
     #[arg(
         required = true,
@@ -267,6 +278,13 @@ pub struct RunArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<OsString>,
+}
+
+/// How `corral run` writes its own events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
 }
 
 /// How daemon.log is written (worker output has [`LogFormat`], per app).

@@ -13,7 +13,7 @@ use corral_core::AppSpec;
 use tokio::sync::mpsc;
 
 use crate::chatter::{Chatter, Said};
-use crate::cli::RunArgs;
+use crate::cli::{ReportFormat, RunArgs};
 use crate::exit::Failure;
 use crate::render;
 
@@ -29,6 +29,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let triggers = args.app.triggers(&cwd).map_err(Failure::Usage)?;
     let lines = args.app.line_format();
     let observe = args.observe.clone();
+    let json_reports = args.report_format == ReportFormat::Json || lines.json.is_some();
     let spec = args
         .into_spec(
             std::env::vars_os().collect(),
@@ -57,7 +58,14 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::Runtime)?;
-    runtime.block_on(supervise(spec, listeners, triggers, lines, observe))
+    runtime.block_on(supervise(
+        spec,
+        listeners,
+        triggers,
+        lines,
+        observe,
+        json_reports,
+    ))
 }
 
 async fn supervise(
@@ -66,6 +74,7 @@ async fn supervise(
     triggers: crate::triggers::Triggers,
     lines: crate::line_format::LineFormat,
     observe: crate::model::ObserveArgs,
+    json_reports: bool,
 ) -> Result<(), Failure> {
     let notes = Notes::spawn(std::io::stderr(), |n| {
         render::note(&format!(
@@ -75,6 +84,7 @@ async fn supervise(
     let speaker = Speaker {
         notes: notes.clone(),
         lines: lines.clone(),
+        json: json_reports,
         app: spec.name.clone(),
     };
     let (control_tx, controls) = mpsc::channel(16);
@@ -168,20 +178,22 @@ async fn supervise(
     }
 }
 
-/// corral's own lines: `[corral] text`, or with `--log-format json` one JSON event each
-/// (the report's kind and fields beside the text).
+/// corral's own lines: `[corral] text`, or with `--report-format json` (or
+/// `--log-format json`) one JSON event each (the report's kind and fields beside the text).
 #[derive(Clone)]
 struct Speaker {
     notes: Notes,
     lines: crate::line_format::LineFormat,
+    json: bool,
     app: String,
 }
 
 impl Speaker {
     fn say(&self, report: Option<&Report>, text: &str) {
-        let bytes = match self.lines.json {
-            Some(_) => self.lines.event(&self.app, report, text),
-            None => render::note(text),
+        let bytes = if self.json {
+            self.lines.event(&self.app, report, text)
+        } else {
+            render::note(text)
         };
         self.notes.line(bytes);
     }

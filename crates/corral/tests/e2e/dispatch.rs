@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use corral_testkit::{eventually, fixture_bin, get, get_from, Corral, Load};
+use corral_testkit::{fixture_bin, get, get_from, Corral, Load};
 use nix::sys::signal::Signal;
 
 use crate::CORRAL;
@@ -22,6 +22,9 @@ fn start(flags: &[&str], env: &[(&str, &str)]) -> Corral {
         "fx",
         "--ready",
         "notify",
+        // The test waits on corral's events as data, not on their wording.
+        "--report-format",
+        "json",
     ];
     args.extend_from_slice(flags);
     args.push("--");
@@ -30,9 +33,14 @@ fn start(flags: &[&str], env: &[(&str, &str)]) -> Corral {
 }
 
 fn wait_ready(c: &Corral, workers: usize) -> Vec<i32> {
-    (0..workers)
-        .map(|slot| Corral::pid_in(&c.wait_for(&format!("worker {slot} ready"), T)))
+    (0..workers as u64)
+        .map(|slot| c.ready_pid(slot, 1, T))
         .collect()
+}
+
+/// The first event of `kind` about the worker `pid`.
+fn about(c: &Corral, kind: &str, pid: i32) -> serde_json::Value {
+    c.wait_report(kind, |r| r["pid"] == pid, T)
 }
 
 #[test]
@@ -122,7 +130,11 @@ fn sticky_keeps_each_client_on_one_worker_and_scale_down_moves_only_the_removed_
         "30 clients spread over all 3 workers: {before:?}"
     );
     c.signal(Signal::SIGTTOU);
-    c.wait_for(&format!("worker 2 (pid {}) stopped", pids[2]), T);
+    let stopped = about(&c, "exited", pids[2]);
+    assert_eq!(
+        (stopped["slot"].as_u64(), &stopped["expected"]),
+        (Some(2), &true.into())
+    );
     for (&ip, &old) in &before {
         let now = pid_of_client(&c, ip);
         if old != pids[2] {
@@ -149,7 +161,8 @@ fn broadcast_reaches_every_other_worker_and_messages_reach_the_supervisor() {
         .iter()
         .any(|l| l.contains(&format!("fixture pid={sender} got message"))));
     let from = get(c.addr(), "/send?msg=status-ok").unwrap().pid().unwrap();
-    c.wait_for(&format!("(pid {from}): \"status-ok\""), T);
+    let message = about(&c, "message", from);
+    assert_eq!(message["data"], "status-ok");
 }
 
 #[test]
@@ -160,8 +173,8 @@ fn a_hung_worker_is_replaced_within_its_heartbeat_timeout() {
     );
     let hung = wait_ready(&c, 1)[0];
     let _ = get(c.addr(), "/");
-    c.wait_for(&format!("worker 0 (pid {hung}) is hung: no heartbeat"), T);
-    let new = Corral::pid_in(&c.wait_for_nth("worker 0 ready", 2, T));
+    about(&c, "watchdog_timeout", hung);
+    let new = c.ready_pid(0, 2, T);
     assert_ne!(new, hung);
     assert_eq!(get(c.addr(), "/").unwrap().pid(), Some(new));
 }
@@ -174,9 +187,10 @@ fn a_leaking_worker_is_replaced_at_the_limit_without_failed_requests() {
     );
     wait_ready(&c, 2);
     let load = Load::start(c.addr(), 4, true, Duration::from_secs(60));
-    c.wait_for("(limit 40.0 MiB); replacing it gracefully", T);
-    c.wait_for("worker 0 replacement started", T);
-    let replaced = c.wait_for_nth("stopped: exit code 0", 1, T);
+    let over = c.wait_report("memory_limit", |_| true, T);
+    assert_eq!(over["limit"], 40 << 20);
+    c.wait_report("spawned", |r| !r["replacing"].is_null(), T);
+    let replaced = c.wait_report("exited", |r| r["expected"] == true, T);
     let before = load.ok_so_far();
     assert!(load.wait_ok(before + 200, T));
     let report = load.finish();
@@ -189,9 +203,23 @@ fn channel_abuse_is_reported_and_the_supervisor_keeps_serving() {
     wait_ready(&c, 2);
     let abuser = get(c.addr(), "/abuse").unwrap().pid().unwrap();
     c.wait_for(&format!("fixture pid={abuser} abused its channel"), T);
-    c.wait_for("sent a bad line on its channel: not JSON", T);
-    c.wait_for("line longer than 65536 bytes, discarded", T);
-    c.wait_for("floods its channel: dropped", T);
+    let problem = |what: &'static str| {
+        move |r: &serde_json::Value| r["pid"] == abuser && r["problem"]["problem"] == what
+    };
+    let bad = c.wait_report("channel_problem", problem("bad_line"), T);
+    assert!(
+        bad["problem"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON"),
+        "{bad}"
+    );
+    c.wait_report(
+        "channel_problem",
+        |r| problem("bad_line")(r) && r["problem"]["error"].as_str().unwrap().contains("65536"),
+        T,
+    );
+    about(&c, "channel_flooded", abuser);
     let load = Load::start(c.addr(), 2, false, T);
     assert!(load.wait_ok(500, T));
     let report = load.finish();
@@ -233,16 +261,10 @@ fn connections_a_killed_worker_never_took_go_to_another_worker() {
     let waiting: Vec<_> = (0..6)
         .map(|_| std::thread::spawn(move || get(addr, "/")))
         .collect();
-    c.wait_for("is hung", T);
+    about(&c, "watchdog_timeout", pids[0]);
     let answers: Vec<_> = waiting.into_iter().map(|t| t.join().unwrap()).collect();
     let ok = answers.iter().filter(|a| a.is_ok()).count();
-    assert!(
-        eventually(T, || c
-            .output()
-            .iter()
-            .any(|l| l.contains("died before taking"))),
-        "{:?}",
-        c.output()
-    );
+    let recovered = about(&c, "recovered", pids[0]);
+    assert!(recovered["connections"].as_u64() > Some(0), "{recovered}");
     assert_eq!(ok, 6, "{answers:?} (workers {pids:?})");
 }
