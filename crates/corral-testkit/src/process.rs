@@ -94,21 +94,26 @@ impl Corral {
             .clone()
     }
 
-    /// Waits until `count` lines contain `needle`; returns the last of them.
-    /// Panics with the whole output when `timeout` passes first.
-    pub fn wait_for_nth(&self, needle: &str, count: usize, timeout: Duration) -> String {
+    /// Waits until `find` finds what it looks for in the lines so far, and returns it.
+    /// Panics with `what` and the whole output when `timeout` passes first.
+    fn wait_lines<T>(
+        &self,
+        timeout: Duration,
+        what: impl FnOnce() -> String,
+        mut find: impl FnMut(&[String]) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         let (lock, cvar) = &*self.lines;
         let mut lines = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
-            if found.len() >= count {
-                return found[count - 1].clone();
+            if let Some(found) = find(&lines) {
+                return found;
             }
             let now = Instant::now();
             if now >= deadline {
                 panic!(
-                    "timed out after {timeout:?} waiting for {count} line(s) containing {needle:?}; output:\n{}",
+                    "timed out after {timeout:?} waiting for {}; output:\n{}",
+                    what(),
                     lines.join("\n")
                 );
             }
@@ -119,14 +124,24 @@ impl Corral {
         }
     }
 
-    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
-        self.wait_for_nth(needle, 1, timeout)
+    /// Waits until `count` lines contain `needle`; returns the last of them.
+    /// Panics with the whole output when `timeout` passes first.
+    pub fn wait_for_nth(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        self.wait_lines(
+            timeout,
+            || format!("{count} line(s) containing {needle:?}"),
+            |lines| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains(needle))
+                    .nth(count - 1)
+                    .cloned()
+            },
+        )
     }
 
-    /// corral's events so far (with `--report-format json`): every output line that is a
-    /// JSON object with a `kind`.
-    pub fn reports(&self) -> Vec<serde_json::Value> {
-        self.output().iter().filter_map(|l| report_of(l)).collect()
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_nth(needle, 1, timeout)
     }
 
     /// Waits for the `nth` (from 1) event of `kind` that `matches`, and returns it. Needs
@@ -138,30 +153,17 @@ impl Corral {
         matches: impl Fn(&serde_json::Value) -> bool,
         timeout: Duration,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + timeout;
-        let (lock, cvar) = &*self.lines;
-        let mut lines = lock.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let found: Vec<serde_json::Value> = lines
-                .iter()
-                .filter_map(|l| report_of(l))
-                .filter(|r| r["kind"] == kind && matches(r))
-                .collect();
-            if let Some(report) = found.into_iter().nth(nth - 1) {
-                return report;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                panic!(
-                    "timed out after {timeout:?} waiting for event {nth} of kind {kind:?}; output:\n{}",
-                    lines.join("\n")
-                );
-            }
-            lines = cvar
-                .wait_timeout(lines, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.wait_lines(
+            timeout,
+            || format!("event {nth} of kind {kind:?}"),
+            |lines| {
+                lines
+                    .iter()
+                    .filter_map(|l| report_of(l))
+                    .filter(|r| r["kind"] == kind && matches(r))
+                    .nth(nth - 1)
+            },
+        )
     }
 
     /// [`Corral::wait_report_nth`] for the first such event.
