@@ -20,7 +20,7 @@ pub fn main() -> ExitCode {
                     home,
                     args.resurrect,
                     args.observe,
-                    args.log_format == crate::cli::DaemonLogFormat::Json,
+                    args.log_format == crate::cli::EventFormat::Json,
                 )
             })
             .map_err(Failure::Runtime),

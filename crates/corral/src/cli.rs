@@ -148,7 +148,7 @@ pub struct DaemonArgs {
         env = "CORRAL_DAEMON_LOG_FORMAT",
         default_value = "text"
     )]
-    pub log_format: DaemonLogFormat,
+    pub log_format: EventFormat,
 }
 
 #[derive(Debug, Args)]
@@ -268,7 +268,7 @@ pub struct RunArgs {
         env = "CORRAL_REPORT_FORMAT",
         default_value = "text"
     )]
-    pub report_format: ReportFormat,
+    pub report_format: EventFormat,
 
     /// The command to run, with its arguments (put `--` before it if it has flags of its own).
     #[arg(
@@ -280,16 +280,10 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
-/// How `corral run` writes its own events.
+/// How corral writes its own events: `corral run --report-format`, `corral daemon
+/// --log-format` (worker output has [`crate::model::LogFormat`], per app).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ReportFormat {
-    Text,
-    Json,
-}
-
-/// How daemon.log is written (worker output has [`LogFormat`], per app).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DaemonLogFormat {
+pub enum EventFormat {
     Text,
     Json,
 }

@@ -13,7 +13,7 @@ use corral_core::AppSpec;
 use tokio::sync::mpsc;
 
 use crate::chatter::{Chatter, Said};
-use crate::cli::{ReportFormat, RunArgs};
+use crate::cli::{EventFormat, RunArgs};
 use crate::exit::Failure;
 use crate::render;
 
@@ -29,7 +29,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let triggers = args.app.triggers(&cwd).map_err(Failure::Usage)?;
     let lines = args.app.line_format();
     let observe = args.observe.clone();
-    let json_reports = args.report_format == ReportFormat::Json || lines.json.is_some();
+    let json_reports = args.report_format == EventFormat::Json || lines.json.is_some();
     let spec = args
         .into_spec(
             std::env::vars_os().collect(),
