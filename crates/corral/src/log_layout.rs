@@ -101,11 +101,8 @@ fn files_of(dir: &Path, app: Option<&str>) -> Vec<PathBuf> {
 /// their names; for when no daemon runs to say where it writes.
 pub fn default_files(dir: &Path, app: Option<&str>) -> Vec<(String, LogFileView)> {
     files_of(dir, app)
-        .into_iter()
-        .filter_map(|path| {
-            let (name, file) = parse_default_name(&path)?;
-            Some((name, file))
-        })
+        .iter()
+        .filter_map(|path| parse_default_name(path))
         .collect()
 }
 

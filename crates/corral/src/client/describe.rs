@@ -1,9 +1,8 @@
 //! `describe` and `env`: one app in full, and its workers' declared environment.
 
-use anyhow::anyhow;
 use corral_proto::control::{AppDetail, EnvVar, Response};
 
-use super::conn;
+use super::{conn, unexpected};
 use crate::exit::Failure;
 use crate::home::Home;
 use crate::model::Request;
@@ -49,12 +48,6 @@ pub fn env(home: &Home, name: String, json: bool) -> Result<(), Failure> {
 
 fn ask(home: &Home, request: Request) -> Result<Response, Failure> {
     conn::request(home, request, false).map_err(Failure::Runtime)
-}
-
-fn unexpected(response: Response) -> Failure {
-    Failure::Runtime(anyhow!(response.outcome().err().unwrap_or_else(|| {
-        "the daemon answered something else; run `corral kill` and retry".into()
-    })))
 }
 
 /// `describe` for people: one `key   value` line each, then the environment.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::anyhow;
-use corral_proto::control::{ApplyMode, ConfigRef};
+use corral_proto::control::{ApplyMode, ConfigRef, Response};
 
 use super::conn;
 use crate::cli::Target;
@@ -52,16 +52,9 @@ pub fn apply_file(
             app: Box::new(app),
             mode,
         };
-        match conn::request(home, request, true)
-            .map_err(Failure::Runtime)?
-            .outcome()
-        {
-            Ok(message) if message.is_empty() => {}
-            Ok(message) => outln!("{message}"),
-            Err(message) => {
-                errln!("error: {message}");
-                failed += 1;
-            }
+        let response = conn::request(home, request, true).map_err(Failure::Runtime)?;
+        if !say(response) {
+            failed += 1;
         }
     }
     if failed == 0 {
@@ -98,14 +91,22 @@ pub fn on_file(home: &Home, target: &Target, verb: FileVerb) -> Option<Result<()
 
 fn each_app_of(home: &Home, path: &Path, request: fn(String) -> Request) -> Result<(), Failure> {
     for (_, name) in file_apps(path, None)? {
-        match conn::request(home, request(name), false)
-            .map_err(Failure::Runtime)?
-            .outcome()
-        {
-            Ok(message) if message.is_empty() => {}
-            Ok(message) => outln!("{message}"),
-            Err(message) => errln!("error: {message}"),
-        }
+        say(conn::request(home, request(name), false).map_err(Failure::Runtime)?);
     }
     Ok(())
+}
+
+/// Prints what the daemon said about one app of the file; false when it refused.
+fn say(response: Response) -> bool {
+    match response.outcome() {
+        Ok(message) if message.is_empty() => true,
+        Ok(message) => {
+            outln!("{message}");
+            true
+        }
+        Err(message) => {
+            errln!("error: {message}");
+            false
+        }
+    }
 }

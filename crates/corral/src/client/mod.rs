@@ -110,6 +110,19 @@ fn file_target(home: &Home, command: &Command) -> Option<Result<(), Failure>> {
     ))))
 }
 
+/// Why `response` is not the answer asked for: the daemon's error, or, for an answer of
+/// another kind, a daemon of another version.
+fn refusal(response: Response) -> String {
+    response
+        .outcome()
+        .err()
+        .unwrap_or_else(|| "the daemon answered something else; run `corral kill` and retry".into())
+}
+
+fn unexpected(response: Response) -> Failure {
+    Failure::Runtime(anyhow!(refusal(response)))
+}
+
 fn answer(response: Response) -> Result<(), Failure> {
     match response.outcome() {
         Ok(message) => {

@@ -115,7 +115,7 @@ impl Monit {
         self.apps = match conn::request(&self.home, Request::List, false) {
             Ok(Response::Apps { apps }) => apps,
             Ok(other) => {
-                self.status = format!("error: {}", other.outcome().err().unwrap_or_default());
+                self.status = format!("error: {}", super::refusal(other));
                 Vec::new()
             }
             Err(_) => {

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::anyhow;
 use corral_proto::control::{AppView, Response, WorkerView};
 
 use super::conn;
@@ -17,10 +16,7 @@ use crate::render;
 pub fn listed(home: &Home) -> Result<Vec<AppView>, Failure> {
     match conn::request(home, Request::List, false) {
         Ok(Response::Apps { apps }) => Ok(apps),
-        Ok(other) => Err(Failure::Runtime(anyhow!(other
-            .outcome()
-            .err()
-            .unwrap_or_else(|| "the daemon did not list its apps".into())))),
+        Ok(other) => Err(super::unexpected(other)),
         Err(e) if conn::is_no_daemon(&e) => Ok(Vec::new()),
         Err(e) => Err(Failure::Runtime(e)),
     }

@@ -38,7 +38,8 @@ use crate::model::names::closest;
 use crate::model::{Request, StartApp};
 use crate::render;
 use corral_proto::control::{
-    AppDetail, ApplyMode, EnvVar, Envelope, LogFileView, Response, ScaleChange, PROTOCOL_VERSION,
+    AppDetail, AppView, ApplyMode, EnvVar, Envelope, LogFileView, Response, ScaleChange,
+    PROTOCOL_VERSION,
 };
 
 /// Runs the daemon until `corral kill` (or SIGTERM/SIGINT: the same graceful stop).

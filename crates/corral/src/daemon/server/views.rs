@@ -4,20 +4,24 @@
 use super::*;
 
 impl Daemon {
+    /// The one app `target` names; `verb` says who asks, for the error.
+    fn one_target(&self, target: &str, verb: &str) -> Result<String, String> {
+        let mut names = self.targets(target)?;
+        match names.len() {
+            1 => Ok(names.remove(0)),
+            _ => Err(format!("{verb} takes one app name")),
+        }
+    }
+
     pub(super) fn describe(&mut self, name: &str) -> Response {
-        let names = match self.targets(name) {
-            Ok(names) if names.len() == 1 => names,
-            Ok(_) => return Response::error("describe takes one app name"),
+        let name = match self.one_target(name, "describe") {
+            Ok(name) => name,
             Err(e) => return Response::error(e),
         };
-        let view = match self.list() {
-            Response::Apps { apps } => apps.into_iter().find(|a| a.name == names[0]),
-            _ => None,
+        let Some(view) = self.views().into_iter().find(|a| a.name == name) else {
+            return Response::error(format!("no app named `{name}`"));
         };
-        let Some(view) = view else {
-            return Response::error(format!("no app named `{}`", names[0]));
-        };
-        let app = &self.apps[&names[0]];
+        let app = &self.apps[&name];
         Response::Described {
             app: Box::new(AppDetail {
                 view,
@@ -30,17 +34,20 @@ impl Daemon {
     }
 
     pub(super) fn env(&mut self, name: &str) -> Response {
-        let names = match self.targets(name) {
-            Ok(names) if names.len() == 1 => names,
-            Ok(_) => return Response::error("env takes one app name"),
-            Err(e) => return Response::error(e),
-        };
-        Response::Env {
-            vars: env_vars(&self.apps[&names[0]]),
+        match self.one_target(name, "env") {
+            Ok(name) => Response::Env {
+                vars: env_vars(&self.apps[&name]),
+            },
+            Err(e) => Response::error(e),
         }
     }
 
     pub(super) fn list(&mut self) -> Response {
+        Response::Apps { apps: self.views() }
+    }
+
+    /// Every app as `ls` shows it, log files included.
+    fn views(&mut self) -> Vec<AppView> {
         let pids: Vec<Pid> = self
             .apps
             .values()
@@ -49,17 +56,14 @@ impl Daemon {
         let usage = self.usage(&pids);
         let now = Instant::now();
         let logs = self.home.logs();
-        Response::Apps {
-            apps: self
-                .apps
-                .values()
-                .map(|a| {
-                    let mut view = a.view(&usage, now);
-                    view.logs = a.log_files(&logs);
-                    view
-                })
-                .collect(),
-        }
+        self.apps
+            .values()
+            .map(|a| {
+                let mut view = a.view(&usage, now);
+                view.logs = a.log_files(&logs);
+                view
+            })
+            .collect()
     }
 
     /// CPU % since the last `ls` (or since the process started) and tree memory.
