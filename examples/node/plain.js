@@ -1,5 +1,6 @@
 // A plain `http` server that calls listen(process.env.PORT), as most Node apps do; used
-// by corral's tests. Knobs: READY_AFTER_MS (process.send('ready') after that long),
+// by corral's tests. Routes: /block (hangs the event loop), /big (a 32 MiB answer).
+// Knobs: READY_AFTER_MS (process.send('ready') after that long),
 // OTHER_PORT (also listen there, on a port corral does not own).
 'use strict';
 const http = require('http');
@@ -8,6 +9,10 @@ const server = http.createServer((req, res) => {
   if (req.url === '/block') {
     res.end('blocking\n');
     setImmediate(() => { for (;;) { /* a hung event loop */ } });
+    return;
+  }
+  if (req.url === '/big') {
+    res.end(Buffer.alloc(32 * 1024 * 1024, 'x'));
     return;
   }
   res.setHeader('Content-Type', 'text/plain');

@@ -117,20 +117,47 @@ fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
 pub struct KeepAlive {
     addr: SocketAddr,
     conn: Option<BufReader<TcpStream>>,
+    /// Requests answered on the current connection, and by which pid last.
+    served: usize,
+    last_pid: Option<i32>,
 }
 
 impl KeepAlive {
     pub fn new(addr: SocketAddr) -> Self {
-        KeepAlive { addr, conn: None }
+        KeepAlive {
+            addr,
+            conn: None,
+            served: 0,
+            last_pid: None,
+        }
     }
 
+    /// One request; a failure says where on its connection it happened, so that a
+    /// stalled connection can be told from one refused at connect.
     pub fn get(&mut self, path: &str) -> io::Result<Response> {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => BufReader::new(connect(self.addr)?),
+            None => {
+                self.served = 0;
+                self.last_pid = None;
+                BufReader::new(connect(self.addr)?)
+            }
         };
-        write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")?;
-        let response = read_response(&mut conn)?;
+        let local = conn.get_ref().local_addr().map(|a| a.port()).unwrap_or(0);
+        let asked = write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
+            .and_then(|()| read_response(&mut conn));
+        let response = asked.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{e} (request {} on the connection from port {local}, last answered by pid {:?})",
+                    self.served + 1,
+                    self.last_pid
+                ),
+            )
+        })?;
+        self.served += 1;
+        self.last_pid = response.pid().or(self.last_pid);
         if !response.close {
             self.conn = Some(conn);
         }

@@ -83,6 +83,7 @@ fn client(
     report: &Mutex<LoadReport>,
 ) {
     let mut ka = KeepAlive::new(addr);
+    let started = Instant::now();
     for _ in 0..MAX_REQUESTS_PER_CLIENT {
         if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
             return;
@@ -110,13 +111,23 @@ fn client(
             Err(e) => {
                 r.failed += 1;
                 if r.errors.len() < 10 {
-                    r.errors.push(e.to_string());
+                    let at = started.elapsed().as_millis();
+                    r.errors.push(format!("at {at} ms ({}): {e}", utc_now()));
                 }
                 drop(r);
                 ka = KeepAlive::new(addr);
             }
         }
     }
+}
+
+/// The time of day in UTC, `hh:mm:ss.mmm`, to find a failure in timestamped logs.
+fn utc_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (s, ms) = (now.as_secs() % 86_400, now.subsec_millis());
+    format!("{:02}:{:02}:{:02}.{ms:03}", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// `corral run` of `command` with 2 workers on a loopback port, `reloads` rolling

@@ -30,6 +30,15 @@ pub fn signal_group(pgid: Pid, signal: Signal) {
     }
 }
 
+/// Turns on O_NONBLOCK for `fd`'s open file description (shared by every process that
+/// holds a copy of it).
+pub fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
 /// Whether an `accept` that failed with `errno` can work again once fds or memory are
 /// freed (the queue still holds connections): retry, don't give up on the listener.
 pub fn out_of_resources(errno: i32) -> bool {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use corral_proto::channel::{Message, PROTOCOL_VERSION};
@@ -282,7 +282,9 @@ impl OsProcesses {
             // O_NONBLOCK is a property of the socket's open file description, which the
             // workers share: only turned on once workers stop accepting themselves.
             for &fd in &self.listeners {
-                set_nonblocking(fd);
+                // SAFETY: the listeners stay open as long as this supervisor runs.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                let _ = os::set_nonblocking(fd); // fails only for a bad fd: then nothing to take
             }
             self.accepting = true;
         }
@@ -390,6 +392,11 @@ impl OsProcesses {
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(per_message));
             let batch = std::mem::replace(&mut rest, tail);
+            if node {
+                // As for the listeners Node asks for (see `asked::nonblocking`): libuv
+                // would read and write a blocking socket with its event loop stopped.
+                let _ = os::set_nonblocking(batch[0].fd.as_fd());
+            }
             let fds: Vec<RawFd> = batch.iter().map(|h| h.fd.as_raw_fd()).collect();
             let sent = match self.channels.get_mut(&pid) {
                 Some(channel) if node => channel.send_node_conn(listener, fds[0]).is_ok(),
@@ -469,16 +476,6 @@ fn peer_ip(fd: &OwnedFd) -> Option<IpAddr> {
                 .map(|v4| IpAddr::from(v4.ip()))
                 .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
         })
-}
-
-fn set_nonblocking(fd: RawFd) {
-    // SAFETY: F_GETFL/F_SETFL on a listener fd this process keeps open.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-    }
 }
 
 /// What one non-blocking accept found.

@@ -4,6 +4,7 @@
 //! Needs `node` on PATH and `npm ci --prefix examples/node` (CI does both); set
 //! CORRAL_SKIP_NODE=1 to skip knowingly.
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use corral_testkit::{get, Corral, KeepAlive, Load};
@@ -190,6 +191,29 @@ fn round_robin_hands_node_workers_equal_shares() {
             share * 100.0
         );
     }
+}
+
+/// Connections corral hands to a Node worker arrive over Node's IPC, where libuv does
+/// not make a handle non-blocking: a blocking socket made a big answer to a client that
+/// does not read stop the worker's event loop, and every other client of it waited.
+#[test]
+fn issue_10_a_slow_reader_of_a_big_answer_does_not_stall_a_node_worker_in_round_robin() {
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let c = run_node(&plain, &["-i", "1", "--balance", "round-robin"], &[]);
+    let pid = pid_of(&c, 0, 1);
+    let mut slow = std::net::TcpStream::connect(c.addr()).unwrap();
+    slow.write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    // The slow client reads nothing; the worker still answers everyone else.
+    for _ in 0..5 {
+        let answer = get(c.addr(), "/").expect("served while a big answer waits");
+        assert_eq!(answer.pid(), Some(pid));
+    }
+    let mut first = [0u8; 12];
+    slow.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
 }
 
 #[test]

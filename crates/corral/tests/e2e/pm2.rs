@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use corral_testkit::{eventually, free_port, get, have, Home, Load};
+use corral_testkit::{eventually, free_port, get, have, Home, KeepAlive, Load};
 
 use crate::CORRAL;
 use corral_testkit::{pids, AppStatus};
@@ -89,6 +89,46 @@ fn issue_10_the_canonical_cluster_mode_file_shares_the_port_and_reloads_losing_n
     home.ok(&["restart", "web"]);
     home.wait_online("web", 2);
     answers(port, "app=web");
+}
+
+/// Node workers take the port they asked for over Node's IPC, where libuv does not make
+/// a handle non-blocking: a blocking listener left the workers that lost the race for
+/// a new connection waiting in accept() with their event loops stopped, so their
+/// kept-alive clients waited until the next connect or the 10 s watchdog (the CI
+/// failure of `..._reloads_losing_nothing`, 3 of 154,755 requests).
+#[test]
+fn issue_10_a_new_connection_never_stalls_the_workers_that_did_not_take_it() {
+    if !node() {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-stall");
+    let port = free_port();
+    let file = corpus(&home, "cluster.config.js", port);
+    home.ok(&["start", &file]);
+    let workers = pids(&home.wait_online("web", 2));
+    answers(port, "app=web");
+    // One kept-alive connection to each worker.
+    let mut kept = Vec::new();
+    for _ in 0..50 {
+        let mut client = KeepAlive::new(local(port));
+        let pid = client.get("/").expect("an answer").pid().expect("a pid");
+        if !kept.iter().any(|(p, _)| *p == pid) {
+            kept.push((pid, client));
+        }
+        if kept.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(kept.len(), 2, "no connection to each of {workers:?}");
+    for round in 0..10 {
+        get(local(port), "/").expect("a new connection is served");
+        for (pid, client) in &mut kept {
+            let answer = client.get("/").unwrap_or_else(|e| {
+                panic!("round {round}: worker {pid} stalled after a connect: {e}")
+            });
+            assert_eq!(answer.pid(), Some(*pid));
+        }
+    }
 }
 
 #[test]
