@@ -32,7 +32,10 @@ pub struct Corral {
 }
 
 impl Corral {
-    /// Starts `bin` with `args` and extra environment variables.
+    /// Starts `bin` with `args` and extra environment variables. corral's own events
+    /// come as JSON lines (`CORRAL_REPORT_FORMAT=json`), so that tests wait on data
+    /// ([`Corral::wait_report`], [`Corral::ready_pid`]) and not on wording; a test of
+    /// the wording passes `CORRAL_REPORT_FORMAT=text` in `env`.
     pub fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Corral {
         Corral::start_with(bin, args, env, |_| {})
     }
@@ -47,6 +50,7 @@ impl Corral {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env_remove("WORKERS")
+            .env("CORRAL_REPORT_FORMAT", "json")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

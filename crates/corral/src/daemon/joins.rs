@@ -7,6 +7,8 @@ use tokio::sync::oneshot;
 
 use corral_proto::control::Response;
 
+use super::refusal::Refusal;
+
 struct Join {
     reply: oneshot::Sender<Response>,
     left: usize,
@@ -49,14 +51,14 @@ impl Joins {
     }
 
     /// One part of join `id` is done.
-    pub fn settle(&mut self, id: u64, result: Result<String, String>) {
+    pub fn settle(&mut self, id: u64, result: Result<String, Refusal>) {
         let Some(join) = self.open.get_mut(&id) else {
             return;
         };
         match result {
             Ok(m) if !m.is_empty() => join.messages.push(m),
             Ok(_) => {}
-            Err(e) => join.errors.push(e),
+            Err(e) => join.errors.push(e.to_string()),
         }
         join.left -= 1;
         if join.left == 0 {
@@ -64,7 +66,7 @@ impl Joins {
         }
     }
 
-    pub fn settle_all(&mut self, ids: Vec<u64>, result: Result<String, String>) {
+    pub fn settle_all(&mut self, ids: Vec<u64>, result: Result<String, Refusal>) {
         for id in ids {
             self.settle(id, result.clone());
         }
@@ -91,9 +93,9 @@ mod tests {
         let id = joins.open(tx, 2, None);
         joins.settle(id, Ok("a reloading".into()));
         assert!(rx.try_recv().is_err(), "one part still open");
-        joins.settle(id, Err("b is busy".into()));
+        joins.settle(id, Err(Refusal::Busy("b".into())));
         match rx.try_recv().unwrap() {
-            Response::Error { message } => assert_eq!(message, "b is busy"),
+            Response::Error { message } => assert_eq!(message, "b is busy; try again"),
             other => panic!("{other:?}"),
         }
         let (tx, mut rx) = oneshot::channel();

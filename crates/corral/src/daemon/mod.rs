@@ -3,6 +3,7 @@
 mod joins;
 mod journal;
 mod logfile;
+mod refusal;
 mod reread;
 mod server;
 mod state;

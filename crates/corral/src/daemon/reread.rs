@@ -6,6 +6,7 @@ use crate::config::start::{parse_start, Parsed};
 use crate::model::StartApp;
 use corral_proto::control::ConfigRef;
 
+use super::refusal::Refusal;
 use super::state::App;
 
 /// Reading an app's config file again: built from the app on the state task, run on
@@ -28,10 +29,10 @@ impl Reread {
     }
 
     /// The app of the same name, as the file has it now.
-    pub fn run(&self) -> Result<(StartApp, Parsed), String> {
+    pub fn run(&self) -> Result<(StartApp, Parsed), Refusal> {
         let path = Path::new(&self.config.path);
-        let loaded =
-            crate::config::load(path, self.config.profile.as_deref()).map_err(|e| e.to_string())?;
+        let loaded = crate::config::load(path, self.config.profile.as_deref())
+            .map_err(|e| Refusal::Config(e.to_string()))?;
         for mut start in loaded.start_apps(&self.config) {
             start.scaled = self.scaled;
             if let Ok(parsed) = parse_start(&start) {
@@ -40,9 +41,9 @@ impl Reread {
                 }
             }
         }
-        Err(format!(
-            "{} no longer has an app named `{}`",
-            self.config.path, self.name
-        ))
+        Err(Refusal::Gone {
+            path: self.config.path.clone(),
+            name: self.name.clone(),
+        })
     }
 }

@@ -95,14 +95,15 @@ fn a_broken_deploy_that_said_ready_is_rolled_back(balance: &str, keep_alive: boo
         &fixture,
     ];
     let c = Corral::start(CORRAL, &args, &[("FIXTURE_DEPLOY", &deploy_env)]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(60));
     assert!(load.wait_ok(200, T));
     std::fs::write(&deploy, "FIXTURE_READY_THEN_EXIT_MS=300\n").unwrap();
     c.signal(Signal::SIGHUP);
-    c.wait_for(
-        "within the 1s settle window; the old workers keep serving",
+    c.wait_report(
+        "reload_aborted",
+        |r| r["reason"]["exited_while_settling"]["settle"] == 1000,
         T,
     );
     let before = load.ok_so_far();
@@ -174,8 +175,8 @@ fn issue_9_http2_sessions_get_goaway_and_no_stream_fails_across_reloads() {
         &app,
     ];
     let mut c = Corral::start(CORRAL, &args, &[("TLS_KEY", &key), ("TLS_CERT", &cert)]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let stop = dir.join("stop");
     let load = std::process::Command::new("node")
         .arg(&client)
@@ -188,7 +189,7 @@ fn issue_9_http2_sessions_get_goaway_and_no_stream_fails_across_reloads() {
         .unwrap();
     for n in 1..=3 {
         c.signal(Signal::SIGHUP);
-        c.wait_for_nth("reload done: 2 workers replaced", n, T);
+        c.wait_report_nth("reload_finished", n, |r| r["replaced"] == 2, T);
     }
     std::fs::write(&stop, "").unwrap();
     let out = load.wait_with_output().unwrap();
@@ -232,8 +233,8 @@ fn websockets_across_a_reload(follow_docs: bool) -> (Corral, Vec<u64>) {
         &app,
     ];
     let c = Corral::start(CORRAL, &args, &[("FOLLOW_CORRAL_DOCS", follow)]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let mut clients = std::process::Command::new("node")
         .arg(&client)
         .arg(format!("ws://{}", c.addr()))
@@ -245,7 +246,7 @@ fn websockets_across_a_reload(follow_docs: bool) -> (Corral, Vec<u64>) {
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), "all open");
     c.signal(Signal::SIGHUP);
-    c.wait_for("reload done: 2 workers replaced", T);
+    c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     let _ = clients.wait();
@@ -331,14 +332,14 @@ fn one_port_on_two_stacks(balance: &str) {
         &plain,
     ];
     let c = Corral::start(CORRAL, &args, &[]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let loads = [v4, v6].map(|a| Load::start(a.parse().unwrap(), 2, true, Duration::from_secs(60)));
     for load in &loads {
         assert!(load.wait_ok(100, T), "both stacks are served");
     }
     c.signal(Signal::SIGHUP);
-    c.wait_for("reload done: 2 workers replaced", T);
+    c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
     for (load, stack) in loads.into_iter().zip(["IPv4", "IPv6"]) {
         let before = load.ok_so_far();
         assert!(load.wait_ok(before + 100, T));
@@ -487,8 +488,8 @@ fn issue_9_gunicorn_reloads_lose_nothing_and_a_broken_deploy_is_rolled_back() {
     ];
     args.extend_from_slice(&gunicorn);
     let c = Corral::start(CORRAL, &args, &[]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     // gunicorn says READY=1 before its workers import the app: the deploy must wait
     // until all 4 old workers (2 gunicorns × -w 2) have imported it, or a slow one
     // would import the broken version (an in-place deploy's race, not corral's).
@@ -508,8 +509,9 @@ fn issue_9_gunicorn_reloads_lose_nothing_and_a_broken_deploy_is_rolled_back() {
     assert!(load.wait_ok(200, T));
     wsgi_app(&dir, true);
     c.signal(Signal::SIGHUP);
-    c.wait_for(
-        "within the 5s settle window; the old workers keep serving",
+    c.wait_report(
+        "reload_aborted",
+        |r| r["reason"]["exited_while_settling"]["settle"] == 5000,
         T,
     );
     let before = load.ok_so_far();

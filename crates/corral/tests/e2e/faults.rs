@@ -44,17 +44,17 @@ fn issue_8_fds_on_notify_datagrams_are_closed_and_their_status_kept() {
     ];
     let env = [("FDS_ROUNDS", "20"), ("FDS_PER", "20")];
     let c = Corral::start_with(CORRAL, &args, &env, |cmd| limit_open_files(cmd, 64));
-    let first = c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    let first = c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     // Every datagram's STATUS= is read, though its fds did not all fit.
-    c.wait_for_nth("status: round 19", 2, T);
+    c.wait_report_nth("status", 2, |r| r["text"] == "round 19", T);
     let settled = open_fds(c.pid());
     // 40 datagrams × 20 fds went by; a leak of even one per datagram would show.
     assert!(settled < 40, "corral holds {settled} fds");
     // At a limit of 64 fds, a replacement still starts (and sends 20 more datagrams).
-    kill(Pid::from_raw(Corral::pid_in(&first)), Signal::SIGKILL).unwrap();
-    c.wait_for_nth("status: round 19", 3, T);
-    c.wait_for_nth(" ready (pid", 3, T);
+    kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
+    c.wait_report_nth("status", 3, |r| r["text"] == "round 19", T);
+    c.wait_report_nth("ready", 3, |_| true, T);
     assert!(
         eventually(T, || open_fds(c.pid()) <= settled),
         "fds after the replacement: {} (before: {settled})",
@@ -242,8 +242,8 @@ fn issue_8_sigkill_of_corral_run_leaves_no_server_behind_a_wrapper() {
         "-c", &script,
     ];
     let mut c = Corral::start(CORRAL, &args, &[]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let addr = listen.parse().unwrap();
     assert!(get(addr, "/").is_ok());
     c.signal(Signal::SIGKILL);
@@ -254,7 +254,7 @@ fn issue_8_sigkill_of_corral_run_leaves_no_server_behind_a_wrapper() {
         "a server still holds port {port} after corral was killed"
     );
     let again = Corral::start(CORRAL, &args, &[]);
-    again.wait_for("worker 0 ready", T);
+    again.ready_pid(0, 1, T);
     assert!(get(addr, "/").is_ok());
 }
 
@@ -476,8 +476,8 @@ fn issue_8_accept_out_of_fds_retries_and_the_backlog_drains() {
         &[],
         |_| {},
     );
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let addr = c.addr();
     assert!(pid_answering(addr).is_some());
     // Room for 3 accepted connections at a time: a burst of 200 hits EMFILE at once.
@@ -494,7 +494,7 @@ fn issue_8_accept_out_of_fds_retries_and_the_backlog_drains() {
         served, 200,
         "every queued connection is served once fds free up"
     );
-    c.wait_for("cannot accept waiting connections", T);
+    c.wait_report("accept_starved", |_| true, T);
 }
 
 /// Runs `corral args` in `home` with a 20 s deadline (killed after it) and an optional
@@ -765,13 +765,18 @@ fn issue_8_fork_failures_back_off_and_corral_stays_in_control() {
         cmd.env_remove("XDG_RUNTIME_DIR").uid(65534).gid(65534);
         corral_testkit::limit_processes(cmd, 24);
     });
-    c.wait_for("Resource temporarily unavailable", T);
+    let error = |r: &serde_json::Value| r["error"].as_str().map(str::to_owned);
+    c.wait_report(
+        "spawn_failed",
+        |r| error(r).is_some_and(|e| e.contains("Resource temporarily unavailable")),
+        T,
+    );
     // The failures back off like crashes (the delay grows), rather than spinning...
-    c.wait_for("(2 unstable exits in a row)", T);
+    c.wait_report("restart_scheduled", |r| r["unstable"] == 2, T);
     // ...and corral still answers: it serves, scales and stops on request.
     assert!(pid_answering(c.addr()).is_some());
     c.signal(Signal::SIGTTOU);
-    c.wait_for("scaled from 40 to 39 workers", T);
+    c.wait_report("scaled", |r| r["from"] == 40 && r["to"] == 39, T);
     c.signal(Signal::SIGTERM);
     let status = c.wait_exit(T);
     assert!(status.success(), "{status:?}");
@@ -957,7 +962,7 @@ fn issue_8_runtime_dirs_are_removed_at_exit_and_stale_ones_at_start() {
     ];
     let runtime_str = runtime.display().to_string();
     let mut c = Corral::start(CORRAL, &args, &[("XDG_RUNTIME_DIR", &runtime_str)]);
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     assert!(!stale.exists(), "the dead corral's runtime dir is removed");
     assert_eq!(
         std::fs::read_dir(&runtime).unwrap().count(),
@@ -1039,19 +1044,16 @@ fn issue_8_a_paused_supervisor_or_machine_kills_no_healthy_worker() {
         &[("FIXTURE_HEARTBEAT_MS", "200")],
         |_| {},
     );
-    let workers = [
-        Corral::pid_in(&c.wait_for("worker 0 ready", T)),
-        Corral::pid_in(&c.wait_for("worker 1 ready", T)),
-    ];
+    let workers = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
     // corral alone stopped (SIGSTOP, a debugger, a starved cgroup): the heartbeats wait
     // in the channels and are heard before anyone is judged.
     pause(&[c.pid()], Duration::from_secs(4));
-    c.wait_for_nth("could not run for", 1, T);
+    c.wait_report_nth("paused", 1, |_| true, T);
     only_these_serve(c.addr(), &workers, Duration::from_secs(4));
     // The whole machine paused (a suspended laptop or VM): nobody could send, so the
     // workers get a grace period to be heard again.
     pause(&[c.pid(), workers[0], workers[1]], Duration::from_secs(4));
-    c.wait_for_nth("could not run for", 2, T);
+    c.wait_report_nth("paused", 2, |_| true, T);
     only_these_serve(c.addr(), &workers, Duration::from_secs(4));
     let output = c.output().join("\n");
     assert!(!output.contains("is hung"), "{output}");

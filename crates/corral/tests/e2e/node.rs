@@ -26,24 +26,20 @@ fn run_node(script: &str, flags: &[&str], env: &[(&str, &str)]) -> Corral {
     Corral::start(CORRAL, &args, env)
 }
 
-fn pid_of(c: &Corral, slot: usize, nth: usize) -> i32 {
-    Corral::pid_in(&c.wait_for_nth(&format!("worker {slot} ready"), nth, T))
-}
-
 #[test]
 fn node_server_on_fd_3_serves_from_every_worker_and_reloads_without_failures() {
     let Some(server) = node_example("server.js") else {
         return;
     };
     let c = run_node(&server, &["-i", "2", "--ready", "delay:300ms"], &[]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let load = Load::start(c.addr(), 4, false, Duration::from_secs(60));
     assert!(load.wait_ok(300, T));
     for n in 1..=2 {
         let before = load.ok_so_far();
         c.signal(Signal::SIGHUP);
-        c.wait_for_nth("reload done: 2 workers replaced", n, T);
+        c.wait_report_nth("reload_finished", n, |r| r["replaced"] == 2, T);
         assert!(load.wait_ok(before + 300, T));
     }
     let report = load.finish();
@@ -61,10 +57,13 @@ fn a_plain_http_app_calling_listen_port_serves_from_every_worker_and_gets_ready_
         return;
     };
     let c = run_node(&plain, &["-i", "2"], &[]);
-    let pids = [pid_of(&c, 0, 1), pid_of(&c, 1, 1)];
+    let pids = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
     // Ready as soon as it listened, well before the 1s default delay.
-    let line = c.wait_for("worker 0 ready", T);
-    assert!(line.ends_with("ms)"), "ready on 'listening': {line}");
+    let ready = c.wait_report("ready", |r| r["slot"] == 0, T);
+    assert!(
+        ready["after"].as_u64().unwrap() < 1000,
+        "ready on 'listening': {ready}"
+    );
     let load = Load::start(c.addr(), 4, false, T);
     assert!(load.wait_ok(400, T));
     let report = load.finish();
@@ -79,7 +78,7 @@ fn an_express_app_with_redis_sessions_serves_from_every_worker() {
         return;
     };
     let c = run_node(&app, &["-i", "2"], &[("REDIS_URL", "redis://127.0.0.1:1")]);
-    let pids = [pid_of(&c, 0, 1), pid_of(&c, 1, 1)];
+    let pids = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
     c.wait_for("sessions are kept in this worker's memory", T);
     let addr = c.addr();
     let mut seen = std::collections::BTreeSet::new();
@@ -110,18 +109,13 @@ fn process_send_ready_gates_readiness_and_reloads() {
         &["-i", "2", "--ready", "notify"],
         &[("READY_AFTER_MS", "600")],
     );
-    let line = c.wait_for("worker 0 ready", T);
-    let after = line.split("after ").nth(1).unwrap();
-    assert!(
-        !after.ends_with("ms)") || after.trim_end_matches("ms)").parse::<u64>().unwrap() >= 600,
-        "{line}"
-    );
-    c.wait_for("worker 1 ready", T);
+    let ready = c.wait_report("ready", |r| r["slot"] == 0, T);
+    assert!(ready["after"].as_u64().unwrap() >= 600, "{ready}");
+    c.ready_pid(1, 1, T);
     c.signal(Signal::SIGHUP);
-    let done = c.wait_for("reload done: 2 workers replaced in", T);
-    let took = done.split(" in ").nth(1).unwrap();
+    let done = c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
     assert!(
-        took.ends_with('s') && !took.ends_with("ms"),
+        done["took"].as_u64().unwrap() >= 2 * 600,
         "each replacement waited for 'ready': {done}"
     );
 }
@@ -139,17 +133,17 @@ fn reloads_under_load_with(keep_alive: bool, balance: &str) {
         &["-i", "2", "--ready", "notify", "--balance", balance],
         &[("READY_AFTER_MS", "100")],
     );
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(90));
     assert!(load.wait_ok(200, T));
     for n in 1..=5 {
         let before = load.ok_so_far();
         c.signal(Signal::SIGHUP);
-        c.wait_for_nth("reload done: 2 workers replaced", n, T);
+        c.wait_report_nth("reload_finished", n, |r| r["replaced"] == 2, T);
         assert!(load.wait_ok(before + 200, T));
     }
-    c.wait_for_nth("stopped: exit code 0", 10, T);
+    c.wait_report_nth("exited", 10, |r| r["status"]["code"] == 0, T);
     let report = load.finish();
     assert_eq!(
         report.failed, 0,
@@ -178,7 +172,7 @@ fn round_robin_hands_node_workers_equal_shares() {
         return;
     };
     let c = run_node(&plain, &["-i", "2", "--balance", "round-robin"], &[]);
-    let pids = [pid_of(&c, 0, 1), pid_of(&c, 1, 1)];
+    let pids = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
     let load = Load::start(c.addr(), 4, false, Duration::from_secs(60));
     assert!(load.wait_ok(2000, Duration::from_secs(60)));
     let report = load.finish();
@@ -202,7 +196,7 @@ fn issue_10_a_slow_reader_of_a_big_answer_does_not_stall_a_node_worker_in_round_
         return;
     };
     let c = run_node(&plain, &["-i", "1", "--balance", "round-robin"], &[]);
-    let pid = pid_of(&c, 0, 1);
+    let pid = c.ready_pid(0, 1, T);
     let mut slow = std::net::TcpStream::connect(c.addr()).unwrap();
     slow.write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
         .unwrap();
@@ -222,10 +216,10 @@ fn a_node_worker_stuck_in_a_busy_loop_is_killed_on_missed_heartbeats_and_replace
         return;
     };
     let c = run_node(&plain, &["-i", "1", "--heartbeat-timeout", "2s"], &[]);
-    let stuck = pid_of(&c, 0, 1);
+    let stuck = c.ready_pid(0, 1, T);
     assert_eq!(get(c.addr(), "/block").unwrap().status, 200);
-    c.wait_for(&format!("worker 0 (pid {stuck}) is hung: no heartbeat"), T);
-    let new = pid_of(&c, 0, 2);
+    c.wait_report("watchdog_timeout", |r| r["pid"] == stuck, T);
+    let new = c.ready_pid(0, 2, T);
     assert_ne!(new, stuck);
     assert!(get(c.addr(), "/")
         .unwrap()
@@ -253,7 +247,7 @@ fn shutdown_with_message_reaches_the_app_and_it_drains() {
         return;
     };
     let mut c = run_node(&plain, &["-i", "1", "--shutdown-with-message"], &[]);
-    let pid = pid_of(&c, 0, 1);
+    let pid = c.ready_pid(0, 1, T);
     let mut client = KeepAlive::new(c.addr());
     assert_eq!(client.get("/").unwrap().status, 200);
     c.signal(Signal::SIGTERM);

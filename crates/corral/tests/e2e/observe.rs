@@ -81,8 +81,8 @@ fn issue_12_metrics_scraped_during_a_reload_under_load_parse_and_show_it() {
         return;
     }
     let (c, metrics) = run(&["-i", "2"], &[("FIXTURE_DRAIN_MS", "300")]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let load = Load::start(c.addr(), 4, true, Duration::from_secs(60));
     assert!(load.wait_ok(200, T));
     c.signal(Signal::SIGHUP);
@@ -96,7 +96,7 @@ fn issue_12_metrics_scraped_during_a_reload_under_load_parse_and_show_it() {
         }
         scrapes += 1;
     }
-    c.wait_for("reload done: 2 workers replaced", T);
+    c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
     let text = get(metrics, "/metrics").unwrap().body;
     assert!(
         text.contains("corral_reloads_total{app=\"web\",outcome=\"done\"} 1\n"),
@@ -136,8 +136,8 @@ fn issue_12_heartbeat_numbers_dispatch_counts_and_channel_drops_reach_the_metric
         &["-i", "2", "--balance", "round-robin"],
         &[("FIXTURE_HEARTBEAT_MS", "200")],
     );
-    let first = Corral::pid_in(&c.wait_for("worker 0 ready", T));
-    c.wait_for("worker 1 ready", T);
+    let first = c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     for _ in 0..200 {
         get(c.addr(), "/").unwrap();
     }
@@ -169,7 +169,7 @@ fn issue_12_heartbeat_numbers_dispatch_counts_and_channel_drops_reach_the_metric
     let before = total(&text, "corral_worker_requests_total");
     // A crash: the slot's counters carry on from where they were.
     kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
-    c.wait_for_nth("worker 0 ready", 2, T);
+    c.ready_pid(0, 2, T);
     assert!(total(&scrape(), "corral_worker_requests_total") >= before);
     // A worker flooding its channel: what the rate limit drops is counted.
     get(c.addr(), "/abuse").unwrap();
@@ -208,8 +208,8 @@ fn issue_12_readyz_follows_workers_as_they_start_crash_and_stop() {
         .body
         .contains("web: 2 of 2 workers ready"));
     // A crash: not ready while the slot waits out its restart delay, ready again after.
-    let line = c.wait_for("worker 0 ready", T);
-    kill(Pid::from_raw(Corral::pid_in(&line)), Signal::SIGKILL).unwrap();
+    let pid = c.ready_pid(0, 1, T);
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     assert!(eventually(T, || status(metrics, "/readyz") == 503));
     assert!(get(metrics, "/readyz")
         .unwrap()
@@ -326,7 +326,7 @@ fn issue_12_a_socket_from_systemd_socket_activate_is_taken_not_bound() {
         "{:?}",
         c.output()
     );
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(1, 1, T);
 }
 
 #[test]
@@ -416,8 +416,8 @@ fn issue_12_corral_run_is_a_type_notify_service_with_a_watchdog() {
         messages.push(next());
     }
     // Ready only once both workers are.
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     assert!(
         messages.last().unwrap().contains("STATUS=2 workers ready"),
         "{messages:?}"
@@ -533,10 +533,9 @@ fn issue_12_log_format_json_writes_every_line_as_a_json_object() {
         ],
         &[],
     );
-    c.wait_for("\"kind\":\"ready\"", T);
-    c.wait_for_nth("\"kind\":\"ready\"", 2, T);
+    c.wait_report_nth("ready", 2, |_| true, T);
     c.signal(Signal::SIGHUP);
-    c.wait_for("\"kind\":\"reload_finished\"", T);
+    c.wait_report("reload_finished", |_| true, T);
     c.signal(Signal::SIGTERM);
     assert!(c.wait_exit(T).success());
     let output = c.output();

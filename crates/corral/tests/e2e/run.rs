@@ -42,7 +42,7 @@ fn pids_answering(c: &Corral, want: usize) -> BTreeSet<i32> {
 fn every_worker_serves_with_its_slot_and_environment() {
     let c = start(&["-i", "3", "--ready", "notify", "-e", "GREETING=hi"], &[]);
     for slot in 0..3 {
-        c.wait_for(&format!("worker {slot} ready"), T);
+        c.ready_pid(slot, 1, T);
     }
     let pids = pids_answering(&c, 3);
     assert_eq!(pids.len(), 3, "pids that answered: {pids:?}");
@@ -61,16 +61,15 @@ fn every_worker_serves_with_its_slot_and_environment() {
 #[test]
 fn a_killed_worker_under_load_is_replaced_in_its_slot() {
     let c = start(&["-i", "2", "--ready", "notify"], &[]);
-    let old = Corral::pid_in(&c.wait_for("worker 1 ready", T));
-    c.wait_for("worker 0 ready", T);
+    let old = c.ready_pid(1, 1, T);
+    c.ready_pid(0, 1, T);
     let load = Load::start(c.addr(), 2, false, T);
     assert!(load.wait_ok(200, T));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).unwrap();
-    c.wait_for(
-        &format!("worker 1 (pid {old}) exited unexpectedly: signal SIGKILL"),
-        T,
-    );
-    let new = Corral::pid_in(&c.wait_for_nth("worker 1 ready", 2, T));
+    let exited = c.wait_report("exited", |r| r["pid"] == old, T);
+    assert_eq!(exited["status"]["signal"], 9);
+    assert_eq!(exited["expected"], false);
+    let new = c.ready_pid(1, 2, T);
     assert_ne!(new, old);
     let before = load.ok_so_far();
     assert!(load.wait_ok(before + 500, T));
@@ -106,8 +105,8 @@ fn reloads_under_load_with(keep_alive: bool, balance: &str) {
             ("FIXTURE_DRAIN_MS", "200"),
         ],
     );
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(60));
     assert!(load.wait_ok(200, T));
     for n in 1..=5 {
@@ -117,12 +116,12 @@ fn reloads_under_load_with(keep_alive: bool, balance: &str) {
         } else {
             Signal::SIGHUP
         });
-        c.wait_for_nth("reload done: 2 workers replaced", n, T);
+        c.wait_report_nth("reload_finished", n, |r| r["replaced"] == 2, T);
         // Each reload happens under traffic, not in a quiet moment.
         assert!(load.wait_ok(before + 200, T));
     }
     // Once every old worker has exited, all traffic goes to the newest ones.
-    c.wait_for_nth("stopped: exit code 0", 10, T);
+    c.wait_report_nth("exited", 10, |r| r["status"]["code"] == 0, T);
     let before = load.ok_so_far();
     assert!(load.wait_ok(before + 200, T));
     let report = load.finish();
@@ -130,7 +129,7 @@ fn reloads_under_load_with(keep_alive: bool, balance: &str) {
         report.failed, 0,
         "failed requests during 5 reloads: {report:?}"
     );
-    let last = |slot: usize| Corral::pid_in(&c.wait_for_nth(&format!("worker {slot} ready"), 6, T));
+    let last = |slot: u64| c.ready_pid(slot, 6, T);
     assert!(
         report.by_pid.contains_key(&last(0)) || report.by_pid.contains_key(&last(1)),
         "the newest workers served: {:?}",
@@ -168,14 +167,15 @@ fn a_reload_whose_replacements_never_get_ready_is_aborted_and_the_old_workers_se
         &["-i", "2", "--ready", "notify", "--ready-timeout", "1s"],
         &[("FIXTURE_DEPLOY", &deploy_env)],
     );
-    let a = Corral::pid_in(&c.wait_for("worker 0 ready", T));
-    let b = Corral::pid_in(&c.wait_for("worker 1 ready", T));
+    let a = c.ready_pid(0, 1, T);
+    let b = c.ready_pid(1, 1, T);
     std::fs::write(&deploy, "FIXTURE_NEVER_READY=1\n").unwrap();
     let load = Load::start(c.addr(), 2, true, T);
     c.signal(Signal::SIGHUP);
-    c.wait_for("did not send READY=1 within 1s", T);
-    c.wait_for(
-        "reload aborted: the replacement for worker 0 did not get ready within 1s; the old workers keep serving",
+    c.wait_report("ready_timeout", |r| r["timeout"] == 1000, T);
+    c.wait_report(
+        "reload_aborted",
+        |r| r["slot"] == 0 && r["reason"]["not_ready_in_time"] == 1000,
         T,
     );
     let before = load.ok_so_far();
@@ -195,19 +195,20 @@ fn a_reload_whose_replacement_crashes_is_aborted() {
         &["-i", "1", "--ready", "notify"],
         &[("FIXTURE_DEPLOY", &deploy_env)],
     );
-    let old = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    let old = c.ready_pid(0, 1, T);
     std::fs::write(&deploy, "FIXTURE_EXIT_AT_START=4\n").unwrap();
     c.signal(Signal::SIGHUP);
-    c.wait_for(
-        "reload aborted: the replacement for worker 0 exited before it was ready (exit code 4)",
+    c.wait_report(
+        "reload_aborted",
+        |r| r["slot"] == 0 && r["reason"]["exited_before_ready"]["code"] == 4,
         T,
     );
     assert_eq!(get(c.addr(), "/").unwrap().pid(), Some(old));
     // Once the deploy is fixed, the next reload goes through.
     std::fs::remove_file(&deploy).unwrap();
     c.signal(Signal::SIGHUP);
-    c.wait_for("reload done: 1 workers replaced", T);
-    c.wait_for(&format!("worker 0 (pid {old}) stopped"), T);
+    c.wait_report("reload_finished", |r| r["replaced"] == 1, T);
+    c.wait_report("exited", |r| r["pid"] == old, T);
     assert_ne!(get(c.addr(), "/").unwrap().pid(), Some(old));
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -215,7 +216,7 @@ fn a_reload_whose_replacement_crashes_is_aborted() {
 #[test]
 fn sigterm_lets_an_in_flight_slow_request_finish() {
     let mut c = start(&["-i", "1", "--ready", "notify"], &[]);
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     let addr = c.addr();
     let slow = std::thread::spawn(move || get(addr, "/slow?ms=1500"));
     c.wait_for("slow request started", T);
@@ -237,11 +238,12 @@ fn a_worker_ignoring_sigterm_is_killed_after_the_timeout() {
         &["-i", "1", "--ready", "notify", "--kill-timeout", "1s"],
         &[("FIXTURE_IGNORE_SIGTERM", "1")],
     );
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     let asked = Instant::now();
     c.signal(Signal::SIGTERM);
-    c.wait_for(
-        "still running 1s after SIGTERM; sent SIGKILL to its process group",
+    c.wait_report(
+        "kill_timeout",
+        |r| r["timeout"] == 1000 && r["signal"] == "SIGTERM",
         T,
     );
     assert!(c.wait_exit(T).success());
@@ -258,11 +260,11 @@ fn a_second_sigterm_kills_at_once() {
         &["-i", "1", "--ready", "notify", "--kill-timeout", "60s"],
         &[("FIXTURE_IGNORE_SIGTERM", "1")],
     );
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     c.signal(Signal::SIGTERM);
-    c.wait_for("stopping 1 workers gracefully", T);
+    c.wait_report("stopping", |r| r["workers"] == 1 && r["forced"] == false, T);
     c.signal(Signal::SIGINT);
-    c.wait_for("killing 1 workers now", T);
+    c.wait_report("stopping", |r| r["workers"] == 1 && r["forced"] == true, T);
     assert!(c.wait_exit(T).success());
 }
 
@@ -304,16 +306,17 @@ fn a_crash_loop_backs_off_and_gives_up_with_a_nonzero_exit() {
 #[test]
 fn ttin_and_ttou_add_and_remove_a_worker() {
     let c = start(&["-i", "1", "--ready", "notify"], &[]);
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     c.signal(Signal::SIGTTIN);
-    c.wait_for("scaled from 1 to 2 workers", T);
-    let added = Corral::pid_in(&c.wait_for("worker 1 ready", T));
+    c.wait_report("scaled", |r| r["from"] == 1 && r["to"] == 2, T);
+    let added = c.ready_pid(1, 1, T);
     assert_eq!(pids_answering(&c, 2).len(), 2);
     c.signal(Signal::SIGTTOU);
-    c.wait_for("scaled from 2 to 1 workers", T);
-    c.wait_for(&format!("worker 1 (pid {added}) stopped: exit code 0"), T);
+    c.wait_report("scaled", |r| r["from"] == 2 && r["to"] == 1, T);
+    let stopped = c.wait_report("exited", |r| r["pid"] == added, T);
+    assert_eq!(stopped["status"]["code"], 0);
     c.signal(Signal::SIGTTOU);
-    c.wait_for("cannot scale down: already at 1 worker", T);
+    c.wait_report("scale_refused", |r| r["reason"] == "last_worker", T);
 }
 
 #[test]
@@ -322,13 +325,10 @@ fn a_hung_worker_is_killed_by_the_watchdog_and_replaced() {
         &["-i", "1", "--ready", "notify", "--watchdog", "1s"],
         &[("FIXTURE_HANG_AFTER", "1")],
     );
-    let hung = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    let hung = c.ready_pid(0, 1, T);
     let _ = get(c.addr(), "/");
-    c.wait_for(
-        &format!("worker 0 (pid {hung}) is hung: no heartbeat or WATCHDOG=1 for"),
-        T,
-    );
-    let new = Corral::pid_in(&c.wait_for_nth("worker 0 ready", 2, T));
+    c.wait_report("watchdog_timeout", |r| r["pid"] == hung, T);
+    let new = c.ready_pid(0, 2, T);
     assert_ne!(new, hung);
 }
 
@@ -354,7 +354,7 @@ fn orphans_of_workers_are_reaped() {
         &["-i", "1", "--ready", "notify"],
         &[("FIXTURE_ORPHAN", "1")],
     );
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     assert_orphan_reaped(c.pid());
 }
 
@@ -410,7 +410,7 @@ fn serves_on_a_unix_socket() {
         ],
         &[],
     );
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
@@ -426,11 +426,11 @@ fn serves_on_a_unix_socket() {
 #[test]
 fn keep_alive_client_sees_connection_close_from_a_draining_worker() {
     let c = start(&["-i", "1", "--ready", "notify"], &[]);
-    let old = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    let old = c.ready_pid(0, 1, T);
     let mut client = KeepAlive::new(c.addr());
     assert_eq!(client.get("/").unwrap().pid(), Some(old));
     c.signal(Signal::SIGHUP);
-    c.wait_for("reload done", T);
+    c.wait_report("reload_finished", |_| true, T);
     c.wait_for(&format!("fixture pid={old} draining"), T);
     let last_from_old = client.get("/").unwrap();
     assert_eq!(last_from_old.pid(), Some(old));
@@ -450,8 +450,8 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 #[test]
 fn sigusr1_is_forwarded_to_every_worker() {
     let c = start(&["-i", "2", "--ready", "notify"], &[]);
-    let a = Corral::pid_in(&c.wait_for("worker 0 ready", T));
-    let b = Corral::pid_in(&c.wait_for("worker 1 ready", T));
+    let a = c.ready_pid(0, 1, T);
+    let b = c.ready_pid(1, 1, T);
     c.signal(Signal::SIGUSR1);
     c.wait_for(&format!("fixture pid={a} got SIGUSR1"), T);
     c.wait_for(&format!("fixture pid={b} got SIGUSR1"), T);
@@ -489,7 +489,7 @@ fn as_pid_1_it_reaps_orphans_and_stops_gracefully_on_sigterm() {
         ],
         &[("FIXTURE_ORPHAN", "1")],
     );
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     let corral = children_of(c.pid())[0].0;
     let status = std::fs::read_to_string(format!("/proc/{corral}/status")).unwrap();
     let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
@@ -538,8 +538,8 @@ fn a_worker_that_crashes_after_n_requests_is_restarted_while_the_other_serves() 
         &["-i", "2", "--ready", "notify", "--min-uptime", "5ms"],
         &[("FIXTURE_CRASH_AFTER", "50")],
     );
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let load = Load::start(c.addr(), 1, false, T);
     // 400 requests mean at least 6 crashes, each followed by a restart in the same slot.
     assert!(load.wait_ok(400, T));
@@ -564,8 +564,11 @@ fn status_text_from_a_worker_is_shown() {
         &["-i", "1", "--ready", "notify"],
         &[("FIXTURE_STATUS", "warming caches")],
     );
-    c.wait_for("worker 0 (pid", T);
-    c.wait_for("status: warming caches", T);
+    c.wait_report(
+        "status",
+        |r| r["slot"] == 0 && r["text"] == "warming caches",
+        T,
+    );
 }
 
 #[test]
@@ -586,12 +589,12 @@ fn a_file_change_under_watch_reloads_and_ignored_paths_do_not() {
         ],
         &[],
     );
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     std::fs::write(dir.join("node_modules/x.js"), "noise").unwrap();
     std::fs::write(dir.join("scratch.tmp"), "noise").unwrap();
     std::fs::write(dir.join("app.conf"), "v2").unwrap();
     c.wait_for("app.conf changed: reloading", T);
-    c.wait_for("reload done: 1 workers replaced", T);
+    c.wait_report("reload_finished", |r| r["replaced"] == 1, T);
     assert!(!c
         .output()
         .iter()
@@ -613,9 +616,9 @@ fn cron_restart_reloads_on_schedule() {
         ],
         &[],
     );
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     c.wait_for("scheduled reload (* * * * * *)", T);
-    c.wait_for("reload done: 1 workers replaced", T);
+    c.wait_report("reload_finished", |r| r["replaced"] == 1, T);
 }
 
 #[test]
@@ -624,9 +627,9 @@ fn without_autorestart_corral_ends_when_the_workers_have_exited() {
         &["-i", "1", "--ready", "notify", "--no-autorestart"],
         &[("FIXTURE_CRASH_AFTER", "1")],
     );
-    c.wait_for("worker 0 ready", T);
+    c.ready_pid(0, 1, T);
     let _ = get(c.addr(), "/");
-    c.wait_for("worker 0 is not restarted (autorestart is off)", T);
+    c.wait_report("not_restarted", |r| r["slot"] == 0, T);
     // A job that ran to its end is a stop, not a failure.
     assert!(c.wait_exit(T).success());
 }
@@ -637,16 +640,21 @@ fn issue_14_the_first_crash_after_a_stable_run_restarts_at_once_the_next_backs_o
     use nix::unistd::Pid;
     // --min-uptime 0s: every worker that got ready ran stably.
     let c = start(&["-i", "1", "--min-uptime", "0s"], &[]);
-    let first = Corral::pid_in(&c.wait_for("worker 0 ready", T));
+    let first = c.ready_pid(0, 1, T);
     kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
-    c.wait_for(
-        "worker 0 restarting now (first crash after a stable run)",
+    c.wait_report(
+        "restart_scheduled",
+        |r| r["slot"] == 0 && r["delay"] == 0,
         T,
     );
-    let second = Corral::pid_in(&c.wait_for_nth("worker 0 ready", 2, T));
+    let second = c.ready_pid(0, 2, T);
     assert!(eventually(T, || get(c.addr(), "/")
         .is_ok_and(|r| r.pid() == Some(second))));
     kill(Pid::from_raw(second), Signal::SIGKILL).unwrap();
-    c.wait_for("worker 0 restarting in 100ms", T);
-    c.wait_for_nth("worker 0 ready", 3, T);
+    c.wait_report(
+        "restart_scheduled",
+        |r| r["slot"] == 0 && r["delay"] == 100,
+        T,
+    );
+    c.ready_pid(0, 3, T);
 }

@@ -18,19 +18,21 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-mod apps;
+mod cmd;
+mod events;
+mod launch;
 mod persist;
-mod views;
 
-use apps::send;
+use cmd::flush::flush_logs;
+use launch::launch;
 use persist::open_private;
-use views::flush_logs;
 
 use crate::chatter::{Chatter, Said};
 use crate::config::start::{parse_start, Parsed};
 use crate::daemon::joins::Joins;
 use crate::daemon::journal;
 use crate::daemon::logfile::LogFiles;
+use crate::daemon::refusal::{Near, Refusal};
 use crate::daemon::reread::Reread;
 use crate::daemon::state::{App, Status, Then};
 use crate::home::Home;
@@ -107,11 +109,11 @@ pub fn serve(
 enum Msg {
     Request(Request, oneshot::Sender<Response>),
     Report(String, Report),
-    Finished(String, Result<Outcome, String>),
+    Finished(String, Result<Outcome, Refusal>),
     /// An app's config file, read again off the state task, and what it was read for.
     Reread {
         name: String,
-        result: Box<Result<(StartApp, Parsed), String>>,
+        result: Box<Result<(StartApp, Parsed), Refusal>>,
         after: After,
     },
 }
@@ -380,24 +382,33 @@ impl Daemon {
     fn each(
         &mut self,
         target: &str,
-        mut f: impl FnMut(&mut App) -> Result<String, String>,
+        mut f: impl FnMut(&mut App) -> Result<String, Refusal>,
     ) -> Response {
         let names = match self.targets(target) {
             Ok(names) => names,
-            Err(e) => return Response::error(e),
+            Err(e) => return e.into(),
         };
         let mut messages = Vec::new();
         for name in names {
             let app = self.apps.get_mut(&name).expect("target exists");
             match f(app) {
                 Ok(m) => messages.push(m),
-                Err(e) => return Response::error(e),
+                Err(e) => return e.into(),
             }
         }
         Response::ok(messages.join("\n"))
     }
 
-    fn targets(&self, target: &str) -> Result<Vec<String>, String> {
+    /// The one app `target` names; `verb` says who asks, for the error.
+    fn one_target(&self, target: &str, verb: &'static str) -> Result<String, Refusal> {
+        let mut names = self.targets(target)?;
+        match names.len() {
+            1 => Ok(names.remove(0)),
+            _ => Err(Refusal::OneApp { verb }),
+        }
+    }
+
+    fn targets(&self, target: &str) -> Result<Vec<String>, Refusal> {
         if target == "all" {
             return Ok(self.apps.keys().cloned().collect());
         }
@@ -407,7 +418,7 @@ impl Daemon {
         if let Ok(id) = target.parse::<u32>() {
             return match self.apps.values().find(|a| a.id == id) {
                 Some(app) => Ok(vec![app.name.clone()]),
-                None => Err(format!("no app has id {id} (see `corral ls`)")),
+                None => Err(Refusal::NoId(id)),
             };
         }
         let namespace: Vec<String> = self
@@ -419,31 +430,23 @@ impl Daemon {
         if !namespace.is_empty() {
             return Ok(namespace);
         }
-        Err(match closest(target, self.apps.keys()) {
-            Some(near) => format!("no app named `{target}`; did you mean `{near}`?"),
-            None if self.apps.is_empty() => {
-                format!("no app named `{target}`: no apps are running (see `corral start`)")
-            }
-            None => format!(
-                "no app named `{target}`; apps: {}",
-                self.apps.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
+        let near = match closest(target, self.apps.keys()) {
+            Some(near) => Near::Like(near.to_string()),
+            None if self.apps.is_empty() => Near::NoApps,
+            None => Near::Apps(self.apps.keys().cloned().collect()),
+        };
+        Err(Refusal::NoApp {
+            name: target.to_owned(),
+            near,
         })
     }
+}
 
-    fn kill(&mut self, reply: oneshot::Sender<Response>) {
-        self.begin_kill();
-        self.killing.get_or_insert_with(Vec::new).push(reply);
-    }
-
-    /// Stops every app; the daemon exits once they all have.
-    fn begin_kill(&mut self) {
-        self.killing.get_or_insert_with(Vec::new);
-        for app in self.apps.values_mut() {
-            if app.controls.is_some() && app.status != Status::Stopping {
-                let _ = send(app, Control::Stop);
-                app.status = Status::Stopping;
-            }
-        }
+fn send(app: &App, command: impl Into<Command>) -> Result<(), Refusal> {
+    match &app.controls {
+        Some(tx) => tx
+            .try_send(command.into())
+            .map_err(|_| Refusal::Busy(app.name.clone())),
+        None => Err(Refusal::NotRunning(app.name.clone())),
     }
 }

@@ -1,0 +1,101 @@
+//! Why the daemon did not do what a request asked (or part of it): one typed error,
+//! worded here once, sent to the CLI as an `Error` response's message.
+
+use corral_proto::control::Response;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The app's settings do not parse (the config layer's message, with its key).
+    #[error("{0}")]
+    Settings(String),
+    #[error("an app named `{name}` exists ({status}); `corral delete {name}` first, or pick another --name")]
+    Exists { name: String, status: String },
+    #[error("no app has id {0} (see `corral ls`)")]
+    NoId(u32),
+    #[error("no app named `{name}`{}", near.hint())]
+    NoApp { name: String, near: Near },
+    #[error("{verb} takes one app name")]
+    OneApp { verb: &'static str },
+    #[error("{0} is busy; try again")]
+    Busy(String),
+    #[error("{0} is not running (`corral restart {0}` starts it)")]
+    NotRunning(String),
+    #[error("{0} was deleted while its config was read")]
+    Deleted(String),
+    /// Its config file could not be read again, or no longer has the app.
+    #[error("{0}")]
+    Config(String),
+    #[error("{path} no longer has an app named `{name}`")]
+    Gone { path: String, name: String },
+    /// Its command, listeners or triggers could not be set up (the cause, in full).
+    #[error("{0}")]
+    Launch(String),
+    #[error("cannot scale {app} {how}: at least 1 worker; use `corral stop`")]
+    ScaleBelowOne { app: String, how: String },
+    #[error("cannot scale {app}: {reason}")]
+    ScaleCount { app: String, reason: String },
+    #[error("no signal has number {0}")]
+    NoSignal(i32),
+    #[error("invalid worker `{0}`: expected APP:SLOT")]
+    BadWorker(String),
+    #[error("{app} has no running worker {slot}")]
+    NoWorker { app: String, slot: usize },
+    #[error("cannot signal pid {pid}: {source}")]
+    Signal {
+        pid: i32,
+        #[source]
+        source: nix::errno::Errno,
+    },
+}
+
+/// What the daemon knows that comes close to an app name nobody has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Near {
+    /// The name it probably means.
+    Like(String),
+    /// Nothing runs at all.
+    NoApps,
+    /// What runs, none of it close.
+    Apps(Vec<String>),
+}
+
+impl Near {
+    fn hint(&self) -> String {
+        match self {
+            Near::Like(near) => format!("; did you mean `{near}`?"),
+            Near::NoApps => ": no apps are running (see `corral start`)".into(),
+            Near::Apps(apps) => format!("; apps: {}", apps.join(", ")),
+        }
+    }
+}
+
+impl From<Refusal> for Response {
+    fn from(refusal: Refusal) -> Response {
+        Response::error(refusal.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_name_says_what_is_near() {
+        let no_app = |near| Refusal::NoApp {
+            name: "wbe".into(),
+            near,
+        };
+        assert_eq!(
+            no_app(Near::Like("web".into())).to_string(),
+            "no app named `wbe`; did you mean `web`?"
+        );
+        assert_eq!(
+            no_app(Near::NoApps).to_string(),
+            "no app named `wbe`: no apps are running (see `corral start`)"
+        );
+        assert_eq!(
+            no_app(Near::Apps(vec!["api".into(), "jobs".into()])).to_string(),
+            "no app named `wbe`; apps: api, jobs"
+        );
+    }
+}

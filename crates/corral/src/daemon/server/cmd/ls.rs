@@ -1,0 +1,52 @@
+//! `ls`: every app as a typed view, with CPU and memory of its workers.
+
+use crate::daemon::server::*;
+
+impl Daemon {
+    pub(in crate::daemon::server) fn list(&mut self) -> Response {
+        Response::Apps { apps: self.views() }
+    }
+
+    /// Every app as `ls` shows it, log files included.
+    pub(in crate::daemon::server) fn views(&mut self) -> Vec<AppView> {
+        let pids: Vec<Pid> = self
+            .apps
+            .values()
+            .flat_map(|a| a.rows.values().filter_map(|r| r.pid))
+            .collect();
+        let usage = self.usage(&pids);
+        let now = Instant::now();
+        let logs = self.home.logs();
+        self.apps
+            .values()
+            .map(|a| {
+                let mut view = a.view(&usage, now);
+                view.logs = a.log_files(&logs);
+                view
+            })
+            .collect()
+    }
+
+    /// CPU % since the last `ls` (or since the process started) and tree memory.
+    pub(in crate::daemon::server) fn usage(&mut self, pids: &[Pid]) -> HashMap<Pid, (f64, u64)> {
+        let memory = corral_core::os::memory::tree_rss(pids);
+        let hz = 100.0; // USER_HZ, fixed at 100 on Linux for /proc
+        let now = Instant::now();
+        let mut out = HashMap::new();
+        for &pid in pids {
+            let Some(ticks) = corral_core::os::memory::cpu_ticks(pid) else {
+                continue;
+            };
+            let cpu = match self.ticks.get(&pid) {
+                Some(&(before, at)) if now > at => {
+                    (ticks.saturating_sub(before)) as f64 / hz / (now - at).as_secs_f64() * 100.0
+                }
+                _ => 0.0,
+            };
+            self.ticks.insert(pid, (ticks, now));
+            out.insert(pid, (cpu, memory.get(&pid).copied().unwrap_or(0)));
+        }
+        self.ticks.retain(|pid, _| pids.contains(pid));
+        out
+    }
+}

@@ -1,0 +1,27 @@
+//! `save`: the dump of every app, written so that a crash at any moment leaves the old
+//! dump or the new one.
+
+use crate::daemon::server::persist::{write_atomically, Dump, DUMP_VERSION};
+use crate::daemon::server::*;
+
+impl Daemon {
+    /// Writes the app list so that a crash at any moment leaves the old dump or the new
+    /// one, never a partial file: write a temp file, fsync, rename, fsync the directory.
+    pub(in crate::daemon::server) fn save(&self) -> Response {
+        let dump = Dump {
+            version: DUMP_VERSION,
+            apps: self.apps.values().map(|a| a.start.clone()).collect(),
+        };
+        match write_atomically(&self.home.dump(), &dump) {
+            Ok(()) => Response::ok(format!(
+                "saved {} apps to {}",
+                dump.apps.len(),
+                self.home.dump().display()
+            )),
+            Err(e) => Response::error(format!(
+                "cannot save to {}: {e}",
+                self.home.dump().display()
+            )),
+        }
+    }
+}

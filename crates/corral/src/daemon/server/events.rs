@@ -1,0 +1,39 @@
+//! What the engines tell the state task: each app's reports, and its end.
+
+use super::*;
+
+impl Daemon {
+    pub(super) fn report(&mut self, name: &str, report: Report) {
+        for said in self.chatter.lines(name, &report, Instant::now()) {
+            match said {
+                Said::Report(text) => journal::report(name, &report, &text),
+                Said::Note(text) => journal::say(&format!("{name}: {text}")),
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.report(name, &report);
+        }
+        if let Some(app) = self.apps.get_mut(name) {
+            app.apply(&report, Instant::now());
+        }
+    }
+
+    pub(super) fn finished(&mut self, name: &str, outcome: Result<Outcome, Refusal>) {
+        let Some(app) = self.apps.get_mut(name) else {
+            return;
+        };
+        app.controls = None;
+        app.running_triggers = None;
+        app.listen.clear();
+        app.status = match &outcome {
+            Ok(Outcome::Stopped) => Status::Stopped,
+            Ok(Outcome::Failed) => Status::Errored,
+            Err(e) => {
+                journal::say(&format!("{name}: {e}"));
+                Status::Errored
+            }
+        };
+        let waiting = std::mem::take(&mut app.waiting);
+        self.after_stop(name, waiting);
+    }
+}

@@ -1,0 +1,80 @@
+//! An app's engine: its listeners bound, its supervisor and log writer started in tasks
+//! of their own, its triggers armed.
+
+use super::*;
+
+/// Binds the app's listeners and starts its engine group in a task of its own.
+/// PM2's variables, which PM2 apps read: `name` (the app's) and `pm_id` (its id), unless
+/// the app sets them itself.
+pub(super) fn pm2_env(spec: &mut corral_core::AppSpec, id: u32) {
+    for (key, value) in [("name", spec.name.clone()), ("pm_id", id.to_string())] {
+        if !spec.env.iter().any(|(k, _)| k == key) {
+            spec.env.push((key.into(), value.into()));
+        }
+    }
+}
+
+pub(super) fn launch(
+    app: &mut App,
+    home: &Home,
+    tx: &mpsc::UnboundedSender<Msg>,
+) -> Result<(), Refusal> {
+    pm2_env(&mut app.spec, app.id);
+    supervisor::resolve(&app.spec).map_err(|e| Refusal::Launch(chain(e)))?;
+    let listeners =
+        listen::bind_all(&app.spec.listen).map_err(|e| Refusal::Launch(e.to_string()))?;
+    app.listen = listeners.iter().map(|l| l.local.to_string()).collect();
+    let (controls_tx, controls) = mpsc::channel(64);
+    let (reports, mut report_rx) = mpsc::unbounded_channel();
+    let (logs, mut log_rx) = mpsc::channel(1024);
+    let mut files = LogFiles::new(home.logs(), app.name.clone())
+        .with_format(app.lines.clone())
+        .with_layout(app.layout.clone())
+        .reopening_on(app.log_generation.clone());
+    std::thread::spawn(move || {
+        while let Some(line) = log_rx.blocking_recv() {
+            let _ = files.write(&line);
+        }
+    });
+    let name = app.name.clone();
+    let forward = tx.clone();
+    tokio::spawn(async move {
+        while let Some(report) = report_rx.recv().await {
+            let _ = forward.send(Msg::Report(name.clone(), report));
+        }
+    });
+    let spec = app.spec.clone();
+    let name = app.name.clone();
+    let finished = tx.clone();
+    let runtime_dir = corral_core::signals::runtime_dir();
+    tokio::spawn(async move {
+        let channels = Channels {
+            controls,
+            reports,
+            logs,
+            reap_all: false,
+        };
+        let outcome = supervisor::run(&spec, &listeners, &runtime_dir, channels)
+            .await
+            .map_err(|e| Refusal::Launch(chain(e)));
+        drop(listeners);
+        let _ = finished.send(Msg::Finished(name, outcome));
+    });
+    let name = app.name.clone();
+    app.running_triggers = Some(
+        crate::triggers::start(&app.triggers, controls_tx.clone(), move |m| {
+            journal::say(&format!("{name}: {m}"))
+        })
+        .map_err(|e| Refusal::Launch(format!("{e:#}")))?,
+    );
+    app.controls = Some(controls_tx);
+    app.status = Status::Online;
+    app.rows.clear();
+    app.instances = app.spec.instances;
+    Ok(())
+}
+
+/// An error with its causes, as `a: b: c`.
+fn chain(e: impl std::error::Error + Send + Sync + 'static) -> String {
+    format!("{:#}", anyhow::Error::from(e))
+}
