@@ -44,6 +44,21 @@ pub struct AppSpec {
     pub per_slot: PerSlotEnv,
 }
 
+impl AppSpec {
+    /// The value a worker sees for `key` (the last one set wins, as in a shell).
+    pub fn env_value(&self, key: &str) -> Option<&std::ffi::OsStr> {
+        env_value(&self.env, key)
+    }
+}
+
+/// The value of `key` in an environment list where later entries override earlier ones.
+pub fn env_value<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<&'a std::ffi::OsStr> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_os_str())
+}
+
 /// Variables that differ per worker slot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PerSlotEnv {

@@ -63,12 +63,7 @@ pub fn env(
     adapter: Adapter,
 ) -> Vec<(&'static str, OsString)> {
     let (ready, balance, kill_timeout) = (spec.ready, spec.balance, spec.stop.kill_timeout);
-    let inherited_node_options = spec
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "NODE_OPTIONS")
-        .map(|(_, v)| v);
+    let inherited_node_options = spec.env_value("NODE_OPTIONS");
     let mut options = OsString::from(format!("--require {}", preload.display()));
     if let Some(theirs) = inherited_node_options {
         options.push(" ");

@@ -433,14 +433,10 @@ fn worker_of<P: Processes>(group: &Group<P>, pid: Pid) -> Pid {
 /// Finds the program of `spec` on its `PATH`, as each worker start will.
 pub fn resolve(spec: &AppSpec) -> Result<PathBuf, RunError> {
     let program = spec.command.first().ok_or(RunError::NoCommand)?;
-    let path = spec
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_os_str());
-    os::resolve_program(program, path, spec.cwd.as_deref()).map_err(|source| RunError::Command {
-        command: program.to_string_lossy().into_owned(),
-        source,
+    os::resolve_program(program, spec.env_value("PATH"), spec.cwd.as_deref()).map_err(|source| {
+        RunError::Command {
+            command: program.to_string_lossy().into_owned(),
+            source,
+        }
     })
 }

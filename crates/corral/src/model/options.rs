@@ -1,7 +1,7 @@
 //! The typed app model: every option of an app, shared by `corral run`, `corral start`,
 //! config files, the control protocol and the dump, and its validation into an [`AppSpec`].
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -318,7 +318,7 @@ impl AppOptions {
         cpus: usize,
     ) -> anyhow::Result<AppSpec> {
         self.take_env_vars()?;
-        let instances = match lookup(&inherited, WORKERS) {
+        let instances = match corral_core::spec::env_value(&inherited, WORKERS) {
             Some(value) if !value.is_empty() => value
                 .to_str()
                 .unwrap_or("(not UTF-8)")
@@ -419,13 +419,6 @@ impl AppOptions {
             },
         })
     }
-}
-
-fn lookup<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<&'a OsStr> {
-    env.iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_os_str())
 }
 
 /// Where corral itself can be watched: Prometheus metrics and Kubernetes probes.
