@@ -146,8 +146,8 @@ pub fn reloads_under_load(
     args.push("--");
     args.extend_from_slice(command);
     let c = crate::Corral::start(corral_bin, &args, &[]);
-    c.wait_for("worker 0 ready", T);
-    c.wait_for("worker 1 ready", T);
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
     let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(120));
     assert!(
         load.wait_ok(200, T),
@@ -157,9 +157,9 @@ pub fn reloads_under_load(
     for n in 1..=reloads {
         let before = load.ok_so_far();
         c.signal(nix::sys::signal::Signal::SIGHUP);
-        c.wait_for_nth("reload done: 2 workers replaced", n, T);
+        c.wait_report_nth("reload_finished", n, |r| r["replaced"] == 2, T);
         assert!(load.wait_ok(before + 200, T));
     }
-    c.wait_for_nth(") stopped: ", 2 * reloads, T);
+    c.wait_report_nth("exited", 2 * reloads, |r| r["expected"] == true, T);
     (c, load.finish())
 }

@@ -120,7 +120,11 @@ fn issue_8_a_stalled_terminal_stalls_neither_dispatch_nor_restarts() {
         "127.0.0.1:0",
         "st",
         &["-i", "2", "--balance", "round-robin"],
-        &[("FIXTURE_PRINT_LINES", "300")],
+        // The terminal's words are under test.
+        &[
+            ("FIXTURE_PRINT_LINES", "300"),
+            ("CORRAL_REPORT_FORMAT", "text"),
+        ],
         |cmd| {
             cmd.stdout(w).stderr(w2);
         },

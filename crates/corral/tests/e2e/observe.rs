@@ -314,6 +314,9 @@ fn issue_12_a_socket_from_systemd_socket_activate_is_taken_not_bound() {
             "web",
             "-i",
             "2",
+            // systemd-socket-activate passes on only the environment it is told to.
+            "--report-format",
+            "json",
             "--",
             &fixture,
         ],
