@@ -9,7 +9,6 @@ use corral_proto::channel::{self, DecodeError, Frame, Lines, Message};
 use nix::sys::socket::{
     sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -220,22 +219,17 @@ impl Rate {
     }
 }
 
-async fn read_loop(mut rx: OwnedReadHalf, pid: Pid, sink: mpsc::Sender<(Pid, Input)>) {
+async fn read_loop(rx: OwnedReadHalf, pid: Pid, sink: mpsc::Sender<(Pid, Input)>) {
     let mut lines = Lines::new();
     let mut rate = Rate::new();
-    let mut buf = vec![0u8; 64 * 1024];
     // Decode errors are reported like floods: a burst, then counted.
     let mut bad = Rate::new();
-    loop {
-        let n = match rx.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
+    while let Some(batch) = read_lines(&rx, &mut lines).await {
         let now = Instant::now();
         // Acks are running totals: only the newest of a read matters, and it is never
         // dropped, or credit could stay lost while the worker waits for connections.
         let mut ack = None;
-        for line in lines.push(&buf[..n]) {
+        for line in batch {
             let input = match line {
                 Ok(line) => match channel::decode(&line) {
                     Ok(frame @ Frame::Corral(Message::Ack { .. })) => {
@@ -271,6 +265,22 @@ async fn read_loop(mut rx: OwnedReadHalf, pid: Pid, sink: mpsc::Sender<(Pid, Inp
         let _ = sink.send((pid, Input::Flooded { dropped })).await;
     }
     let _ = sink.send((pid, Input::Closed)).await;
+}
+
+/// The lines one read completed (through the shared scratch buffer: an idle channel
+/// holds none); None once the worker's end is closed.
+async fn read_lines(
+    rx: &OwnedReadHalf,
+    lines: &mut Lines,
+) -> Option<Vec<Result<Vec<u8>, DecodeError>>> {
+    loop {
+        rx.readable().await.ok()?;
+        match crate::scratch::read_into(|buf| rx.try_read(buf), |bytes| lines.push(bytes)) {
+            Ok(batch) => return batch,
+            Err(e) if crate::scratch::retry(&e) => continue,
+            Err(_) => return None,
+        }
+    }
 }
 
 #[cfg(test)]

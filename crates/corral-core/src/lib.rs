@@ -15,6 +15,7 @@ pub mod notify;
 pub mod output;
 pub mod process;
 pub mod restart;
+mod scratch;
 pub mod serde_ms;
 pub mod signals;
 pub mod spec;

@@ -2,7 +2,6 @@
 
 use std::os::fd::OwnedFd;
 
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 use crate::process::Pid;
@@ -29,53 +28,70 @@ pub struct LogLine {
 /// Spawns a task that forwards every line from `fd` until EOF (when the worker and any
 /// child that inherited its output have exited). When the sink is full, the task waits,
 /// and so the worker's writes eventually block: output is slowed, never dropped.
+///
+/// An idle pump holds no buffer (see `scratch`): only what is not yet a whole line is
+/// kept between reads.
 pub fn pump(fd: OwnedFd, slot: usize, pid: Pid, stream: Stream, sink: mpsc::Sender<LogLine>) {
     let receiver = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(receiver) => receiver,
         Err(_) => return, // not a pipe: nothing to read
     };
     tokio::spawn(async move {
-        let mut reader = tokio::io::BufReader::with_capacity(16 * 1024, receiver);
-        let mut line = Vec::new();
-        loop {
-            let chunk = match reader.fill_buf().await {
-                Ok([]) | Err(_) => break,
-                Ok(chunk) => chunk,
-            };
-            let room = MAX_LINE - line.len();
-            let (take, complete) = match chunk.iter().take(room).position(|&b| b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (chunk.len().min(room), line.len() + chunk.len() >= MAX_LINE),
-            };
-            line.extend_from_slice(&chunk[..take]);
-            reader.consume(take);
-            if complete {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                let text = std::mem::take(&mut line);
-                let msg = LogLine {
-                    slot,
-                    pid,
-                    stream,
-                    text,
-                };
-                if sink.send(msg).await.is_err() {
+        let mut pending = Vec::new();
+        let line = |text| LogLine {
+            slot,
+            pid,
+            stream,
+            text,
+        };
+        while read_some(&receiver, &mut pending).await {
+            let mut start = 0;
+            while let Some((text, next)) = next_line(&pending[start..]) {
+                start += next;
+                if sink.send(line(text)).await.is_err() {
                     return;
                 }
             }
+            pending.drain(..start);
+            if pending.is_empty() {
+                pending = Vec::new(); // give the memory back while the worker is quiet
+            }
         }
-        if !line.is_empty() {
-            let _ = sink
-                .send(LogLine {
-                    slot,
-                    pid,
-                    stream,
-                    text: line,
-                })
-                .await;
+        if !pending.is_empty() {
+            let _ = sink.send(line(pending)).await;
         }
     });
+}
+
+/// Appends what the pipe has to `pending`; false at EOF or on an error.
+async fn read_some(receiver: &tokio::net::unix::pipe::Receiver, pending: &mut Vec<u8>) -> bool {
+    loop {
+        if receiver.readable().await.is_err() {
+            return false;
+        }
+        let read = crate::scratch::read_into(
+            |buf| receiver.try_read(buf),
+            |bytes| pending.extend_from_slice(bytes),
+        );
+        match read {
+            Ok(Some(())) => return true,
+            Ok(None) => return false,
+            Err(e) if crate::scratch::retry(&e) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The first whole line of `pending` without its newline (or its first MAX_LINE bytes
+/// when no newline comes that soon) and where the rest starts; None while the line is
+/// still being written.
+fn next_line(pending: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let window = &pending[..pending.len().min(MAX_LINE)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(i) => Some((pending[..i].to_vec(), i + 1)),
+        None if pending.len() >= MAX_LINE => Some((pending[..MAX_LINE].to_vec(), MAX_LINE)),
+        None => None,
+    }
 }
 
 #[cfg(test)]
