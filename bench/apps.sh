@@ -24,7 +24,7 @@ n=0
 for target in 100 "$MAX"; do
   while [ "$n" -lt "$target" ]; do
     n=$((n + 1))
-    $CORRAL start --name "a$n" -i 1 -- sleep 100000 >/dev/null
+    $CORRAL start sleep --name "a$n" -i 1 -- 100000 >/dev/null
   done
   sleep 3
   R=$(rss_kib "$D")

@@ -346,7 +346,7 @@ async fn primary(
     });
     let channels = supervisor::Channels {
         controls,
-        reports,
+        reports: supervisor::Reports::channel(reports),
         logs,
         reap_all: true,
     };

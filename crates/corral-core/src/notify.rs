@@ -78,14 +78,19 @@ impl NotifySocket {
     /// Waits for the next datagram and returns its sender's pid and what it said.
     /// Datagrams without credentials are dropped.
     pub async fn recv(&self) -> io::Result<(Pid, Vec<Notice>)> {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
+            // Through the shared scratch buffer: a quiet app's socket holds none.
             let got = self
                 .socket
-                .async_io(Interest::READABLE, || recv_with_pid(&self.socket, &mut buf))
+                .async_io(Interest::READABLE, || {
+                    crate::scratch::with(|buf| {
+                        let got = recv_with_pid(&self.socket, &mut buf[..MAX_DATAGRAM])?;
+                        Ok(got.map(|(pid, len)| (pid, notify::parse(&buf[..len]))))
+                    })
+                })
                 .await?;
-            if let Some((pid, len)) = got {
-                return Ok((pid, notify::parse(&buf[..len])));
+            if let Some(got) = got {
+                return Ok(got);
             }
         }
     }

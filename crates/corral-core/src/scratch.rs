@@ -1,5 +1,5 @@
 //! One read buffer per runtime thread, shared by the tasks that wait on many mostly quiet
-//! fds (worker output pipes, worker channels), so that a quiet worker costs no buffer:
+//! fds (worker output pipes, worker channels, notify sockets), so that a quiet worker costs no buffer:
 //! a daemon with a thousand idle apps would otherwise hold a thousand 64 KiB buffers.
 
 use std::cell::RefCell;
@@ -12,6 +12,11 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SIZE]);
 }
 
+/// Runs `f` with this thread's buffer. `f` may not use this module again.
+pub fn with<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH.with(|scratch| f(&mut scratch.borrow_mut()))
+}
+
 /// Reads once with `read` into this thread's buffer and gives what came to `take`:
 /// `Ok(None)` at EOF, `WouldBlock` when nothing was there after all. Neither closure may
 /// read through this module again.
@@ -19,12 +24,9 @@ pub fn read_into<T>(
     read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     take: impl FnOnce(&[u8]) -> T,
 ) -> io::Result<Option<T>> {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        match read(&mut scratch)? {
-            0 => Ok(None),
-            n => Ok(Some(take(&scratch[..n]))),
-        }
+    with(|scratch| match read(scratch)? {
+        0 => Ok(None),
+        n => Ok(Some(take(&scratch[..n]))),
     })
 }
 

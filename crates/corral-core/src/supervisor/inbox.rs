@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use corral_proto::channel::{BindFailure, Frame, Message};
-use tokio::sync::mpsc;
 
 use super::asked::{self, Asked};
 use super::workers::OsProcesses;
@@ -16,7 +15,7 @@ pub(super) fn apply(
     group: &mut Group<OsProcesses>,
     pid: Pid,
     input: Input,
-    reports: &mpsc::UnboundedSender<Report>,
+    reports: &super::Reports,
 ) {
     for event in handle(group, pid, input, reports) {
         group.handle_event(std::time::Instant::now(), event);
@@ -28,7 +27,7 @@ fn handle(
     group: &mut Group<OsProcesses>,
     pid: Pid,
     input: Input,
-    reports: &mpsc::UnboundedSender<Report>,
+    reports: &super::Reports,
 ) -> Vec<Event> {
     let Some(slot) = group.slot_of(pid) else {
         return Vec::new(); // from a worker already reaped
@@ -81,7 +80,7 @@ fn corral(
     slot: usize,
     message: Message,
     problem: &dyn Fn(ChannelProblem),
-    reports: &mpsc::UnboundedSender<Report>,
+    reports: &super::Reports,
 ) -> Vec<Event> {
     match message {
         Message::Hello {
@@ -163,7 +162,7 @@ fn bind_for(
     slot: usize,
     port: u16,
     host: Option<String>,
-    reports: &mpsc::UnboundedSender<Report>,
+    reports: &super::Reports,
 ) {
     let refuse = |procs: &mut OsProcesses, failure: BindFailure| {
         if let Some(channel) = procs.channel(pid) {

@@ -58,11 +58,37 @@ pub enum RunError {
 /// Where a running app sends what happens, and where it takes orders from.
 pub struct Channels {
     pub controls: mpsc::Receiver<Command>,
-    pub reports: mpsc::UnboundedSender<Report>,
+    pub reports: Reports,
     pub logs: mpsc::Sender<LogLine>,
     /// Reap every child of the process (orphans included), as the only supervisor in
     /// it does; false where one process runs several apps, each reaping its own workers.
     pub reap_all: bool,
+}
+
+/// Where a group's reports go. A program that runs many apps tags each report with its
+/// app on the way into one channel of its own, rather than giving every app a channel
+/// and a task to forward it (a daemon's per-app cost).
+#[derive(Clone)]
+pub struct Reports(std::sync::Arc<dyn Fn(Report) -> bool + Send + Sync>);
+
+/// The receiving end of a [`Reports`] is gone.
+#[derive(Debug)]
+pub struct ReportsClosed;
+
+impl Reports {
+    /// Reports to `deliver`, which says whether the report could still be taken.
+    pub fn new(deliver: impl Fn(Report) -> bool + Send + Sync + 'static) -> Reports {
+        Reports(std::sync::Arc::new(deliver))
+    }
+
+    /// Reports into `tx`.
+    pub fn channel(tx: mpsc::UnboundedSender<Report>) -> Reports {
+        Reports::new(move |report| tx.send(report).is_ok())
+    }
+
+    pub fn send(&self, report: Report) -> Result<(), ReportsClosed> {
+        (self.0)(report).then_some(()).ok_or(ReportsClosed)
+    }
 }
 
 /// A duplicate of a listener fd (same socket), owned here so that its registration
@@ -227,7 +253,7 @@ pub async fn run(
 async fn hear_out(
     group: &mut Group<OsProcesses>,
     inputs: &mut mpsc::Receiver<(Pid, Input)>,
-    reports: &mpsc::UnboundedSender<Report>,
+    reports: &Reports,
     checks: &mut SocketChecks,
 ) {
     tokio::task::yield_now().await;
@@ -238,11 +264,7 @@ async fn hear_out(
 }
 
 /// Sends the group's reports on, scheduling a socket check for each worker that got ready.
-fn flush(
-    group: &mut Group<OsProcesses>,
-    reports: &mpsc::UnboundedSender<Report>,
-    checks: &mut SocketChecks,
-) {
+fn flush(group: &mut Group<OsProcesses>, reports: &Reports, checks: &mut SocketChecks) {
     for report in group.take_reports() {
         if let Report::Ready { slot, pid, .. } = report {
             checks.schedule(pid, slot);
@@ -285,11 +307,7 @@ impl SocketChecks {
     /// that don't serve on corral's listeners. The look through /proc runs on the blocking
     /// pool: under close load /proc/net/tcp lists every TIME_WAIT socket (15k lines took
     /// 60-150 ms here), time the supervisor loop must not stop dispatching for.
-    fn run_due(
-        &mut self,
-        mut alive: impl FnMut(Pid) -> bool,
-        reports: &mpsc::UnboundedSender<Report>,
-    ) {
+    fn run_due(&mut self, mut alive: impl FnMut(Pid) -> bool, reports: &Reports) {
         let now = tokio::time::Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = self.due.drain(..).partition(|&(at, ..)| at <= now);
         self.due = later;
@@ -386,7 +404,7 @@ impl Starved {
     /// ...and said at most this often.
     const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-    fn hit(&mut self, pass: Pass, reports: &mpsc::UnboundedSender<Report>) {
+    fn hit(&mut self, pass: Pass, reports: &Reports) {
         let Pass::Starved { errno, progressed } = pass else {
             return;
         };

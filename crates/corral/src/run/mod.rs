@@ -144,7 +144,7 @@ async fn supervise(
 
     let channels = Channels {
         controls,
-        reports,
+        reports: supervisor::Reports::channel(reports),
         logs,
         reap_all: true,
     };

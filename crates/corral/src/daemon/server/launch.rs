@@ -25,23 +25,15 @@ pub(super) fn launch(
         listen::bind_all(&app.spec.listen).map_err(|e| Refusal::Launch(e.to_string()))?;
     app.listen = listeners.iter().map(|l| l.local.to_string()).collect();
     let (controls_tx, controls) = mpsc::channel(64);
-    let (reports, mut report_rx) = mpsc::unbounded_channel();
-    let (logs, mut log_rx) = mpsc::channel(1024);
-    let mut files = LogFiles::new(home.logs(), app.name.clone())
+    let (logs, log_rx) = mpsc::channel(1024);
+    let files = LogFiles::new(home.logs(), app.name.clone())
         .with_format(app.lines.clone())
         .with_layout(app.layout.clone())
         .reopening_on(app.log_generation.clone());
-    std::thread::spawn(move || {
-        while let Some(line) = log_rx.blocking_recv() {
-            let _ = files.write(&line);
-        }
-    });
-    let name = app.name.clone();
-    let forward = tx.clone();
-    tokio::spawn(async move {
-        while let Some(report) = report_rx.recv().await {
-            let _ = forward.send(Msg::Report(name.clone(), report));
-        }
+    tokio::spawn(write_logs(files, log_rx));
+    let (name, forward) = (app.name.clone(), tx.clone());
+    let reports = supervisor::Reports::new(move |report| {
+        forward.send(Msg::Report(name.clone(), report)).is_ok()
     });
     let spec = app.spec.clone();
     let name = app.name.clone();
@@ -77,4 +69,26 @@ pub(super) fn launch(
 /// An error with its causes, as `a: b: c`.
 fn chain(e: impl std::error::Error + Send + Sync + 'static) -> String {
     format!("{:#}", anyhow::Error::from(e))
+}
+
+/// Writes an app's lines in batches on the blocking pool, one batch at a time (so in
+/// order): a slow or full disk holds up that app's logs, never the runtime, and an app
+/// costs no thread of its own while it is quiet.
+async fn write_logs(mut files: LogFiles, mut rx: mpsc::Receiver<corral_core::output::LogLine>) {
+    const BATCH: usize = 256;
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let lines = std::mem::take(&mut batch);
+        let written = tokio::task::spawn_blocking(move || {
+            for line in &lines {
+                let _ = files.write(line);
+            }
+            files
+        })
+        .await;
+        match written {
+            Ok(back) => files = back,
+            Err(_) => return, // the runtime is shutting down
+        }
+    }
 }

@@ -264,7 +264,8 @@ async fn answer(
 struct Daemon {
     home: Home,
     tx: mpsc::UnboundedSender<Msg>,
-    apps: BTreeMap<String, App>,
+    /// Boxed: an `App` is large, and a B-tree node holds room for eleven of them.
+    apps: BTreeMap<String, Box<App>>,
     /// `corral kill` callers, answered once every app has stopped.
     killing: Option<Vec<oneshot::Sender<Response>>>,
     /// CPU ticks at the last `ls`, for CPU % over the interval since.

@@ -44,7 +44,7 @@ impl Daemon {
                 format!(" on {}", app.listen.join(", "))
             }
         );
-        self.apps.insert(app.name.clone(), app);
+        self.apps.insert(app.name.clone(), Box::new(app));
         Response::ok(message)
     }
 
