@@ -12,17 +12,12 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 D=${1:-10}
 N=${2:-8}
-for tool in wrk node cargo python3; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is not installed (apt-get install wrk nodejs)" >&2; exit 2; }
-done
+need wrk node cargo python3
 cargo build --release --workspace -q
 CORRAL=target/release/corral
 FIXTURE=target/release/corral-fixture
 SERVER=examples/node/server.js
-OUT=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
-trap cleanup EXIT
+scratch
 
 shares() { # label port
   wrk -t2 -c64 -d"${D}s" -H "Connection: close" -s bench/shares.lua "http://127.0.0.1:$2/" > "$OUT/$1.wrk"

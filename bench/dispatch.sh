@@ -11,16 +11,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 D=${1:-10}
-for tool in wrk node cargo python3; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is not installed (apt-get install wrk nodejs)" >&2; exit 2; }
-done
+need wrk node cargo python3
 cargo build --release --workspace -q
 CORRAL=target/release/corral
 FIXTURE=target/release/corral-fixture
-OUT=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
-trap cleanup EXIT
+scratch
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 

@@ -19,3 +19,16 @@ errors() { # total failed requests wrk saw: socket errors plus non-2xx
 }
 
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+need() { # tools...: exits 2 naming the first one that is missing
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is not installed (apt-get install wrk nodejs hyperfine)" >&2; exit 2; }
+  done
+}
+
+# A scratch directory (OUT) and the processes a bench starts (PIDS), both gone on exit.
+scratch() {
+  OUT=$(mktemp -d)
+  PIDS=()
+  trap 'for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$OUT"' EXIT
+}

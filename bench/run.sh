@@ -10,17 +10,12 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 D=${1:-10}
-for tool in wrk node cargo; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is not installed (apt-get install wrk nodejs)" >&2; exit 2; }
-done
+need wrk node cargo
 cargo build --release --workspace -q
 CORRAL=target/release/corral
 FIXTURE=target/release/corral-fixture
 SERVER=examples/node/server.js
-OUT=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
-trap cleanup EXIT
+scratch
 
 
 

@@ -409,6 +409,27 @@ impl Daemon {
         }
     }
 
+    /// The apps `target` names and a join that answers `reply` once each is done (with
+    /// `summary` of the names, or their messages); None when the name was refused and
+    /// the reply already says why.
+    fn join_targets(
+        &mut self,
+        target: &str,
+        reply: oneshot::Sender<Response>,
+        summary: impl FnOnce(&[String]) -> Option<String>,
+    ) -> Option<(Vec<String>, u64)> {
+        match self.targets(target) {
+            Ok(names) => {
+                let join = self.joins.open(reply, names.len(), summary(&names));
+                Some((names, join))
+            }
+            Err(e) => {
+                let _ = reply.send(e.into());
+                None
+            }
+        }
+    }
+
     fn targets(&self, target: &str) -> Result<Vec<String>, Refusal> {
         if target == "all" {
             return Ok(self.apps.keys().cloned().collect());

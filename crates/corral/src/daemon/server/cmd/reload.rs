@@ -11,14 +11,9 @@ impl Daemon {
         target: &str,
         reply: oneshot::Sender<Response>,
     ) {
-        let names = match self.targets(target) {
-            Ok(names) => names,
-            Err(e) => {
-                let _ = reply.send(e.into());
-                return;
-            }
+        let Some((names, join)) = self.join_targets(target, reply, |_| None) else {
+            return;
         };
-        let join = self.joins.open(reply, names.len(), None);
         for name in names {
             let app = self.apps.get_mut(&name).expect("target exists");
             match Reread::of(app) {

@@ -10,16 +10,11 @@ impl Daemon {
         then: Then,
         reply: oneshot::Sender<Response>,
     ) {
-        let names = match self.targets(target) {
-            Ok(names) => names,
-            Err(e) => {
-                let _ = reply.send(e.into());
-                return;
-            }
+        let Some((names, join)) =
+            self.join_targets(target, reply, |names| Some(summary(then, names)))
+        else {
+            return;
         };
-        let join = self
-            .joins
-            .open(reply, names.len(), Some(summary(then, &names)));
         for name in &names {
             let app = self.apps.get_mut(name).expect("target exists");
             app.then = then;
