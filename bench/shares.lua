@@ -1,7 +1,7 @@
 -- wrk script: counts answers per worker (the `pid=N` the bench apps put in their body)
 -- and prints each worker's share and max/min at the end. One count per answer; run
 -- with `Connection: close` to count connections.
-local counts = {}
+counts = {} -- global: done() reads it from each thread with thread:get
 local threads = {}
 
 function setup(thread)
