@@ -1,7 +1,7 @@
 //! What the user typed: clap's types for every command. The options of an app are the
 //! model's [`AppOptions`]; validation into a spec happens there.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
@@ -115,9 +115,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// Script or program to run.
+    /// Script, program or config file to run (or, as `corral run` takes it, the first
+    /// word after `--`).
     #[arg(value_name = "SCRIPT")]
-    pub script: OsString,
+    pub script: Option<OsString>,
 
     #[command(flatten)]
     pub app: AppOptions,
@@ -289,14 +290,30 @@ pub enum EventFormat {
 }
 
 impl StartArgs {
+    /// The script: the SCRIPT argument (PM2's order, `corral start app.js -- ARGS`) or the
+    /// first word after `--` (`corral run`'s, `corral start -i 2 -- node app.js`).
+    pub fn script(&self) -> Option<&OsStr> {
+        self.script
+            .as_deref()
+            .or(self.args.first().map(OsString::as_os_str))
+    }
+
+    /// The app's own arguments, after the script.
+    fn app_args(&self) -> &[OsString] {
+        match self.script {
+            Some(_) => &self.args,
+            None => self.args.get(1..).unwrap_or_default(),
+        }
+    }
+
     /// The full command: interpreter (from the extension), the script made absolute
     /// against `cwd`, then the app's arguments.
     pub fn command(&self, cwd: &Path) -> Vec<OsString> {
         resolve_command(
-            &self.script,
+            self.script().unwrap_or_default(),
             self.interpreter.as_deref(),
             &[],
-            &self.args,
+            self.app_args(),
             cwd,
         )
     }

@@ -30,8 +30,17 @@ pub fn run(command: Command) -> Result<(), Failure> {
         return done;
     }
     let request = match command {
+        Command::Start(args) if args.script().is_none() => {
+            return Err(Failure::Usage(anyhow!(
+                "`corral start` needs what to run: a script (`corral start app.js -i max`), \
+                 a program (`corral start -i 2 -- node app.js`) or a config file \
+                 (`corral start ecosystem.config.js`)"
+            )));
+        }
         Command::Start(mut args)
-            if crate::config::is_config(std::path::Path::new(&args.script)) =>
+            if args
+                .script()
+                .is_some_and(|s| crate::config::is_config(std::path::Path::new(s))) =>
         {
             return start_config(&home, &mut args);
         }
@@ -141,7 +150,7 @@ fn start_request(args: &StartArgs) -> Result<Request, Failure> {
     let cwd = std::env::current_dir()
         .context("cannot read the current directory")
         .map_err(Failure::Runtime)?;
-    let script = cwd.join(&args.script);
+    let script = cwd.join(args.script().unwrap_or_default());
     if crate::model::names::interpreter_for(&script).is_some() && !script.is_file() {
         return Err(Failure::Usage(anyhow!(
             "no such script: {}",
@@ -168,7 +177,7 @@ fn start_request(args: &StartArgs) -> Result<Request, Failure> {
 /// `corral start ecosystem.config.js [--env PROFILE]`: every app of the file; apps that
 /// run already take the file's settings and reload.
 fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
-    let path = std::path::PathBuf::from(&args.script);
+    let path = std::path::PathBuf::from(args.script().unwrap_or_default());
     let profile = args.app.take_env_args();
     files::apply_file(home, &path, profile, ApplyMode::Reload)
 }

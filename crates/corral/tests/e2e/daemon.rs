@@ -95,6 +95,23 @@ fn unknown_apps_and_bad_input_get_clear_errors() {
     assert!(json.starts_with("error: `{nope` is not JSON"), "{json}");
 }
 
+/// `corral run`'s order works for `corral start` too: the program after `--`, flags
+/// before it; with nothing to run, the error shows the three forms.
+#[test]
+fn start_takes_the_program_after_the_double_dash_as_corral_run_does() {
+    let home = home("run-order");
+    let fixture = fixture();
+    home.ok(&["start", "--name", "fx", "-i", "1", "--", &fixture, "--flag"]);
+    let app = home.wait_online("fx", 1);
+    assert_eq!(app.command, vec![fixture.clone(), "--flag".into()]);
+    let nothing = home.fails(&["start", "--name", "none"]);
+    assert!(
+        nothing.contains("`corral start` needs what to run")
+            && nothing.contains("`corral start -i 2 -- node app.js`"),
+        "{nothing}"
+    );
+}
+
 #[test]
 fn without_a_daemon_ls_is_empty_and_stop_says_so() {
     let home = home("nodaemon");
