@@ -2,7 +2,7 @@
 //! bytes into frames (with size and rate limits), and non-blocking sends, fds included.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use corral_proto::channel::{self, DecodeError, Frame, Lines, Message};
@@ -102,7 +102,7 @@ impl Channel {
 
     /// Hands one connection to a Node worker, framed as Node's handle passing.
     pub fn send_node_conn(&mut self, listener: u32, fd: RawFd) -> Result<(), SendError> {
-        self.send_with_fds(&channel::encode_node_conn(listener), &[fd])
+        self.send_node_handle(&channel::encode_node_conn(listener), fd)
     }
 
     /// Hands a listening socket a Node worker asked for (`CORRAL_BIND`) to it.
@@ -112,7 +112,20 @@ impl Channel {
         host: Option<&str>,
         fd: RawFd,
     ) -> Result<(), SendError> {
-        self.send_with_fds(&channel::encode_node_bound(port, host), &[fd])
+        self.send_node_handle(&channel::encode_node_bound(port, host), fd)
+    }
+
+    /// Every socket that reaches a Node worker over its IPC is made non-blocking first:
+    /// libuv opens a handle it receives that way as it is (its own senders' sockets
+    /// always are non-blocking), and a blocking one stops the worker's event loop in
+    /// accept(), read() or write(). A listener left blocking hung every worker that
+    /// lost the race for a connection until the next one came; a dispatched connection,
+    /// its worker while a slow client read a big answer. Node's cluster primary hands
+    /// over non-blocking sockets; so does corral.
+    fn send_node_handle(&mut self, line: &[u8], fd: RawFd) -> Result<(), SendError> {
+        // SAFETY: the caller holds `fd` open for this call (it is sending it).
+        let _ = crate::os::set_nonblocking(unsafe { BorrowedFd::borrow_raw(fd) });
+        self.send_with_fds(line, &[fd])
     }
 
     /// Sends `line` with `fds` attached to its first byte, only when nothing else is

@@ -51,7 +51,7 @@ impl AskedPorts {
             };
         }
         let name = format!("asked{}", self.bound.len());
-        match listen::bind(name, &addr).and_then(nonblocking) {
+        match listen::bind(name, &addr) {
             Ok(listener) => {
                 let fd = listener.raw_fd();
                 let local = listener.local.to_string();
@@ -68,20 +68,6 @@ impl AskedPorts {
             },
         }
     }
-}
-
-/// Only Node workers get these listeners, over Node's IPC, and libuv opens a handle it
-/// receives that way without making it non-blocking (its own senders' sockets always
-/// are). A blocking listener makes the worker's accept loop wait in accept() for the
-/// next client with its event loop stopped: the worker hangs, holding the connections
-/// it took, until one more client comes or the watchdog kills it. Node's cluster
-/// primary hands over non-blocking sockets; so does corral.
-fn nonblocking(listener: Listener) -> Result<Listener, listen::BindError> {
-    crate::os::set_nonblocking(listener.as_fd()).map_err(|error| listen::BindError {
-        addr: listener.local.clone(),
-        error,
-    })?;
-    Ok(listener)
 }
 
 /// The `code` Node gives a listen error.

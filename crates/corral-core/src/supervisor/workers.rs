@@ -392,11 +392,6 @@ impl OsProcesses {
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(per_message));
             let batch = std::mem::replace(&mut rest, tail);
-            if node {
-                // As for the listeners Node asks for (see `asked::nonblocking`): libuv
-                // would read and write a blocking socket with its event loop stopped.
-                let _ = os::set_nonblocking(batch[0].fd.as_fd());
-            }
             let fds: Vec<RawFd> = batch.iter().map(|h| h.fd.as_raw_fd()).collect();
             let sent = match self.channels.get_mut(&pid) {
                 Some(channel) if node => channel.send_node_conn(listener, fds[0]).is_ok(),

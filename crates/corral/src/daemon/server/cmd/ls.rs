@@ -28,7 +28,7 @@ impl Daemon {
     }
 
     /// CPU % since the last `ls` (or since the process started) and tree memory.
-    pub(in crate::daemon::server) fn usage(&mut self, pids: &[Pid]) -> HashMap<Pid, (f64, u64)> {
+    fn usage(&mut self, pids: &[Pid]) -> HashMap<Pid, (f64, u64)> {
         let memory = corral_core::os::memory::tree_rss(pids);
         let hz = 100.0; // USER_HZ, fixed at 100 on Linux for /proc
         let now = Instant::now();

@@ -65,10 +65,7 @@ impl Daemon {
 
 /// A rolling reload; with its config file read again (`reread`), changed command,
 /// arguments and environment (a removed key included) reach the new workers.
-pub(in crate::daemon::server) fn reload(
-    app: &mut App,
-    reread: Option<(StartApp, Parsed)>,
-) -> Result<String, Refusal> {
+fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>) -> Result<String, Refusal> {
     let mut note = String::new();
     if let Some((start, parsed)) = reread {
         if parsed.spec.listen != app.spec.listen || parsed.spec.instances != app.spec.instances {

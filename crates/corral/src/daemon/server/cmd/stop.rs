@@ -87,7 +87,7 @@ impl Daemon {
     }
 }
 
-pub(in crate::daemon::server) fn summary(then: Then, names: &[String]) -> String {
+fn summary(then: Then, names: &[String]) -> String {
     let verb = match then {
         Then::Nothing => "stopped",
         Then::Start => "restarted",
