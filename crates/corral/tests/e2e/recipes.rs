@@ -20,11 +20,13 @@ fn recipe(path: &str) -> String {
 /// Three reloads under each kind of load; every request must succeed.
 fn drains_without_a_failed_request(what: &str, command: &[&str], flags: &[&str]) {
     for keep_alive in [true, false] {
-        let (_corral, report): (_, LoadReport) =
+        let (corral, report): (_, LoadReport) =
             reloads_under_load(CORRAL, command, flags, keep_alive, 3);
         assert_eq!(
-            report.failed, 0,
-            "{what}, keep-alive {keep_alive}: {report:?}"
+            report.failed,
+            0,
+            "{what}, keep-alive {keep_alive}: {report:?}\n{}",
+            corral.output().join("\n")
         );
         assert!(
             report.by_pid.len() >= 4,
