@@ -37,8 +37,9 @@ echo "== worker shares, $N workers, wrk -t2 -c64 -d${D}s, Connection: close (2 c
 corral_shares "corral shared (fixture)" shared "$FIXTURE"
 corral_shares "corral round-robin (fixture)" round-robin "$FIXTURE"
 corral_shares "corral least-loaded (fixture)" least-loaded "$FIXTURE"
+corral_shares "corral reuseport (fixture)" reuseport "$FIXTURE"
 corral_shares "corral shared (node)" shared node "$SERVER"
+corral_shares "corral reuseport (node)" reuseport node "$SERVER"
 corral_shares "corral round-robin (node)" round-robin node "$SERVER"
 P=$(free_port); PORT=$P WORKERS=$N node bench/node/cluster.js >/dev/null & S=$!; PIDS+=($S); wait_http "$P"; sleep 1
 shares "node cluster (node)" "$P"; stop "$S"
-echo "(a kernel-balanced reuseport mode, issue 14 item 1, does not exist yet)"

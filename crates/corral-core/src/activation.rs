@@ -86,6 +86,7 @@ impl Inherited {
 pub fn bind_or_adopt(
     specs: &[ListenSpec],
     inherited: &mut Vec<Inherited>,
+    reuseport: bool,
 ) -> Result<Vec<Listener>, BindError> {
     specs
         .iter()
@@ -102,7 +103,7 @@ pub fn bind_or_adopt(
                         socket.fd,
                     ))
                 }
-                None => listen::bind(name, &spec.addr),
+                None => listen::bind(name, &spec.addr, reuseport),
             }
         })
         .collect()
@@ -130,13 +131,13 @@ mod tests {
             at.to_string().parse().unwrap(),
             "127.0.0.1:0".parse().unwrap(),
         ];
-        let listeners = bind_or_adopt(&specs, &mut sockets).unwrap();
+        let listeners = bind_or_adopt(&specs, &mut sockets, false).unwrap();
         assert!(sockets.is_empty(), "taken");
         assert_eq!(listeners[0].local, ListenAddr::Tcp(at));
         assert_ne!(listeners[1].local, ListenAddr::Tcp(at));
         let mut named = vec![inherited(&passed, Some("web"))];
         let specs: Vec<ListenSpec> = vec!["web=[::1]:1".parse().unwrap()];
-        let listeners = bind_or_adopt(&specs, &mut named).unwrap();
+        let listeners = bind_or_adopt(&specs, &mut named, false).unwrap();
         assert_eq!(
             listeners[0].local,
             ListenAddr::Tcp(at),

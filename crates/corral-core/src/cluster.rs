@@ -256,7 +256,7 @@ impl Builder {
             return Ok(());
         }
         let spec = self.spec()?;
-        let listeners = listen::bind_all(&spec.listen)?;
+        let listeners = listen::bind_all(&spec.listen, spec.balance.reuseport())?;
         let _ = crate::os::become_subreaper();
         crate::os::keeper::start().map_err(ClusterError::Runtime)?;
         let handlers = (self.on_event, self.on_report);

@@ -23,17 +23,32 @@ pub enum Balance {
     LeastLoaded,
     /// The same client address always reaches the same worker slot.
     Sticky,
+    /// A SO_REUSEPORT socket per slot, all owned by corral: each worker accepts from
+    /// its own, the kernel spreads connections over the slots that have a worker.
+    Reuseport,
 }
 
 impl Balance {
     /// Whether the supervisor accepts and hands connections over.
     pub fn dispatches(self) -> bool {
-        self != Balance::Shared
+        !matches!(self, Balance::Shared | Balance::Reuseport)
+    }
+
+    /// Whether each slot gets a socket of its own in a SO_REUSEPORT group.
+    pub fn reuseport(self) -> bool {
+        self == Balance::Reuseport
+    }
+
+    /// Whether a worker that can take connections over its channel gets some: all the
+    /// time when corral dispatches, and in reuseport mode those left on a socket whose
+    /// slot has no worker.
+    fn hands_over(self) -> bool {
+        self.dispatches() || self.reuseport()
     }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid balance mode `{0}`: expected shared, round-robin, least-loaded or sticky")]
+#[error("invalid balance mode `{0}`: expected shared, reuseport, round-robin, least-loaded or sticky")]
 pub struct BalanceError(String);
 
 impl FromStr for Balance {
@@ -46,6 +61,7 @@ impl FromStr for Balance {
             "round-robin" | "rr" => Ok(Balance::RoundRobin),
             "least-loaded" => Ok(Balance::LeastLoaded),
             "sticky" => Ok(Balance::Sticky),
+            "reuseport" => Ok(Balance::Reuseport),
             _ => Err(BalanceError(s.to_owned())),
         }
     }
@@ -59,6 +75,7 @@ impl fmt::Display for Balance {
             Balance::RoundRobin => "round-robin",
             Balance::LeastLoaded => "least-loaded",
             Balance::Sticky => "sticky",
+            Balance::Reuseport => "reuseport",
         })
     }
 }
@@ -66,8 +83,10 @@ impl fmt::Display for Balance {
 #[derive(Debug, Clone, Default)]
 struct Target {
     slot: usize,
-    /// Said hello with dispatch support.
+    /// Said hello with dispatch support, and gets connections over its channel.
     capable: bool,
+    /// ... all of them: it does not accept itself.
+    dispatched: bool,
     /// Ready and not draining.
     routable: bool,
     sent: u64,
@@ -105,13 +124,15 @@ impl Dispatcher {
         self.window
     }
 
-    /// A worker said hello; returns whether it will get connections over its channel.
+    /// A worker said hello; returns whether corral accepts for it (it gets every
+    /// connection over its channel). In reuseport mode it accepts itself, and takes over
+    /// its channel only connections left on the socket of a slot with no worker.
     pub fn hello(&mut self, pid: Pid, slot: usize, dispatch: bool) -> bool {
-        let capable = dispatch && self.mode.dispatches();
         let t = self.targets.entry(pid).or_default();
         t.slot = slot;
-        t.capable = capable;
-        capable
+        t.capable = dispatch && self.mode.hands_over();
+        t.dispatched = dispatch && self.mode.dispatches();
+        t.dispatched
     }
 
     /// The group started or stopped routing to a worker.
@@ -225,7 +246,7 @@ impl Dispatcher {
 
     /// Whether `pid` gets its connections over its channel (so it need not accept).
     pub fn is_dispatched(&self, pid: Pid) -> bool {
-        self.targets.get(&pid).is_some_and(|t| t.capable)
+        self.targets.get(&pid).is_some_and(|t| t.dispatched)
     }
 
     pub fn slot_of(&self, pid: Pid) -> Option<usize> {
@@ -355,6 +376,7 @@ mod tests {
     fn parses_modes() {
         assert_eq!("round-robin".parse(), Ok(Balance::RoundRobin));
         assert_eq!("sticky".parse(), Ok(Balance::Sticky));
+        assert_eq!("reuseport".parse(), Ok(Balance::Reuseport));
         assert!("random".parse::<Balance>().is_err());
     }
 }

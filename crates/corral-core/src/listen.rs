@@ -22,6 +22,8 @@ pub struct Listener {
     pub requested: ListenAddr,
     /// What was bound (with the real port when 0 was asked for).
     pub local: ListenAddr,
+    /// The first socket of a SO_REUSEPORT group corral owns (see `os::reuseport`).
+    pub reuseport: bool,
     socket: OwnedFd,
     unix_path: Option<PathBuf>,
 }
@@ -84,6 +86,7 @@ impl Listener {
             name,
             requested,
             local,
+            reuseport: false,
             socket,
             unix_path: None,
         }
@@ -112,11 +115,13 @@ impl Drop for Listener {
 }
 
 /// Binds every listener or none: on the first failure, the ones already bound are closed.
-pub fn bind_all(specs: &[ListenSpec]) -> Result<Vec<Listener>, BindError> {
+/// `reuseport` makes each TCP listener the first of a SO_REUSEPORT group that corral
+/// fills with a socket per slot (`--balance reuseport`).
+pub fn bind_all(specs: &[ListenSpec], reuseport: bool) -> Result<Vec<Listener>, BindError> {
     specs
         .iter()
         .enumerate()
-        .map(|(i, spec)| bind(name_of(i, spec), &spec.addr))
+        .map(|(i, spec)| bind(name_of(i, spec), &spec.addr, reuseport))
         .collect()
 }
 
@@ -126,18 +131,18 @@ pub fn name_of(i: usize, spec: &ListenSpec) -> String {
 }
 
 /// Binds one listener.
-pub fn bind(name: String, addr: &ListenAddr) -> Result<Listener, BindError> {
+pub fn bind(name: String, addr: &ListenAddr, reuseport: bool) -> Result<Listener, BindError> {
     let err = |error| BindError {
         addr: addr.clone(),
         error,
     };
     let (socket, local, unix_path) = match addr {
         ListenAddr::AnyPort(port) => {
-            let (socket, local) = bind_any(*port).map_err(err)?;
+            let (socket, local) = bind_any(*port, reuseport).map_err(err)?;
             (socket, local, None)
         }
         ListenAddr::Tcp(sa) => {
-            let socket = bind_tcp(*sa, true).map_err(err)?;
+            let socket = bind_tcp(*sa, true, reuseport).map_err(err)?;
             let local = local_tcp(&socket).map_err(err)?;
             (socket, ListenAddr::Tcp(local), None)
         }
@@ -150,18 +155,19 @@ pub fn bind(name: String, addr: &ListenAddr) -> Result<Listener, BindError> {
         name,
         requested: addr.clone(),
         local,
+        reuseport: reuseport && unix_path.is_none(),
         socket: socket.into(),
         unix_path,
     })
 }
 
 /// A bare port: dual-stack `[::]`, or `0.0.0.0` on hosts without IPv6.
-fn bind_any(port: u16) -> io::Result<(Socket, ListenAddr)> {
+fn bind_any(port: u16, reuseport: bool) -> io::Result<(Socket, ListenAddr)> {
     let v6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
-    let socket = match bind_tcp(v6, false) {
+    let socket = match bind_tcp(v6, false, reuseport) {
         Ok(socket) => socket,
         Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-            bind_tcp(SocketAddr::from(([0, 0, 0, 0], port)), false)?
+            bind_tcp(SocketAddr::from(([0, 0, 0, 0], port)), false, reuseport)?
         }
         Err(e) => return Err(e),
     };
@@ -169,12 +175,20 @@ fn bind_any(port: u16) -> io::Result<(Socket, ListenAddr)> {
     Ok((socket, ListenAddr::AnyPort(local.port())))
 }
 
-fn bind_tcp(addr: SocketAddr, v6_only: bool) -> io::Result<Socket> {
+fn bind_tcp(addr: SocketAddr, v6_only: bool, reuseport: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(v6_only)?;
     }
+    if reuseport && addr.port() != 0 {
+        // A SO_REUSEPORT bind would quietly join another server's group on this port
+        // (same user): a plain bind first says "in use" as without reuseport. (A server
+        // that binds between the two joins ours; it gets no connections from corral's
+        // steering, but this is not proof against it.)
+        drop(bind_tcp(addr, v6_only, false)?);
+    }
+    socket.set_reuse_port(reuseport)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket)
@@ -222,18 +236,35 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn bind_all_plain(specs: &[ListenSpec]) -> Result<Vec<Listener>, BindError> {
+        bind_all(specs, false)
+    }
+
+    #[test]
+    fn a_reuseport_listener_still_finds_a_port_in_use() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let err = bind_all(&[spec(&addr)], true).unwrap_err();
+        assert_eq!(err.error.kind(), io::ErrorKind::AddrInUse);
+        let first = bind_all(&[spec("127.0.0.1:0")], true).unwrap();
+        assert!(first[0].reuseport);
+        let again = format!("127.0.0.1:{}", first[0].port().unwrap());
+        let err = bind_all(&[spec(&again)], true).unwrap_err();
+        assert_eq!(err.error.kind(), io::ErrorKind::AddrInUse, "not joined to ours");
+    }
+
     #[test]
     fn binds_port_zero_and_reports_the_real_port() {
-        let listeners = bind_all(&[spec("127.0.0.1:0")]).unwrap();
+        let listeners = bind_all_plain(&[spec("127.0.0.1:0")]).unwrap();
         assert_ne!(listeners[0].port(), Some(0));
         assert_eq!(listeners[0].name, "listen0");
     }
 
     #[test]
     fn port_in_use_is_a_clear_error() {
-        let first = bind_all(&[spec("127.0.0.1:0")]).unwrap();
+        let first = bind_all_plain(&[spec("127.0.0.1:0")]).unwrap();
         let taken = format!("127.0.0.1:{}", first[0].port().unwrap());
-        let err = bind_all(&[spec(&taken)]).unwrap_err();
+        let err = bind_all_plain(&[spec(&taken)]).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("cannot listen on {taken}: address already in use (another process listens there; stop it or pick another port)")
@@ -247,8 +278,8 @@ mod tests {
         let path = dir.join("app.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists(), "std leaves the socket file behind");
-        let listeners = bind_all(&[spec(&format!("unix:{}", path.display()))]).unwrap();
-        let err = bind_all(&[spec(&format!("unix:{}", path.display()))]).unwrap_err();
+        let listeners = bind_all_plain(&[spec(&format!("unix:{}", path.display()))]).unwrap();
+        let err = bind_all_plain(&[spec(&format!("unix:{}", path.display()))]).unwrap_err();
         assert_eq!(err.error.kind(), io::ErrorKind::AddrInUse);
         drop(listeners);
         assert!(!path.exists());
@@ -259,7 +290,7 @@ mod tests {
     fn refuses_to_replace_a_regular_file() {
         let path = std::env::temp_dir().join(format!("corral-not-a-socket-{}", std::process::id()));
         std::fs::write(&path, b"data").unwrap();
-        let err = bind_all(&[spec(&format!("unix:{}", path.display()))]).unwrap_err();
+        let err = bind_all_plain(&[spec(&format!("unix:{}", path.display()))]).unwrap_err();
         assert!(err.to_string().contains("not a socket"), "{err}");
         assert!(path.exists());
         std::fs::remove_file(&path).unwrap();

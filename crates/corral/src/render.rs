@@ -201,6 +201,12 @@ pub fn report(r: &Report) -> String {
         } => format!(
             "worker {slot} (pid {pid}) died before taking {connections} handed-over connections; they go to other workers"
         ),
+        Report::QueueTaken { slot, connections } => format!(
+            "{connections} connections waited on worker {slot}'s socket when its last process ended; they go to other workers"
+        ),
+        Report::SteerFailed { error } => format!(
+            "cannot keep new connections off slots without a worker: {error}; the kernel's hash spreads them over every slot, and corral hands what waits on an empty slot to the others"
+        ),
         Report::Message { slot, pid, data } => {
             format!("message from worker {slot} (pid {pid}): {}", clip(&data.to_string()))
         }
@@ -456,6 +462,13 @@ mod tests {
                 slot: 0,
                 pid: 101,
                 connections: 3,
+            },
+            Report::QueueTaken {
+                slot: 1,
+                connections: 4,
+            },
+            Report::SteerFailed {
+                error: "Operation not permitted (os error 1)".into(),
             },
             Report::Message {
                 slot: 0,

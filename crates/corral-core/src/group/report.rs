@@ -136,6 +136,17 @@ pub enum Report {
         pid: Pid,
         connections: usize,
     },
+    /// Reuseport mode: connections waiting on the socket of a slot whose last process
+    /// ended, taken by corral and given to other workers.
+    QueueTaken {
+        slot: usize,
+        connections: usize,
+    },
+    /// Reuseport mode: new connections cannot be kept off slots without a worker (the
+    /// kernel refused the steering program); corral takes those queues instead.
+    SteerFailed {
+        error: String,
+    },
     /// A user message a worker sent on its channel.
     Message {
         slot: usize,

@@ -112,6 +112,9 @@ pub fn env(
     ) {
         vars.push(("CORRAL_NODE_DISPATCH", "1".into()));
     }
+    if balance == Balance::Reuseport {
+        vars.push(("CORRAL_NODE_TAKES", "1".into()));
+    }
     finish(vars, ready)
 }
 

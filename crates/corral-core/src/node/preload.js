@@ -37,6 +37,9 @@
   // Connections handed over by corral (round-robin, least-loaded, sticky) instead of
   // accepted from the shared socket.
   const dispatch = env.CORRAL_NODE_DISPATCH === '1';
+  // Reuseport mode: the worker accepts from its slot's socket, and takes over its
+  // channel what corral finds queued on the socket of a slot with no worker.
+  const takesHanded = dispatch || (env.CORRAL_NODE_TAKES === '1' && direct);
   // Cluster mode: listen(port) on a port corral has no listener for asks corral to bind
   // it, once for every worker (Node's cluster primary does the same).
   const bindOnRequest = env.CORRAL_NODE_BIND === '1' && direct;
@@ -92,7 +95,7 @@
     forgetEnv();
     if (wrapped) openChannel();
     if (process.channel) process.channel.unref(); // the channel never keeps the app alive
-    send({ cmd: 'CORRAL_HELLO', version: 1, dispatch, node: direct, heartbeat_ms: 1000 });
+    send({ cmd: 'CORRAL_HELLO', version: 1, dispatch: takesHanded, node: direct, heartbeat_ms: 1000 });
     startHeartbeats();
   }
 
@@ -262,7 +265,7 @@
   });
 
   const originalListen = net.Server.prototype.listen;
-  const byListener = new Map(); // listener index -> server, in dispatch mode
+  const byListener = new Map(); // listener index -> the server handed connections go to
   net.Server.prototype.listen = function listen(...args) {
     const fds = ownedFds(args).filter(isSocket);
     if (fds.length === 0) {
@@ -272,11 +275,11 @@
     const callback = args.find((a) => typeof a === 'function');
     activate();
     adopt(this);
+    for (const fd of fds) byListener.set(fd - 3, this);
     if (dispatch) {
       // corral accepts and hands connections over: the server must not accept on the
       // shared socket. It listens on a private loopback port nobody is told about (so
       // it is a real, listening server to the app) and reports corral's address.
-      for (const fd of fds) byListener.set(fd - 3, this);
       const ownedAddress = addressOf(fds[0]);
       this.address = () => ownedAddress;
       return originalListen.call(this, { port: 0, host: '127.0.0.1' }, callback);

@@ -2,6 +2,7 @@
 
 pub mod keeper;
 pub mod memory;
+pub mod reuseport;
 pub mod sockets;
 mod spawn;
 
@@ -33,9 +34,23 @@ pub fn signal_group(pgid: Pid, signal: Signal) {
 /// Turns on O_NONBLOCK for `fd`'s open file description (shared by every process that
 /// holds a copy of it).
 pub fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    set_flag(fd, nix::fcntl::OFlag::O_NONBLOCK, true)
+}
+
+/// Turns O_NONBLOCK off again, for a socket a worker is about to inherit as it was bound.
+pub fn set_blocking(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    set_flag(fd, nix::fcntl::OFlag::O_NONBLOCK, false)
+}
+
+fn set_flag(
+    fd: std::os::fd::BorrowedFd<'_>,
+    flag: nix::fcntl::OFlag,
+    on: bool,
+) -> std::io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    let mut flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    flags.set(flag, on);
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
     Ok(())
 }
 

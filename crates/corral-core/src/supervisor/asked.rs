@@ -51,7 +51,7 @@ impl AskedPorts {
             };
         }
         let name = format!("asked{}", self.bound.len());
-        match listen::bind(name, &addr) {
+        match listen::bind(name, &addr, false) {
             Ok(listener) => {
                 let fd = listener.raw_fd();
                 let local = listener.local.to_string();

@@ -3,6 +3,7 @@
 
 mod asked;
 mod inbox;
+mod slots;
 mod workers;
 
 use std::os::fd::RawFd;
@@ -24,6 +25,7 @@ use crate::process::{Pid, SpawnError};
 use crate::spec::AppSpec;
 
 pub use workers::WINDOW;
+use slots::{SlotSocket, SlotSockets};
 use workers::{OsProcesses, Pass, Template};
 
 /// How long after a worker got ready corral looks at which sockets it listens on (an app
@@ -115,7 +117,8 @@ pub async fn run(
     let notify = NotifySocket::bind(runtime_dir)?;
     let (inputs_tx, mut inputs) = mpsc::channel(1024);
     let template = Template::new(spec, program, listeners, notify.path());
-    let procs = OsProcesses::new(template, logs, inputs_tx, spec.balance);
+    let slots = SlotSockets::new(listeners);
+    let procs = OsProcesses::new(template, logs, inputs_tx, spec.balance, slots);
     let config = GroupConfig {
         instances: spec.instances,
         ready: spec.ready,
@@ -130,6 +133,7 @@ pub async fn run(
     group.handle_event(Instant::now(), Event::Start);
     flush(&mut group, &reports, &mut checks);
     let mut watched: Vec<AsyncFd<Watched>> = Vec::new();
+    let mut orphans = Orphans::default();
     let mut memory = tokio::time::interval(MEMORY_SAMPLE_EVERY);
     memory.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sample_memory = spec.health.max_memory.is_some();
@@ -149,6 +153,9 @@ pub async fn run(
             procs.deliver_held();
         }
         let can_accept = procs.wants_accept() && starved.retry_at.is_none();
+        orphans.follow(procs);
+        let take_orphans =
+            !orphans.is_empty() && procs.wants_orphans() && starved.retry_at.is_none();
         let deadline = group.next_deadline().map(tokio::time::Instant::from_std);
         let event = tokio::select! {
             control = controls.recv(), if controls_open => match control {
@@ -199,6 +206,13 @@ pub async fn run(
             }
             () = readable(&watched), if can_accept => {
                 match accept_ready(&watched, group.processes_mut()) {
+                    Some(pass) => starved.hit(pass, &reports),
+                    None => starved.cleared(),
+                }
+                continue;
+            }
+            () = readable(&orphans.watched), if take_orphans => {
+                match orphans.take(group.processes_mut()) {
                     Some(pass) => starved.hit(pass, &reports),
                     None => starved.cleared(),
                 }
@@ -265,7 +279,9 @@ async fn hear_out(
 
 /// Sends the group's reports on, scheduling a socket check for each worker that got ready.
 fn flush(group: &mut Group<OsProcesses>, reports: &Reports, checks: &mut SocketChecks) {
-    for report in group.take_reports() {
+    let mut all = group.take_reports();
+    all.extend(group.processes_mut().take_reports());
+    for report in all {
         if let Report::Ready { slot, pid, .. } = report {
             checks.schedule(pid, slot);
         }
@@ -349,6 +365,57 @@ fn watch(fds: &[RawFd]) -> std::io::Result<Vec<AsyncFd<Watched>>> {
                 .map_err(|e| e.into_parts().1)
         })
         .collect()
+}
+
+/// Reuseport mode: the sockets of slots without a worker, watched while some worker
+/// takes connections over its channel.
+#[derive(Default)]
+struct Orphans {
+    generation: u64,
+    sockets: Vec<SlotSocket>,
+    watched: Vec<AsyncFd<Watched>>,
+}
+
+impl Orphans {
+    /// Watches what `procs` has without a worker now.
+    fn follow(&mut self, procs: &OsProcesses) {
+        let (generation, sockets) = procs.orphans();
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        let fds: Vec<RawFd> = sockets.iter().map(|s| s.fd).collect();
+        // A socket that can't be watched (out of fds) is served by its slot's next worker.
+        self.watched = watch(&fds).unwrap_or_default();
+        self.sockets = if self.watched.len() == fds.len() {
+            sockets
+        } else {
+            Vec::new()
+        };
+    }
+
+    fn is_empty(&self) -> bool {
+        self.watched.is_empty()
+    }
+
+    /// Takes what waits on every ready socket, as [`accept_ready`] does for listeners.
+    fn take(&mut self, procs: &mut OsProcesses) -> Option<Pass> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut starved = None;
+        for (fd, &socket) in self.watched.iter().zip(&self.sockets) {
+            if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready(&mut cx) {
+                match procs.accept_orphan(socket) {
+                    Pass::Emptied => guard.clear_ready(),
+                    Pass::More => guard.retain_ready(),
+                    pass @ Pass::Starved { .. } => {
+                        guard.retain_ready();
+                        starved = Some(pass);
+                    }
+                }
+            }
+        }
+        starved
+    }
 }
 
 /// Resolves once some listener has connections waiting. Readiness stays set until

@@ -25,6 +25,8 @@ use crate::output::{self, LogLine, Stream};
 use crate::process::{Pid, SpawnError};
 use crate::spec::AppSpec;
 
+use super::slots::{SlotSocket, SlotSockets};
+
 /// Connections a worker may have handed over but not yet acked.
 pub const WINDOW: u32 = 32;
 /// Accepted connections the supervisor holds at most while no worker has room; beyond
@@ -201,6 +203,13 @@ pub(super) struct OsProcesses {
     accepting: bool,
     /// Ports workers asked for at run time.
     pub(super) asked: super::asked::AskedPorts,
+    /// Reuseport mode's socket per slot.
+    slots: SlotSockets,
+    slot_of: HashMap<Pid, usize>,
+    /// Connections accepted by corral so far.
+    accepted: u64,
+    /// What the I/O here has to say, for the supervisor loop to send on.
+    reports: Vec<crate::group::Report>,
 }
 
 impl OsProcesses {
@@ -209,6 +218,7 @@ impl OsProcesses {
         logs: mpsc::Sender<LogLine>,
         inputs: mpsc::Sender<(Pid, Input)>,
         balance: Balance,
+        slots: SlotSockets,
     ) -> Self {
         let listeners = template.listen_fds.clone();
         OsProcesses {
@@ -223,7 +233,28 @@ impl OsProcesses {
             held: VecDeque::new(),
             accepting: false,
             asked: Default::default(),
+            slots,
+            slot_of: HashMap::new(),
+            accepted: 0,
+            reports: Vec::new(),
         }
+    }
+
+    /// Reports from the I/O, oldest first.
+    pub(super) fn take_reports(&mut self) -> Vec<crate::group::Report> {
+        std::mem::take(&mut self.reports)
+    }
+
+    /// Reuseport mode: the sockets of slots without a worker, which corral watches and
+    /// takes connections from while some worker takes them over its channel; and a
+    /// number that changes whenever they do.
+    pub(super) fn orphans(&self) -> (u64, Vec<SlotSocket>) {
+        (self.slots.generation(), self.slots.orphans())
+    }
+
+    /// Whether corral should take connections from slots without a worker now.
+    pub(super) fn wants_orphans(&self) -> bool {
+        self.dispatcher.credit_total() > 0 && self.held.len() < MAX_HELD
     }
 
     /// What the next workers run.
@@ -335,7 +366,23 @@ impl OsProcesses {
 
     /// Accepts from listener `i` and hands the connections out while there is credit.
     pub(super) fn accept_from(&mut self, i: usize) -> Pass {
-        let fd = self.listeners[i];
+        self.accept_socket(SlotSocket {
+            fd: self.listeners[i],
+            listener: i as u32,
+        })
+    }
+
+    /// Accepts from the socket of a slot that has no worker and hands the connections out while there is credit.
+    pub(super) fn accept_orphan(&mut self, socket: SlotSocket) -> Pass {
+        // No process holds it now (the slot's next worker gets it blocking again, as
+        // bound): corral's accept must not wait.
+        // SAFETY: slot sockets live as long as `self.slots`.
+        let _ = os::set_nonblocking(unsafe { BorrowedFd::borrow_raw(socket.fd) });
+        self.accept_socket(socket)
+    }
+
+    fn accept_socket(&mut self, socket: SlotSocket) -> Pass {
+        let SlotSocket { fd, listener } = socket;
         let mut batches = Batches::new();
         let mut pass = Pass::More;
         let mut accepted = 0;
@@ -343,7 +390,7 @@ impl OsProcesses {
             && self.held.len() < MAX_HELD
             && self.dispatcher.credit_total() > 0
         {
-            let held = match accept_one(fd, i as u32) {
+            let held = match accept_one(fd, listener) {
                 Accepted::Conn(held) => held,
                 Accepted::Empty => {
                     pass = Pass::Emptied;
@@ -358,6 +405,7 @@ impl OsProcesses {
                 }
             };
             accepted += 1;
+            self.accepted += 1;
             match self.choose(held.client) {
                 Some(pid) => batches.entry((pid, held.listener)).or_default().push(held),
                 None => self.held.push_back(held),
@@ -408,6 +456,31 @@ impl OsProcesses {
             self.held.extend(batch);
             self.held.extend(rest);
             return;
+        }
+    }
+}
+
+impl OsProcesses {
+    /// Takes what waits on the sockets of `slot`, whose last process just ended, for the
+    /// other workers, while they have room. What is left (no worker takes connections
+    /// over its channel, or none has room) is served by the slot's next worker, or taken
+    /// by the supervisor loop as room comes.
+    fn take_queues(&mut self, slot: usize, emptied: Vec<SlotSocket>) {
+        if emptied.is_empty() || self.dispatcher.credit_total() == 0 {
+            return;
+        }
+        let before = self.accepted;
+        for socket in emptied {
+            if super::slots::queued(socket) > 0 {
+                self.accept_orphan(socket);
+            }
+        }
+        let taken = self.accepted - before;
+        if taken > 0 {
+            self.reports.push(crate::group::Report::QueueTaken {
+                slot,
+                connections: taken as usize,
+            });
         }
     }
 }
@@ -507,7 +580,15 @@ fn accept_one(fd: RawFd, listener: u32) -> Accepted {
 impl Processes for OsProcesses {
     fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError> {
         let (theirs, ours) = channel::pair().map_err(SpawnError::Os)?;
-        let child = os::spawn(&self.template.command(slot, theirs.as_raw_fd()))?;
+        let mut command = self.template.command(slot, theirs.as_raw_fd());
+        if self.slots.enabled() {
+            command.listen_fds = self.slots.fds_for(slot).map_err(SpawnError::Os)?;
+            self.slots.spawning(slot);
+        }
+        let child = os::spawn(&command);
+        let child = child?;
+        self.slots.spawned(slot, child.pid);
+        self.slot_of.insert(child.pid, slot);
         os::keeper::watch(child.pid);
         self.worker_ends.insert(child.pid, theirs);
         output::pump(
@@ -537,6 +618,11 @@ impl Processes for OsProcesses {
 
     fn route(&mut self, pid: Pid, slot: usize, routable: bool) {
         self.dispatcher.route(pid, slot, routable);
+        if let Some(e) = self.slots.route(pid, slot, routable) {
+            self.reports.push(crate::group::Report::SteerFailed {
+                error: crate::group::error_chain(&e),
+            });
+        }
     }
 
     fn send_shutdown(&mut self, pid: Pid) -> bool {
@@ -561,6 +647,10 @@ impl Processes for OsProcesses {
         self.channels.remove(&pid);
         self.dispatcher.remove(pid);
         self.node_workers.remove(&pid);
+        if let Some(slot) = self.slot_of.remove(&pid) {
+            let emptied = self.slots.exited(slot, pid);
+            self.take_queues(slot, emptied);
+        }
         let Some(end) = self.worker_ends.remove(&pid) else {
             return 0;
         };

@@ -89,9 +89,16 @@ impl Inner {
     }
 }
 
+type Handed = tokio::sync::Mutex<mpsc::UnboundedReceiver<Connection>>;
+
 enum Source {
-    Dispatched(tokio::sync::Mutex<mpsc::UnboundedReceiver<Connection>>),
-    Shared(Vec<Listener>),
+    Dispatched(Handed),
+    /// Accepts from its own listeners; corral may still hand it connections (those left
+    /// on a reuseport slot whose worker is gone).
+    Shared {
+        listeners: Vec<Listener>,
+        handed: Handed,
+    },
 }
 
 enum Listener {
@@ -141,6 +148,8 @@ impl Worker {
             tokio::spawn(watch_sigterm(inner.clone()));
         }
         let mut source = None;
+        let (conns_tx, conns_rx) = mpsc::unbounded_channel();
+        let mut conns_rx = Some(conns_rx);
         if let Some(fd) = channel {
             let fd = Arc::new(register(fd)?);
             tokio::spawn(write_loop(fd.clone(), out_rx));
@@ -151,7 +160,6 @@ impl Worker {
                 node: false,
             });
             let (welcome_tx, welcome_rx) = oneshot::channel();
-            let (conns_tx, conns_rx) = mpsc::unbounded_channel();
             let reader = Reader {
                 fd,
                 inner: inner.clone(),
@@ -167,7 +175,7 @@ impl Worker {
             if dispatched {
                 // corral accepts for us now; our copies of the listeners only cost fds.
                 drop(std::mem::take(&mut inherited));
-                source = Some(Source::Dispatched(tokio::sync::Mutex::new(conns_rx)));
+                source = conns_rx.take().map(|rx| Source::Dispatched(Handed::new(rx)));
             }
             if let Some(every) = options.heartbeat {
                 tokio::spawn(heartbeat_loop(inner.clone(), every));
@@ -177,12 +185,13 @@ impl Worker {
         let source = match source {
             Some(source) => source,
             None if inherited.is_empty() => return Err(StartError::NoListeners),
-            None => Source::Shared(
-                inherited
+            None => Source::Shared {
+                listeners: inherited
                     .into_iter()
                     .map(|l| into_listener(l.fd))
                     .collect::<io::Result<_>>()?,
-            ),
+                handed: Handed::new(conns_rx.expect("taken only when dispatched")),
+            },
         };
         Ok(Worker {
             inner,
@@ -215,13 +224,16 @@ impl Worker {
     pub async fn accept(&self) -> Option<Connection> {
         match &self.source {
             Source::Dispatched(conns) => conns.lock().await.recv().await,
-            Source::Shared(listeners) => {
+            Source::Shared { listeners, handed } => {
                 let mut shutdown = self.inner.shutdown.subscribe();
                 loop {
                     if *shutdown.borrow_and_update() {
-                        return None;
+                        // The channel reader ends the stream after the last one corral
+                        // handed over before the stop.
+                        return handed.lock().await.recv().await;
                     }
                     tokio::select! {
+                        Some(conn) = async { handed.lock().await.recv().await } => return Some(conn),
                         accepted = accept_any(listeners) => match accepted {
                             Ok(stream) => return Some(Connection::new(stream, &self.inner)),
                             // Out of fds or a connection reset before accept: try again

@@ -1,0 +1,250 @@
+//! Reuseport mode's sockets: one member of each listener's SO_REUSEPORT group per slot,
+//! all owned here for the app's life, the steering of new connections to the slots that
+//! have a ready worker, and the sockets of slots left without a worker, whose queues
+//! corral takes and hands to the other workers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use crate::listen::Listener;
+use crate::os;
+use crate::process::Pid;
+
+/// The backlog of every member, as the first socket's.
+const BACKLOG: i32 = 4096;
+
+/// A socket of a slot, and the listener it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SlotSocket {
+    pub(super) fd: RawFd,
+    pub(super) listener: u32,
+}
+
+/// Why steering could not be set up; connections then follow the kernel's hash, which
+/// also picks slots without a worker (corral takes those queues).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot steer connections away from slots without a worker")]
+pub struct SteerError(#[source] pub io::Error);
+
+/// Every slot's sockets. Listeners that are not the head of a group corral owns (Unix
+/// sockets, sockets systemd passed) are the same socket for every slot, as in shared mode.
+pub(super) struct SlotSockets {
+    /// Per listener: its fd, and whether it heads a reuseport group.
+    listeners: Vec<(RawFd, bool)>,
+    /// `members[s - 1][i]` is slot `s`'s member of listener `i`'s group (slot 0 uses the
+    /// listener itself). Created in slot order, never closed before the app stops: a
+    /// member's index in its group is its slot.
+    members: Vec<Vec<Option<OwnedFd>>>,
+    /// Processes in each slot that ever had one.
+    occupants: BTreeMap<usize, BTreeSet<Pid>>,
+    /// Workers each slot has that accept (ready, not draining).
+    routable: BTreeMap<usize, BTreeSet<Pid>>,
+    /// The live slots the kernel steers to now.
+    steered: Option<Vec<u32>>,
+    /// Bumped whenever the set of sockets without a worker changes.
+    generation: u64,
+}
+
+impl SlotSockets {
+    pub(super) fn new(listeners: &[Listener]) -> Self {
+        SlotSockets {
+            listeners: listeners
+                .iter()
+                .map(|l| (l.raw_fd(), l.reuseport))
+                .collect(),
+            members: Vec::new(),
+            occupants: BTreeMap::new(),
+            routable: BTreeMap::new(),
+            steered: None,
+            generation: 0,
+        }
+    }
+
+    /// Whether any listener has a socket per slot.
+    pub(super) fn enabled(&self) -> bool {
+        self.listeners.iter().any(|&(_, group)| group)
+    }
+
+    /// The fds slot `slot`'s worker listens on, in listener order; binds the members of
+    /// this slot and of every slot below it that has none yet.
+    pub(super) fn fds_for(&mut self, slot: usize) -> io::Result<Vec<RawFd>> {
+        while self.members.len() < slot {
+            let row = self
+                .listeners
+                .iter()
+                .map(|&(fd, group)| {
+                    // SAFETY: the listeners outlive this supervisor's run.
+                    let head = unsafe { BorrowedFd::borrow_raw(fd) };
+                    group
+                        .then(|| os::reuseport::member_of(head, BACKLOG))
+                        .transpose()
+                })
+                .collect::<io::Result<Vec<_>>>()?;
+            self.members.push(row);
+        }
+        Ok((0..self.listeners.len())
+            .map(|i| self.fd(slot, i))
+            .collect())
+    }
+
+    fn fd(&self, slot: usize, listener: usize) -> RawFd {
+        let member = slot
+            .checked_sub(1)
+            .and_then(|s| self.members.get(s)?.get(listener)?.as_ref());
+        member.map_or(self.listeners[listener].0, AsRawFd::as_raw_fd)
+    }
+
+    /// The group sockets of `slot` (not the listeners every slot shares).
+    fn own(&self, slot: usize) -> impl Iterator<Item = SlotSocket> + '_ {
+        self.listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, &(_, group))| group)
+            .map(move |(i, _)| SlotSocket {
+                fd: self.fd(slot, i),
+                listener: i as u32,
+            })
+    }
+
+    /// A process is about to start in `slot`: its sockets are blocking again (as bound,
+    /// what the worker inherits) if corral took their queue while the slot was empty.
+    pub(super) fn spawning(&mut self, slot: usize) {
+        let was_empty = self.is_empty(slot);
+        if was_empty {
+            for socket in self.own(slot).collect::<Vec<_>>() {
+                // SAFETY: slot sockets live as long as `self`.
+                let _ = os::set_blocking(unsafe { BorrowedFd::borrow_raw(socket.fd) });
+            }
+        }
+        self.occupants.entry(slot).or_default();
+        if was_empty {
+            self.generation += 1;
+        }
+    }
+
+    pub(super) fn spawned(&mut self, slot: usize, pid: Pid) {
+        self.occupants.entry(slot).or_default().insert(pid);
+    }
+
+    /// A process of `slot` is gone; returns the slot's sockets when none is left.
+    pub(super) fn exited(&mut self, slot: usize, pid: Pid) -> Vec<SlotSocket> {
+        self.route(pid, slot, false);
+        let Some(pids) = self.occupants.get_mut(&slot) else {
+            return Vec::new();
+        };
+        if !pids.remove(&pid) || !pids.is_empty() {
+            return Vec::new();
+        }
+        self.generation += 1;
+        self.own(slot).collect()
+    }
+
+    fn is_empty(&self, slot: usize) -> bool {
+        self.occupants.get(&slot).is_some_and(BTreeSet::is_empty)
+    }
+
+    /// The sockets of slots that had a worker and have none now.
+    pub(super) fn orphans(&self) -> Vec<SlotSocket> {
+        self.occupants
+            .iter()
+            .filter(|(_, pids)| pids.is_empty())
+            .flat_map(|(&slot, _)| self.own(slot))
+            .collect()
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether `pid` of `slot` accepts; steers new connections to the slots where some
+    /// worker does. Returns the error of the first failed steering only.
+    pub(super) fn route(&mut self, pid: Pid, slot: usize, routable: bool) -> Option<SteerError> {
+        let pids = self.routable.entry(slot).or_default();
+        if routable {
+            pids.insert(pid);
+        } else {
+            pids.remove(&pid);
+        }
+        let live: Vec<u32> = self
+            .routable
+            .iter()
+            .filter(|(_, pids)| !pids.is_empty())
+            .map(|(&slot, _)| slot as u32)
+            .collect();
+        if !self.enabled() || self.steered.as_ref() == Some(&live) {
+            return None;
+        }
+        let first = self.steered.is_none();
+        let result = self
+            .listeners
+            .iter()
+            .filter(|&&(_, group)| group)
+            .try_for_each(|&(fd, _)| {
+                // SAFETY: the listeners outlive this supervisor's run.
+                os::reuseport::steer(unsafe { BorrowedFd::borrow_raw(fd) }, &live)
+            });
+        self.steered = Some(live);
+        result.err().filter(|_| first).map(SteerError)
+    }
+}
+
+/// A member kept open by corral: its accept queue, for the log.
+pub(super) fn queued(socket: SlotSocket) -> u32 {
+    // SAFETY: slot sockets live as long as the supervisor's SlotSockets.
+    let fd = unsafe { BorrowedFd::borrow_raw(socket.fd) };
+    os::reuseport::queued(fd.as_fd()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listen;
+
+    fn listeners() -> Vec<Listener> {
+        listen::bind_all(&["127.0.0.1:0".parse().unwrap()], true).unwrap()
+    }
+
+    #[test]
+    fn every_slot_gets_its_own_socket_and_they_live_on() {
+        let listeners = listeners();
+        let mut slots = SlotSockets::new(&listeners);
+        assert!(slots.enabled());
+        let two = slots.fds_for(2).unwrap();
+        let zero = slots.fds_for(0).unwrap();
+        let one = slots.fds_for(1).unwrap();
+        assert_eq!(zero, vec![listeners[0].raw_fd()]);
+        assert!(one[0] != zero[0] && two[0] != one[0] && two[0] != zero[0]);
+        assert_eq!(slots.fds_for(2).unwrap(), two, "bound once");
+    }
+
+    #[test]
+    fn a_slot_left_without_a_process_is_an_orphan_until_it_gets_one() {
+        let listeners = listeners();
+        let mut slots = SlotSockets::new(&listeners);
+        let fd = slots.fds_for(1).unwrap()[0];
+        slots.spawning(1);
+        slots.spawned(1, 10);
+        slots.spawning(1);
+        slots.spawned(1, 11);
+        assert!(slots.exited(1, 10).is_empty(), "11 still serves slot 1");
+        let before = slots.generation();
+        let orphaned = slots.exited(1, 11);
+        assert_eq!(orphaned, vec![SlotSocket { fd, listener: 0 }]);
+        assert_eq!(slots.orphans(), orphaned);
+        assert!(slots.generation() > before);
+        slots.spawning(1);
+        slots.spawned(1, 12);
+        assert!(slots.orphans().is_empty());
+    }
+
+    #[test]
+    fn unix_listeners_are_shared_by_every_slot() {
+        let path = std::env::temp_dir().join(format!("corral-slots-{}.sock", std::process::id()));
+        let spec = format!("unix:{}", path.display()).parse().unwrap();
+        let listeners = listen::bind_all(&[spec], true).unwrap();
+        let mut slots = SlotSockets::new(&listeners);
+        assert!(!slots.enabled());
+        assert_eq!(slots.fds_for(3).unwrap(), vec![listeners[0].raw_fd()]);
+    }
+}
