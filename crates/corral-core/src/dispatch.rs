@@ -48,7 +48,9 @@ impl Balance {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid balance mode `{0}`: expected shared, reuseport, round-robin, least-loaded or sticky")]
+#[error(
+    "invalid balance mode `{0}`: expected shared, reuseport, round-robin, least-loaded or sticky"
+)]
 pub struct BalanceError(String);
 
 impl FromStr for Balance {

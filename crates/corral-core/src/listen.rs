@@ -250,7 +250,11 @@ mod tests {
         assert!(first[0].reuseport);
         let again = format!("127.0.0.1:{}", first[0].port().unwrap());
         let err = bind_all(&[spec(&again)], true).unwrap_err();
-        assert_eq!(err.error.kind(), io::ErrorKind::AddrInUse, "not joined to ours");
+        assert_eq!(
+            err.error.kind(),
+            io::ErrorKind::AddrInUse,
+            "not joined to ours"
+        );
     }
 
     #[test]

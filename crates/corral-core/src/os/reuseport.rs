@@ -129,7 +129,12 @@ mod tests {
         let first = Socket::new(socket2::Domain::IPV4, Type::STREAM.cloexec(), None).unwrap();
         first.set_reuse_port(true).unwrap();
         first
-            .bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
             .unwrap();
         first.listen(64).unwrap();
         let first: OwnedFd = first.into();

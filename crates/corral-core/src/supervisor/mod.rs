@@ -24,8 +24,8 @@ use crate::output::LogLine;
 use crate::process::{Pid, SpawnError};
 use crate::spec::AppSpec;
 
-pub use workers::WINDOW;
 use slots::{SlotSocket, SlotSockets};
+pub use workers::WINDOW;
 use workers::{OsProcesses, Pass, Template};
 
 /// How long after a worker got ready corral looks at which sockets it listens on (an app

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use crate::listen::Listener;
 use crate::os;
@@ -13,6 +14,10 @@ use crate::process::Pid;
 
 /// The backlog of every member, as the first socket's.
 const BACKLOG: i32 = 4096;
+/// How long a worker leaving the steering may take to empty its socket's queue...
+const SETTLE_MAX: Duration = Duration::from_millis(200);
+/// ... and how long it may take no connection before corral stops waiting.
+const SETTLE_STALL: Duration = Duration::from_millis(20);
 
 /// A socket of a slot, and the listener it serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +134,7 @@ impl SlotSockets {
 
     /// A process of `slot` is gone; returns the slot's sockets when none is left.
     pub(super) fn exited(&mut self, slot: usize, pid: Pid) -> Vec<SlotSocket> {
-        self.route(pid, slot, false);
+        self.steer(pid, slot, false);
         let Some(pids) = self.occupants.get_mut(&slot) else {
             return Vec::new();
         };
@@ -160,6 +165,47 @@ impl SlotSockets {
     /// Whether `pid` of `slot` accepts; steers new connections to the slots where some
     /// worker does. Returns the error of the first failed steering only.
     pub(super) fn route(&mut self, pid: Pid, slot: usize, routable: bool) -> Option<SteerError> {
+        self.steer(pid, slot, routable).1
+    }
+
+    /// A worker of `slot`, still alive, stops accepting: once new connections go
+    /// elsewhere, it gets a moment to take those already queued on its socket before it
+    /// is told to drain. Without it they would wait for the slot's next worker, which a
+    /// scale-down never brings, and a worker without a corral channel can't be handed
+    /// them. (Handshakes in flight at that instant still land there: corral hands them
+    /// to workers with a channel when the last process of the slot is gone.)
+    pub(super) fn unroute(&mut self, pid: Pid, slot: usize) -> Option<SteerError> {
+        let (left, error) = self.steer(pid, slot, false);
+        if left {
+            self.settle(slot);
+        }
+        error
+    }
+
+    /// Waits while the queues of `slot` shrink, at most [`SETTLE_MAX`], giving up after
+    /// [`SETTLE_STALL`] without progress (a hung worker). The kernel has no event for a
+    /// queue that shrank, hence the short sleeps.
+    fn settle(&self, slot: usize) {
+        let start = Instant::now();
+        let queued = || self.own(slot).map(queued).sum::<u32>();
+        let (mut last, mut progress_at) = (queued(), start);
+        while last > 0 {
+            std::thread::sleep(Duration::from_micros(200));
+            let now = Instant::now();
+            let left = queued();
+            if left < last {
+                progress_at = now;
+            }
+            last = left;
+            if now - progress_at > SETTLE_STALL || now - start > SETTLE_MAX {
+                return;
+            }
+        }
+    }
+
+    /// Updates the routable set and the steering; says whether `slot` just stopped
+    /// being steered to while other slots still are.
+    fn steer(&mut self, pid: Pid, slot: usize, routable: bool) -> (bool, Option<SteerError>) {
         let pids = self.routable.entry(slot).or_default();
         if routable {
             pids.insert(pid);
@@ -173,8 +219,15 @@ impl SlotSockets {
             .map(|(&slot, _)| slot as u32)
             .collect();
         if !self.enabled() || self.steered.as_ref() == Some(&live) {
-            return None;
+            return (false, None);
         }
+        let left = !routable
+            && !live.is_empty()
+            && !live.contains(&(slot as u32))
+            && self
+                .steered
+                .as_ref()
+                .is_some_and(|s| s.contains(&(slot as u32)));
         let first = self.steered.is_none();
         let result = self
             .listeners
@@ -185,11 +238,11 @@ impl SlotSockets {
                 os::reuseport::steer(unsafe { BorrowedFd::borrow_raw(fd) }, &live)
             });
         self.steered = Some(live);
-        result.err().filter(|_| first).map(SteerError)
+        (left, result.err().filter(|_| first).map(SteerError))
     }
 }
 
-/// A member kept open by corral: its accept queue, for the log.
+/// Connections waiting in a slot socket's accept queue.
 pub(super) fn queued(socket: SlotSocket) -> u32 {
     // SAFETY: slot sockets live as long as the supervisor's SlotSockets.
     let fd = unsafe { BorrowedFd::borrow_raw(socket.fd) };

@@ -618,7 +618,12 @@ impl Processes for OsProcesses {
 
     fn route(&mut self, pid: Pid, slot: usize, routable: bool) {
         self.dispatcher.route(pid, slot, routable);
-        if let Some(e) = self.slots.route(pid, slot, routable) {
+        let steered = if routable {
+            self.slots.route(pid, slot, true)
+        } else {
+            self.slots.unroute(pid, slot)
+        };
+        if let Some(e) = steered {
             self.reports.push(crate::group::Report::SteerFailed {
                 error: crate::group::error_chain(&e),
             });

@@ -15,6 +15,8 @@
 //! | `FIXTURE_HEARTBEAT_MS=MS` | heartbeat interval (default 1000) |
 //! | `FIXTURE_SLOW_SLOT=SLOT:MS` | the worker in SLOT takes MS for every request |
 //! | `FIXTURE_HANG_SLOT=SLOT` | only the worker in SLOT hangs (with `FIXTURE_HANG_AFTER`) |
+//! | `FIXTURE_QUIT_AFTER=N` | stop accepting after N connections, finish them, exit 3 (a crash that drops none of its own) |
+//! | `FIXTURE_CRASH_SLOT=SLOT` | only the worker in SLOT crashes or quits (with `FIXTURE_CRASH_AFTER`, `FIXTURE_QUIT_AFTER`) |
 //! | `FIXTURE_STATUS=TEXT` | send `STATUS=TEXT` just before READY=1 |
 //! | `FIXTURE_LEAK_KB=KB` | keep KB of touched memory per request |
 //! | `FIXTURE_PRINT_LINES=N` | print N numbered 200-byte lines to stdout at start |
@@ -159,7 +161,10 @@ async fn serve() {
     }
     tokio::spawn(send_ready(worker.clone()));
     tokio::spawn(watchdog());
+    let quit_after = env_num("FIXTURE_QUIT_AFTER").filter(|_| in_slot("FIXTURE_CRASH_SLOT"));
+    let mut accepted = 0;
     while let Some(conn) = worker.accept().await {
+        accepted += 1;
         state.active.fetch_add(1, Ordering::SeqCst);
         let state = state.clone();
         tokio::spawn(async move {
@@ -168,6 +173,9 @@ async fn serve() {
                 state.idle.notify_one();
             }
         });
+        if quit_after.is_some_and(|n| accepted >= n) {
+            break;
+        }
     }
     let _ = drain_tx.send(true);
     eprintln!("fixture pid={pid} draining");
@@ -182,6 +190,10 @@ async fn serve() {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     eprintln!("fixture pid={pid} drained");
+    if quit_after.is_some() {
+        eprintln!("fixture pid={pid} quitting after {accepted} connections as asked");
+        std::process::exit(3);
+    }
 }
 
 /// Writes what a broken or hostile worker might on its channel, from a thread of its own
@@ -409,19 +421,25 @@ async fn respond(path: &str, state: &State) -> (&'static str, String) {
     ("200 OK", format!("{}\n", state.identity))
 }
 
+/// Whether this worker is the one the slot variable `var` names (every worker without it).
+fn in_slot(var: &str) -> bool {
+    std::env::var(var).map_or(true, |slot| {
+        std::env::var("CORRAL_WORKER_ID").is_ok_and(|s| s == slot)
+    })
+}
+
 fn after_request(state: &State) {
     state.worker.request_done();
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
-    if env_num("FIXTURE_CRASH_AFTER").is_some_and(|limit| n as u64 >= limit) {
+    let crashes_here = in_slot("FIXTURE_CRASH_SLOT");
+    if crashes_here && env_num("FIXTURE_CRASH_AFTER").is_some_and(|limit| n as u64 >= limit) {
         eprintln!(
             "fixture pid={} crashing after {n} requests as asked",
             std::process::id()
         );
         std::process::exit(3);
     }
-    let hangs_here = std::env::var("FIXTURE_HANG_SLOT").map_or(true, |slot| {
-        std::env::var("CORRAL_WORKER_ID").is_ok_and(|s| s == slot)
-    });
+    let hangs_here = in_slot("FIXTURE_HANG_SLOT");
     if hangs_here && env_num("FIXTURE_HANG_AFTER").is_some_and(|limit| n as u64 >= limit) {
         eprintln!(
             "fixture pid={} hanging after {n} requests as asked",

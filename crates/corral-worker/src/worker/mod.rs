@@ -175,7 +175,9 @@ impl Worker {
             if dispatched {
                 // corral accepts for us now; our copies of the listeners only cost fds.
                 drop(std::mem::take(&mut inherited));
-                source = conns_rx.take().map(|rx| Source::Dispatched(Handed::new(rx)));
+                source = conns_rx
+                    .take()
+                    .map(|rx| Source::Dispatched(Handed::new(rx)));
             }
             if let Some(every) = options.heartbeat {
                 tokio::spawn(heartbeat_loop(inner.clone(), every));

@@ -38,8 +38,9 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .map_err(Failure::Usage)?;
     // A typo in the command is reported before anything is bound or started.
     supervisor::resolve(&spec).map_err(|e| Failure::Usage(e.into()))?;
-    let listeners = corral_core::activation::bind_or_adopt(&spec.listen, &mut passed, spec.balance.reuseport())
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let listeners =
+        corral_core::activation::bind_or_adopt(&spec.listen, &mut passed, spec.balance.reuseport())
+            .map_err(|e| Failure::Runtime(e.into()))?;
     for unused in &passed {
         errln!(
             "[corral] warning: systemd passed a socket on {} that no --listen names; closing it",

@@ -14,6 +14,7 @@ mod node;
 mod observe;
 mod pm2;
 mod recipes;
+mod reuseport;
 mod run;
 
 /// The corral binary under test.

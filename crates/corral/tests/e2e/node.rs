@@ -167,6 +167,56 @@ fn five_reloads_of_a_node_app_under_load_fail_no_request_in_round_robin_with_kee
 }
 
 #[test]
+fn issue_14_node_in_reuseport_mode_reloads_losing_nothing_with_keep_alive() {
+    reloads_under_load_with(true, "reuseport");
+}
+
+#[test]
+fn issue_14_node_in_reuseport_mode_reloads_losing_nothing_with_connection_close() {
+    reloads_under_load_with(false, "reuseport");
+}
+
+#[test]
+fn issue_14_a_stopped_node_workers_queue_goes_to_the_other_node_worker_in_reuseport_mode() {
+    // The adapter's Node accepts from its own socket and also takes, over Node's IPC,
+    // what corral finds queued on the socket of a slot whose worker is gone.
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let c = run_node(
+        &plain,
+        &[
+            "-i",
+            "2",
+            "--balance",
+            "reuseport",
+            "--heartbeat-timeout",
+            "2s",
+        ],
+        &[],
+    );
+    let pids = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
+    let addr = c.addr();
+    // Half the connections are steered to slot 0, stopped: they wait on its socket.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), Signal::SIGSTOP).unwrap();
+    let waiting: Vec<_> = (0..12)
+        .map(|_| std::thread::spawn(move || get(addr, "/")))
+        .collect();
+    c.wait_report("watchdog_timeout", |r| r["pid"] == pids[0], T);
+    let answers: Vec<_> = waiting.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        answers.iter().all(|a| a.is_ok()),
+        "{answers:?}\n{}",
+        c.output().join("\n")
+    );
+    let taken = c.wait_report("queue_taken", |r| r["slot"] == 0, T);
+    assert!(taken["connections"].as_u64() > Some(0), "{taken}");
+    assert!(answers
+        .iter()
+        .all(|a| a.as_ref().unwrap().pid() != Some(pids[0])));
+}
+
+#[test]
 fn round_robin_hands_node_workers_equal_shares() {
     let Some(plain) = node_example("plain.js") else {
         return;

@@ -21,8 +21,8 @@ pub(super) fn launch(
 ) -> Result<(), Refusal> {
     pm2_env(&mut app.spec, app.id);
     supervisor::resolve(&app.spec).map_err(|e| Refusal::Launch(chain(e)))?;
-    let listeners =
-        listen::bind_all(&app.spec.listen, app.spec.balance.reuseport()).map_err(|e| Refusal::Launch(e.to_string()))?;
+    let listeners = listen::bind_all(&app.spec.listen, app.spec.balance.reuseport())
+        .map_err(|e| Refusal::Launch(e.to_string()))?;
     app.listen = listeners.iter().map(|l| l.local.to_string()).collect();
     let (controls_tx, controls) = mpsc::channel(64);
     let (logs, log_rx) = mpsc::channel(1024);
