@@ -224,6 +224,7 @@ pub async fn run(
             }
             () = sleep_until(checks.next()), if checks.next().is_some() => {
                 // Workers that get connections over their channel need no listener.
+                checks.know(&group.processes_mut().slot_sockets());
                 let accepts_itself = |pid| {
                     group.is_known(pid) && !group.processes_mut().dispatcher.is_dispatched(pid)
                 };
@@ -305,6 +306,15 @@ impl SocketChecks {
                 .collect(),
             addresses: listeners.iter().map(|l| l.local.to_string()).collect(),
             due: Vec::new(),
+        }
+    }
+
+    /// Counts `fds` (reuseport mode's slot sockets) among corral's listeners.
+    fn know(&mut self, fds: &[RawFd]) {
+        for inode in fds.iter().filter_map(|&fd| os::sockets::inode_of(fd)) {
+            if !self.inodes.contains(&inode) {
+                self.inodes.push(inode);
+            }
         }
     }
 

@@ -252,6 +252,11 @@ impl OsProcesses {
         (self.slots.generation(), self.slots.orphans())
     }
 
+    /// Reuseport mode: every slot's own sockets, which are corral's listeners too.
+    pub(super) fn slot_sockets(&self) -> Vec<RawFd> {
+        self.slots.members().collect()
+    }
+
     /// Whether corral should take connections from slots without a worker now.
     pub(super) fn wants_orphans(&self) -> bool {
         self.dispatcher.credit_total() > 0 && self.held.len() < MAX_HELD

@@ -209,5 +209,13 @@ fn issue_14_reuseport_reloads_python_stdlib_losing_nothing() {
             "keep-alive {keep_alive}: {report:?}\n{}",
             c.output().join("\n")
         );
+        // Each worker listens on its slot's socket, which is corral's as much as the
+        // first one: no "serves none of corral's connections" (checked 1s after ready).
+        let wrong: Vec<String> = c
+            .output()
+            .into_iter()
+            .filter(|l| l.contains("listener_unused"))
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:?}");
     }
 }
