@@ -46,7 +46,7 @@ reload_under_load() { # label port reload-command...
   echo "$label: $(errors "$OUT/$label.reload") failed of $(total "$OUT/$label.reload") requests across 5 reloads (keep-alive, wrk -c32)"
 }
 
-echo "== same app, 2 workers (corral shared and round-robin), wrk -t2 -c64 -d${D}s, all on the same 2 cores =="
+echo "== same app, 2 workers (corral shared, round-robin and reuseport), wrk -t2 -c64 -d${D}s, all on the same 2 cores =="
 
 P=$(free_port)
 $CORRAL run --listen "127.0.0.1:$P" -i 2 -- node "$APP" >/dev/null 2>"$OUT/corral.err" &
@@ -65,6 +65,13 @@ reload_under_load corral-round-robin "$P" kill -HUP "$S"
 stop "$S"
 
 P=$(free_port)
+$CORRAL run --listen "127.0.0.1:$P" -i 2 --balance reuseport -- node "$APP" >/dev/null 2>"$OUT/corral-rp.err" &
+S=$!; PIDS+=($S); wait_http "$P"
+throughput corral-reuseport "$P"
+reload_under_load corral-reuseport "$P" kill -HUP "$S"
+stop "$S"
+
+P=$(free_port)
 PORT=$P WORKERS=2 APP=$APP node bench/node/cluster.js >/dev/null & S=$!; PIDS+=($S); wait_http "$P"
 throughput node-cluster "$P"
 W=$(children "$S"); echo "node-cluster: primary $(rss_kib "$S") KiB; workers $(for w in $W; do echo -n "$(rss_kib "$w") "; done)KiB; (no built-in reload)"
@@ -80,5 +87,7 @@ reload_under_load pm2 "$P" $PM2 reload plain
 $PM2 kill >/dev/null
 
 awk -v c="$(rps "$OUT/corral.close")" -v r="$(rps "$OUT/corral-round-robin.close")" -v n="$(rps "$OUT/node-cluster.close")" -v p="$(rps "$OUT/pm2.close")" \
-    -v ck="$(rps "$OUT/corral.ka")" -v nk="$(rps "$OUT/node-cluster.ka")" -v pk="$(rps "$OUT/pm2.ka")" 'BEGIN {
-  printf "ratios close: corral/node-cluster %.2f corral/pm2 %.2f corral-rr/node-cluster %.2f; keep-alive: corral/node-cluster %.2f corral/pm2 %.2f\n", c/n, c/p, r/n, ck/nk, ck/pk }'
+    -v ck="$(rps "$OUT/corral.ka")" -v nk="$(rps "$OUT/node-cluster.ka")" -v pk="$(rps "$OUT/pm2.ka")" \
+    -v u="$(rps "$OUT/corral-reuseport.close")" -v uk="$(rps "$OUT/corral-reuseport.ka")" -v rk="$(rps "$OUT/corral-round-robin.ka")" 'BEGIN {
+  printf "ratios close: corral/node-cluster %.2f corral/pm2 %.2f corral-rr/node-cluster %.2f corral-reuseport/node-cluster %.2f corral-reuseport/corral-shared %.2f\n", c/n, c/p, r/n, u/n, u/c
+  printf "ratios keep-alive: corral/node-cluster %.2f corral/pm2 %.2f corral-rr/node-cluster %.2f corral-reuseport/node-cluster %.2f corral-reuseport/corral-shared %.2f\n", ck/nk, ck/pk, rk/nk, uk/nk, uk/ck }'

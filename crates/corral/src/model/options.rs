@@ -195,6 +195,7 @@ pub struct AppOptions {
     pub watchdog: Option<Duration>,
 
     /// How connections reach workers: `shared` (every worker accepts; the kernel picks),
+    /// `reuseport` (a socket per slot, the kernel spreads connections evenly),
     /// `round-robin`, `least-loaded` or `sticky` (same client IP, same worker), handed
     /// over by corral to workers that use corral-worker. `auto`: round-robin for those,
     /// shared for the rest.
