@@ -20,17 +20,20 @@ CORRAL=target/release/corral
 FIXTURE=target/release/corral-fixture
 scratch
 gcc -O2 -o "$OUT/floor" bench/floor.c
-HZ=$(getconf CLK_TCK)
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU time a process ran, in ns, from the scheduler (/proc/PID/schedstat): exact, where
+# /proc/PID/stat's utime+stime count 10 ms ticks.
+cpu_ns() { awk '{ print $1 }' "/proc/$1/schedstat"; }
 
 measure() { # label pid port: close load, the supervisor's CPU ticks over it
   local T0 T1
-  sleep 0.5
-  T0=$(cpu_ticks "$2")
+  # After the one-off look at each worker's sockets (1 s after ready), which reads
+  # /proc/net/tcp: not a cost per connection.
+  sleep 1.5
+  T0=$(cpu_ns "$2")
   wrk -t2 -c64 -d"${D}s" -H "Connection: close" "http://127.0.0.1:$3/" > "$OUT/$1.wrk"
-  T1=$(cpu_ticks "$2")
-  echo $((T1 - T0)) > "$OUT/$1.ticks"
+  T1=$(cpu_ns "$2")
+  echo $((T1 - T0)) > "$OUT/$1.ns"
   echo "$1: $(rps "$OUT/$1.wrk") req/s, $(errors "$OUT/$1.wrk") errors"
 }
 
@@ -69,7 +72,7 @@ echo "(node-cluster serves Node's hello-world: its req/s is a reference, its pri
 awk -v s="$(rps "$OUT/single.wrk")" -v sh="$(rps "$OUT/shared.wrk")" -v rp="$(rps "$OUT/reuseport.wrk")" -v rr="$(rps "$OUT/round-robin.wrk")" -v n="$(rps "$OUT/node-cluster.wrk")" 'BEGIN {
   printf "ratios: shared/single %.2f  reuseport/shared %.2f  round-robin/shared %.2f  round-robin/node-cluster %.2f\n", sh/s, rp/sh, rr/sh, rr/n }'
 per_conn() { # label: supervisor CPU microseconds per connection
-  awk -v conns="$(total "$OUT/$1.wrk")" -v ticks="$(cat "$OUT/$1.ticks")" -v hz="$HZ" 'BEGIN { printf "%.2f", (conns > 0 ? ticks / hz / conns * 1e6 : 0) }'
+  awk -v conns="$(total "$OUT/$1.wrk")" -v ns="$(cat "$OUT/$1.ns")" 'BEGIN { printf "%.2f", (conns > 0 ? ns / conns / 1000 : 0) }'
 }
 echo "supervisor CPU per handed-off connection: floor $(per_conn floor) us, corral round-robin $(per_conn round-robin) us, node cluster primary $(per_conn node-cluster) us"
 awk -v f="$(per_conn floor)" -v c="$(per_conn round-robin)" -v n="$(per_conn node-cluster)" 'BEGIN {

@@ -122,6 +122,11 @@ impl Dispatcher {
         }
     }
 
+    /// Whether the choice depends on the client's address.
+    pub fn needs_client(&self) -> bool {
+        self.mode == Balance::Sticky
+    }
+
     pub fn window(&self) -> u32 {
         self.window
     }

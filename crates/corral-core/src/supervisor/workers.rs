@@ -395,7 +395,8 @@ impl OsProcesses {
             && self.held.len() < MAX_HELD
             && self.dispatcher.credit_total() > 0
         {
-            let held = match accept_one(fd, listener) {
+            let sticky = self.dispatcher.needs_client();
+            let held = match accept_one(fd, listener, sticky) {
                 Accepted::Conn(held) => held,
                 Accepted::Empty => {
                     pass = Pass::Emptied;
@@ -560,14 +561,15 @@ enum Accepted {
     Starved(nix::errno::Errno),
 }
 
-fn accept_one(fd: RawFd, listener: u32) -> Accepted {
+/// `client`: look up the peer's address (a syscall per connection only sticky needs).
+fn accept_one(fd: RawFd, listener: u32, client: bool) -> Accepted {
     use nix::errno::Errno;
     loop {
         match accept4(fd, SockFlag::SOCK_CLOEXEC) {
             Ok(raw) => {
                 // SAFETY: accept4 returned a new fd that nothing else owns.
                 let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-                let client = peer_ip(&fd);
+                let client = client.then(|| peer_ip(&fd)).flatten();
                 return Accepted::Conn(Held {
                     fd,
                     client,
