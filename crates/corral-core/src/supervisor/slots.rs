@@ -95,7 +95,11 @@ impl SlotSockets {
 
     /// Every member socket bound so far (the listeners themselves not included).
     pub(super) fn members(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.members.iter().flatten().flatten().map(AsRawFd::as_raw_fd)
+        self.members
+            .iter()
+            .flatten()
+            .flatten()
+            .map(AsRawFd::as_raw_fd)
     }
 
     fn fd(&self, slot: usize, listener: usize) -> RawFd {
