@@ -46,6 +46,21 @@ pub fn adapter_for(program: &Path, args: &[OsString]) -> Option<Adapter> {
     }
 }
 
+/// What `--balance auto` means for `command`: an app the Node adapter runs gets
+/// `reuseport`, as fast as shared mode and even across workers where shared is not
+/// (bench/node.sh, bench/balance.sh); any other app keeps `auto` (round-robin for
+/// workers that use corral-worker, shared for the rest, decided at each hello).
+pub fn balance_for(balance: Balance, command: &[OsString]) -> Balance {
+    let runs_node = command
+        .split_first()
+        .is_some_and(|(program, args)| adapter_for(Path::new(program), args).is_some());
+    if balance == Balance::Auto && runs_node {
+        Balance::Reuseport
+    } else {
+        balance
+    }
+}
+
 /// Writes the preload module into `dir` (corral's private runtime directory).
 pub fn write_preload(dir: &Path) -> io::Result<PathBuf> {
     let path = dir.join("corral-node-preload.js");
@@ -156,6 +171,22 @@ mod tests {
             None
         );
         assert_eq!(adapter_for(Path::new("/usr/bin/python3"), &[]), None);
+    }
+
+    #[test]
+    fn auto_is_reuseport_for_node_apps_only() {
+        let cmd = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        let node = cmd(&["node", "app.js"]);
+        assert_eq!(balance_for(Balance::Auto, &node), Balance::Reuseport);
+        assert_eq!(
+            balance_for(Balance::Auto, &cmd(&["npm", "start"])),
+            Balance::Reuseport
+        );
+        assert_eq!(balance_for(Balance::Shared, &node), Balance::Shared);
+        assert_eq!(
+            balance_for(Balance::Auto, &cmd(&["python3", "srv.py"])),
+            Balance::Auto
+        );
     }
 
     #[test]

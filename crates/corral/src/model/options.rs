@@ -197,8 +197,8 @@ pub struct AppOptions {
     /// How connections reach workers: `shared` (every worker accepts; the kernel picks),
     /// `reuseport` (a socket per slot, the kernel spreads connections evenly),
     /// `round-robin`, `least-loaded` or `sticky` (same client IP, same worker), handed
-    /// over by corral to workers that use corral-worker. `auto`: round-robin for those,
-    /// shared for the rest.
+    /// over by corral to workers that use corral-worker. `auto`: reuseport for Node
+    /// apps, round-robin for corral-worker, shared for the rest.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     #[serde(with = "values::text")]
     pub balance: Balance,
@@ -343,6 +343,7 @@ impl AppOptions {
         }
         let instances = instances.resolve(cpus);
         corral_core::spec::check_worker_count(instances, cpus, self.force)?;
+        let balance = corral_core::node::balance_for(self.balance, &command);
         let name = match self.name {
             Some(name) => {
                 check_app_name(&name)?;
@@ -407,7 +408,7 @@ impl AppOptions {
             },
             watchdog: self.watchdog,
             die_with_supervisor: true,
-            balance: self.balance,
+            balance,
             health: HealthPolicy {
                 heartbeat_timeout: self.heartbeat_timeout,
                 lag_warning: self.lag_warning,
