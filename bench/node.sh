@@ -46,10 +46,10 @@ reload_under_load() { # label port reload-command...
   echo "$label: $(errors "$OUT/$label.reload") failed of $(total "$OUT/$label.reload") requests across 5 reloads (keep-alive, wrk -c32)"
 }
 
-echo "== same app, 2 workers (corral shared, round-robin and reuseport), wrk -t2 -c64 -d${D}s, all on the same 2 cores =="
+echo "== same app, 2 workers (corral shared, round-robin and reuseport, the default for Node), wrk -t2 -c64 -d${D}s, all on the same 2 cores =="
 
 P=$(free_port)
-$CORRAL run --listen "127.0.0.1:$P" -i 2 -- node "$APP" >/dev/null 2>"$OUT/corral.err" &
+$CORRAL run --listen "127.0.0.1:$P" -i 2 --balance shared -- node "$APP" >/dev/null 2>"$OUT/corral.err" &
 S=$!; PIDS+=($S); wait_http "$P"
 throughput corral "$P"
 W=$(children "$S"); echo "corral: supervisor $(rss_kib "$S") KiB; workers $(for w in $W; do echo -n "$(rss_kib "$w") "; done)KiB"
