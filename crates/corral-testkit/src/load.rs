@@ -20,6 +20,23 @@ pub struct LoadReport {
     pub by_pid: BTreeMap<i32, usize>,
 }
 
+impl LoadReport {
+    /// Panics unless every worker of `pids` served its even share of the answers, within
+    /// `tolerance` (0.10 = ±10%).
+    pub fn assert_even_shares(&self, pids: &[i32], tolerance: f64) {
+        let share = self.ok as f64 / pids.len() as f64;
+        for pid in pids {
+            let got = self.by_pid.get(pid).copied().unwrap_or(0) as f64;
+            assert!(
+                (got - share).abs() <= share * tolerance,
+                "worker {pid} served {got} of {} (even share {share:.0}): {:?}",
+                self.ok,
+                self.by_pid
+            );
+        }
+    }
+}
+
 /// Client threads that send requests until [`Load::finish`], a time limit or a count limit,
 /// whichever comes first.
 pub struct Load {

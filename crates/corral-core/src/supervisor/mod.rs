@@ -389,11 +389,12 @@ struct Orphans {
 impl Orphans {
     /// Watches what `procs` has without a worker now.
     fn follow(&mut self, procs: &OsProcesses) {
-        let (generation, sockets) = procs.orphans();
+        let generation = procs.orphans_generation();
         if generation == self.generation {
             return;
         }
         self.generation = generation;
+        let sockets = procs.orphans();
         let fds: Vec<RawFd> = sockets.iter().map(|s| s.fd).collect();
         // A socket that can't be watched (out of fds) is served by its slot's next worker.
         self.watched = watch(&fds).unwrap_or_default();
@@ -410,21 +411,7 @@ impl Orphans {
 
     /// Takes what waits on every ready socket, as [`accept_ready`] does for listeners.
     fn take(&mut self, procs: &mut OsProcesses) -> Option<Pass> {
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut starved = None;
-        for (fd, &socket) in self.watched.iter().zip(&self.sockets) {
-            if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready(&mut cx) {
-                match procs.accept_orphan(socket) {
-                    Pass::Emptied => guard.clear_ready(),
-                    Pass::More => guard.retain_ready(),
-                    pass @ Pass::Starved { .. } => {
-                        guard.retain_ready();
-                        starved = Some(pass);
-                    }
-                }
-            }
-        }
-        starved
+        accept_each(&self.watched, |i| procs.accept_orphan(self.sockets[i]))
     }
 }
 
@@ -448,11 +435,20 @@ async fn readable(watched: &[AsyncFd<Watched>]) {
 /// between (tokio then keeps the newer readiness). Returns the error that stopped a
 /// listener with connections still waiting (out of fds), if any.
 fn accept_ready(watched: &[AsyncFd<Watched>], procs: &mut OsProcesses) -> Option<Pass> {
+    accept_each(watched, |i| procs.accept_from(i))
+}
+
+/// Runs `accept` for each ready socket of `watched` (by index), keeping its readiness
+/// until its queue is found empty.
+fn accept_each(
+    watched: &[AsyncFd<Watched>],
+    mut accept: impl FnMut(usize) -> Pass,
+) -> Option<Pass> {
     let mut cx = Context::from_waker(Waker::noop());
     let mut starved = None;
     for (i, fd) in watched.iter().enumerate() {
         if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready(&mut cx) {
-            match procs.accept_from(i) {
+            match accept(i) {
                 Pass::Emptied => guard.clear_ready(),
                 Pass::More => guard.retain_ready(),
                 pass @ Pass::Starved { .. } => {

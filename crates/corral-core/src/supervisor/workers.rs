@@ -246,10 +246,14 @@ impl OsProcesses {
     }
 
     /// Reuseport mode: the sockets of slots without a worker, which corral watches and
-    /// takes connections from while some worker takes them over its channel; and a
-    /// number that changes whenever they do.
-    pub(super) fn orphans(&self) -> (u64, Vec<SlotSocket>) {
-        (self.slots.generation(), self.slots.orphans())
+    /// takes connections from while some worker takes them over its channel.
+    pub(super) fn orphans(&self) -> Vec<SlotSocket> {
+        self.slots.orphans()
+    }
+
+    /// A number that changes whenever [`Self::orphans`] does.
+    pub(super) fn orphans_generation(&self) -> u64 {
+        self.slots.generation()
     }
 
     /// Reuseport mode: every slot's own sockets, which are corral's listeners too.
@@ -377,7 +381,8 @@ impl OsProcesses {
         })
     }
 
-    /// Accepts from the socket of a slot that has no worker and hands the connections out while there is credit.
+    /// Accepts from the socket of a slot that has no worker and hands the connections
+    /// out while there is credit.
     pub(super) fn accept_orphan(&mut self, socket: SlotSocket) -> Pass {
         // No process holds it now (the slot's next worker gets it blocking again, as
         // bound): corral's accept must not wait.

@@ -62,16 +62,7 @@ fn round_robin_gives_each_worker_its_share_of_10k_connections() {
     assert!(load.wait_ok(10_000, Duration::from_secs(60)));
     let report = load.finish();
     assert_eq!(report.failed, 0, "{report:?}");
-    let share = report.ok as f64 / 3.0;
-    for pid in pids {
-        let got = report.by_pid.get(&pid).copied().unwrap_or(0) as f64;
-        assert!(
-            (got - share).abs() <= share * 0.10,
-            "worker {pid} served {got} of {} (fair share {share:.0}): {:?}",
-            report.ok,
-            report.by_pid
-        );
-    }
+    report.assert_even_shares(&pids, 0.10);
 }
 
 /// Share of requests the slow worker (slot 0) served under `mode`.

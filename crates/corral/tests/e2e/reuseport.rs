@@ -57,16 +57,7 @@ fn issue_14_reuseport_spreads_connections_evenly_and_each_worker_accepts_itself(
     assert_eq!(report.failed, 0, "{report:?}");
     // Each connection picks a slot at random: 1000 expected each, a standard
     // deviation of about 27, so ±25% is never noise.
-    let share = report.ok as f64 / 4.0;
-    for pid in pids {
-        let got = report.by_pid.get(&pid).copied().unwrap_or(0) as f64;
-        assert!(
-            (got - share).abs() <= share * 0.25,
-            "worker {pid} served {got} of {}: {:?}",
-            report.ok,
-            report.by_pid
-        );
-    }
+    report.assert_even_shares(&pids, 0.25);
 }
 
 #[test]
