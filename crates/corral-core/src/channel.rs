@@ -110,9 +110,10 @@ impl Channel {
         &mut self,
         port: u16,
         host: Option<&str>,
+        listener: u32,
         fd: RawFd,
     ) -> Result<(), SendError> {
-        self.send_node_handle(&channel::encode_node_bound(port, host), fd)
+        self.send_node_handle(&channel::encode_node_bound(port, host, listener), fd)
     }
 
     /// Every socket that reaches a Node worker over its IPC is made non-blocking first:

@@ -158,11 +158,11 @@ pub fn encode(message: &Message) -> Vec<u8> {
 
 /// The line that hands a listening socket to a Node worker: Node's IPC handle message
 /// (type `net.Native`: the raw handle) wrapping a `CORRAL_BOUND` for `port` and `host`.
-pub fn encode_node_bound(port: u16, host: Option<&str>) -> Vec<u8> {
+pub fn encode_node_bound(port: u16, host: Option<&str>, listener: u32) -> Vec<u8> {
     let value = serde_json::json!({
         "cmd": "NODE_HANDLE",
         "type": "net.Native",
-        "msg": { "cmd": "CORRAL_BOUND", "port": port, "host": host },
+        "msg": { "cmd": "CORRAL_BOUND", "port": port, "host": host, "listener": listener },
     });
     encode_user(&value)
 }

@@ -252,6 +252,8 @@
     if (waiting.length === 0) asking.delete(key);
     if (asking.size === 0 && process.channel) process.channel.unref();
     if (!server) { if (handle && handle.close) handle.close(); return; }
+    // Connections corral hands over for this port (reuseport mode) name it so.
+    if (typeof msg.listener === 'number') byListener.set(msg.listener, server);
     if (msg.error || !handle) {
       // As Node reports a listen error: same message, code, errno, syscall, address, port.
       const e = msg.error || { code: 'EINVAL', errno: -22, message: 'no listener came' };

@@ -7,13 +7,24 @@ use std::os::fd::RawFd;
 
 use corral_proto::channel::BindFailure;
 
+use super::slots::SlotSockets;
 use crate::listen::{self, Listener};
 use crate::spec::ListenAddr;
 
 /// The listeners bound for workers that asked.
 #[derive(Default)]
 pub(super) struct AskedPorts {
-    bound: Vec<(ListenAddr, Listener)>,
+    bound: Vec<AskedPort>,
+    /// Reuseport mode: each asked port is a group with a socket per slot.
+    reuseport: bool,
+    /// How many listeners the app has configured (asked ports are numbered after them).
+    configured: u32,
+}
+
+struct AskedPort {
+    addr: ListenAddr,
+    listener: Listener,
+    slots: SlotSockets,
 }
 
 /// What asking for a port came to.
@@ -21,11 +32,13 @@ pub(super) enum Asked {
     /// Bound now, for the first worker that asked: `local` is where it listens.
     New {
         fd: RawFd,
+        listener: u32,
         local: String,
     },
     /// Bound before, for another worker or an earlier one.
     Known {
         fd: RawFd,
+        listener: u32,
     },
     Failed {
         addr: String,
@@ -44,19 +57,49 @@ pub(super) fn address(port: u16, host: Option<&str>) -> Option<ListenAddr> {
 }
 
 impl AskedPorts {
-    pub(super) fn ask(&mut self, addr: ListenAddr) -> Asked {
-        if let Some((_, listener)) = self.bound.iter().find(|(a, _)| *a == addr) {
-            return Asked::Known {
-                fd: listener.raw_fd(),
+    /// No port asked for yet; `reuseport` gives each asked port a socket per slot, and
+    /// asked ports are numbered after the app's `configured` listeners.
+    pub(super) fn new(reuseport: bool, configured: u32) -> Self {
+        AskedPorts {
+            bound: Vec::new(),
+            reuseport,
+            configured,
+        }
+    }
+
+    /// The socket for the worker of `slot` on `addr`: its slot's own in reuseport mode
+    /// (`now` tells a new group which slots have workers), else the one every worker shares.
+    pub(super) fn ask(&mut self, addr: ListenAddr, slot: usize, now: &SlotSockets) -> Asked {
+        if let Some(i) = self.bound.iter().position(|a| a.addr == addr) {
+            return match self.slot_fd(i, slot) {
+                Ok(fd) => Asked::Known {
+                    fd,
+                    listener: self.configured + i as u32,
+                },
+                Err(error) => failed(&addr, &error),
             };
         }
         let name = format!("asked{}", self.bound.len());
-        match listen::bind(name, &addr, false) {
+        match listen::bind(name, &addr, self.reuseport) {
             Ok(listener) => {
-                let fd = listener.raw_fd();
+                let index = self.configured + self.bound.len() as u32;
                 let local = listener.local.to_string();
-                self.bound.push((addr, listener));
-                Asked::New { fd, local }
+                let mut slots = SlotSockets::joining(&listener, index, now);
+                // Steering that fails leaves the kernel's hash, as for configured ports.
+                let _ = slots.steer_now();
+                self.bound.push(AskedPort {
+                    addr: addr.clone(),
+                    listener,
+                    slots,
+                });
+                match self.slot_fd(self.bound.len() - 1, slot) {
+                    Ok(fd) => Asked::New {
+                        fd,
+                        listener: index,
+                        local,
+                    },
+                    Err(error) => failed(&addr, &error),
+                }
             }
             Err(e) => Asked::Failed {
                 addr: addr.to_string(),
@@ -67,6 +110,32 @@ impl AskedPorts {
                 },
             },
         }
+    }
+
+    fn slot_fd(&mut self, i: usize, slot: usize) -> std::io::Result<RawFd> {
+        let port = &mut self.bound[i];
+        if !port.slots.enabled() {
+            return Ok(port.listener.raw_fd());
+        }
+        Ok(port.slots.fds_for(slot)?[0])
+    }
+
+    /// The slot sockets of every asked port (reuseport mode), to keep in step with the
+    /// configured listeners'.
+    pub(super) fn groups(&mut self) -> impl Iterator<Item = &mut SlotSockets> {
+        self.bound.iter_mut().map(|p| &mut p.slots)
+    }
+}
+
+fn failed(addr: &ListenAddr, error: &std::io::Error) -> Asked {
+    let errno = error.raw_os_error().unwrap_or(0);
+    Asked::Failed {
+        addr: addr.to_string(),
+        failure: BindFailure {
+            code: errno_name(errno).to_owned(),
+            errno: -errno,
+            message: format!("cannot listen on {addr}: {error}"),
+        },
     }
 }
 
@@ -89,16 +158,17 @@ mod tests {
     #[test]
     fn a_port_is_bound_once_and_shared_by_every_asker() {
         let mut asked = AskedPorts::default();
+        let now = SlotSockets::new(&[]);
         let addr = address(0, Some("127.0.0.1")).expect("an IP host");
-        let first = match asked.ask(addr.clone()) {
-            Asked::New { fd, local } => {
+        let first = match asked.ask(addr.clone(), 0, &now) {
+            Asked::New { fd, local, .. } => {
                 assert!(local.starts_with("127.0.0.1:"), "{local}");
                 fd
             }
             _ => panic!("first ask binds"),
         };
-        match asked.ask(addr) {
-            Asked::Known { fd } => assert_eq!(fd, first),
+        match asked.ask(addr, 1, &now) {
+            Asked::Known { fd, .. } => assert_eq!(fd, first),
             _ => panic!("second ask reuses"),
         }
     }
@@ -108,12 +178,35 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let mut asked = AskedPorts::default();
-        match asked.ask(address(port, Some("127.0.0.1")).unwrap()) {
+        match asked.ask(
+            address(port, Some("127.0.0.1")).unwrap(),
+            0,
+            &SlotSockets::new(&[]),
+        ) {
             Asked::Failed { failure, .. } => {
                 assert_eq!(failure.code, "EADDRINUSE");
                 assert_eq!(failure.errno, -libc::EADDRINUSE);
             }
             _ => panic!("the port is taken"),
+        }
+    }
+
+    #[test]
+    fn in_reuseport_mode_each_slot_gets_its_own_socket_of_an_asked_port() {
+        let mut asked = AskedPorts::new(true, 2);
+        let now = SlotSockets::new(&[]);
+        let addr = address(0, Some("127.0.0.1")).expect("an IP host");
+        let (zero, index) = match asked.ask(addr.clone(), 0, &now) {
+            Asked::New { fd, listener, .. } => (fd, listener),
+            _ => panic!("first ask binds"),
+        };
+        assert_eq!(index, 2, "numbered after the configured listeners");
+        match asked.ask(addr, 1, &now) {
+            Asked::Known { fd, listener } => {
+                assert_ne!(fd, zero, "slot 1 has its own socket");
+                assert_eq!(listener, 2);
+            }
+            _ => panic!("second ask finds the port"),
         }
     }
 

@@ -196,16 +196,20 @@ fn bind_for(
             },
         );
     }
-    let fd = match procs.asked.ask(addr) {
-        Asked::New { fd, local } => {
+    let (fd, listener) = match procs.ask_port(addr, slot) {
+        Asked::New {
+            fd,
+            listener,
+            local,
+        } => {
             let _ = reports.send(Report::PortBound {
                 slot,
                 pid,
                 addr: local,
             });
-            fd
+            (fd, listener)
         }
-        Asked::Known { fd } => fd,
+        Asked::Known { fd, listener } => (fd, listener),
         Asked::Failed { addr, failure } => {
             let _ = reports.send(Report::PortRefused {
                 slot,
@@ -217,7 +221,7 @@ fn bind_for(
         }
     };
     if let Some(channel) = procs.channel(pid) {
-        if let Err(e) = channel.send_node_listener(port, host.as_deref(), fd) {
+        if let Err(e) = channel.send_node_listener(port, host.as_deref(), listener, fd) {
             let _ = reports.send(Report::ChannelProblem {
                 slot,
                 pid,

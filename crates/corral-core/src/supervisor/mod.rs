@@ -388,7 +388,7 @@ struct Orphans {
 
 impl Orphans {
     /// Watches what `procs` has without a worker now.
-    fn follow(&mut self, procs: &OsProcesses) {
+    fn follow(&mut self, procs: &mut OsProcesses) {
         let generation = procs.orphans_generation();
         if generation == self.generation {
             return;

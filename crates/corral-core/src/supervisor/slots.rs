@@ -37,6 +37,9 @@ pub struct SteerError(#[source] pub io::Error);
 pub(super) struct SlotSockets {
     /// Per listener: its fd, and whether it heads a reuseport group.
     listeners: Vec<(RawFd, bool)>,
+    /// The index of the first of `listeners` among all the app's listeners (a port
+    /// asked for at run time comes after the configured ones).
+    first: u32,
     /// `members[s - 1][i]` is slot `s`'s member of listener `i`'s group (slot 0 uses the
     /// listener itself). Created in slot order, never closed before the app stops: a
     /// member's index in its group is its slot.
@@ -58,12 +61,24 @@ impl SlotSockets {
                 .iter()
                 .map(|l| (l.raw_fd(), l.reuseport))
                 .collect(),
+            first: 0,
             members: Vec::new(),
             occupants: BTreeMap::new(),
             routable: BTreeMap::new(),
             steered: None,
             generation: 0,
         }
+    }
+
+    /// The sockets of `listener` (the app's listener number `index`), bound while the
+    /// app runs: they start from what `now` knows of the slots' processes and workers,
+    /// and steer accordingly.
+    pub(super) fn joining(listener: &Listener, index: u32, now: &SlotSockets) -> Self {
+        let mut slots = SlotSockets::new(std::slice::from_ref(listener));
+        slots.first = index;
+        slots.occupants = now.occupants.clone();
+        slots.routable = now.routable.clone();
+        slots
     }
 
     /// Whether any listener has a socket per slot.
@@ -93,13 +108,11 @@ impl SlotSockets {
             .collect())
     }
 
-    /// Every member socket bound so far (the listeners themselves not included).
-    pub(super) fn members(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.members
-            .iter()
-            .flatten()
-            .flatten()
-            .map(AsRawFd::as_raw_fd)
+    /// Every socket: the listeners and the members bound so far.
+    pub(super) fn sockets(&self) -> impl Iterator<Item = RawFd> + '_ {
+        let members = self.members.iter().flatten().flatten();
+        let listeners = self.listeners.iter().map(|&(fd, _)| fd);
+        listeners.chain(members.map(AsRawFd::as_raw_fd))
     }
 
     fn fd(&self, slot: usize, listener: usize) -> RawFd {
@@ -117,7 +130,7 @@ impl SlotSockets {
             .filter(|(_, &(_, group))| group)
             .map(move |(i, _)| SlotSocket {
                 fd: self.fd(slot, i),
-                listener: i as u32,
+                listener: self.first + i as u32,
             })
     }
 
@@ -221,6 +234,21 @@ impl SlotSockets {
         } else {
             pids.remove(&pid);
         }
+        let was = self.steered.clone();
+        let error = self.steer_now();
+        let slot = slot as u32;
+        let left = !routable
+            && was.is_some_and(|w| w.contains(&slot))
+            && self
+                .steered
+                .as_ref()
+                .is_some_and(|now| !now.is_empty() && !now.contains(&slot));
+        (left, error)
+    }
+
+    /// Steers to the slots that have a routable worker now, if that changed. Returns
+    /// the error of the first steering only.
+    pub(super) fn steer_now(&mut self) -> Option<SteerError> {
         let live: Vec<u32> = self
             .routable
             .iter()
@@ -228,15 +256,8 @@ impl SlotSockets {
             .map(|(&slot, _)| slot as u32)
             .collect();
         if !self.enabled() || self.steered.as_ref() == Some(&live) {
-            return (false, None);
+            return None;
         }
-        let left = !routable
-            && !live.is_empty()
-            && !live.contains(&(slot as u32))
-            && self
-                .steered
-                .as_ref()
-                .is_some_and(|s| s.contains(&(slot as u32)));
         let first = self.steered.is_none();
         let result = self
             .listeners
@@ -247,7 +268,7 @@ impl SlotSockets {
                 os::reuseport::steer(unsafe { BorrowedFd::borrow_raw(fd) }, &live)
             });
         self.steered = Some(live);
-        (left, result.err().filter(|_| first).map(SteerError))
+        result.err().filter(|_| first).map(SteerError)
     }
 }
 

@@ -221,6 +221,7 @@ impl OsProcesses {
         slots: SlotSockets,
     ) -> Self {
         let listeners = template.listen_fds.clone();
+        let asked = super::asked::AskedPorts::new(balance.reuseport(), listeners.len() as u32);
         OsProcesses {
             template,
             logs,
@@ -232,7 +233,7 @@ impl OsProcesses {
             listeners,
             held: VecDeque::new(),
             accepting: false,
-            asked: Default::default(),
+            asked,
             slots,
             slot_of: HashMap::new(),
             accepted: 0,
@@ -247,18 +248,34 @@ impl OsProcesses {
 
     /// Reuseport mode: the sockets of slots without a worker, which corral watches and
     /// takes connections from while some worker takes them over its channel.
-    pub(super) fn orphans(&self) -> Vec<SlotSocket> {
-        self.slots.orphans()
+    pub(super) fn orphans(&mut self) -> Vec<SlotSocket> {
+        self.groups().flat_map(|g| g.orphans()).collect()
     }
 
     /// A number that changes whenever [`Self::orphans`] does.
-    pub(super) fn orphans_generation(&self) -> u64 {
-        self.slots.generation()
+    pub(super) fn orphans_generation(&mut self) -> u64 {
+        let asked = self.asked.groups().count() as u64;
+        self.groups().map(|g| g.generation()).sum::<u64>() + asked
     }
 
-    /// Reuseport mode: every slot's own sockets, which are corral's listeners too.
-    pub(super) fn slot_sockets(&self) -> Vec<RawFd> {
-        self.slots.members().collect()
+    /// Reuseport mode: every slot's own sockets and the ports asked for, which are
+    /// corral's listeners too.
+    pub(super) fn slot_sockets(&mut self) -> Vec<RawFd> {
+        self.groups().flat_map(|g| g.sockets()).collect()
+    }
+
+    /// The configured listeners' slot sockets, then each asked port's.
+    fn groups(&mut self) -> impl Iterator<Item = &mut SlotSockets> {
+        std::iter::once(&mut self.slots).chain(self.asked.groups())
+    }
+
+    /// The socket of `addr` for the worker of `slot`, bound on the first ask.
+    pub(super) fn ask_port(
+        &mut self,
+        addr: crate::spec::ListenAddr,
+        slot: usize,
+    ) -> super::asked::Asked {
+        self.asked.ask(addr, slot, &self.slots)
     }
 
     /// Whether corral should take connections from slots without a worker now.
@@ -595,11 +612,10 @@ impl Processes for OsProcesses {
         let mut command = self.template.command(slot, theirs.as_raw_fd());
         if self.slots.enabled() {
             command.listen_fds = self.slots.fds_for(slot).map_err(SpawnError::Os)?;
-            self.slots.spawning(slot);
         }
-        let child = os::spawn(&command);
-        let child = child?;
-        self.slots.spawned(slot, child.pid);
+        self.groups().for_each(|g| g.spawning(slot));
+        let child = os::spawn(&command)?;
+        self.groups().for_each(|g| g.spawned(slot, child.pid));
         self.slot_of.insert(child.pid, slot);
         os::keeper::watch(child.pid);
         self.worker_ends.insert(child.pid, theirs);
@@ -630,14 +646,19 @@ impl Processes for OsProcesses {
 
     fn route(&mut self, pid: Pid, slot: usize, routable: bool) {
         self.dispatcher.route(pid, slot, routable);
-        let steered = if routable {
-            self.slots.route(pid, slot, true)
-        } else {
-            self.slots.unroute(pid, slot)
-        };
-        if let Some(e) = steered {
+        let failed: Vec<_> = self
+            .groups()
+            .filter_map(|g| {
+                if routable {
+                    g.route(pid, slot, true)
+                } else {
+                    g.unroute(pid, slot)
+                }
+            })
+            .collect();
+        if let Some(e) = failed.first() {
             self.reports.push(crate::group::Report::SteerFailed {
-                error: crate::group::error_chain(&e),
+                error: crate::group::error_chain(e),
             });
         }
     }
@@ -665,7 +686,8 @@ impl Processes for OsProcesses {
         self.dispatcher.remove(pid);
         self.node_workers.remove(&pid);
         if let Some(slot) = self.slot_of.remove(&pid) {
-            let emptied = self.slots.exited(slot, pid);
+            let emptied: Vec<SlotSocket> =
+                self.groups().flat_map(|g| g.exited(slot, pid)).collect();
             self.take_queues(slot, emptied);
         }
         let Some(end) = self.worker_ends.remove(&pid) else {

@@ -217,6 +217,53 @@ fn issue_14_a_stopped_node_workers_queue_goes_to_the_other_node_worker_in_reusep
 }
 
 #[test]
+fn issue_14_a_port_node_asks_for_gets_a_socket_per_slot_and_loses_no_queued_connection() {
+    // No --listen: plain.js's listen(PORT) asks corral for the port (cluster mode), and
+    // in reuseport mode (Node's default) each worker gets its own slot's socket of it.
+    // A stopped worker's queue can only be handed over if the sockets are per slot: a
+    // shared one would simply be drained by the other worker.
+    let Some(plain) = node_example("plain.js") else {
+        return;
+    };
+    let port = corral_testkit::free_port();
+    let port_env = port.to_string();
+    let c = Corral::start(
+        CORRAL,
+        &[
+            "run",
+            "-i",
+            "2",
+            "--heartbeat-timeout",
+            "2s",
+            "--",
+            "node",
+            &plain,
+        ],
+        &[("PORT", &port_env)],
+    );
+    let pids = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let load = Load::start(addr, 4, false, Duration::from_secs(60));
+    assert!(load.wait_ok(1_000, T));
+    let report = load.finish();
+    assert_eq!(report.failed, 0, "{report:?}");
+    report.assert_even_shares(&pids, 0.25);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), Signal::SIGSTOP).unwrap();
+    let waiting: Vec<_> = (0..12)
+        .map(|_| std::thread::spawn(move || get(addr, "/")))
+        .collect();
+    c.wait_report("watchdog_timeout", |r| r["pid"] == pids[0], T);
+    let answers: Vec<_> = waiting.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        answers.iter().all(|a| a.is_ok()),
+        "{answers:?}\n{}",
+        c.output().join("\n")
+    );
+    let taken = c.wait_report("queue_taken", |r| r["slot"] == 0, T);
+    assert!(taken["connections"].as_u64() > Some(0), "{taken}");
+}
+
+#[test]
 fn round_robin_hands_node_workers_equal_shares() {
     let Some(plain) = node_example("plain.js") else {
         return;
