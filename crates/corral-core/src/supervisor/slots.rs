@@ -123,11 +123,14 @@ impl SlotSockets {
     }
 
     /// The group sockets of `slot` (not the listeners every slot shares).
+    /// Only sockets bound so far: a slot whose worker never asked for a port has none
+    /// of that port's group (never the group's first socket, which is slot 0's).
     fn own(&self, slot: usize) -> impl Iterator<Item = SlotSocket> + '_ {
+        let bound = slot == 0 || self.members.len() >= slot;
         self.listeners
             .iter()
             .enumerate()
-            .filter(|(_, &(_, group))| group)
+            .filter(move |(_, &(_, group))| group && bound)
             .map(move |(i, _)| SlotSocket {
                 fd: self.fd(slot, i),
                 listener: self.first + i as u32,
@@ -318,6 +321,18 @@ mod tests {
         assert!(slots.generation() > before);
         slots.spawning(1);
         slots.spawned(1, 12);
+        assert!(slots.orphans().is_empty());
+    }
+
+    #[test]
+    fn a_slot_without_a_member_has_no_sockets_to_take_from() {
+        // An asked port's group has members only up to the highest slot that asked.
+        let listeners = listeners();
+        let mut slots = SlotSockets::new(&listeners);
+        slots.fds_for(1).unwrap();
+        slots.spawning(3);
+        slots.spawned(3, 30);
+        assert!(slots.exited(3, 30).is_empty(), "not slot 0's socket");
         assert!(slots.orphans().is_empty());
     }
 
