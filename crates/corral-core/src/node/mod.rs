@@ -46,15 +46,18 @@ pub fn adapter_for(program: &Path, args: &[OsString]) -> Option<Adapter> {
     }
 }
 
-/// What `--balance auto` means for `command`: an app the Node adapter runs gets
-/// `reuseport`, as fast as shared mode and even across workers where shared is not
-/// (bench/node.sh, bench/balance.sh); any other app keeps `auto` (round-robin for
-/// workers that use corral-worker, shared for the rest, decided at each hello).
-pub fn balance_for(balance: Balance, command: &[OsString]) -> Balance {
+/// What `--balance auto` means for `command` run as `workers` workers on `cpus` CPUs:
+/// an app the Node adapter runs gets `reuseport` while it has a CPU per worker, where
+/// it is as fast as shared mode and even across workers (bench/node.sh); with more
+/// workers than CPUs it keeps shared mode, faster there if uneven (bench/balance.sh:
+/// reuseport 0.72-0.88x shared at 8 workers on 2 CPUs). Any other app keeps `auto`
+/// (round-robin for workers that use corral-worker, shared for the rest, decided at
+/// each hello).
+pub fn balance_for(balance: Balance, command: &[OsString], workers: usize, cpus: usize) -> Balance {
     let runs_node = command
         .split_first()
         .is_some_and(|(program, args)| adapter_for(Path::new(program), args).is_some());
-    if balance == Balance::Auto && runs_node {
+    if balance == Balance::Auto && runs_node && workers <= cpus.max(1) {
         Balance::Reuseport
     } else {
         balance
@@ -177,14 +180,23 @@ mod tests {
     fn auto_is_reuseport_for_node_apps_only() {
         let cmd = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
         let node = cmd(&["node", "app.js"]);
-        assert_eq!(balance_for(Balance::Auto, &node), Balance::Reuseport);
+        assert_eq!(balance_for(Balance::Auto, &node, 2, 2), Balance::Reuseport);
         assert_eq!(
-            balance_for(Balance::Auto, &cmd(&["npm", "start"])),
+            balance_for(Balance::Auto, &cmd(&["npm", "start"]), 1, 2),
             Balance::Reuseport
         );
-        assert_eq!(balance_for(Balance::Shared, &node), Balance::Shared);
         assert_eq!(
-            balance_for(Balance::Auto, &cmd(&["python3", "srv.py"])),
+            balance_for(Balance::Auto, &node, 8, 2),
+            Balance::Auto,
+            "more workers than CPUs: shared is faster"
+        );
+        assert_eq!(balance_for(Balance::Shared, &node, 2, 2), Balance::Shared);
+        assert_eq!(
+            balance_for(Balance::Reuseport, &node, 8, 2),
+            Balance::Reuseport
+        );
+        assert_eq!(
+            balance_for(Balance::Auto, &cmd(&["python3", "srv.py"]), 2, 2),
             Balance::Auto
         );
     }

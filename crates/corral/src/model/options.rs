@@ -198,7 +198,8 @@ pub struct AppOptions {
     /// `reuseport` (a socket per slot, the kernel spreads connections evenly),
     /// `round-robin`, `least-loaded` or `sticky` (same client IP, same worker), handed
     /// over by corral to workers that use corral-worker. `auto`: reuseport for Node
-    /// apps, round-robin for corral-worker, shared for the rest.
+    /// apps with no more workers than CPUs, round-robin for corral-worker, shared for
+    /// the rest.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     #[serde(with = "values::text")]
     pub balance: Balance,
@@ -343,7 +344,7 @@ impl AppOptions {
         }
         let instances = instances.resolve(cpus);
         corral_core::spec::check_worker_count(instances, cpus, self.force)?;
-        let balance = corral_core::node::balance_for(self.balance, &command);
+        let balance = corral_core::node::balance_for(self.balance, &command, instances, cpus);
         let name = match self.name {
             Some(name) => {
                 check_app_name(&name)?;

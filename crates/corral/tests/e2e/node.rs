@@ -242,6 +242,9 @@ fn issue_14_a_port_node_asks_for_gets_a_socket_per_slot_and_loses_no_queued_conn
             "run",
             "-i",
             "2",
+            // Node's default where it has a CPU per worker; said here for 1-CPU hosts.
+            "--balance",
+            "reuseport",
             "--heartbeat-timeout",
             "2s",
             "--",
