@@ -79,8 +79,8 @@ impl<P: Processes> Group<P> {
             // listener would take connections nobody serves.
             _ => self.kill_group(pid),
         }
-        let recovered = self.procs.reaped(pid);
         let slot = worker.slot;
+        let recovered = self.procs.reaped(pid, slot);
         let uptime = self.now.saturating_duration_since(worker.started);
         let role = self.role(pid, slot);
         self.report(Report::Exited {

@@ -38,9 +38,10 @@ pub trait Processes {
     fn route(&mut self, pid: Pid, slot: usize, routable: bool);
     /// Asks a worker to drain over its channel; false when it has none.
     fn send_shutdown(&mut self, pid: Pid) -> bool;
-    /// The worker has exited and been reaped: release what belongs to it. Returns how
-    /// many connections handed to it but never taken were recovered for other workers.
-    fn reaped(&mut self, pid: Pid) -> usize;
+    /// The worker of `slot` has exited and been reaped: release what belongs to it.
+    /// Returns how many connections handed to it but never taken were recovered for
+    /// other workers.
+    fn reaped(&mut self, pid: Pid, slot: usize) -> usize;
     /// Whether any process is left in group `pgid`.
     fn group_alive(&mut self, pgid: Pid) -> bool;
     /// Group `pgid` was killed whole: nothing of it remains to watch over.

@@ -50,7 +50,7 @@ impl Processes for Fake {
         true
     }
 
-    fn reaped(&mut self, pid: Pid) -> usize {
+    fn reaped(&mut self, pid: Pid, _slot: usize) -> usize {
         self.reaped.push(pid);
         0
     }

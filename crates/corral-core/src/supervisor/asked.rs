@@ -76,7 +76,7 @@ impl AskedPorts {
                     fd,
                     listener: self.configured + i as u32,
                 },
-                Err(error) => failed(&addr, &error),
+                Err(error) => failed(&addr, error),
             };
         }
         let name = format!("asked{}", self.bound.len());
@@ -98,17 +98,10 @@ impl AskedPorts {
                         listener: index,
                         local,
                     },
-                    Err(error) => failed(&addr, &error),
+                    Err(error) => failed(&addr, error),
                 }
             }
-            Err(e) => Asked::Failed {
-                addr: addr.to_string(),
-                failure: BindFailure {
-                    code: errno_name(e.error.raw_os_error().unwrap_or(0)).to_owned(),
-                    errno: -e.error.raw_os_error().unwrap_or(0),
-                    message: e.to_string(),
-                },
-            },
+            Err(e) => failed(&addr, e.error),
         }
     }
 
@@ -127,14 +120,20 @@ impl AskedPorts {
     }
 }
 
-fn failed(addr: &ListenAddr, error: &std::io::Error) -> Asked {
+/// A bind of `addr` (the group's first socket, or a slot's) that failed with `error`,
+/// worded as every bind error is.
+fn failed(addr: &ListenAddr, error: std::io::Error) -> Asked {
     let errno = error.raw_os_error().unwrap_or(0);
+    let error = listen::BindError {
+        addr: addr.clone(),
+        error,
+    };
     Asked::Failed {
         addr: addr.to_string(),
         failure: BindFailure {
             code: errno_name(errno).to_owned(),
             errno: -errno,
-            message: format!("cannot listen on {addr}: {error}"),
+            message: error.to_string(),
         },
     }
 }

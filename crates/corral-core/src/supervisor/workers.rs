@@ -205,7 +205,6 @@ pub(super) struct OsProcesses {
     pub(super) asked: super::asked::AskedPorts,
     /// Reuseport mode's socket per slot.
     slots: SlotSockets,
-    slot_of: HashMap<Pid, usize>,
     /// Connections accepted by corral so far.
     accepted: u64,
     /// What the I/O here has to say, for the supervisor loop to send on.
@@ -235,7 +234,6 @@ impl OsProcesses {
             accepting: false,
             asked,
             slots,
-            slot_of: HashMap::new(),
             accepted: 0,
             reports: Vec::new(),
         }
@@ -616,7 +614,6 @@ impl Processes for OsProcesses {
         self.groups().for_each(|g| g.spawning(slot));
         let child = os::spawn(&command)?;
         self.groups().for_each(|g| g.spawned(slot, child.pid));
-        self.slot_of.insert(child.pid, slot);
         os::keeper::watch(child.pid);
         self.worker_ends.insert(child.pid, theirs);
         output::pump(
@@ -681,15 +678,12 @@ impl Processes for OsProcesses {
         os::keeper::forget(pgid);
     }
 
-    fn reaped(&mut self, pid: Pid) -> usize {
+    fn reaped(&mut self, pid: Pid, slot: usize) -> usize {
         self.channels.remove(&pid);
         self.dispatcher.remove(pid);
         self.node_workers.remove(&pid);
-        if let Some(slot) = self.slot_of.remove(&pid) {
-            let emptied: Vec<SlotSocket> =
-                self.groups().flat_map(|g| g.exited(slot, pid)).collect();
-            self.take_queues(slot, emptied);
-        }
+        let emptied: Vec<SlotSocket> = self.groups().flat_map(|g| g.exited(slot, pid)).collect();
+        self.take_queues(slot, emptied);
         let Some(end) = self.worker_ends.remove(&pid) else {
             return 0;
         };
