@@ -2,7 +2,7 @@
 //! bytes into frames (with size and rate limits), and non-blocking sends, fds included.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use corral_proto::channel::{self, DecodeError, Frame, Lines, Message};
@@ -55,6 +55,18 @@ pub struct Channel {
     tx: OwnedWriteHalf,
     /// The unsent tail of a line (and whole lines after it), waiting for the worker to read.
     backlog: Vec<u8>,
+    /// Stops the reader, for a hand-over (`crate::handover`).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stopped: Option<tokio::sync::oneshot::Receiver<Vec<u8>>>,
+}
+
+/// A channel as it crosses `exec`: the supervisor's end, the unfinished line read from
+/// it, and what was not sent yet.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ChannelState {
+    pub fd: crate::handover::Fd,
+    pub unread: Vec<u8>,
+    pub backlog: Vec<u8>,
 }
 
 /// Why a message was not sent.
@@ -69,13 +81,58 @@ pub enum SendError {
 impl Channel {
     /// Wraps the supervisor's end and spawns its reader, which sends `(pid, input)` to `sink`.
     pub fn start(ours: OwnedFd, pid: Pid, sink: mpsc::Sender<(Pid, Input)>) -> io::Result<Channel> {
-        let std = std::os::unix::net::UnixStream::from(ours);
+        Channel::resume(
+            ChannelState {
+                fd: crate::handover::Fd(ours),
+                unread: Vec::new(),
+                backlog: Vec::new(),
+            },
+            pid,
+            sink,
+        )
+    }
+
+    /// Continues a channel another supervisor handed over.
+    pub fn resume(
+        state: ChannelState,
+        pid: Pid,
+        sink: mpsc::Sender<(Pid, Input)>,
+    ) -> io::Result<Channel> {
+        let std = std::os::unix::net::UnixStream::from(state.fd.0);
         std.set_nonblocking(true)?;
         let (rx, tx) = UnixStream::from_std(std)?.into_split();
-        tokio::spawn(read_loop(rx, pid, sink));
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let (stopped_tx, stopped) = tokio::sync::oneshot::channel();
+        let mut lines = Lines::new();
+        lines.push(&state.unread);
+        tokio::spawn(read_loop(rx, pid, sink, lines, (stop_rx, stopped_tx)));
         Ok(Channel {
             tx,
-            backlog: Vec::new(),
+            backlog: state.backlog,
+            stop: Some(stop),
+            stopped: Some(stopped),
+        })
+    }
+
+    /// Asks the reader to stop after what it has read is passed on; the receiver gets
+    /// the unfinished line it held once it has stopped (an error: it had ended already).
+    pub fn stop_reading(&mut self) -> Option<tokio::sync::oneshot::Receiver<Vec<u8>>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.stopped.take()
+    }
+
+    /// After the reader stopped: the channel's state, with the `unread` line it gave back.
+    pub fn into_state(self, unread: Vec<u8>) -> io::Result<ChannelState> {
+        let fd = crate::handover::Fd::dup(self.tx.as_ref().as_fd())?;
+        // Dropping a write half shuts the socket's write direction down, which the
+        // worker would read as the end of its channel (and drain).
+        self.tx.forget();
+        Ok(ChannelState {
+            fd,
+            unread,
+            backlog: self.backlog,
         })
     }
 
@@ -233,12 +290,38 @@ impl Rate {
     }
 }
 
-async fn read_loop(rx: OwnedReadHalf, pid: Pid, sink: mpsc::Sender<(Pid, Input)>) {
-    let mut lines = Lines::new();
+/// Until asked to stop: `stop.0` fires, and the unfinished line goes back on `stop.1`.
+type Stop = (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<Vec<u8>>,
+);
+
+async fn read_loop(
+    rx: OwnedReadHalf,
+    pid: Pid,
+    sink: mpsc::Sender<(Pid, Input)>,
+    mut lines: Lines,
+    stop: Stop,
+) {
+    let (mut stop_rx, stopped) = stop;
+    let mut stop_armed = true;
     let mut rate = Rate::new();
     // Decode errors are reported like floods: a burst, then counted.
     let mut bad = Rate::new();
-    while let Some(batch) = read_lines(&rx, &mut lines).await {
+    loop {
+        let batch = tokio::select! {
+            biased;
+            asked = &mut stop_rx, if stop_armed => {
+                if asked.is_ok() {
+                    let _ = stopped.send(lines.unfinished().to_vec());
+                    return;
+                }
+                stop_armed = false; // the channel is gone: nobody will ask
+                continue;
+            }
+            batch = read_lines(&rx, &mut lines) => batch,
+        };
+        let Some(batch) = batch else { break };
         let now = Instant::now();
         // Acks are running totals: only the newest of a read matters, and it is never
         // dropped, or credit could stay lost while the worker waits for connections.

@@ -350,14 +350,21 @@ async fn primary(
         logs,
         reap_all: true,
     };
-    let outcome =
-        supervisor::run(&spec, &listeners, &crate::signals::runtime_dir(), channels).await;
+    let outcome = supervisor::run(
+        &spec,
+        &listeners,
+        &crate::signals::runtime_dir(),
+        channels,
+        None,
+    )
+    .await;
     signals.abort();
     let _ = events.await;
     drop(handler); // detached: a handler stuck on a stalled stdout must not hold up the exit
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printed).await;
     match outcome? {
-        Outcome::Stopped => Ok(()),
+        // The embedded cluster never asks for a hand-over.
+        Outcome::Stopped | Outcome::HandedOver => Ok(()),
         Outcome::Failed => Err(ClusterError::Failed),
     }
 }

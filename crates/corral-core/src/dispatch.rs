@@ -11,7 +11,7 @@ use std::str::FromStr;
 use crate::process::Pid;
 
 /// How connections reach workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Balance {
     /// Round-robin for workers that speak the corral channel, shared for the rest.
     #[default]
@@ -82,7 +82,7 @@ impl fmt::Display for Balance {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Target {
     slot: usize,
     /// Said hello with dispatch support, and gets connections over its channel.
@@ -103,7 +103,7 @@ impl Target {
 }
 
 /// Credit windows and the choice of worker.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Dispatcher {
     mode: Balance,
     window: u32,
@@ -120,6 +120,11 @@ impl Dispatcher {
             targets: BTreeMap::new(),
             next_slot: 0,
         }
+    }
+
+    /// How it balances.
+    pub fn mode(&self) -> Balance {
+        self.mode
     }
 
     /// Whether the choice depends on the client's address.

@@ -9,6 +9,7 @@ pub mod channel;
 pub mod cluster;
 pub mod dispatch;
 pub mod group;
+pub mod handover;
 pub mod listen;
 pub mod node;
 pub mod notify;

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
@@ -102,6 +102,45 @@ impl Listener {
             ListenAddr::AnyPort(port) => Some(*port),
             ListenAddr::Tcp(addr) => Some(addr.port()),
             ListenAddr::Unix(_) => None,
+        }
+    }
+}
+
+/// A listener as it crosses `exec` (`crate::handover`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ListenerState {
+    name: String,
+    requested: ListenAddr,
+    local: ListenAddr,
+    reuseport: bool,
+    unix_path: Option<PathBuf>,
+    fd: crate::handover::Fd,
+}
+
+impl Listener {
+    /// What the next binary needs to go on listening with this very socket. The Unix
+    /// socket's path stays: the new owner removes it when the app stops.
+    pub fn hand_over(mut self) -> io::Result<ListenerState> {
+        let fd = crate::handover::Fd::dup(self.socket.as_fd())?;
+        Ok(ListenerState {
+            name: self.name.clone(),
+            requested: self.requested.clone(),
+            local: self.local.clone(),
+            reuseport: self.reuseport,
+            unix_path: self.unix_path.take(),
+            fd,
+        })
+    }
+
+    /// The listener a [`Listener::hand_over`] described.
+    pub fn resume(state: ListenerState) -> Listener {
+        Listener {
+            name: state.name,
+            requested: state.requested,
+            local: state.local,
+            reuseport: state.reuseport,
+            socket: state.fd.0,
+            unix_path: state.unix_path,
         }
     }
 }

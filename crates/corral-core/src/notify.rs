@@ -105,8 +105,42 @@ fn recv_with_pid(socket: &UnixDatagram, buf: &mut [u8]) -> io::Result<Option<(Pi
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
-        // The directory is this socket's alone (the Node preload lives there too).
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The directory is this socket's alone (the Node preload lives there too); a
+        // socket handed over leaves it to its new owner.
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The notify socket as it crosses `exec` (`crate::handover`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct NotifyState {
+    fd: crate::handover::Fd,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// The socket, for the binary that takes over; its directory stays.
+    pub fn hand_over(mut self) -> io::Result<NotifyState> {
+        let fd = crate::handover::Fd::dup(self.socket.as_fd())?;
+        Ok(NotifyState {
+            fd,
+            dir: std::mem::take(&mut self.dir),
+            path: self.path.clone(),
+        })
+    }
+
+    /// The socket a [`NotifySocket::hand_over`] described.
+    pub fn resume(state: NotifyState) -> io::Result<NotifySocket> {
+        let std = std::os::unix::net::UnixDatagram::from(state.fd.0);
+        std.set_nonblocking(true)?;
+        Ok(NotifySocket {
+            socket: UnixDatagram::from_std(std)?,
+            dir: state.dir,
+            path: state.path,
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use crate::process::Pid;
 /// can't make the supervisor buffer without bound.
 pub const MAX_LINE: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Stream {
     Stdout,
     Stderr,
@@ -25,26 +25,65 @@ pub struct LogLine {
     pub text: Vec<u8>,
 }
 
+/// A running [`pump`], which can be stopped to hand its pipe over (`crate::handover`).
+pub struct Pump {
+    stop: tokio::sync::oneshot::Sender<()>,
+    stopped: tokio::sync::oneshot::Receiver<(OwnedFd, Vec<u8>)>,
+}
+
+impl Pump {
+    /// Stops reading after the lines already read are passed on; resolves to the pipe and
+    /// the unfinished line, or None when the pump had already ended (EOF).
+    pub async fn stop(self) -> Option<(OwnedFd, Vec<u8>)> {
+        let _ = self.stop.send(());
+        self.stopped.await.ok()
+    }
+}
+
 /// Spawns a task that forwards every line from `fd` until EOF (when the worker and any
 /// child that inherited its output have exited). When the sink is full, the task waits,
 /// and so the worker's writes eventually block: output is slowed, never dropped.
 ///
 /// An idle pump holds no buffer (see `scratch`): only what is not yet a whole line is
-/// kept between reads.
-pub fn pump(fd: OwnedFd, slot: usize, pid: Pid, stream: Stream, sink: mpsc::Sender<LogLine>) {
-    let receiver = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-        Ok(receiver) => receiver,
-        Err(_) => return, // not a pipe: nothing to read
-    };
+/// kept between reads. `pending` is an unfinished line a previous pump handed over.
+pub fn pump(
+    fd: OwnedFd,
+    slot: usize,
+    pid: Pid,
+    stream: Stream,
+    sink: mpsc::Sender<LogLine>,
+    pending: Vec<u8>,
+) -> Option<Pump> {
+    let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()?;
+    let (stop, mut stop_rx) = tokio::sync::oneshot::channel();
+    let (stopped_tx, stopped) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let mut pending = Vec::new();
+        let mut pending = pending;
         let line = |text| LogLine {
             slot,
             pid,
             stream,
             text,
         };
-        while read_some(&receiver, &mut pending).await {
+        let mut stop_armed = true;
+        loop {
+            let read = tokio::select! {
+                biased;
+                asked = &mut stop_rx, if stop_armed => {
+                    if asked.is_ok() {
+                        if let Ok(fd) = receiver.into_nonblocking_fd() {
+                            let _ = stopped_tx.send((fd, pending));
+                        }
+                        return;
+                    }
+                    stop_armed = false; // the handle is gone: nobody will ask
+                    continue;
+                }
+                more = read_some(&receiver, &mut pending) => more,
+            };
+            if !read {
+                break;
+            }
             let mut start = 0;
             while let Some((text, next)) = next_line(&pending[start..]) {
                 start += next;
@@ -61,6 +100,7 @@ pub fn pump(fd: OwnedFd, slot: usize, pid: Pid, stream: Stream, sink: mpsc::Send
             let _ = sink.send(line(pending)).await;
         }
     });
+    Some(Pump { stop, stopped })
 }
 
 /// Appends what the pipe has to `pending`; false at EOF or on an error.
@@ -102,7 +142,7 @@ mod tests {
     async fn lines_of(input: Vec<u8>) -> Vec<Vec<u8>> {
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let (tx, mut rx) = mpsc::channel(1024);
-        pump(r, 0, 1, Stream::Stdout, tx);
+        let _pump = pump(r, 0, 1, Stream::Stdout, tx, Vec::new());
         std::thread::spawn(move || {
             let mut w = std::fs::File::from(w);
             w.write_all(&input).unwrap();

@@ -62,7 +62,7 @@ impl Default for RestartPolicy {
 }
 
 /// The restart history of one slot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestartState {
     /// Unstable exits in a row.
     pub unstable: u32,

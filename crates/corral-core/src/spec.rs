@@ -236,7 +236,7 @@ pub struct ListenSpec {
 }
 
 /// Where to listen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ListenAddr {
     /// A bare port: every address, IPv6 and IPv4 where the host has both.
     AnyPort(u16),

@@ -244,6 +244,16 @@ impl Lines {
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
+
+    /// The unfinished line itself (empty while a line too long is being skipped), for a
+    /// reader that continues elsewhere.
+    pub fn unfinished(&self) -> &[u8] {
+        if self.discarding {
+            &[]
+        } else {
+            &self.buf
+        }
+    }
 }
 
 #[cfg(test)]

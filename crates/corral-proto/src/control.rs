@@ -81,6 +81,12 @@ pub enum Request<O> {
     Save,
     Resurrect,
     Kill,
+    /// Replace the daemon's binary in place with `exe` (same pid), its apps handed over
+    /// without a worker noticing. Taken whatever the protocol version, so that any
+    /// corral can move a daemon to its own version.
+    Update {
+        exe: String,
+    },
 }
 
 /// An app to start, as typed data: the command the client resolved and the app's

@@ -24,6 +24,10 @@ pub fn main() -> ExitCode {
                 )
             })
             .map_err(Failure::Runtime),
+        Command::Handover { .. } => {
+            crate::upgrade::answer_check();
+            Ok(())
+        }
         other => crate::client::run(other),
     };
     match result {

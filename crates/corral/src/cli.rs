@@ -104,6 +104,9 @@ pub enum Command {
     Ping,
     /// Stop every app gracefully, then the daemon.
     Kill,
+    /// Move the running daemon to this corral binary in place: its apps keep running and
+    /// no connection is dropped (PM2's update, without the restart).
+    Update,
     /// Watch apps and workers live: CPU, memory, restarts, output; keys to reload, restart, scale.
     Monit,
     /// Print (or install) a service unit that starts corral with the machine.
@@ -111,6 +114,9 @@ pub enum Command {
     /// Run the daemon in the foreground (the CLI starts it on demand).
     #[command(hide = true)]
     Daemon(DaemonArgs),
+    /// Which hand-over this binary takes (`check`), asked before an upgrade in place.
+    #[command(name = "__handover", hide = true)]
+    Handover { what: String },
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //!
 //! Layers, each using only the ones below it (`tests/layers.rs` checks there is no cycle):
 //! `app` → `client`, `daemon`, `run` → `cli` → `config` → `model`, `home`, `log_layout`,
-//! `render`, `chatter`, `line_format`, `triggers`, `secrets`, `exit`.
+//! `render`, `chatter`, `line_format`, `triggers`, `secrets`, `exit`, `upgrade`.
 
 #[macro_use]
 mod print;
@@ -21,6 +21,7 @@ mod render;
 mod run;
 mod secrets;
 mod triggers;
+mod upgrade;
 
 fn main() -> std::process::ExitCode {
     app::main()

@@ -26,7 +26,7 @@ pub enum Control {
 
 /// What a caller sends a running app: a command for its group, or one the supervisor
 /// loop handles itself (the group never sees these).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
     Group(Control),
     /// Send a message (JSON) to every worker over its channel.
@@ -35,6 +35,9 @@ pub enum Command {
     /// (a reload then replaces the running ones). Listeners, worker count and policies
     /// stay as they are.
     Respec(Box<crate::spec::AppSpec>),
+    /// Stop supervising and give everything to the caller, who passes it to another
+    /// binary (`crate::handover`); the workers notice nothing.
+    HandOver(tokio::sync::oneshot::Sender<crate::supervisor::HandOverResult>),
 }
 
 impl From<Control> for Command {

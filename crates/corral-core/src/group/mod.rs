@@ -5,6 +5,7 @@
 //! in [`crate::supervisor`].
 
 mod event;
+mod handed;
 mod health;
 mod life;
 mod report;
@@ -22,6 +23,7 @@ use crate::restart::{Decision, RestartPolicy, RestartState};
 use crate::spec::{HealthPolicy, ReadyPolicy, StopPolicy};
 
 pub use event::{Command, Control, Event};
+pub use handed::GroupState;
 pub use report::{AbortReason, ChannelProblem, Outcome, Report, ScaleRefusal};
 use rollout::Rollout;
 pub use rollout::RolloutKind;

@@ -262,6 +262,9 @@ pub enum Outcome {
     Stopped,
     /// Every slot gave up after a crash loop; nothing is left running.
     Failed,
+    /// Handed over to another supervisor ([`crate::group::Command::HandOver`]); the
+    /// workers run on.
+    HandedOver,
 }
 
 impl Report {

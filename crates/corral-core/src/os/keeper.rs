@@ -47,6 +47,19 @@ pub fn start() -> io::Result<()> {
     }
 }
 
+/// The keeper's pipe, for the binary this process execs into (`crate::handover`): the
+/// keeper keeps its record of every group, and sees no end of the pipe.
+pub fn hand_over() -> Option<crate::handover::Fd> {
+    KEEPER
+        .get()
+        .and_then(|pipe| crate::handover::Fd::dup(std::os::fd::AsFd::as_fd(pipe)).ok())
+}
+
+/// Takes the keeper a previous binary of this process started (see [`hand_over`]).
+pub fn adopt(pipe: crate::handover::Fd) {
+    let _ = KEEPER.set(File::from(pipe.0));
+}
+
 /// Records process group `pgid`: killed if the supervisor dies before [`forget`].
 pub fn watch(pgid: Pid) {
     send(b'+', pgid);

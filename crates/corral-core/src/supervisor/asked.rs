@@ -120,6 +120,51 @@ impl AskedPorts {
     }
 }
 
+/// The ports asked for, as they cross `exec` (`crate::handover`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct AskedState {
+    bound: Vec<(ListenAddr, listen::ListenerState, super::slots::SlotsState)>,
+    reuseport: bool,
+    configured: u32,
+}
+
+impl AskedPorts {
+    pub(super) fn hand_over(self) -> std::io::Result<AskedState> {
+        let bound = self
+            .bound
+            .into_iter()
+            .map(|p| Ok((p.addr, p.slots.hand_over()?, p.listener)))
+            .map(|r: std::io::Result<_>| r.and_then(|(a, s, l)| Ok((a, l.hand_over()?, s))))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(AskedState {
+            bound,
+            reuseport: self.reuseport,
+            configured: self.configured,
+        })
+    }
+
+    pub(super) fn resume(state: AskedState) -> AskedPorts {
+        let bound = state
+            .bound
+            .into_iter()
+            .map(|(addr, listener, slots)| {
+                let listener = Listener::resume(listener);
+                let slots = SlotSockets::resume(std::slice::from_ref(&listener), slots);
+                AskedPort {
+                    addr,
+                    listener,
+                    slots,
+                }
+            })
+            .collect();
+        AskedPorts {
+            bound,
+            reuseport: state.reuseport,
+            configured: state.configured,
+        }
+    }
+}
+
 /// A bind of `addr` (the group's first socket, or a slot's) that failed with `error`,
 /// worded as every bind error is.
 fn failed(addr: &ListenAddr, error: std::io::Error) -> Asked {

@@ -26,7 +26,23 @@ use crate::spec::AppSpec;
 
 use slots::{SlotSocket, SlotSockets};
 pub use workers::WINDOW;
-use workers::{OsProcesses, Pass, Template};
+use workers::{OsProcesses, Pass, ProcsState, Template};
+
+use crate::group::GroupState;
+use crate::handover::Refused;
+use crate::notify::NotifyState;
+
+/// Everything one app's supervisor hands to the binary that takes it over
+/// ([`Command::HandOver`], `crate::handover`); its listeners travel beside it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Handed {
+    notify: NotifyState,
+    group: GroupState,
+    procs: ProcsState,
+}
+
+/// The answer to [`Command::HandOver`].
+pub type HandOverResult = Result<Box<Handed>, Refused>;
 
 /// How long after a worker got ready corral looks at which sockets it listens on (an app
 /// may bind a port of its own after it said it was ready).
@@ -55,6 +71,8 @@ pub enum RunError {
     Signal(#[source] std::io::Error),
     #[error("cannot watch the listeners for connections")]
     Listen(#[source] std::io::Error),
+    #[error("cannot take over the workers another corral handed over")]
+    Adopt(#[source] std::io::Error),
 }
 
 /// Where a running app sends what happens, and where it takes orders from.
@@ -97,14 +115,18 @@ impl Reports {
 /// with the reactor can never outlive it.
 type Watched = std::os::fd::OwnedFd;
 
-/// Runs `spec` until it is stopped ([`Control::Stop`]) or every worker slot gave up.
+/// Runs `spec` until it is stopped ([`Control::Stop`]), every worker slot gave up, or it
+/// is handed over ([`Command::HandOver`]).
 ///
 /// `listeners` stay open for the whole run. `runtime_dir` holds the notify socket.
+/// `adopt` is what another supervisor handed over: its workers are taken over as they
+/// are instead of starting new ones.
 pub async fn run(
     spec: &AppSpec,
     listeners: &[Listener],
     runtime_dir: &Path,
     channels: Channels,
+    adopt: Option<Box<Handed>>,
 ) -> Result<Outcome, RunError> {
     let Channels {
         mut controls,
@@ -114,11 +136,7 @@ pub async fn run(
     } = channels;
     let program = resolve(spec)?;
     let mut sigchld = signal(SignalKind::child()).map_err(RunError::Signal)?;
-    let notify = NotifySocket::bind(runtime_dir)?;
     let (inputs_tx, mut inputs) = mpsc::channel(1024);
-    let template = Template::new(spec, program, listeners, notify.path());
-    let slots = SlotSockets::new(listeners);
-    let procs = OsProcesses::new(template, logs, inputs_tx, spec.balance, slots);
     let config = GroupConfig {
         instances: spec.instances,
         ready: spec.ready,
@@ -128,9 +146,41 @@ pub async fn run(
         watchdog: spec.watchdog,
         health: spec.health,
     };
-    let mut group = Group::new(config, procs, Instant::now());
     let mut checks = SocketChecks::new(listeners);
-    group.handle_event(Instant::now(), Event::Start);
+    let (notify, mut group) = match adopt {
+        None => {
+            let notify = NotifySocket::bind(runtime_dir)?;
+            let template = Template::new(spec, program, listeners, notify.path());
+            let slots = SlotSockets::new(listeners);
+            let procs = OsProcesses::new(template, logs, inputs_tx, spec.balance, slots);
+            let mut group = Group::new(config, procs, Instant::now());
+            group.handle_event(Instant::now(), Event::Start);
+            (notify, group)
+        }
+        Some(handed) => {
+            let Handed {
+                notify,
+                group,
+                procs,
+            } = *handed;
+            let notify = NotifySocket::resume(notify).map_err(RunError::Adopt)?;
+            let template = Template::new(spec, program, listeners, notify.path());
+            let procs = OsProcesses::resume(template, listeners, logs, inputs_tx, procs)
+                .map_err(RunError::Adopt)?;
+            let pids = group.pids();
+            let mut group = Group::restore(config, procs, group, Instant::now());
+            // Workers that exited while no one was watching.
+            let exits = if reap_all {
+                os::reap()
+            } else {
+                os::reap_pids(&pids)
+            };
+            for (pid, status) in exits {
+                group.handle_event(Instant::now(), Event::Exited { pid, status });
+            }
+            (notify, group)
+        }
+    };
     flush(&mut group, &reports, &mut checks);
     let mut watched: Vec<AsyncFd<Watched>> = Vec::new();
     let mut orphans = Orphans::default();
@@ -141,9 +191,16 @@ pub async fn run(
     let mut sampling = false;
     let mut controls_open = true;
     let mut starved = Starved::default();
+    let mut hand_over_to: Option<tokio::sync::oneshot::Sender<HandOverResult>> = None;
     loop {
         if let Some(outcome) = group.outcome() {
             return Ok(outcome);
+        }
+        if let Some(reply) = hand_over_to.take() {
+            drop(watched);
+            let handed = hand_over(group, notify, &mut inputs, &reports, &mut checks).await;
+            let _ = reply.send(handed);
+            return Ok(Outcome::HandedOver);
         }
         let procs = group.processes_mut();
         if procs.accepting() && watched.is_empty() {
@@ -173,6 +230,15 @@ pub async fn run(
                             let _ = reports.send(Report::RespecFailed {
                                 error: crate::group::error_chain(&e),
                             });
+                        }
+                    }
+                    continue;
+                }
+                Some(Command::HandOver(reply)) => {
+                    match group.check_handover() {
+                        Ok(()) => hand_over_to = Some(reply),
+                        Err(refused) => {
+                            let _ = reply.send(Err(refused));
                         }
                     }
                     continue;
@@ -260,6 +326,43 @@ pub async fn run(
         group.handle_event(Instant::now(), event);
         flush(&mut group, &reports, &mut checks);
     }
+}
+
+/// Stops reading the channels and output pipes, handling what was read up to then, and
+/// gives the group's whole state back.
+async fn hand_over(
+    mut group: Group<OsProcesses>,
+    notify: NotifySocket,
+    inputs: &mut mpsc::Receiver<(Pid, Input)>,
+    reports: &Reports,
+    checks: &mut SocketChecks,
+) -> HandOverResult {
+    let mut stopping = group.processes_mut().stop_io();
+    let mut stopped = Vec::new();
+    loop {
+        tokio::select! {
+            done = stopping.join_next() => match done {
+                Some(Ok(piece)) => stopped.push(piece),
+                Some(Err(_)) => {} // cannot happen: the tasks only await and send
+                None => break,
+            },
+            Some((pid, input)) = inputs.recv() => {
+                inbox::apply(&mut group, pid, input, reports);
+                flush(&mut group, reports, checks);
+            }
+        }
+    }
+    while let Ok((pid, input)) = inputs.try_recv() {
+        inbox::apply(&mut group, pid, input, reports);
+    }
+    flush(&mut group, reports, checks);
+    let io = |e: std::io::Error| Refused::Io(e.to_string());
+    let (state, procs) = group.hand_over();
+    Ok(Box::new(Handed {
+        procs: procs.into_state(stopped).map_err(io)?,
+        notify: notify.hand_over().map_err(io)?,
+        group: state,
+    }))
 }
 
 /// Before a deadline is judged (a worker silent, slow to start or to drain), lets the

@@ -275,6 +275,59 @@ impl SlotSockets {
     }
 }
 
+/// A group's slot sockets as they cross `exec` (`crate::handover`); the listeners
+/// themselves travel with the app.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct SlotsState {
+    first: u32,
+    members: Vec<Vec<Option<crate::handover::Fd>>>,
+    occupants: BTreeMap<usize, BTreeSet<Pid>>,
+    routable: BTreeMap<usize, BTreeSet<Pid>>,
+    steered: Option<Vec<u32>>,
+}
+
+impl SlotSockets {
+    pub(super) fn hand_over(&self) -> io::Result<SlotsState> {
+        let members = self
+            .members
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|m| {
+                        m.as_ref()
+                            .map(|fd| crate::handover::Fd::dup(fd.as_fd()))
+                            .transpose()
+                    })
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(SlotsState {
+            first: self.first,
+            members,
+            occupants: self.occupants.clone(),
+            routable: self.routable.clone(),
+            steered: self.steered.clone(),
+        })
+    }
+
+    /// The slot sockets of `listeners` a [`SlotSockets::hand_over`] described. The
+    /// steering program stays attached to the group in the kernel.
+    pub(super) fn resume(listeners: &[Listener], state: SlotsState) -> SlotSockets {
+        let mut slots = SlotSockets::new(listeners);
+        slots.first = state.first;
+        slots.members = state
+            .members
+            .into_iter()
+            .map(|row| row.into_iter().map(|m| m.map(|fd| fd.0)).collect())
+            .collect();
+        slots.occupants = state.occupants;
+        slots.routable = state.routable;
+        slots.steered = state.steered;
+        slots.generation = 1;
+        slots
+    }
+}
+
 /// Connections waiting in a slot socket's accept queue.
 pub(super) fn queued(socket: SlotSocket) -> u32 {
     // SAFETY: slot sockets live as long as the supervisor's SlotSockets.

@@ -86,9 +86,12 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Resurrect => Request::Resurrect,
         Command::Ping => Request::Ping,
         Command::Kill => return kill(&home),
+        Command::Update => return update(&home),
         Command::Startup(args) => return startup::startup(&home, &args),
         Command::Monit => return monit::run(home).map_err(Failure::Runtime),
-        Command::Run(_) | Command::Daemon(_) => unreachable!("handled by app::main"),
+        Command::Run(_) | Command::Daemon(_) | Command::Handover { .. } => {
+            unreachable!("handled by app::main")
+        }
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     };
     let starts_daemon = matches!(
@@ -180,6 +183,22 @@ fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
     let path = std::path::PathBuf::from(args.script().unwrap_or_default());
     let profile = args.app.take_env_args();
     files::apply_file(home, &path, profile, ApplyMode::Reload)
+}
+
+/// Moves the running daemon to this very binary, in place (`exec`, same pid).
+fn update(home: &Home) -> Result<(), Failure> {
+    let exe = crate::upgrade::installed_exe();
+    let request = Request::Update {
+        exe: exe.to_string_lossy().into_owned(),
+    };
+    match conn::request(home, request, false) {
+        Ok(response) => answer(response),
+        Err(e) if conn::is_no_daemon(&e) => {
+            outln!("no daemon running; nothing to update");
+            Ok(())
+        }
+        Err(e) => Err(Failure::Runtime(e)),
+    }
 }
 
 fn kill(home: &Home) -> Result<(), Failure> {

@@ -25,10 +25,11 @@ pub enum Then {
 }
 
 /// One worker slot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     pub pid: Option<Pid>,
     pub status: WorkerStatus,
+    #[serde(with = "corral_core::handover::mono")]
     pub since: Instant,
     pub restarts: u32,
     /// How its last worker ended when it was not asked to: `exit code 1 after 44ms`.
@@ -61,6 +62,8 @@ pub struct App {
     pub layout: crate::log_layout::LogLayout,
     /// The daemon's `reloadLogs` count; its log writer reopens files when it changes.
     pub log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Its log writer, which ends once every line the engine passed on is written.
+    pub log_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -82,6 +85,7 @@ impl App {
             lines: Default::default(),
             layout: Default::default(),
             log_generation: Default::default(),
+            log_task: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! `corral run`: one app in the foreground, with signals mapped to engine controls.
 
 mod service;
+mod upgrade;
 
 use std::time::Duration;
 
@@ -21,8 +22,13 @@ use crate::render;
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(args: RunArgs) -> Result<(), Failure> {
-    // Sockets systemd passed are taken before anything else can open a file.
-    let mut passed = corral_core::activation::inherited();
+    // What a previous binary of this process handed over (an upgrade in place), and
+    // sockets systemd passed, are taken before anything else can open a file.
+    let adopted = upgrade::take_over()?;
+    let mut passed = match adopted {
+        Some(_) => Vec::new(), // taken when this process first started
+        None => corral_core::activation::inherited(),
+    };
     let cwd = std::env::current_dir()
         .context("cannot read the current directory")
         .map_err(Failure::Runtime)?;
@@ -38,9 +44,23 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .map_err(Failure::Usage)?;
     // A typo in the command is reported before anything is bound or started.
     supervisor::resolve(&spec).map_err(|e| Failure::Usage(e.into()))?;
-    let listeners =
-        corral_core::activation::bind_or_adopt(&spec.listen, &mut passed, spec.balance.reuseport())
-            .map_err(|e| Failure::Runtime(e.into()))?;
+    let (listeners, engine, from) = match adopted {
+        Some(doc) => {
+            let from = doc.from.clone();
+            let (listeners, engine) = doc.take();
+            (listeners, Some(engine), Some(from))
+        }
+        None => (
+            corral_core::activation::bind_or_adopt(
+                &spec.listen,
+                &mut passed,
+                spec.balance.reuseport(),
+            )
+            .map_err(|e| Failure::Runtime(e.into()))?,
+            None,
+            None,
+        ),
+    };
     for unused in &passed {
         errln!(
             "[corral] warning: systemd passed a socket on {} that no --listen names; closing it",
@@ -51,9 +71,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     // Orphans of workers are reparented to us and reaped, whether or not we are PID 1.
     let _ = corral_core::os::become_subreaper();
     // If corral is killed, the keeper kills what its workers left (grandchildren too).
+    // After an upgrade in place it is the keeper the previous binary started.
     corral_core::os::keeper::start()
         .context("cannot start corral's keeper process")
         .map_err(Failure::Runtime)?;
+    let adopt = engine.map(|engine| Adopt { engine, from });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -66,7 +88,14 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         lines,
         observe,
         json_reports,
+        adopt,
     ))
+}
+
+/// Workers a previous binary of this process handed over, and its version.
+struct Adopt {
+    engine: Box<corral_core::supervisor::Handed>,
+    from: Option<String>,
 }
 
 async fn supervise(
@@ -76,6 +105,7 @@ async fn supervise(
     lines: crate::line_format::LineFormat,
     observe: crate::model::ObserveArgs,
     json_reports: bool,
+    adopt: Option<Adopt>,
 ) -> Result<(), Failure> {
     let notes = Notes::spawn(std::io::stderr(), |n| {
         render::note(&format!(
@@ -96,6 +126,13 @@ async fn supervise(
     .map_err(Failure::Runtime)?;
     let (reports, report_rx) = mpsc::unbounded_channel();
     let (logs, log_rx) = mpsc::channel(1024);
+    let (handed_tx, handed_rx) = tokio::sync::oneshot::channel();
+    let on_upgrade = speaker.clone();
+    let upgrades = upgrade::on_signal(control_tx.clone(), handed_tx, move |m| {
+        on_upgrade.say(None, m)
+    })
+    .context("cannot install the upgrade signal's handler (SIGURG)")
+    .map_err(Failure::Runtime)?;
     let signals = corral_core::signals::forward(control_tx)
         .context("cannot install signal handlers")
         .map_err(Failure::Runtime)?;
@@ -125,7 +162,68 @@ async fn supervise(
     let watchdog = service::start_watchdog();
     let report_task = tokio::spawn(print_reports(report_rx, speaker.clone(), metrics, service));
 
-    for l in &listeners {
+    match &adopt {
+        Some(adopt) => say(&adopted_line(&spec.name, adopt)),
+        None => say_starting(&spec, &listeners, &say),
+    }
+
+    let channels = Channels {
+        controls,
+        reports: supervisor::Reports::channel(reports),
+        logs,
+        reap_all: true,
+    };
+    let outcome = supervisor::run(
+        &spec,
+        &listeners,
+        &corral_core::signals::runtime_dir(),
+        channels,
+        adopt.map(|a| a.engine),
+    )
+    .await;
+    signals.abort();
+    // Once the engine handed over, the upgrade task has what it gave back.
+    let handed = match outcome {
+        Ok(Outcome::HandedOver) => handed_rx.await.ok(),
+        _ => None,
+    };
+    upgrades.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    let _ = tokio::time::timeout(OUTPUT_GRACE, report_task).await;
+    // Workers are gone (or handed over); let the last lines they wrote reach the terminal.
+    let _ = tokio::time::timeout(OUTPUT_GRACE, all_written).await;
+    if let Ok(Outcome::HandedOver) = outcome {
+        let Some((exe, engine)) = handed else {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "the engine handed over, but nothing came of it"
+            )));
+        };
+        notes.flush(OUTPUT_GRACE).await;
+        let doc = upgrade::RunDoc::new(listeners, engine)
+            .context("cannot hand the listeners over")
+            .map_err(Failure::Runtime)?;
+        return Err(Failure::Runtime(crate::upgrade::exec(doc, &exe)));
+    }
+    drop(listeners);
+    if let Ok(Outcome::Stopped) = outcome {
+        say(&format!("{}: stopped", spec.name));
+    }
+    notes.flush(OUTPUT_GRACE).await;
+    match outcome {
+        Ok(Outcome::Stopped | Outcome::HandedOver) => Ok(()),
+        Ok(Outcome::Failed) => Err(Failure::Runtime(anyhow::anyhow!(
+            "every worker of `{}` gave up; nothing is running (see the output above for why)",
+            spec.name
+        ))),
+        Err(e @ (RunError::Command { .. } | RunError::NoCommand)) => Err(Failure::Usage(e.into())),
+        Err(e) => Err(Failure::Runtime(e.into())),
+    }
+}
+
+fn say_starting(spec: &AppSpec, listeners: &[Listener], say: &impl Fn(&str)) {
+    for l in listeners {
         say(&format!(
             "{}: listening on {} (fd name {})",
             spec.name, l.local, l.name
@@ -142,40 +240,18 @@ async fn supervise(
         spec.instances,
         shown.join(" ")
     ));
+}
 
-    let channels = Channels {
-        controls,
-        reports: supervisor::Reports::channel(reports),
-        logs,
-        reap_all: true,
-    };
-    let outcome = supervisor::run(
-        &spec,
-        &listeners,
-        &corral_core::signals::runtime_dir(),
-        channels,
-    )
-    .await;
-    signals.abort();
-    if let Some(watchdog) = watchdog {
-        watchdog.abort();
-    }
-    let _ = report_task.await;
-    // Workers are gone; let the last lines they wrote reach the terminal.
-    let _ = tokio::time::timeout(OUTPUT_GRACE, all_written).await;
-    drop(listeners);
-    if let Ok(Outcome::Stopped) = outcome {
-        say(&format!("{}: stopped", spec.name));
-    }
-    notes.flush(OUTPUT_GRACE).await;
-    match outcome {
-        Ok(Outcome::Stopped) => Ok(()),
-        Ok(Outcome::Failed) => Err(Failure::Runtime(anyhow::anyhow!(
-            "every worker of `{}` gave up; nothing is running (see the output above for why)",
-            spec.name
-        ))),
-        Err(e @ (RunError::Command { .. } | RunError::NoCommand)) => Err(Failure::Usage(e.into())),
-        Err(e) => Err(Failure::Runtime(e.into())),
+/// What the binary that took over says first.
+fn adopted_line(app: &str, adopt: &Adopt) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match crate::upgrade::failed_attempt() {
+        Some(why) => format!("{app}: {why}; still corral {version}, workers kept"),
+        None => format!(
+            "{app}: upgraded in place from corral {} to {version} (pid {}); workers kept",
+            adopt.from.as_deref().unwrap_or("?"),
+            std::process::id()
+        ),
     }
 }
 

@@ -19,6 +19,8 @@ impl Daemon {
     }
 
     pub(super) fn finished(&mut self, name: &str, outcome: Result<Outcome, Refusal>) {
+        // An engine that ended on its own while an update waited for it.
+        self.hand_over_answer(name, Err(corral_core::handover::Refused::Stopping));
         let Some(app) = self.apps.get_mut(name) else {
             return;
         };
@@ -26,7 +28,7 @@ impl Daemon {
         app.running_triggers = None;
         app.listen.clear();
         app.status = match &outcome {
-            Ok(Outcome::Stopped) => Status::Stopped,
+            Ok(Outcome::Stopped | Outcome::HandedOver) => Status::Stopped,
             Ok(Outcome::Failed) => Status::Errored,
             Err(e) => {
                 journal::say(&format!("{name}: {e}"));

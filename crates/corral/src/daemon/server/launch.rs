@@ -14,15 +14,25 @@ pub(super) fn pm2_env(spec: &mut corral_core::AppSpec, id: u32) {
     }
 }
 
+/// With `adopt`, the app's engine takes over the workers and listeners another daemon
+/// handed over (`update`) instead of binding and starting anew.
 pub(super) fn launch(
     app: &mut App,
     home: &Home,
     tx: &mpsc::UnboundedSender<Msg>,
+    adopt: Option<(Vec<listen::Listener>, Box<supervisor::Handed>)>,
 ) -> Result<(), Refusal> {
     pm2_env(&mut app.spec, app.id);
+    let adopted = adopt.is_some();
     supervisor::resolve(&app.spec).map_err(|e| Refusal::Launch(chain(e)))?;
-    let listeners = listen::bind_all(&app.spec.listen, app.spec.balance.reuseport())
-        .map_err(|e| Refusal::Launch(e.to_string()))?;
+    let (listeners, adopt) = match adopt {
+        Some((listeners, engine)) => (listeners, Some(engine)),
+        None => (
+            listen::bind_all(&app.spec.listen, app.spec.balance.reuseport())
+                .map_err(|e| Refusal::Launch(e.to_string()))?,
+            None,
+        ),
+    };
     app.listen = listeners.iter().map(|l| l.local.to_string()).collect();
     let (controls_tx, controls) = mpsc::channel(64);
     let (logs, log_rx) = mpsc::channel(1024);
@@ -30,7 +40,7 @@ pub(super) fn launch(
         .with_format(app.lines.clone())
         .with_layout(app.layout.clone())
         .reopening_on(app.log_generation.clone());
-    tokio::spawn(write_logs(files, log_rx));
+    app.log_task = Some(tokio::spawn(write_logs(files, log_rx)));
     let (name, forward) = (app.name.clone(), tx.clone());
     let reports = supervisor::Reports::new(move |report| {
         forward.send(Msg::Report(name.clone(), report)).is_ok()
@@ -46,9 +56,13 @@ pub(super) fn launch(
             logs,
             reap_all: false,
         };
-        let outcome = supervisor::run(&spec, &listeners, &runtime_dir, channels)
+        let outcome = supervisor::run(&spec, &listeners, &runtime_dir, channels, adopt)
             .await
             .map_err(|e| Refusal::Launch(chain(e)));
+        if let Ok(Outcome::HandedOver) = outcome {
+            let _ = finished.send(Msg::Released(name, listeners));
+            return;
+        }
         drop(listeners);
         let _ = finished.send(Msg::Finished(name, outcome));
     });
@@ -60,9 +74,11 @@ pub(super) fn launch(
         .map_err(|e| Refusal::Launch(format!("{e:#}")))?,
     );
     app.controls = Some(controls_tx);
-    app.status = Status::Online;
-    app.rows.clear();
-    app.instances = app.spec.instances;
+    if !adopted {
+        app.status = Status::Online;
+        app.rows.clear();
+        app.instances = app.spec.instances;
+    }
     Ok(())
 }
 

@@ -53,38 +53,48 @@ pub fn serve(
     observe: crate::model::ObserveArgs,
     log_json: bool,
 ) -> anyhow::Result<()> {
+    // What a previous binary of this daemon handed over (`corral update`), taken before
+    // anything else opens a file.
+    let adopted = cmd::update::take_over()?;
     home.create()?;
-    let lock = open_private(&home.lock())
-        .with_context(|| format!("cannot open {}", home.lock().display()))?;
-    // SAFETY: flock on a file we own; LOCK_NB never blocks.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        errln!(
-            "[corral] another daemon already runs for {}",
-            home.dir.display()
-        );
-        return Ok(());
-    }
+    let lock = match &adopted {
+        Some(_) => None, // held all along, by the fd the document carries
+        None => match lock_home(&home)? {
+            Some(lock) => Some(lock),
+            None => return Ok(()),
+        },
+    };
     journal::open(&home, log_json);
-    let _ = std::fs::remove_file(home.socket());
-    // Apps die with the daemon (until re-adoption exists): the keeper sees to their
-    // grandchildren, so `resurrect` finds every port free.
-    corral_core::os::keeper::start().context("cannot start corral's keeper process")?;
+    let (lock, control, adopted) = match adopted {
+        Some(mut doc) => {
+            let (lock, control) = doc.take_daemon_fds()?;
+            (lock, Some(control), Some(doc))
+        }
+        None => {
+            let _ = std::fs::remove_file(home.socket());
+            // Apps die with the daemon (until re-adoption exists): the keeper sees to
+            // their grandchildren, so `resurrect` finds every port free.
+            corral_core::os::keeper::start().context("cannot start corral's keeper process")?;
+            (lock.expect("locked above"), None, None)
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = UnixListener::bind(home.socket())
-            .with_context(|| format!("cannot listen on {}", home.socket().display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(home.socket(), std::fs::Permissions::from_mode(0o600))?;
-        journal::say(&format!(
-            "daemon {} listening on {}",
-            std::process::id(),
-            home.socket().display()
-        ));
+        let listener = match control {
+            Some(fd) => {
+                let std = std::os::unix::net::UnixListener::from(fd);
+                std.set_nonblocking(true)?;
+                UnixListener::from_std(std)?
+            }
+            None => bind_control(&home)?,
+        };
+        let control_dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(accept_loop(listener, tx.clone()));
         let mut daemon = Daemon::new(home, tx, lock);
+        daemon.control = Some(control_dup);
         if let Some(addr) = observe.metrics {
             let metrics = corral_metrics::Metrics::spawn(observe.min_ready);
             let local = corral_metrics::serve(addr, metrics.clone())
@@ -95,10 +105,23 @@ pub fn serve(
             ));
             daemon.metrics = Some(metrics);
         }
-        if resurrect {
-            if let Response::Error { message } = daemon.resurrect() {
-                journal::say(&format!("resurrect: {message}"));
+        match adopted {
+            Some(doc) => {
+                let from = doc.from.clone();
+                let reply = daemon.adopt_engines(doc);
+                let summary = daemon.adopted_summary();
+                journal::say(&format!(
+                    "daemon {} took over from corral {from}: {summary}",
+                    std::process::id()
+                ));
+                cmd::update::answer_update(reply, &from, &summary);
             }
+            None if resurrect => {
+                if let Response::Error { message } = daemon.resurrect() {
+                    journal::say(&format!("resurrect: {message}"));
+                }
+            }
+            None => {}
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         daemon.run(rx).await;
@@ -106,8 +129,47 @@ pub fn serve(
     })
 }
 
+/// The home's lock, or None when another daemon holds it (said on stderr).
+fn lock_home(home: &Home) -> anyhow::Result<Option<std::fs::File>> {
+    let lock = open_private(&home.lock())
+        .with_context(|| format!("cannot open {}", home.lock().display()))?;
+    // SAFETY: flock on a file we own; LOCK_NB never blocks.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        errln!(
+            "[corral] another daemon already runs for {}",
+            home.dir.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(lock))
+}
+
+fn bind_control(home: &Home) -> anyhow::Result<UnixListener> {
+    let listener = UnixListener::bind(home.socket())
+        .with_context(|| format!("cannot listen on {}", home.socket().display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(home.socket(), std::fs::Permissions::from_mode(0o600))?;
+    journal::say(&format!(
+        "daemon {} listening on {}",
+        std::process::id(),
+        home.socket().display()
+    ));
+    Ok(listener)
+}
+
 enum Msg {
     Request(Request, oneshot::Sender<Response>),
+    /// `corral update`, with its connection (answered by whichever binary runs in the end).
+    Update(String, std::os::unix::net::UnixStream),
+    UpdateChecked {
+        exe: std::path::PathBuf,
+        conn: std::os::unix::net::UnixStream,
+        checked: Result<(), String>,
+    },
+    /// An engine's answer to a hand-over.
+    HandOverAnswer(String, corral_core::supervisor::HandOverResult),
+    /// An engine that handed over ended; its listeners.
+    Released(String, Vec<listen::Listener>),
     Report(String, Report),
     Finished(String, Result<Outcome, Refusal>),
     /// An app's config file, read again off the state task, and what it was read for.
@@ -206,15 +268,25 @@ async fn connection(
     // Read the request even from a stranger, so that the refusal reaches it rather than
     // a broken pipe; one line of at most MAX_REQUEST, within REQUEST_TIMEOUT.
     let mut line = Vec::new();
-    let reading = tokio::io::AsyncReadExt::take(read_half, MAX_REQUEST + 1);
-    let got = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        BufReader::new(reading).read_until(b'\n', &mut line),
-    )
-    .await;
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read_half, MAX_REQUEST + 1));
+    let got = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
     let _ = read.send(id);
     if !matches!(got, Ok(Ok(n)) if n > 0) {
         return; // idle, closed, or broken: nobody to answer
+    }
+    if peer.as_ref().ok() == Some(&me) {
+        if let Some(exe) = update_request(&line) {
+            // Answered by whichever binary runs in the end: the connection goes along.
+            let read_half = reader.into_inner().into_inner();
+            if let Some(stream) = read_half
+                .reunite(write)
+                .ok()
+                .and_then(|s| s.into_std().ok())
+            {
+                let _ = tx.send(Msg::Update(exe, stream));
+            }
+            return;
+        }
     }
     let response = if line.len() as u64 > MAX_REQUEST {
         Response::error(format!(
@@ -232,6 +304,13 @@ async fn connection(
         bytes.push(b'\n');
         let _ = write.write_all(&bytes).await;
     }
+}
+
+/// The binary a `corral update` request names, whatever its protocol version: any corral
+/// may move the daemon to its own version.
+fn update_request(line: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    (value["op"] == "update").then(|| value["exe"].as_str().map(str::to_owned))?
 }
 
 async fn answer(
@@ -254,7 +333,10 @@ async fn answer(
                 .unwrap_or_else(|_| Response::error("the daemon is shutting down"))
         }
         Ok(envelope) => Response::error(format!(
-            "this daemon speaks protocol v{PROTOCOL_VERSION}, the client v{}: run `corral kill` with the old corral, then retry",
+            "this daemon (corral {}) speaks protocol v{PROTOCOL_VERSION}, this client v{}: \
+             run `corral update` with the corral you want to use, to move the daemon to it \
+             in place (apps keep running)",
+            env!("CARGO_PKG_VERSION"),
             envelope.version
         )),
         Err(e) => Response::error(format!("bad request: {e}")),
@@ -282,6 +364,10 @@ struct Daemon {
     metrics: Option<corral_metrics::Metrics>,
     /// Bumped by `reloadLogs`: every app's log writer reopens its files.
     log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// A duplicate of the control socket, to pass on in an update.
+    control: Option<std::os::fd::OwnedFd>,
+    /// `corral update` under way.
+    updating: Option<cmd::update::Updating>,
 }
 
 impl Daemon {
@@ -298,6 +384,8 @@ impl Daemon {
             next_id: 0,
             metrics: None,
             log_generation: Default::default(),
+            control: None,
+            updating: None,
         }
     }
 
@@ -313,7 +401,18 @@ impl Daemon {
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
+                    Some(Msg::Request(_, reply)) if self.updating.is_some() => {
+                        let _ = reply.send(Response::error(
+                            "the daemon is updating itself; retry in a moment",
+                        ));
+                    }
                     Some(Msg::Request(request, reply)) => self.request(request, reply),
+                    Some(Msg::Update(exe, conn)) => self.update(exe, conn),
+                    Some(Msg::UpdateChecked { exe, conn, checked }) => {
+                        self.update_checked(exe, conn, checked)
+                    }
+                    Some(Msg::HandOverAnswer(app, result)) => self.hand_over_answer(&app, result),
+                    Some(Msg::Released(app, listeners)) => self.released(&app, listeners),
                     Some(Msg::Report(app, report)) => self.report(&app, report),
                     Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),
                     Some(Msg::Reread { name, result, after }) => self.reread(&name, *result, after),
@@ -321,6 +420,9 @@ impl Daemon {
                 },
                 _ = term.recv() => self.begin_kill(),
                 _ = int.recv() => self.begin_kill(),
+            }
+            if self.update_ready() {
+                self.finish_update().await;
             }
             if self.killing.is_some() && self.apps.values().all(|a| a.controls.is_none()) {
                 // Hand the home over first, so a command right after `kill` can start
@@ -375,6 +477,8 @@ impl Daemon {
             Request::Save => self.save(),
             Request::Resurrect => self.resurrect(),
             Request::Kill => return self.kill(reply),
+            // Taken off the connection before it gets here (it needs the connection).
+            Request::Update { .. } => Response::error("update: send it on a connection of its own"),
         };
         let _ = reply.send(response);
     }

@@ -14,3 +14,4 @@ pub(super) mod scale;
 pub(super) mod signal;
 pub(super) mod start;
 pub(super) mod stop;
+pub(super) mod update;

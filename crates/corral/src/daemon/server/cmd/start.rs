@@ -28,7 +28,7 @@ impl Daemon {
         app.lines = lines;
         app.layout = layout;
         app.log_generation = self.log_generation.clone();
-        if let Err(e) = launch(&mut app, &self.home, &self.tx) {
+        if let Err(e) = launch(&mut app, &self.home, &self.tx, None) {
             return e.into();
         }
         if let Some(metrics) = &self.metrics {

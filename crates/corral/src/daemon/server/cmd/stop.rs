@@ -76,7 +76,7 @@ impl Daemon {
             )),
             None => {}
         }
-        match launch(app, &self.home, &self.tx) {
+        match launch(app, &self.home, &self.tx, None) {
             Ok(()) => {
                 if let Some(metrics) = &self.metrics {
                     metrics.started(name, app.instances);

@@ -27,6 +27,9 @@ use crate::spec::AppSpec;
 
 use super::slots::{SlotSocket, SlotSockets};
 
+mod handed;
+pub(super) use handed::ProcsState;
+
 /// Connections a worker may have handed over but not yet acked.
 pub const WINDOW: u32 = 32;
 /// Accepted connections the supervisor holds at most while no worker has room; beyond
@@ -197,6 +200,8 @@ pub(super) struct OsProcesses {
     worker_ends: HashMap<Pid, OwnedFd>,
     /// Workers that are Node reading their channel as Node's IPC channel.
     node_workers: std::collections::HashSet<Pid>,
+    /// Each worker's slot and its output pumps, stopped for a hand-over.
+    pumps: HashMap<Pid, (usize, Vec<(Stream, output::Pump)>)>,
     pub(super) dispatcher: Dispatcher,
     listeners: Vec<RawFd>,
     held: VecDeque<Held>,
@@ -228,6 +233,7 @@ impl OsProcesses {
             channels: HashMap::new(),
             worker_ends: HashMap::new(),
             node_workers: Default::default(),
+            pumps: HashMap::new(),
             dispatcher: Dispatcher::new(balance, WINDOW),
             listeners,
             held: VecDeque::new(),
@@ -616,20 +622,17 @@ impl Processes for OsProcesses {
         self.groups().for_each(|g| g.spawned(slot, child.pid));
         os::keeper::watch(child.pid);
         self.worker_ends.insert(child.pid, theirs);
-        output::pump(
-            child.stdout,
-            slot,
-            child.pid,
-            Stream::Stdout,
-            self.logs.clone(),
-        );
-        output::pump(
-            child.stderr,
-            slot,
-            child.pid,
-            Stream::Stderr,
-            self.logs.clone(),
-        );
+        let pumps = [
+            (child.stdout, Stream::Stdout),
+            (child.stderr, Stream::Stderr),
+        ]
+        .into_iter()
+        .filter_map(|(fd, stream)| {
+            let pump = output::pump(fd, slot, child.pid, stream, self.logs.clone(), Vec::new());
+            pump.map(|p| (stream, p))
+        })
+        .collect();
+        self.pumps.insert(child.pid, (slot, pumps));
         // Without a channel the worker still runs; it just can't talk to us.
         if let Ok(channel) = Channel::start(ours, child.pid, self.inputs.clone()) {
             self.channels.insert(child.pid, channel);
@@ -680,6 +683,8 @@ impl Processes for OsProcesses {
 
     fn reaped(&mut self, pid: Pid, slot: usize) -> usize {
         self.channels.remove(&pid);
+        // Its pumps read on until every process that could write to them is gone.
+        self.pumps.remove(&pid);
         self.dispatcher.remove(pid);
         self.node_workers.remove(&pid);
         let emptied: Vec<SlotSocket> = self.groups().flat_map(|g| g.exited(slot, pid)).collect();

@@ -1,0 +1,438 @@
+//! `update`: the daemon becomes the corral binary the client names (`exec`, same pid),
+//! handing every app's engine over without a worker noticing; or, when anything stands
+//! in the way, stays as it is and says why.
+//!
+//! Order: check the new binary (`__handover check`); ask every engine to hand over
+//! (a reload or stop under way refuses); wait for each engine's state and listeners and
+//! for its log writer to finish; write the document; exec. A refusal, or an exec that
+//! fails, gives every engine back its workers in this process.
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use corral_core::handover::{self, Fd, Refused};
+use corral_core::listen::{Listener, ListenerState};
+use corral_core::supervisor::{HandOverResult, Handed};
+
+use crate::daemon::server::*;
+use crate::daemon::state::Row;
+
+/// How long an app's log writer may take to write what its workers said last.
+const LOGS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An update under way.
+pub(in crate::daemon::server) struct Updating {
+    exe: PathBuf,
+    conn: UnixStream,
+    /// The apps whose engines are handing over: what each has given back so far.
+    apps: BTreeMap<String, Handing>,
+    refused: Vec<String>,
+}
+
+#[derive(Default)]
+struct Handing {
+    answered: bool,
+    engine: Option<Box<Handed>>,
+    listeners: Option<Vec<Listener>>,
+}
+
+impl Handing {
+    fn done(&self) -> bool {
+        self.answered && (self.engine.is_none() || self.listeners.is_some())
+    }
+}
+
+/// What the daemon hands to the binary it becomes.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(in crate::daemon) struct DaemonDoc {
+    version: u32,
+    pub from: String,
+    /// The home's lock (flock), held across the exec.
+    lock: Option<Fd>,
+    /// The control socket, listening all along.
+    control: Option<Fd>,
+    pub keeper: Option<Fd>,
+    /// The `corral update` connection, answered by whichever binary runs in the end.
+    reply: Fd,
+    next_id: u32,
+    apps: Vec<AppDoc>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AppDoc {
+    id: u32,
+    start: StartApp,
+    status: Status,
+    instances: usize,
+    listen: Vec<String>,
+    rows: BTreeMap<usize, Row>,
+    engine: Option<EngineDoc>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EngineDoc {
+    listeners: Vec<ListenerState>,
+    handed: Box<Handed>,
+}
+
+impl DaemonDoc {
+    /// The lock and the control socket; the keeper is adopted on the way.
+    pub(in crate::daemon) fn take_daemon_fds(
+        &mut self,
+    ) -> anyhow::Result<(std::fs::File, std::os::fd::OwnedFd)> {
+        if let Some(keeper) = self.keeper.take() {
+            corral_core::os::keeper::adopt(keeper);
+        }
+        match (self.lock.take(), self.control.take()) {
+            (Some(lock), Some(control)) => Ok((std::fs::File::from(lock.0), control.0)),
+            _ => anyhow::bail!("the hand-over document has no lock or control socket"),
+        }
+    }
+}
+
+/// The document a previous binary of this daemon handed over, if any. One this binary
+/// can't take sends the process back to the binary that wrote it.
+pub(in crate::daemon) fn take_over() -> anyhow::Result<Option<DaemonDoc>> {
+    match handover::take::<DaemonDoc>() {
+        None => Ok(None),
+        Some(Ok(doc)) => {
+            handover::finish_taking();
+            Ok(Some(doc))
+        }
+        Some(Err(e)) => {
+            let why = format!("{:#}", anyhow::Error::from(e));
+            let back = handover::fall_back(&format!(
+                "{} could not take over: {why}",
+                crate::upgrade::installed_exe().display()
+            ));
+            anyhow::bail!(
+                "cannot take over from the previous daemon: {why}; and going back to it failed: {back}"
+            )
+        }
+    }
+}
+
+/// Writes `response` on a control connection the state task holds itself.
+fn answer(conn: UnixStream, response: Response) {
+    use std::io::Write;
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        body: response,
+    };
+    if let Ok(mut bytes) = serde_json::to_vec(&envelope) {
+        bytes.push(b'\n');
+        let mut conn = conn;
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(5)));
+        let _ = conn.write_all(&bytes);
+    }
+}
+
+fn not_updated(why: &str) -> Response {
+    Response::error(format!(
+        "not updated; the daemon runs on as it was, its apps untouched: {why}"
+    ))
+}
+
+impl Daemon {
+    /// Checks `exe` off the state task, then goes on in [`Daemon::update_checked`].
+    pub(in crate::daemon::server) fn update(&mut self, exe: String, conn: UnixStream) {
+        if let Some(why) = self.cannot_update() {
+            return answer(conn, not_updated(why));
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let exe = PathBuf::from(exe);
+            let target = exe.clone();
+            let checked = tokio::task::spawn_blocking(move || crate::upgrade::check(&target))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| format!("{e:#}")));
+            let _ = tx.send(Msg::UpdateChecked { exe, conn, checked });
+        });
+    }
+
+    fn cannot_update(&self) -> Option<&'static str> {
+        if self.killing.is_some() {
+            Some("the daemon is stopping")
+        } else if self.updating.is_some() {
+            Some("an update is already under way")
+        } else {
+            None
+        }
+    }
+
+    pub(in crate::daemon::server) fn update_checked(
+        &mut self,
+        exe: PathBuf,
+        conn: UnixStream,
+        checked: Result<(), String>,
+    ) {
+        if let Err(why) = checked {
+            return answer(conn, not_updated(&why));
+        }
+        if let Some(why) = self.cannot_update() {
+            return answer(conn, not_updated(why));
+        }
+        let mut updating = Updating {
+            exe,
+            conn,
+            apps: BTreeMap::new(),
+            refused: Vec::new(),
+        };
+        for app in self.apps.values().filter(|a| a.controls.is_some()) {
+            let (reply, answered) = tokio::sync::oneshot::channel();
+            if let Err(e) = send(app, Command::HandOver(reply)) {
+                updating.refused.push(e.to_string());
+                continue;
+            }
+            updating.apps.insert(app.name.clone(), Handing::default());
+            let (tx, name) = (self.tx.clone(), app.name.clone());
+            tokio::spawn(async move {
+                let result = answered.await.unwrap_or(Err(Refused::Stopping));
+                let _ = tx.send(Msg::HandOverAnswer(name, result));
+            });
+        }
+        journal::say(&format!(
+            "update: handing {} apps over to {}",
+            updating.apps.len(),
+            updating.exe.display()
+        ));
+        self.updating = Some(updating);
+    }
+
+    pub(in crate::daemon::server) fn hand_over_answer(
+        &mut self,
+        name: &str,
+        result: HandOverResult,
+    ) {
+        let Some(updating) = &mut self.updating else {
+            return;
+        };
+        let Some(handing) = updating.apps.get_mut(name) else {
+            return;
+        };
+        handing.answered = true;
+        match result {
+            Ok(engine) => handing.engine = Some(engine),
+            Err(refused) => updating.refused.push(format!("{name}: {refused}")),
+        }
+    }
+
+    /// An engine that handed over has ended: its listeners.
+    pub(in crate::daemon::server) fn released(&mut self, name: &str, listeners: Vec<Listener>) {
+        if let Some(handing) = self.updating.as_mut().and_then(|u| u.apps.get_mut(name)) {
+            handing.listeners = Some(listeners);
+        }
+    }
+
+    /// Whether every engine has answered, and the update can go on.
+    pub(in crate::daemon::server) fn update_ready(&self) -> bool {
+        self.updating
+            .as_ref()
+            .is_some_and(|u| u.apps.values().all(Handing::done))
+    }
+
+    /// Execs the new binary, or gives the engines back their workers and says why not.
+    pub(in crate::daemon::server) async fn finish_update(&mut self) {
+        let Some(updating) = self.updating.take() else {
+            return;
+        };
+        let Updating {
+            exe,
+            conn,
+            apps,
+            refused,
+        } = updating;
+        let engines: BTreeMap<String, (Vec<Listener>, Box<Handed>)> = apps
+            .into_iter()
+            .filter_map(|(name, h)| Some((name, (h.listeners?, h.engine?))))
+            .collect();
+        if !refused.is_empty() {
+            self.resume(engines);
+            return answer(conn, not_updated(&refused.join("; ")));
+        }
+        for app in self.apps.values_mut() {
+            if let Some(task) = app.log_task.take() {
+                let _ = tokio::time::timeout(LOGS_GRACE, task).await;
+            }
+        }
+        let doc = match self.document(engines, conn) {
+            Ok(doc) => doc,
+            Err((engines, conn, e)) => {
+                self.resume(engines);
+                return answer(conn, not_updated(&format!("{e:#}")));
+            }
+        };
+        journal::say(&format!(
+            "update: becoming {} (pid {})",
+            exe.display(),
+            std::process::id()
+        ));
+        journal::flush().await;
+        let (doc, error) = handover::exec(doc, &exe, None);
+        let why = format!("{:#}", anyhow::Error::from(error));
+        journal::say(&format!("update: {why}; the apps go on here"));
+        let reply = self.adopt_engines(doc);
+        answer(reply, not_updated(&why));
+    }
+
+    /// Gives every engine its workers back, in this process.
+    fn resume(&mut self, engines: BTreeMap<String, (Vec<Listener>, Box<Handed>)>) {
+        for (name, engine) in engines {
+            self.relaunch_adopted(&name, engine);
+        }
+    }
+
+    fn relaunch_adopted(&mut self, name: &str, engine: (Vec<Listener>, Box<Handed>)) {
+        let Some(app) = self.apps.get_mut(name) else {
+            return;
+        };
+        if let Err(e) = launch(app, &self.home, &self.tx, Some(engine)) {
+            journal::say(&format!("{name}: cannot take its workers back: {e}"));
+        }
+    }
+
+    /// The document for the next binary; on failure, everything back.
+    #[allow(clippy::type_complexity)]
+    fn document(
+        &mut self,
+        mut engines: BTreeMap<String, (Vec<Listener>, Box<Handed>)>,
+        conn: UnixStream,
+    ) -> Result<
+        DaemonDoc,
+        (
+            BTreeMap<String, (Vec<Listener>, Box<Handed>)>,
+            UnixStream,
+            anyhow::Error,
+        ),
+    > {
+        let fds = || -> std::io::Result<(Fd, Fd, Fd)> {
+            let lock = self.lock.as_ref().ok_or(std::io::ErrorKind::NotFound)?;
+            let control = self.control.as_ref().ok_or(std::io::ErrorKind::NotFound)?;
+            Ok((
+                Fd::dup(lock.as_fd())?,
+                Fd::dup(control.as_fd())?,
+                Fd::dup(conn.as_fd())?,
+            ))
+        };
+        let (lock, control, reply) = match fds() {
+            Ok(fds) => fds,
+            Err(e) => {
+                return Err((
+                    engines,
+                    conn,
+                    anyhow::Error::from(e).context("cannot pass the daemon's own sockets on"),
+                ))
+            }
+        };
+        drop(conn);
+        let mut apps = Vec::new();
+        for app in self.apps.values() {
+            let engine = match engines.remove(&app.name) {
+                Some((listeners, handed)) => Some(EngineDoc {
+                    listeners: listeners
+                        .into_iter()
+                        .map(Listener::hand_over)
+                        .collect::<std::io::Result<_>>()
+                        .expect("dup of a listener"),
+                    handed,
+                }),
+                None => None,
+            };
+            apps.push(AppDoc {
+                id: app.id,
+                start: app.start.clone(),
+                status: app.status,
+                instances: app.instances,
+                listen: app.listen.clone(),
+                rows: app.rows.clone(),
+                engine,
+            });
+        }
+        Ok(DaemonDoc {
+            version: handover::VERSION,
+            from: env!("CARGO_PKG_VERSION").to_owned(),
+            lock: Some(lock),
+            control: Some(control),
+            keeper: corral_core::os::keeper::hand_over(),
+            reply,
+            next_id: self.next_id,
+            apps,
+        })
+    }
+
+    /// Takes over the apps of `doc` (from a previous binary, or this one's own after a
+    /// failed exec); returns the connection of the `corral update` that asked.
+    pub(in crate::daemon) fn adopt_engines(&mut self, doc: DaemonDoc) -> UnixStream {
+        self.next_id = self.next_id.max(doc.next_id);
+        for mut app_doc in doc.apps {
+            let engine = app_doc.engine.take().map(|e| {
+                let listeners = e.listeners.into_iter().map(Listener::resume).collect();
+                (listeners, e.handed)
+            });
+            let name = match self.apps.values().find(|a| a.id == app_doc.id) {
+                Some(app) => app.name.clone(),
+                None => match self.restore_app(app_doc) {
+                    Ok(app) => {
+                        let name = app.name.clone();
+                        self.apps.insert(name.clone(), Box::new(app));
+                        name
+                    }
+                    Err(e) => {
+                        journal::say(&format!("update: an app can't be taken over: {e}"));
+                        continue;
+                    }
+                },
+            };
+            if let Some(engine) = engine {
+                self.relaunch_adopted(&name, engine);
+            }
+        }
+        UnixStream::from(doc.reply.0)
+    }
+
+    fn restore_app(&self, doc: AppDoc) -> Result<App, String> {
+        let Parsed {
+            spec,
+            triggers,
+            lines,
+            layout,
+        } = parse_start(&doc.start)?;
+        let mut app = App::new(doc.start, spec, triggers);
+        app.id = doc.id;
+        app.lines = lines;
+        app.layout = layout;
+        app.log_generation = self.log_generation.clone();
+        app.status = doc.status;
+        app.instances = doc.instances;
+        app.listen = doc.listen;
+        app.rows = doc.rows;
+        Ok(app)
+    }
+
+    /// How many apps and workers a document hands over, for the first words of the new binary.
+    pub(in crate::daemon) fn adopted_summary(&self) -> String {
+        let running = self.apps.values().filter(|a| a.controls.is_some()).count();
+        let workers: usize = self
+            .apps
+            .values()
+            .map(|a| a.rows.values().filter(|r| r.pid.is_some()).count())
+            .sum();
+        format!("{running} apps, {workers} workers kept")
+    }
+}
+
+/// Answers the `corral update` that led here, from the binary that took over.
+pub(in crate::daemon) fn answer_update(conn: UnixStream, from: &str, summary: &str) {
+    let version = env!("CARGO_PKG_VERSION");
+    let response = match crate::upgrade::failed_attempt() {
+        Some(why) => not_updated(&why),
+        None => Response::ok(format!(
+            "daemon {} updated in place from corral {from} to {version}: {summary}",
+            std::process::id()
+        )),
+    };
+    answer(conn, response);
+}
