@@ -81,11 +81,12 @@ pub enum Request<O> {
     Save,
     Resurrect,
     Kill,
-    /// Replace the daemon's binary in place with `exe` (same pid), its apps handed over
-    /// without a worker noticing. Taken whatever the protocol version, so that any
-    /// corral can move a daemon to its own version.
+    /// Replace the daemon's binary in place (same pid) with `exe`, or with the binary
+    /// now at the path the daemon was started from; its apps are handed over without a
+    /// worker noticing. Taken whatever the protocol version.
     Update {
-        exe: String,
+        #[serde(default)]
+        exe: Option<String>,
     },
 }
 

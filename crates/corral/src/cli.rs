@@ -104,9 +104,10 @@ pub enum Command {
     Ping,
     /// Stop every app gracefully, then the daemon.
     Kill,
-    /// Move the running daemon to this corral binary in place: its apps keep running and
-    /// no connection is dropped (PM2's update, without the restart).
-    Update,
+    /// Move the running daemon, in place, to the corral binary now at the path it was
+    /// started from (after a package upgrade): its apps keep running and no connection is
+    /// dropped (PM2's update, without the restart).
+    Update(UpdateArgs),
     /// Watch apps and workers live: CPU, memory, restarts, output; keys to reload, restart, scale.
     Monit,
     /// Print (or install) a service unit that starts corral with the machine.
@@ -136,6 +137,13 @@ pub struct StartArgs {
     /// Arguments for the app.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Another corral binary to move the daemon to.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -86,7 +86,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Resurrect => Request::Resurrect,
         Command::Ping => Request::Ping,
         Command::Kill => return kill(&home),
-        Command::Update => return update(&home),
+        Command::Update(args) => return update(&home, args.binary),
         Command::Startup(args) => return startup::startup(&home, &args),
         Command::Monit => return monit::run(home).map_err(Failure::Runtime),
         Command::Run(_) | Command::Daemon(_) | Command::Handover { .. } => {
@@ -185,11 +185,19 @@ fn start_config(home: &Home, args: &mut StartArgs) -> Result<(), Failure> {
     files::apply_file(home, &path, profile, ApplyMode::Reload)
 }
 
-/// Moves the running daemon to this very binary, in place (`exec`, same pid).
-fn update(home: &Home) -> Result<(), Failure> {
-    let exe = crate::upgrade::installed_exe();
+/// Moves the running daemon, in place (`exec`, same pid), to `binary` or to the binary
+/// now at the path it was started from.
+fn update(home: &Home, binary: Option<std::path::PathBuf>) -> Result<(), Failure> {
+    let exe = match binary {
+        Some(path) => Some(
+            std::fs::canonicalize(&path)
+                .with_context(|| format!("cannot find --binary {}", path.display()))
+                .map_err(Failure::Usage)?,
+        ),
+        None => None,
+    };
     let request = Request::Update {
-        exe: exe.to_string_lossy().into_owned(),
+        exe: exe.map(|p| p.to_string_lossy().into_owned()),
     };
     match conn::request(home, request, false) {
         Ok(response) => answer(response),

@@ -16,6 +16,7 @@ mod pm2;
 mod recipes;
 mod reuseport;
 mod run;
+mod upgrade;
 
 /// The corral binary under test.
 pub const CORRAL: &str = env!("CARGO_BIN_EXE_corral");

@@ -160,7 +160,7 @@ fn bind_control(home: &Home) -> anyhow::Result<UnixListener> {
 enum Msg {
     Request(Request, oneshot::Sender<Response>),
     /// `corral update`, with its connection (answered by whichever binary runs in the end).
-    Update(String, std::os::unix::net::UnixStream),
+    Update(Option<String>, std::os::unix::net::UnixStream),
     UpdateChecked {
         exe: std::path::PathBuf,
         conn: std::os::unix::net::UnixStream,
@@ -306,11 +306,11 @@ async fn connection(
     }
 }
 
-/// The binary a `corral update` request names, whatever its protocol version: any corral
-/// may move the daemon to its own version.
-fn update_request(line: &[u8]) -> Option<String> {
+/// Whether `line` is a `corral update` request, whatever its protocol version (any corral
+/// may move the daemon to a binary of its choice), and the binary it names, if any.
+fn update_request(line: &[u8]) -> Option<Option<String>> {
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
-    (value["op"] == "update").then(|| value["exe"].as_str().map(str::to_owned))?
+    (value["op"] == "update").then(|| value["exe"].as_str().map(str::to_owned))
 }
 
 async fn answer(

@@ -136,14 +136,15 @@ fn not_updated(why: &str) -> Response {
 }
 
 impl Daemon {
-    /// Checks `exe` off the state task, then goes on in [`Daemon::update_checked`].
-    pub(in crate::daemon::server) fn update(&mut self, exe: String, conn: UnixStream) {
+    /// Checks `exe` (by default the binary now at the daemon's own path) off the state
+    /// task, then goes on in [`Daemon::update_checked`].
+    pub(in crate::daemon::server) fn update(&mut self, exe: Option<String>, conn: UnixStream) {
         if let Some(why) = self.cannot_update() {
             return answer(conn, not_updated(why));
         }
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let exe = PathBuf::from(exe);
+            let exe = exe.map_or_else(crate::upgrade::installed_exe, PathBuf::from);
             let target = exe.clone();
             let checked = tokio::task::spawn_blocking(move || crate::upgrade::check(&target))
                 .await

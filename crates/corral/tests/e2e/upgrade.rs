@@ -1,0 +1,288 @@
+//! Issue 13: corral upgrades itself in place, `corral update` for the daemon and SIGURG
+//! for `corral run`, without a worker noticing or a request failing. Each test runs a
+//! copy of the corral binary from a directory of its own and replaces that file, as a
+//! package upgrade does, so the running process's binary is the deleted old one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use corral_testkit::{pids, Corral, Load, LoadReport};
+use nix::sys::signal::Signal;
+
+use crate::{fixture, CORRAL};
+
+const T: Duration = Duration::from_secs(30);
+
+/// A copy of the corral binary that a test can replace.
+struct Binary {
+    dir: PathBuf,
+}
+
+impl Binary {
+    fn new(name: &str) -> Binary {
+        let dir = std::env::temp_dir().join(format!("corral-bin-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory for the binary");
+        let binary = Binary { dir };
+        binary.replace_with(Path::new(CORRAL));
+        binary
+    }
+
+    fn path(&self) -> String {
+        self.dir.join("corral").display().to_string()
+    }
+
+    /// Puts `source` at the binary's path the way installers do: a new file renamed
+    /// over the old one, which the running process keeps as `(deleted)`.
+    fn replace_with(&self, source: &Path) {
+        let tmp = self.dir.join("corral.new");
+        std::fs::copy(source, &tmp).expect("copy the binary");
+        std::fs::rename(&tmp, self.dir.join("corral")).expect("rename over the binary");
+    }
+
+    /// A "build" that can't even start.
+    fn replace_with_broken(&self) {
+        let script = self.dir.join("broken.sh");
+        std::fs::write(&script, "#!/bin/sh\necho 'broken build' >&2\nexit 1\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        self.replace_with(&script);
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether process `pid` runs a binary that was replaced on disk.
+fn runs_deleted_binary(pid: i32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().ends_with(" (deleted)"))
+        .unwrap_or(false)
+}
+
+/// Keep-alive and `Connection: close` load at once, 4 clients each.
+struct Loads {
+    keep_alive: Load,
+    close: Load,
+}
+
+impl Loads {
+    fn start(addr: std::net::SocketAddr) -> Loads {
+        let loads = Loads {
+            keep_alive: Load::start(addr, 4, true, Duration::from_secs(120)),
+            close: Load::start(addr, 4, false, Duration::from_secs(120)),
+        };
+        loads.more(200);
+        loads
+    }
+
+    /// Waits for `n` more successes of each kind.
+    fn more(&self, n: usize) {
+        for load in [&self.keep_alive, &self.close] {
+            let before = load.ok_so_far();
+            assert!(load.wait_ok(before + n, T), "the load stalled");
+        }
+    }
+
+    /// Both reports, each asserted to have no failure.
+    fn finish(self, context: impl Fn() -> String) -> (LoadReport, LoadReport) {
+        let (keep_alive, close) = (self.keep_alive.finish(), self.close.finish());
+        for (kind, report) in [("keep-alive", &keep_alive), ("close", &close)] {
+            assert_eq!(report.failed, 0, "{kind}: {report:?}\n{}", context());
+            eprintln!("{kind}: {} ok, {} failed", report.ok, report.failed);
+        }
+        (keep_alive, close)
+    }
+}
+
+fn updates_under_load(
+    home: &corral_testkit::Home,
+    binary: &Binary,
+    app: &str,
+    addr: std::net::SocketAddr,
+    rounds: usize,
+) {
+    let before = home.wait_online(app, 2);
+    let daemon = home.daemon_pid();
+    let loads = Loads::start(addr);
+    for _ in 0..rounds {
+        binary.replace_with(Path::new(CORRAL));
+        assert!(runs_deleted_binary(daemon));
+        let said = home.ok(&["update"]);
+        assert!(said.contains("updated in place"), "{said}");
+        assert_eq!(home.daemon_pid(), daemon, "the same process");
+        assert!(!runs_deleted_binary(daemon), "it runs the new binary");
+        loads.more(300);
+    }
+    loads.finish(|| home.daemon_log());
+    let after = home.wait_online(app, 2);
+    assert_eq!(pids(&after), pids(&before), "the same workers");
+    for (old, new) in before.workers.iter().zip(&after.workers) {
+        assert_eq!(new.restarts, old.restarts, "restart counts go on");
+        assert!(
+            new.uptime_ms > old.uptime_ms,
+            "uptimes go on: {old:?} {new:?}"
+        );
+    }
+    // In control: a reload replaces every worker.
+    home.ok(&["reload", app]);
+    assert!(corral_testkit::eventually(T, || {
+        let now = pids(&home.app(app));
+        now.len() == 2 && now.iter().all(|p| !pids(&before).contains(p))
+    }));
+}
+
+#[test]
+fn issue_13_corral_update_loses_no_request_and_keeps_every_worker_its_uptime_and_restarts() {
+    let binary = Binary::new("update");
+    let home = corral_testkit::Home::new(&binary.path(), "update");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "fx",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    updates_under_load(&home, &binary, "fx", home.addr("fx"), 2);
+}
+
+#[test]
+fn issue_13_a_node_app_asking_for_its_port_in_reuseport_mode_is_updated_in_place_losing_nothing() {
+    let Some(plain) = corral_testkit::node_file("examples/node", "plain.js") else {
+        return;
+    };
+    let binary = Binary::new("update-node");
+    let home = corral_testkit::Home::new(&binary.path(), "update-node");
+    let port = corral_testkit::free_port().to_string();
+    // No --listen: plain.js's listen(PORT) asks corral for the port, each worker its
+    // slot's own socket of it (reuseport: Node's default with a CPU per worker).
+    home.ok(&[
+        "start",
+        "--name",
+        "plain",
+        "-i",
+        "2",
+        "--balance",
+        "reuseport",
+        "--env",
+        &format!("PORT={port}"),
+        "--",
+        "node",
+        &plain,
+    ]);
+    home.wait_online("plain", 2);
+    assert!(corral_testkit::eventually(T, || !home
+        .app("plain")
+        .listen
+        .is_empty()));
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    updates_under_load(&home, &binary, "plain", addr, 2);
+}
+
+#[test]
+fn issue_13_an_update_to_a_binary_that_fails_at_start_leaves_the_daemon_serving_and_in_control() {
+    let binary = Binary::new("update-broken");
+    let home = corral_testkit::Home::new(&binary.path(), "update-broken");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "fx",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let before = pids(&home.wait_online("fx", 2));
+    let daemon = home.daemon_pid();
+    let loads = Loads::start(home.addr("fx"));
+    binary.replace_with_broken();
+    // The CLI itself must work: the one the test was built with.
+    let out = std::process::Command::new(CORRAL)
+        .arg("update")
+        .env("CORRAL_HOME", &home.dir)
+        .output()
+        .expect("run corral update");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("not updated; the daemon runs on as it was")
+            && said.contains(&binary.path())
+            && said.contains("broken build"),
+        "{said}"
+    );
+    loads.more(300);
+    loads.finish(|| home.daemon_log());
+    // A working binary at the path again, for the CLI; the daemon still runs the first.
+    binary.replace_with(Path::new(CORRAL));
+    assert_eq!(home.daemon_pid(), daemon);
+    assert!(runs_deleted_binary(daemon), "still the old binary");
+    assert_eq!(pids(&home.app("fx")), before);
+    home.ok(&["reload", "fx"]);
+    assert!(corral_testkit::eventually(T, || {
+        let now = pids(&home.app("fx"));
+        now.len() == 2 && now.iter().all(|p| !before.contains(p))
+    }));
+}
+
+#[test]
+fn issue_13_corral_run_upgrades_in_place_on_sigurg_losing_nothing() {
+    let binary = Binary::new("run");
+    let fixture = fixture();
+    let c = Corral::start(
+        &binary.path(),
+        &["run", "--listen", "127.0.0.1:0", "-i", "2", "--", &fixture],
+        &[],
+    );
+    let workers = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
+    let loads = Loads::start(c.addr());
+    for n in 1..=2 {
+        binary.replace_with(Path::new(CORRAL));
+        c.signal(Signal::SIGURG);
+        c.wait_for_nth("upgraded in place", n, T);
+        assert!(!runs_deleted_binary(c.pid()), "it runs the new binary");
+        loads.more(300);
+    }
+    let (keep_alive, close) = loads.finish(|| c.output().join("\n"));
+    let served: std::collections::BTreeSet<i32> = keep_alive
+        .by_pid
+        .keys()
+        .chain(close.by_pid.keys())
+        .copied()
+        .collect();
+    assert_eq!(
+        served,
+        workers.into_iter().collect(),
+        "the same workers throughout"
+    );
+    // In control: a reload replaces both.
+    c.signal(Signal::SIGHUP);
+    c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
+}
+
+#[test]
+fn issue_13_corral_run_refuses_an_upgrade_to_a_broken_binary_and_runs_on() {
+    let binary = Binary::new("run-broken");
+    let fixture = fixture();
+    let c = Corral::start(
+        &binary.path(),
+        &["run", "--listen", "127.0.0.1:0", "-i", "2", "--", &fixture],
+        &[],
+    );
+    let workers = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
+    binary.replace_with_broken();
+    c.signal(Signal::SIGURG);
+    let said = c.wait_for("upgrade refused", T);
+    assert!(said.contains("broken build"), "{said}");
+    let loads = Loads::start(c.addr());
+    let (keep_alive, _) = loads.finish(|| c.output().join("\n"));
+    assert!(keep_alive.by_pid.keys().all(|p| workers.contains(p)));
+}
