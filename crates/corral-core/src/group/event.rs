@@ -36,8 +36,10 @@ pub enum Command {
     /// stay as they are.
     Respec(Box<crate::spec::AppSpec>),
     /// Stop supervising and give everything to the caller, who passes it to another
-    /// binary (`crate::handover`); the workers notice nothing.
-    HandOver(tokio::sync::oneshot::Sender<crate::supervisor::HandOverResult>),
+    /// binary (`crate::handover`); the workers notice nothing. Made and answered by the
+    /// supervisor loop only (`supervisor::hand_over_request`), which knows what the
+    /// answer holds: the group does not.
+    HandOver(tokio::sync::oneshot::Sender<Box<dyn std::any::Any + Send>>),
 }
 
 impl From<Control> for Command {

@@ -848,3 +848,36 @@ fn issue_9_a_late_hello_starts_the_heartbeat_count_fresh() {
     );
     assert!(h.signals_to(101).is_empty());
 }
+
+#[test]
+fn issue_13_a_group_handed_over_goes_on_where_it_was() {
+    let mut h = Harness::new(3, Harness::notify());
+    h.ready(101);
+    h.ready(102);
+    // Slot 2 crashed before it got ready (unstable) and waits for its restart.
+    h.advance(1500 * MS);
+    h.exit(103, 1);
+    let config = h.group.config.clone();
+    h.group.check_handover().expect("nothing under way");
+    let group = std::mem::replace(
+        &mut h.group,
+        Group::new(config.clone(), Fake::default(), h.now),
+    );
+    let (state, _procs) = group.hand_over();
+    let json = serde_json::to_string(&state).unwrap();
+    let back: GroupState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.pids(), vec![101, 102]);
+    h.group = Group::restore(config, Fake::default(), back, h.now);
+    assert_eq!(h.ready_count(), 2);
+    assert_eq!(h.group.current(2), None);
+    // The restart that was due still happens, in slot 2, and nothing else starts.
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.procs().spawned.len(), 1, "{:?}", h.procs().spawned);
+    assert_eq!(h.procs().spawned[0].0, 2);
+    // A reload runs as on any group, and a handover is refused while it does.
+    h.send(Event::Control(Control::Reload));
+    assert_eq!(
+        h.group.check_handover(),
+        Err(crate::handover::Refused::RollingOut)
+    );
+}

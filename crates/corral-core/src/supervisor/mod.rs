@@ -44,6 +44,36 @@ pub struct Handed {
 /// The answer to [`Command::HandOver`].
 pub type HandOverResult = Result<Box<Handed>, Refused>;
 
+/// A [`Command::HandOver`] to send to a running app, and where its answer comes.
+pub fn hand_over_request() -> (Command, HandOverAnswer) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    (Command::HandOver(tx), HandOverAnswer(rx))
+}
+
+/// The answer to a [`hand_over_request`].
+pub struct HandOverAnswer(tokio::sync::oneshot::Receiver<Box<dyn std::any::Any + Send>>);
+
+impl HandOverAnswer {
+    /// The engine's state, or why it did not hand over (an engine that ended first
+    /// counts as stopping).
+    pub async fn get(self) -> HandOverResult {
+        match self.0.await {
+            Ok(answer) => *answer
+                .downcast::<HandOverResult>()
+                .unwrap_or_else(|_| Box::new(Err(Refused::Stopping))),
+            Err(_) => Err(Refused::Stopping),
+        }
+    }
+}
+
+/// Answers a [`Command::HandOver`].
+fn answer_hand_over(
+    reply: tokio::sync::oneshot::Sender<Box<dyn std::any::Any + Send>>,
+    answer: HandOverResult,
+) {
+    let _ = reply.send(Box::new(answer));
+}
+
 /// How long after a worker got ready corral looks at which sockets it listens on (an app
 /// may bind a port of its own after it said it was ready).
 const SOCKET_CHECK_AFTER: Duration = Duration::from_secs(1);
@@ -191,7 +221,7 @@ pub async fn run(
     let mut sampling = false;
     let mut controls_open = true;
     let mut starved = Starved::default();
-    let mut hand_over_to: Option<tokio::sync::oneshot::Sender<HandOverResult>> = None;
+    let mut hand_over_to = None;
     loop {
         if let Some(outcome) = group.outcome() {
             return Ok(outcome);
@@ -199,7 +229,7 @@ pub async fn run(
         if let Some(reply) = hand_over_to.take() {
             drop(watched);
             let handed = hand_over(group, notify, &mut inputs, &reports, &mut checks).await;
-            let _ = reply.send(handed);
+            answer_hand_over(reply, handed);
             return Ok(Outcome::HandedOver);
         }
         let procs = group.processes_mut();
@@ -237,9 +267,7 @@ pub async fn run(
                 Some(Command::HandOver(reply)) => {
                     match group.check_handover() {
                         Ok(()) => hand_over_to = Some(reply),
-                        Err(refused) => {
-                            let _ = reply.send(Err(refused));
-                        }
+                        Err(refused) => answer_hand_over(reply, Err(refused)),
                     }
                     continue;
                 }

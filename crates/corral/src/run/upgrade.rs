@@ -94,17 +94,16 @@ pub fn on_signal(
                 Err(_) => continue,
             }
             say(&format!("upgrading in place to {}", exe.display()));
-            let (tx, rx) = oneshot::channel();
-            if controls.send(Command::HandOver(tx)).await.is_err() {
+            let (request, answer) = corral_core::supervisor::hand_over_request();
+            if controls.send(request).await.is_err() {
                 return;
             }
-            match rx.await {
-                Ok(Ok(engine)) => {
+            match answer.get().await {
+                Ok(engine) => {
                     let _ = handed.send((exe, engine));
                     return;
                 }
-                Ok(Err(refused)) => say(&format!("upgrade refused, still running: {refused}")),
-                Err(_) => return,
+                Err(refused) => say(&format!("upgrade refused, still running: {refused}")),
             }
         }
     }))

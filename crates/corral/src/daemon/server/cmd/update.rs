@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use corral_core::handover::{self, Fd, Refused};
+use corral_core::handover::{self, Fd};
 use corral_core::listen::{Listener, ListenerState};
 use corral_core::supervisor::{HandOverResult, Handed};
 
@@ -183,15 +183,15 @@ impl Daemon {
             refused: Vec::new(),
         };
         for app in self.apps.values().filter(|a| a.controls.is_some()) {
-            let (reply, answered) = tokio::sync::oneshot::channel();
-            if let Err(e) = send(app, Command::HandOver(reply)) {
+            let (request, answered) = corral_core::supervisor::hand_over_request();
+            if let Err(e) = send(app, request) {
                 updating.refused.push(e.to_string());
                 continue;
             }
             updating.apps.insert(app.name.clone(), Handing::default());
             let (tx, name) = (self.tx.clone(), app.name.clone());
             tokio::spawn(async move {
-                let result = answered.await.unwrap_or(Err(Refused::Stopping));
+                let result = answered.get().await;
                 let _ = tx.send(Msg::HandOverAnswer(name, result));
             });
         }
