@@ -123,6 +123,16 @@ impl Channel {
         self.stopped.take()
     }
 
+    /// The channel's state while it runs on: a duplicate of its socket and what waits to
+    /// be sent.
+    pub fn snapshot(&self) -> io::Result<ChannelState> {
+        Ok(ChannelState {
+            fd: crate::handover::Fd::dup(self.tx.as_ref().as_fd())?,
+            unread: Vec::new(),
+            backlog: self.backlog.clone(),
+        })
+    }
+
     /// After the reader stopped: the channel's state, with the `unread` line it gave back.
     pub fn into_state(self, unread: Vec<u8>) -> io::Result<ChannelState> {
         let fd = crate::handover::Fd::dup(self.tx.as_ref().as_fd())?;

@@ -103,7 +103,7 @@ impl Target {
 }
 
 /// Credit windows and the choice of worker.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Dispatcher {
     mode: Balance,
     window: u32,

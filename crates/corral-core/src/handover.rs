@@ -23,6 +23,23 @@ thread_local! {
     static COLLECTED: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
     /// While set, deserializing an [`Fd`] duplicates the number instead of taking it.
     static TRIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// While set, the fds of a document that travelled through a holder: the writer's
+    /// number of each, and the fd it arrived as here.
+    static REMAP: RefCell<Option<std::collections::HashMap<RawFd, OwnedFd>>> = const { RefCell::new(None) };
+}
+
+/// Reads a document written in another process, whose fds were `numbers` there and
+/// arrived here as `fds`, in the same order. Fds the document does not name are closed.
+pub fn from_json_with_fds<T: serde::de::DeserializeOwned>(
+    json: serde_json::Value,
+    numbers: &[RawFd],
+    fds: Vec<OwnedFd>,
+) -> serde_json::Result<T> {
+    let map = numbers.iter().copied().zip(fds).collect();
+    REMAP.with(|r| *r.borrow_mut() = Some(map));
+    let doc = serde_json::from_value(json);
+    REMAP.with(|r| r.borrow_mut().take());
+    doc
 }
 
 /// Serializes `value` to JSON and returns every fd it contains.
@@ -52,6 +69,12 @@ impl<'de> Deserialize<'de> for Fd {
     /// that process inherited and nothing else owns.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Fd, D::Error> {
         let raw = i32::deserialize(d)?;
+        let remapped = REMAP.with(|r| r.borrow_mut().as_mut().map(|map| map.remove(&raw)));
+        match remapped {
+            Some(Some(fd)) => return Ok(Fd(fd)),
+            Some(None) => return Err(serde::de::Error::custom(format!("fd {raw} did not arrive"))),
+            None => {}
+        }
         // SAFETY: see above; fstat first, so a number that is not open is an error, not UB.
         if nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(raw) }).is_err() {
             return Err(serde::de::Error::custom(format!("fd {raw} is not open")));

@@ -132,6 +132,18 @@ impl Listener {
         })
     }
 
+    /// The same as [`Listener::hand_over`], as a duplicate, while this one stays in use.
+    pub fn snapshot(&self) -> io::Result<ListenerState> {
+        Ok(ListenerState {
+            name: self.name.clone(),
+            requested: self.requested.clone(),
+            local: self.local.clone(),
+            reuseport: self.reuseport,
+            unix_path: self.unix_path.clone(),
+            fd: crate::handover::Fd::dup(self.socket.as_fd())?,
+        })
+    }
+
     /// The listener a [`Listener::hand_over`] described.
     pub fn resume(state: ListenerState) -> Listener {
         Listener {

@@ -132,6 +132,15 @@ impl NotifySocket {
         })
     }
 
+    /// The same as [`NotifySocket::hand_over`], as a duplicate, while this one stays in use.
+    pub fn snapshot(&self) -> io::Result<NotifyState> {
+        Ok(NotifyState {
+            fd: crate::handover::Fd::dup(self.socket.as_fd())?,
+            dir: self.dir.clone(),
+            path: self.path.clone(),
+        })
+    }
+
     /// The socket a [`NotifySocket::hand_over`] described.
     pub fn resume(state: NotifyState) -> io::Result<NotifySocket> {
         let std = std::os::unix::net::UnixDatagram::from(state.fd.0);

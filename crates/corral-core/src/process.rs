@@ -12,6 +12,9 @@ pub enum ExitStatus {
     Code(i32),
     /// Killed by this signal number.
     Signal(i32),
+    /// Gone, how unknown: a worker adopted from a daemon that died is not this process's
+    /// child, and only a parent learns a child's exit status.
+    Unknown,
 }
 
 impl fmt::Display for ExitStatus {
@@ -22,6 +25,7 @@ impl fmt::Display for ExitStatus {
                 Ok(sig) => write!(f, "signal {}", sig.as_str()),
                 Err(_) => write!(f, "signal {sig}"),
             },
+            ExitStatus::Unknown => write!(f, "exit status unknown (adopted worker)"),
         }
     }
 }

@@ -28,6 +28,9 @@ pub fn main() -> ExitCode {
             crate::upgrade::answer_check();
             Ok(())
         }
+        Command::Holder => crate::home::Home::from_env()
+            .and_then(|home| crate::daemon::holder::run(&home))
+            .map_err(Failure::Runtime),
         other => crate::client::run(other),
     };
     match result {

@@ -118,6 +118,9 @@ pub enum Command {
     /// Which hand-over this binary takes (`check`), asked before an upgrade in place.
     #[command(name = "__handover", hide = true)]
     Handover { what: String },
+    /// The holder beside a daemon (started by it).
+    #[command(name = "__holder", hide = true)]
+    Holder,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,9 @@ pub enum Command {
     /// supervisor loop only (`supervisor::hand_over_request`), which knows what the
     /// answer holds: the group does not.
     HandOver(tokio::sync::oneshot::Sender<Box<dyn std::any::Any + Send>>),
+    /// A copy of what [`Command::HandOver`] would give, as duplicates, while the engine
+    /// runs on (for a holder: `supervisor::snapshot_request`).
+    Snapshot(tokio::sync::oneshot::Sender<Box<dyn std::any::Any + Send>>),
 }
 
 impl From<Control> for Command {

@@ -30,6 +30,12 @@ impl GroupState {
     pub fn pids(&self) -> Vec<Pid> {
         self.workers.iter().map(|(pid, _)| *pid).collect()
     }
+
+    /// Every process group it watches: its workers' and the lingering ones.
+    pub fn groups(&self) -> Vec<Pid> {
+        let lingering = self.lingering.iter().map(|l| l.pgid);
+        self.pids().into_iter().chain(lingering).collect()
+    }
 }
 
 impl<P: Processes> Group<P> {
@@ -48,7 +54,12 @@ impl<P: Processes> Group<P> {
 
     /// Its state, for the binary that takes it over, and its OS side.
     pub fn hand_over(self) -> (GroupState, P) {
-        let state = GroupState {
+        (self.snapshot(), self.procs)
+    }
+
+    /// Its state while it runs on.
+    pub fn snapshot(&self) -> GroupState {
+        GroupState {
             workers: self.workers.iter().map(|(p, w)| (*p, w.clone())).collect(),
             slots: self.slots.clone(),
             served: self.served,
@@ -57,8 +68,7 @@ impl<P: Processes> Group<P> {
                 .iter()
                 .map(|&(pgid, until)| Lingering { pgid, until })
                 .collect(),
-        };
-        (state, self.procs)
+        }
     }
 
     /// The group a [`Group::capture`] described, running on `procs`.

@@ -96,6 +96,17 @@ impl<P: Processes> Group<P> {
     /// Moves every judgment that fell due while the supervisor was paused to `now` plus a
     /// grace period, so that only silence corral could have heard counts.
     pub(super) fn on_resumed(&mut self, paused: Duration) {
+        self.give_grace();
+        self.report(Report::Paused {
+            paused,
+            grace: RESUME_GRACE,
+        });
+    }
+
+    /// Every judgment that fell due is moved to [`RESUME_GRACE`] from now: nobody
+    /// listened to the workers for a while (corral paused; or they were adopted from a
+    /// daemon that died, see [`Group::adopted_after`]).
+    fn give_grace(&mut self) {
         let now = self.now;
         let ready_timeout = matches!(
             self.config.ready,
@@ -122,10 +133,15 @@ impl<P: Processes> Group<P> {
                 WorkerState::Starting { .. } | WorkerState::Killed { .. } => {}
             }
         }
-        self.report(Report::Paused {
-            paused,
-            grace: RESUME_GRACE,
-        });
+    }
+
+    /// Adopted, at `now`, after nobody watched the workers for `unwatched` (their daemon
+    /// died): as after a pause, every judgment that fell due waits [`RESUME_GRACE`].
+    pub fn adopted_after(&mut self, now: Instant, unwatched: Duration) {
+        self.now = now.max(self.now);
+        if unwatched >= RESUME_GRACE / 3 {
+            self.give_grace();
+        }
     }
 
     pub(super) fn on_tick(&mut self) {

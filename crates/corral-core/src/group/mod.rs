@@ -226,6 +226,11 @@ impl<P: Processes> Group<P> {
         self.rollout.is_some()
     }
 
+    /// The OS side, read only.
+    pub fn processes(&self) -> &P {
+        &self.procs
+    }
+
     /// The OS side, for the supervisor loop (channels, dispatch).
     pub fn processes_mut(&mut self) -> &mut P {
         &mut self.procs

@@ -14,11 +14,16 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use crate::process::Pid;
 
-static KEEPER: OnceLock<File> = OnceLock::new();
+/// Where the records go: the keeper's pipe, or a daemon's holder (see [`attach`]).
+static KEEPER: Mutex<Option<File>> = Mutex::new(None);
+
+fn keeper() -> std::sync::MutexGuard<'static, Option<File>> {
+    KEEPER.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Groups the keeper can hold; past this, a group is not recorded (PDEATHSIG still
 /// reaches its leader). A fixed table, so the keeper never allocates after fork.
@@ -30,7 +35,7 @@ const RECORD: usize = 5;
 /// Starts the keeper, once per process. Call it before starting other threads is best,
 /// but the keeper allocates nothing after fork, so it is safe either way.
 pub fn start() -> io::Result<()> {
-    if KEEPER.get().is_some() {
+    if keeper().is_some() {
         return Ok(());
     }
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -41,7 +46,7 @@ pub fn start() -> io::Result<()> {
         0 => unsafe { keep(read.as_raw_fd(), devnull.as_raw_fd()) },
         _ => {
             drop(read);
-            let _ = KEEPER.set(File::from(write));
+            *keeper() = Some(File::from(write));
             Ok(())
         }
     }
@@ -50,14 +55,28 @@ pub fn start() -> io::Result<()> {
 /// The keeper's pipe, for the binary this process execs into (`crate::handover`): the
 /// keeper keeps its record of every group, and sees no end of the pipe.
 pub fn hand_over() -> Option<crate::handover::Fd> {
-    KEEPER
-        .get()
+    keeper()
+        .as_ref()
         .and_then(|pipe| crate::handover::Fd::dup(std::os::fd::AsFd::as_fd(pipe)).ok())
 }
 
 /// Takes the keeper a previous binary of this process started (see [`hand_over`]).
 pub fn adopt(pipe: crate::handover::Fd) {
-    let _ = KEEPER.set(File::from(pipe.0));
+    *keeper() = Some(File::from(pipe.0));
+}
+
+/// Sends the records to `link` from now on: a daemon's holder, which keeps the groups
+/// alive for the next daemon instead of killing them (`SOCK_SEQPACKET`: a record is a
+/// packet).
+pub fn attach(link: std::os::fd::OwnedFd) {
+    *keeper() = Some(File::from(link));
+}
+
+/// A duplicate of where the records go.
+pub fn link() -> Option<std::os::fd::OwnedFd> {
+    keeper()
+        .as_ref()
+        .and_then(|f| std::os::fd::AsFd::as_fd(f).try_clone_to_owned().ok())
 }
 
 /// Records process group `pgid`: killed if the supervisor dies before [`forget`].
@@ -71,7 +90,8 @@ pub fn forget(pgid: Pid) {
 }
 
 fn send(op: u8, pgid: Pid) {
-    let Some(mut pipe) = KEEPER.get() else {
+    let mut keeper = keeper();
+    let Some(pipe) = keeper.as_mut() else {
         return;
     };
     let mut record = [op, 0, 0, 0, 0];

@@ -2,6 +2,7 @@
 
 pub mod keeper;
 pub mod memory;
+pub mod pidfd;
 pub mod reuseport;
 pub mod sockets;
 mod spawn;

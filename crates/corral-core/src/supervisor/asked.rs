@@ -143,6 +143,20 @@ impl AskedPorts {
         })
     }
 
+    /// The same, as duplicates, while the ports stay in use here.
+    pub(super) fn snapshot(&self) -> std::io::Result<AskedState> {
+        let bound = self
+            .bound
+            .iter()
+            .map(|p| Ok((p.addr.clone(), p.listener.snapshot()?, p.slots.hand_over()?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(AskedState {
+            bound,
+            reuseport: self.reuseport,
+            configured: self.configured,
+        })
+    }
+
     pub(super) fn resume(state: AskedState) -> AskedPorts {
         let bound = state
             .bound

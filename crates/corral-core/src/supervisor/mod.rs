@@ -39,6 +39,68 @@ pub struct Handed {
     notify: NotifyState,
     group: GroupState,
     procs: ProcsState,
+    /// When it was taken: a snapshot a holder kept may be old by the time a daemon
+    /// adopts it, and the workers were not watched in between.
+    #[serde(with = "crate::handover::mono")]
+    taken: Instant,
+}
+
+impl Handed {
+    /// The process groups it holds.
+    pub fn groups(&self) -> Vec<Pid> {
+        self.group.groups()
+    }
+}
+
+/// An engine's listeners and state, as duplicates (see [`snapshot_request`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct EngineSnapshot {
+    pub listeners: Vec<crate::listen::ListenerState>,
+    pub engine: Box<Handed>,
+}
+
+/// A [`Command::Snapshot`] to send to a running app, and where its answer comes.
+pub fn snapshot_request() -> (Command, SnapshotAnswer) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    (Command::Snapshot(tx), SnapshotAnswer(rx))
+}
+
+/// The answer to a [`snapshot_request`].
+pub struct SnapshotAnswer(tokio::sync::oneshot::Receiver<Box<dyn std::any::Any + Send>>);
+
+impl SnapshotAnswer {
+    /// The snapshot, or why there is none (an engine that ended, or out of fds).
+    pub async fn get(self) -> Result<EngineSnapshot, Refused> {
+        match self.0.await {
+            Ok(answer) => *answer
+                .downcast::<Result<EngineSnapshot, Refused>>()
+                .unwrap_or_else(|_| Box::new(Err(Refused::Stopping))),
+            Err(_) => Err(Refused::Stopping),
+        }
+    }
+}
+
+/// A copy of the engine's state while it runs on.
+fn snapshot(
+    group: &Group<OsProcesses>,
+    notify: &NotifySocket,
+    listeners: &[Listener],
+) -> Result<EngineSnapshot, Refused> {
+    let io = |e: std::io::Error| Refused::Io(e.to_string());
+    let engine = Handed {
+        notify: notify.snapshot().map_err(io)?,
+        group: group.snapshot(),
+        procs: group.processes().snapshot().map_err(io)?,
+        taken: Instant::now(),
+    };
+    Ok(EngineSnapshot {
+        listeners: listeners
+            .iter()
+            .map(Listener::snapshot)
+            .collect::<std::io::Result<_>>()
+            .map_err(io)?,
+        engine: Box::new(engine),
+    })
 }
 
 /// The answer to [`Command::HandOver`].
@@ -177,6 +239,7 @@ pub async fn run(
         health: spec.health,
     };
     let mut checks = SocketChecks::new(listeners);
+    let mut strangers = Strangers::default();
     let (notify, mut group) = match adopt {
         None => {
             let notify = NotifySocket::bind(runtime_dir)?;
@@ -192,6 +255,7 @@ pub async fn run(
                 notify,
                 group,
                 procs,
+                taken,
             } = *handed;
             let notify = NotifySocket::resume(notify).map_err(RunError::Adopt)?;
             let template = Template::new(spec, program, listeners, notify.path());
@@ -208,6 +272,14 @@ pub async fn run(
             for (pid, status) in exits {
                 group.handle_event(Instant::now(), Event::Exited { pid, status });
             }
+            // Workers of a daemon that died are not ours: their pidfds tell their exits.
+            strangers = Strangers::watch(pids.iter().copied().filter(|&p| !os::pidfd::is_child(p)));
+            for pid in strangers.gone.drain(..) {
+                let status = crate::process::ExitStatus::Unknown;
+                group.handle_event(Instant::now(), Event::Exited { pid, status });
+            }
+            // Nobody watched them since `taken`: no judgment on a silence corral could not hear.
+            group.adopted_after(Instant::now(), taken.elapsed());
             (notify, group)
         }
     };
@@ -264,6 +336,11 @@ pub async fn run(
                     }
                     continue;
                 }
+                Some(Command::Snapshot(reply)) => {
+                    let taken = snapshot(&group, &notify, listeners);
+                    let _ = reply.send(Box::new(taken));
+                    continue;
+                }
                 Some(Command::HandOver(reply)) => {
                     match group.check_handover() {
                         Ok(()) => hand_over_to = Some(reply),
@@ -286,6 +363,12 @@ pub async fn run(
                 for (pid, status) in exits {
                     group.handle_event(Instant::now(), Event::Exited { pid, status });
                 }
+                flush(&mut group, &reports, &mut checks);
+                continue;
+            }
+            pid = strangers.exited(), if !strangers.is_empty() => {
+                let status = crate::process::ExitStatus::Unknown;
+                group.handle_event(Instant::now(), Event::Exited { pid, status });
                 flush(&mut group, &reports, &mut checks);
                 continue;
             }
@@ -390,6 +473,7 @@ async fn hand_over(
         procs: procs.into_state(stopped).map_err(io)?,
         notify: notify.hand_over().map_err(io)?,
         group: state,
+        taken: Instant::now(),
     }))
 }
 
@@ -506,6 +590,51 @@ fn watch(fds: &[RawFd]) -> std::io::Result<Vec<AsyncFd<Watched>>> {
                 .map_err(|e| e.into_parts().1)
         })
         .collect()
+}
+
+/// Adopted workers that are not this process's children (their daemon died): no SIGCHLD
+/// comes for them, so their pidfds are watched instead.
+#[derive(Default)]
+struct Strangers {
+    watched: Vec<(Pid, AsyncFd<std::os::fd::OwnedFd>)>,
+    /// Already gone when looked for.
+    gone: Vec<Pid>,
+}
+
+impl Strangers {
+    fn watch(pids: impl Iterator<Item = Pid>) -> Strangers {
+        let mut strangers = Strangers::default();
+        for pid in pids {
+            // SAFETY: the AsyncFd owns the pidfd, so it stays open and the same for its life.
+            let watched = os::pidfd::open(pid).and_then(|fd| {
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                    .map_err(|e| e.into_parts().1)
+            });
+            match watched {
+                Ok(fd) => strangers.watched.push((pid, fd)),
+                Err(_) => strangers.gone.push(pid),
+            }
+        }
+        strangers
+    }
+
+    fn is_empty(&self) -> bool {
+        self.watched.is_empty()
+    }
+
+    /// Resolves with the first watched worker that exited, and stops watching it.
+    async fn exited(&mut self) -> Pid {
+        let i = std::future::poll_fn(|cx| {
+            for (i, (_, fd)) in self.watched.iter().enumerate() {
+                if let Poll::Ready(_) = fd.poll_read_ready(cx) {
+                    return Poll::Ready(i);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        self.watched.swap_remove(i).0
+    }
 }
 
 /// Reuseport mode: the sockets of slots without a worker, watched while some worker

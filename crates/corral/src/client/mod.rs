@@ -89,7 +89,7 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Update(args) => return update(&home, args.binary),
         Command::Startup(args) => return startup::startup(&home, &args),
         Command::Monit => return monit::run(home).map_err(Failure::Runtime),
-        Command::Run(_) | Command::Daemon(_) | Command::Handover { .. } => {
+        Command::Run(_) | Command::Daemon(_) | Command::Handover { .. } | Command::Holder => {
             unreachable!("handled by app::main")
         }
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),

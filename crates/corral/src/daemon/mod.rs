@@ -1,5 +1,6 @@
 //! The per-user daemon: many apps, each an engine group, behind a control socket.
 
+pub mod holder;
 mod joins;
 mod journal;
 mod logfile;

@@ -132,7 +132,7 @@ fn issue_14_reuseport_loses_nothing_queued_on_a_worker_that_exits_under_load() {
     assert_eq!(report.failed, 0, "{report:?}\n{}", c.output().join("\n"));
 }
 
-fn python_stdlib() -> Option<String> {
+pub fn python_stdlib() -> Option<String> {
     if !have("python3", "apt-get install python3") {
         return None;
     }

@@ -286,3 +286,174 @@ fn issue_13_corral_run_refuses_an_upgrade_to_a_broken_binary_and_runs_on() {
     let (keep_alive, _) = loads.finish(|| c.output().join("\n"));
     assert!(keep_alive.by_pid.keys().all(|p| workers.contains(p)));
 }
+
+/// SIGKILLs the daemon under load and waits for its successor (started by the holder)
+/// to take the same workers back; returns what the load saw.
+fn daemon_killed_under_load(
+    home: &corral_testkit::Home,
+    app: &str,
+    addr: std::net::SocketAddr,
+) -> (LoadReport, LoadReport) {
+    let before = home.wait_online(app, 2);
+    let daemon = home.daemon_pid();
+    let loads = Loads::start(addr);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), Signal::SIGKILL).unwrap();
+    loads.more(300); // served while no daemon runs, or right after
+    assert!(
+        corral_testkit::eventually(T, || {
+            let out = home.corral(&["ping"]);
+            out.status.success()
+                && !String::from_utf8_lossy(&out.stdout).contains(&daemon.to_string())
+        }),
+        "no daemon took over: {}",
+        home.daemon_log()
+    );
+    let after = home.wait_online(app, 2);
+    assert_eq!(pids(&after), pids(&before), "the same workers, taken back");
+    loads.more(300);
+    let reports = loads.finish(|| home.daemon_log());
+    assert!(home.daemon_log().contains("took back what the holder kept"));
+    // In control: a reload replaces every worker (exits seen through pidfds).
+    home.ok(&["reload", app]);
+    assert!(corral_testkit::eventually(T, || {
+        let now = pids(&home.app(app));
+        now.len() == 2 && now.iter().all(|p| !pids(&before).contains(p))
+    }));
+    reports
+}
+
+#[test]
+fn issue_13_a_daemon_killed_under_load_loses_nothing_in_shared_mode_and_the_next_takes_its_workers_back(
+) {
+    let home = crate::home("readopt-shared");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "fx",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--balance",
+        "shared",
+    ]);
+    daemon_killed_under_load(&home, "fx", home.addr("fx"));
+}
+
+#[test]
+fn issue_13_a_daemon_killed_under_load_in_round_robin_mode_loses_nothing_queued() {
+    // Round-robin: while no daemon runs nobody accepts; connections wait in the
+    // listener's backlog (corral's socket, kept by the holder) and are served once the
+    // next daemon takes over. Kept-alive connections go on meanwhile.
+    let home = crate::home("readopt-rr");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "fx",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    daemon_killed_under_load(&home, "fx", home.addr("fx"));
+}
+
+#[test]
+fn issue_13_a_node_app_outlives_its_daemon_and_is_taken_back() {
+    let Some(plain) = corral_testkit::node_file("examples/node", "plain.js") else {
+        return;
+    };
+    let home = crate::home("readopt-node");
+    let port = corral_testkit::free_port().to_string();
+    home.ok(&[
+        "start",
+        "--name",
+        "plain",
+        "-i",
+        "2",
+        "--balance",
+        "reuseport",
+        "--env",
+        &format!("PORT={port}"),
+        "--",
+        "node",
+        &plain,
+    ]);
+    home.wait_online("plain", 2);
+    assert!(corral_testkit::eventually(T, || !home
+        .app("plain")
+        .listen
+        .is_empty()));
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    daemon_killed_under_load(&home, "plain", addr);
+}
+
+#[test]
+fn issue_13_when_the_daemon_and_its_holder_both_die_no_worker_keeps_the_port_and_resurrect_restores(
+) {
+    let Some(server) = crate::reuseport::python_stdlib() else {
+        return;
+    };
+    let home = crate::home("readopt-none");
+    home.ok(&[
+        "start",
+        "--name",
+        "py",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--balance",
+        "shared",
+        "--",
+        "python3",
+        &server,
+    ]);
+    let before = pids(&home.wait_online("py", 2));
+    let addr = home.addr("py");
+    home.ok(&["save"]);
+    let holder = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            cmd.windows(8).any(|w| w == b"__holder")
+                && env
+                    .windows(home.dir.as_os_str().len())
+                    .any(|w| w == home.dir.as_os_str().as_encoded_bytes())
+        })
+        .expect("the daemon's holder runs");
+    for pid in [home.daemon_pid(), holder] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    }
+    // A server without a corral channel serves on, unsupervised, until a daemon starts.
+    assert!(corral_testkit::get(addr, "/").is_ok());
+    let said = home.ok(&["resurrect"]);
+    assert!(said.contains("py"), "{said}");
+    assert!(
+        home.daemon_log()
+            .contains("killed 2 worker groups left by a daemon and holder"),
+        "{}",
+        home.daemon_log()
+    );
+    let after = pids(&home.wait_online("py", 2));
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "new workers: {before:?} {after:?}"
+    );
+    for pid in before {
+        assert!(
+            corral_testkit::eventually(T, || !std::path::Path::new(&format!("/proc/{pid}"))
+                .exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))),
+            "old worker {pid} still runs"
+        );
+    }
+    assert!(corral_testkit::get(home.addr("py"), "/").is_ok());
+}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -149,6 +149,72 @@ impl OsProcesses {
             accepted: self.accepted,
             asked,
             slots,
+        })
+    }
+
+    /// Everything, as duplicates, while the engine runs on: what a holder keeps in case
+    /// this process dies (the bytes its readers hold then are lost with it).
+    pub(in crate::supervisor) fn snapshot(&self) -> io::Result<ProcsState> {
+        let mut pids: Vec<Pid> = self
+            .channels
+            .keys()
+            .chain(self.worker_ends.keys())
+            .copied()
+            .collect();
+        pids.extend(self.outputs.keys().copied());
+        pids.sort_unstable();
+        pids.dedup();
+        let mut workers = Vec::new();
+        for pid in pids {
+            let channel = match self.channels.get(&pid) {
+                Some(ch) => Some(ch.snapshot()?),
+                None => None,
+            };
+            let outputs = self
+                .outputs
+                .get(&pid)
+                .into_iter()
+                .flatten()
+                .map(|(slot, stream, fd)| {
+                    Ok(OutputState {
+                        slot: *slot,
+                        stream: *stream,
+                        fd: Fd::dup(fd.as_fd())?,
+                        pending: Vec::new(),
+                    })
+                })
+                .collect::<io::Result<_>>()?;
+            workers.push(WorkerIo {
+                pid,
+                channel,
+                worker_end: self
+                    .worker_ends
+                    .get(&pid)
+                    .map(|e| Fd::dup(e.as_fd()))
+                    .transpose()?,
+                node: self.node_workers.contains(&pid),
+                outputs,
+            });
+        }
+        let held = self
+            .held
+            .iter()
+            .map(|h| {
+                Ok(HeldState {
+                    fd: Fd::dup(h.fd.as_fd())?,
+                    client: h.client,
+                    listener: h.listener,
+                })
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(ProcsState {
+            workers,
+            dispatcher: self.dispatcher.clone(),
+            held,
+            accepting: self.accepting,
+            accepted: self.accepted,
+            asked: self.asked.snapshot()?,
+            slots: self.slots.hand_over()?,
         })
     }
 

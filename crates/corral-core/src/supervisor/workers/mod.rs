@@ -202,6 +202,8 @@ pub(super) struct OsProcesses {
     node_workers: std::collections::HashSet<Pid>,
     /// Each worker's slot and its output pumps, stopped for a hand-over.
     pumps: HashMap<Pid, (usize, Vec<(Stream, output::Pump)>)>,
+    /// Duplicates of each worker's output pipes, for snapshots (`handed.rs`).
+    outputs: HashMap<Pid, Vec<(usize, Stream, OwnedFd)>>,
     pub(super) dispatcher: Dispatcher,
     listeners: Vec<RawFd>,
     held: VecDeque<Held>,
@@ -234,6 +236,7 @@ impl OsProcesses {
             worker_ends: HashMap::new(),
             node_workers: Default::default(),
             pumps: HashMap::new(),
+            outputs: HashMap::new(),
             dispatcher: Dispatcher::new(balance, WINDOW),
             listeners,
             held: VecDeque::new(),
@@ -685,6 +688,7 @@ impl Processes for OsProcesses {
         self.channels.remove(&pid);
         // Its pumps read on until every process that could write to them is gone.
         self.pumps.remove(&pid);
+        self.outputs.remove(&pid);
         self.dispatcher.remove(pid);
         self.node_workers.remove(&pid);
         let emptied: Vec<SlotSocket> = self.groups().flat_map(|g| g.exited(slot, pid)).collect();

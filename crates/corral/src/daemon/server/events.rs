@@ -16,6 +16,16 @@ impl Daemon {
         if let Some(app) = self.apps.get_mut(name) {
             app.apply(&report, Instant::now());
         }
+        if matches!(
+            report,
+            Report::Spawned { .. }
+                | Report::Ready { .. }
+                | Report::Exited { .. }
+                | Report::Scaled { .. }
+                | Report::PortBound { .. }
+        ) {
+            self.workers_changed();
+        }
     }
 
     pub(super) fn finished(&mut self, name: &str, outcome: Result<Outcome, Refusal>) {
@@ -37,5 +47,6 @@ impl Daemon {
         };
         let waiting = std::mem::take(&mut app.waiting);
         self.after_stop(name, waiting);
+        self.workers_changed();
     }
 }

@@ -23,6 +23,8 @@ pub(super) fn launch(
     adopt: Option<(Vec<listen::Listener>, Box<supervisor::Handed>)>,
 ) -> Result<(), Refusal> {
     pm2_env(&mut app.spec, app.id);
+    // Workers outlive the daemon: the holder keeps them for the next one.
+    app.spec.die_with_supervisor = false;
     let adopted = adopt.is_some();
     supervisor::resolve(&app.spec).map_err(|e| Refusal::Launch(chain(e)))?;
     let (listeners, adopt) = match adopt {

@@ -72,11 +72,14 @@ pub fn serve(
         }
         None => {
             let _ = std::fs::remove_file(home.socket());
-            // Apps die with the daemon (until re-adoption exists): the keeper sees to
-            // their grandchildren, so `resurrect` finds every port free.
-            corral_core::os::keeper::start().context("cannot start corral's keeper process")?;
             (lock.expect("locked above"), None, None)
         }
+    };
+    // Apps outlive the daemon: the holder keeps them for the next one. What a holder
+    // kept for this daemon is taken back below; without one, a new holder starts.
+    let held = match adopted {
+        Some(_) => None, // the holder's link came with the document
+        None => cmd::hold::find_or_start_holder(&home)?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -114,8 +117,11 @@ pub fn serve(
                     "daemon {} took over from corral {from}: {summary}",
                     std::process::id()
                 ));
-                cmd::update::answer_update(reply, &from, &summary);
+                if let Some(reply) = reply {
+                    cmd::update::answer_update(reply, &from, &summary);
+                }
             }
+            None if held.is_some() => daemon.adopt_held(held),
             None if resurrect => {
                 if let Response::Error { message } = daemon.resurrect() {
                     journal::say(&format!("resurrect: {message}"));
@@ -170,6 +176,9 @@ enum Msg {
     HandOverAnswer(String, corral_core::supervisor::HandOverResult),
     /// An engine that handed over ended; its listeners.
     Released(String, Vec<listen::Listener>),
+    /// Time to send the holder a snapshot, and the engines' parts of it.
+    TakeSnapshot,
+    Snapshots(BTreeMap<String, corral_core::supervisor::EngineSnapshot>),
     Report(String, Report),
     Finished(String, Result<Outcome, Refusal>),
     /// An app's config file, read again off the state task, and what it was read for.
@@ -368,6 +377,8 @@ struct Daemon {
     control: Option<std::os::fd::OwnedFd>,
     /// `corral update` under way.
     updating: Option<cmd::update::Updating>,
+    /// Snapshots for the holder.
+    holding: cmd::hold::Holding,
 }
 
 impl Daemon {
@@ -386,6 +397,7 @@ impl Daemon {
             log_generation: Default::default(),
             control: None,
             updating: None,
+            holding: Default::default(),
         }
     }
 
@@ -413,6 +425,8 @@ impl Daemon {
                     }
                     Some(Msg::HandOverAnswer(app, result)) => self.hand_over_answer(&app, result),
                     Some(Msg::Released(app, listeners)) => self.released(&app, listeners),
+                    Some(Msg::TakeSnapshot) => self.take_snapshot(),
+                    Some(Msg::Snapshots(engines)) => self.send_snapshot(engines),
                     Some(Msg::Report(app, report)) => self.report(&app, report),
                     Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),
                     Some(Msg::Reread { name, result, after }) => self.reread(&name, *result, after),
@@ -428,6 +442,7 @@ impl Daemon {
                 // Hand the home over first, so a command right after `kill` can start
                 // a new daemon at once.
                 let _ = std::fs::remove_file(self.home.socket());
+                self.release_holder();
                 drop(self.lock.take());
                 for reply in self.killing.take().unwrap_or_default() {
                     let _ = reply.send(Response::ok("every app stopped; daemon exiting"));

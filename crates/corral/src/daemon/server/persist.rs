@@ -24,7 +24,10 @@ pub(super) fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-pub(super) fn write_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+pub(in crate::daemon::server) fn write_atomically(
+    path: &Path,
+    value: &impl Serialize,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
         // A leftover (or planted) temp file goes first, so the new one is ours and private.

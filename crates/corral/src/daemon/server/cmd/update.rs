@@ -53,10 +53,52 @@ pub(in crate::daemon) struct DaemonDoc {
     /// The control socket, listening all along.
     control: Option<Fd>,
     pub keeper: Option<Fd>,
-    /// The `corral update` connection, answered by whichever binary runs in the end.
-    reply: Fd,
+    /// The `corral update` connection, answered by whichever binary runs in the end
+    /// (none in a snapshot for the holder).
+    reply: Option<Fd>,
     next_id: u32,
     apps: Vec<AppDoc>,
+}
+
+impl DaemonDoc {
+    /// What the holder keeps: every app, with the engines of those that run.
+    pub(in crate::daemon::server) fn snapshot(
+        daemon: &Daemon,
+        mut engines: BTreeMap<String, corral_core::supervisor::EngineSnapshot>,
+    ) -> DaemonDoc {
+        let apps = daemon
+            .apps
+            .values()
+            .map(|app| {
+                let engine = engines.remove(&app.name).map(|e| EngineDoc {
+                    listeners: e.listeners,
+                    handed: e.engine,
+                });
+                AppDoc::of(app, engine)
+            })
+            .collect();
+        DaemonDoc {
+            version: handover::VERSION,
+            from: env!("CARGO_PKG_VERSION").to_owned(),
+            lock: None,
+            control: None,
+            keeper: None,
+            reply: None,
+            next_id: daemon.next_id,
+            apps,
+        }
+    }
+
+    /// Whether a binary of this version can take it.
+    pub(in crate::daemon) fn fits(&self) -> bool {
+        self.version == handover::VERSION
+    }
+
+    /// Every process group its engines hold.
+    pub(in crate::daemon) fn groups(&self) -> Vec<i32> {
+        let engines = self.apps.iter().filter_map(|a| a.engine.as_ref());
+        engines.flat_map(|e| e.handed.groups()).collect()
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -68,6 +110,20 @@ struct AppDoc {
     listen: Vec<String>,
     rows: BTreeMap<usize, Row>,
     engine: Option<EngineDoc>,
+}
+
+impl AppDoc {
+    fn of(app: &App, engine: Option<EngineDoc>) -> AppDoc {
+        AppDoc {
+            id: app.id,
+            start: app.start.clone(),
+            status: app.status,
+            instances: app.instances,
+            listen: app.listen.clone(),
+            rows: app.rows.clone(),
+            engine,
+        }
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -275,8 +331,9 @@ impl Daemon {
         let (doc, error) = handover::exec(doc, &exe, None);
         let why = format!("{:#}", anyhow::Error::from(error));
         journal::say(&format!("update: {why}; the apps go on here"));
-        let reply = self.adopt_engines(doc);
-        answer(reply, not_updated(&why));
+        if let Some(reply) = self.adopt_engines(doc) {
+            answer(reply, not_updated(&why));
+        }
     }
 
     /// Gives every engine its workers back, in this process.
@@ -342,15 +399,7 @@ impl Daemon {
                 }),
                 None => None,
             };
-            apps.push(AppDoc {
-                id: app.id,
-                start: app.start.clone(),
-                status: app.status,
-                instances: app.instances,
-                listen: app.listen.clone(),
-                rows: app.rows.clone(),
-                engine,
-            });
+            apps.push(AppDoc::of(app, engine));
         }
         Ok(DaemonDoc {
             version: handover::VERSION,
@@ -358,7 +407,7 @@ impl Daemon {
             lock: Some(lock),
             control: Some(control),
             keeper: corral_core::os::keeper::hand_over(),
-            reply,
+            reply: Some(reply),
             next_id: self.next_id,
             apps,
         })
@@ -366,7 +415,7 @@ impl Daemon {
 
     /// Takes over the apps of `doc` (from a previous binary, or this one's own after a
     /// failed exec); returns the connection of the `corral update` that asked.
-    pub(in crate::daemon) fn adopt_engines(&mut self, doc: DaemonDoc) -> UnixStream {
+    pub(in crate::daemon) fn adopt_engines(&mut self, doc: DaemonDoc) -> Option<UnixStream> {
         self.next_id = self.next_id.max(doc.next_id);
         for mut app_doc in doc.apps {
             let engine = app_doc.engine.take().map(|e| {
@@ -391,7 +440,7 @@ impl Daemon {
                 self.relaunch_adopted(&name, engine);
             }
         }
-        UnixStream::from(doc.reply.0)
+        doc.reply.map(|fd| UnixStream::from(fd.0))
     }
 
     fn restore_app(&self, doc: AppDoc) -> Result<App, String> {

@@ -1,0 +1,414 @@
+//! The holder: a small process beside the daemon that keeps a copy of every app's
+//! listeners, worker channels and output pipes, with the state they belong to, so that
+//! the daemon's death is not its apps' death. A daemon that starts finds it at
+//! `holder.sock` and takes the apps back (re-adoption); the holder then serves that
+//! daemon.
+//!
+//! The link is a `SOCK_SEQPACKET` socket (each write one packet, fds attached):
+//! `+`/`-` and a process group id (the keeper's records, `os::keeper`), `S` with the
+//! length of a snapshot and its fd count followed by `D` packets carrying it, `B` for a
+//! daemon that stopped every app itself, `G` from a daemon asking for the snapshot
+//! (answered with `S`/`D`, or `N` for none).
+//!
+//! Why a process of its own and not systemd's fd store: the workers must outlive the
+//! daemon wherever it runs (a shell, a container, systemd), and the fd store alone keeps
+//! fds, not the state they belong to.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+
+use crate::home::Home;
+
+/// Largest packet: room for JSON chunks, far below the socket buffer.
+const CHUNK: usize = 48 * 1024;
+/// Fds per packet, below the kernel's 253.
+const FDS_PER_PACKET: usize = 200;
+/// How long a daemon waits for the holder's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the daemon died, how long the holder waits for a daemon before it starts one.
+const RESTART_AFTER: Duration = Duration::from_millis(500);
+/// And how long it gives each daemon it started to come.
+const RESTART_EVERY: Duration = Duration::from_secs(10);
+/// How many daemons it starts before it only waits (for the CLI, systemd).
+const RESTARTS: u32 = 5;
+
+/// A snapshot as it travels: the document (which names its fds by the numbers the
+/// daemon had) and the fds, in order.
+pub struct Snapshot {
+    pub json: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// Starts a holder for `home`; returns the daemon's end of the link.
+pub fn spawn(home: &Home) -> io::Result<OwnedFd> {
+    use std::os::unix::process::CommandExt;
+    let (ours, theirs) = seqpacket_pair()?;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let theirs_raw = theirs.as_raw_fd();
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("__holder")
+        .env("CORRAL_HOME", &home.dir)
+        .stdin(std::process::Stdio::null());
+    // SAFETY: dup2 and setsid are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(theirs_raw, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::setsid();
+            Ok(())
+        });
+    }
+    command.spawn()?;
+    drop(theirs);
+    Ok(ours)
+}
+
+/// The running holder of `home`, if one answers.
+pub fn connect(home: &Home) -> Option<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let addr = socket::UnixAddr::new(&home.dir.join("holder.sock")).ok()?;
+    socket::connect(fd.as_raw_fd(), &addr).ok()?;
+    Some(fd)
+}
+
+/// Sends one packet with `fds`.
+fn send(link: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    socket::sendmsg::<()>(
+        link.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Sends a snapshot: `json` names `fds` (in the order given) by their numbers here.
+pub fn send_snapshot(link: BorrowedFd<'_>, json: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let mut header = vec![b'S'];
+    header.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    header.extend_from_slice(&(fds.len() as u32).to_le_bytes());
+    send(link, &header, &[])?;
+    let (mut bytes, mut fds) = (json, fds);
+    while !bytes.is_empty() || !fds.is_empty() {
+        let (now, rest) = bytes.split_at(bytes.len().min(CHUNK));
+        let (these, others) = fds.split_at(fds.len().min(FDS_PER_PACKET));
+        let mut packet = vec![b'D'];
+        packet.extend_from_slice(now);
+        send(link, &packet, these)?;
+        (bytes, fds) = (rest, others);
+    }
+    Ok(())
+}
+
+/// Tells the holder that the daemon stopped every app itself: nothing to hold.
+pub fn bye(link: BorrowedFd<'_>) {
+    let _ = send(link, b"B", &[]);
+}
+
+/// Waits up to `timeout` for `fd` to be readable.
+fn readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let mut polls = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+    let ms = timeout.as_millis().min(u16::MAX as u128) as u16;
+    matches!(nix::poll::poll(&mut polls, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0)
+}
+
+/// Receives one packet (blocking up to `timeout`); None at the end of the link.
+fn receive(link: BorrowedFd<'_>, timeout: Duration) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    if !readable(link, timeout) {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    let mut buf = vec![0u8; CHUNK + 64];
+    let got = corral_proto::fdpass::recv(link, &mut buf)?;
+    if got.len == 0 && got.fds.is_empty() {
+        return Ok(None);
+    }
+    buf.truncate(got.len);
+    Ok(Some((buf, got.fds)))
+}
+
+/// Reads the `D` packets of a snapshot whose `S` header is `header`.
+fn receive_snapshot(
+    link: BorrowedFd<'_>,
+    header: &[u8],
+    timeout: Duration,
+) -> io::Result<Snapshot> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "a broken snapshot header");
+    let len = u64::from_le_bytes(
+        header
+            .get(1..9)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let count = u32::from_le_bytes(
+        header
+            .get(9..13)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let mut snapshot = Snapshot {
+        json: Vec::with_capacity(len as usize),
+        fds: Vec::with_capacity(count as usize),
+    };
+    while (snapshot.json.len() as u64) < len || snapshot.fds.len() < count as usize {
+        match receive(link, timeout)? {
+            Some((packet, fds)) if packet.first() == Some(&b'D') => {
+                snapshot.json.extend_from_slice(&packet[1..]);
+                snapshot.fds.extend(fds);
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a snapshot cut short",
+                ))
+            }
+        }
+    }
+    Ok(snapshot)
+}
+
+/// Asks the holder at the end of `link` for what it holds. The process groups it saw
+/// started come along: a worker started after the last snapshot is in no snapshot.
+pub fn fetch(link: BorrowedFd<'_>) -> io::Result<Option<(Snapshot, Vec<i32>)>> {
+    send(link, b"G", &[])?;
+    let Some((header, _)) = receive(link, ANSWER_TIMEOUT)? else {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    };
+    let groups = match receive(link, ANSWER_TIMEOUT)? {
+        Some((packet, _)) if packet.first() == Some(&b'P') => packet[1..]
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "no group list")),
+    };
+    match header.first() {
+        Some(b'S') => Ok(Some((
+            receive_snapshot(link, &header, ANSWER_TIMEOUT)?,
+            groups,
+        ))),
+        _ => Ok(None),
+    }
+}
+
+/// The holder's whole life: `corral __holder`, its link to the daemon at fd 3.
+pub fn run(home: &Home) -> anyhow::Result<()> {
+    // SAFETY: fd 3 is the link the daemon set up before exec, and nothing else owns it.
+    let link = unsafe { OwnedFd::from_raw_fd(3) };
+    let listener = listen(&home.dir.join("holder.sock"))?;
+    let mut holder = Holder {
+        daemon: Some(link),
+        snapshot: None,
+        groups: Vec::new(),
+        orphaned_at: None,
+        restarts: 0,
+        home: home.clone(),
+    };
+    holder.serve(&listener);
+    let _ = std::fs::remove_file(home.dir.join("holder.sock"));
+    Ok(())
+}
+
+fn listen(path: &Path) -> io::Result<OwnedFd> {
+    let _ = std::fs::remove_file(path);
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::bind(fd.as_raw_fd(), &socket::UnixAddr::new(path)?)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    socket::listen(&fd, socket::Backlog::new(8)?)?;
+    Ok(fd)
+}
+
+struct Holder {
+    /// The daemon it serves; None after that daemon died, until another comes.
+    daemon: Option<OwnedFd>,
+    snapshot: Option<Snapshot>,
+    /// Process groups the daemon started and has not seen end.
+    groups: Vec<i32>,
+    orphaned_at: Option<Instant>,
+    restarts: u32,
+    home: Home,
+}
+
+impl Holder {
+    fn serve(&mut self, listener: &OwnedFd) {
+        loop {
+            let mut polls = vec![nix::poll::PollFd::new(
+                listener.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if let Some(daemon) = &self.daemon {
+                polls.push(nix::poll::PollFd::new(
+                    daemon.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                ));
+            }
+            let _ = nix::poll::poll(&mut polls, nix::poll::PollTimeout::from(200u16));
+            let ready: Vec<bool> = polls
+                .iter()
+                .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            if ready.get(1) == Some(&true) && !self.from_daemon() {
+                return; // told the apps are all stopped
+            }
+            if ready[0] {
+                self.accept(listener);
+            }
+            if self.daemon.is_none() && self.snapshot.is_none() && self.groups.is_empty() {
+                return; // nothing to hold
+            }
+            self.maybe_restart_daemon();
+        }
+    }
+
+    /// Handles one packet from the daemon; false when the holder should end.
+    fn from_daemon(&mut self) -> bool {
+        let Some(daemon) = &self.daemon else {
+            return true;
+        };
+        match receive(daemon.as_fd(), Duration::ZERO) {
+            Ok(Some((packet, _))) => match packet.first() {
+                Some(b'+') | Some(b'-') if packet.len() == 5 => {
+                    let pgid = i32::from_le_bytes([packet[1], packet[2], packet[3], packet[4]]);
+                    self.groups.retain(|&g| g != pgid);
+                    if packet[0] == b'+' {
+                        self.groups.push(pgid);
+                    }
+                }
+                Some(b'S') => {
+                    if let Ok(snapshot) = receive_snapshot(daemon.as_fd(), &packet, ANSWER_TIMEOUT)
+                    {
+                        self.snapshot = Some(snapshot);
+                    }
+                }
+                Some(b'B') => return false,
+                _ => {}
+            },
+            Ok(None) => {
+                // The daemon died: hold everything for the next one.
+                self.daemon = None;
+                self.orphaned_at = Some(Instant::now());
+                self.restarts = 0;
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                self.daemon = None;
+                self.orphaned_at = Some(Instant::now());
+            }
+        }
+        true
+    }
+
+    /// A daemon that starts asks for what is held; it becomes the daemon served.
+    fn accept(&mut self, listener: &OwnedFd) {
+        let Ok(raw) = socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) else {
+            return;
+        };
+        // SAFETY: accept4 returned a new fd nothing else owns.
+        let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+        let me = nix::unistd::geteuid().as_raw();
+        let peer = socket::getsockopt(&conn, socket::sockopt::PeerCredentials).map(|c| c.uid());
+        if peer.ok() != Some(me) {
+            return;
+        }
+        match receive(conn.as_fd(), ANSWER_TIMEOUT) {
+            Ok(Some((packet, _))) if packet.first() == Some(&b'G') => {}
+            _ => return,
+        }
+        if self.answer(conn.as_fd()).is_ok() {
+            self.daemon = Some(conn);
+            self.orphaned_at = None;
+        }
+    }
+
+    fn answer(&self, conn: BorrowedFd<'_>) -> io::Result<()> {
+        let groups: Vec<u8> = self.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        let Some(snapshot) = &self.snapshot else {
+            send(conn, b"N", &[])?;
+            return send(conn, &[b"P".as_slice(), &groups].concat(), &[]);
+        };
+        let mut header = vec![b'S'];
+        header.extend_from_slice(&(snapshot.json.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(snapshot.fds.len() as u32).to_le_bytes());
+        send(conn, &header, &[])?;
+        send(conn, &[b"P".as_slice(), &groups].concat(), &[])?;
+        let fds: Vec<RawFd> = snapshot.fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let (mut bytes, mut fds) = (snapshot.json.as_slice(), fds.as_slice());
+        while !bytes.is_empty() || !fds.is_empty() {
+            let (now, rest) = bytes.split_at(bytes.len().min(CHUNK));
+            let (these, others) = fds.split_at(fds.len().min(FDS_PER_PACKET));
+            send(conn, &[b"D".as_slice(), now].concat(), these)?;
+            (bytes, fds) = (rest, others);
+        }
+        Ok(())
+    }
+
+    /// Without a daemon for a while, starts one (not under systemd: its `Restart=` does).
+    fn maybe_restart_daemon(&mut self) {
+        let Some(since) = self.orphaned_at else {
+            return;
+        };
+        if std::env::var_os("INVOCATION_ID").is_some() || self.restarts >= RESTARTS {
+            return;
+        }
+        let due = RESTART_AFTER + RESTART_EVERY * self.restarts;
+        if since.elapsed() < due {
+            return;
+        }
+        self.restarts += 1;
+        let _ = start_daemon(&self.home);
+    }
+}
+
+/// `corral daemon` for `home`, output to its daemon.log, in a session of its own.
+fn start_daemon(home: &Home) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.daemon_log())?;
+    let mut command = std::process::Command::new(std::fs::read_link("/proc/self/exe")?);
+    command
+        .arg("daemon")
+        .env("CORRAL_HOME", &home.dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    command.spawn().map(drop)
+}
