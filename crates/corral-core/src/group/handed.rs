@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Group, GroupConfig, Phase, Processes, Slot, Worker};
+use super::{Group, GroupConfig, Phase, Processes, Slot, Worker, WorkerState};
 use crate::handover::Refused;
 use crate::process::Pid;
 
@@ -29,6 +29,21 @@ impl GroupState {
     /// The pids of its workers, for the new process to reap what exited meanwhile.
     pub fn pids(&self) -> Vec<Pid> {
         self.workers.iter().map(|(pid, _)| *pid).collect()
+    }
+
+    /// Workers of `ready` that it still has as starting got ready after it was taken
+    /// (a holder saw them): ready since `now`.
+    pub fn mark_ready(&mut self, ready: &[Pid], now: Instant) {
+        for (pid, worker) in &mut self.workers {
+            if ready.contains(pid) && matches!(worker.state, WorkerState::Starting { .. }) {
+                worker.state = WorkerState::Ready {
+                    since: now,
+                    last_ping: now,
+                };
+                worker.ever_ready = true;
+                self.served = true;
+            }
+        }
     }
 
     /// Every process group it watches: its workers' and the lingering ones.

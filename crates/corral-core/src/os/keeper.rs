@@ -84,6 +84,12 @@ pub fn watch(pgid: Pid) {
     send(b'+', pgid);
 }
 
+/// The worker leading group `pgid` got ready: a daemon's holder remembers it, so that a
+/// daemon that takes the worker back knows it even when its snapshot is older.
+pub fn ready(pgid: Pid) {
+    send(b'R', pgid);
+}
+
 /// The group is gone (its leader reaped, the rest killed): nothing to do for it.
 pub fn forget(pgid: Pid) {
     send(b'-', pgid);
@@ -166,11 +172,12 @@ fn apply(groups: &mut [Pid], op: u8, pgid: Pid) {
                 *free = pgid;
             }
         }
-        _ => {
+        b'-' => {
             if let Some(known) = groups.iter_mut().find(|g| **g == pgid) {
                 *known = 0;
             }
         }
+        _ => {} // `R` (ready) is for a daemon's holder
     }
 }
 

@@ -50,6 +50,11 @@ impl Handed {
     pub fn groups(&self) -> Vec<Pid> {
         self.group.groups()
     }
+
+    /// See [`GroupState::mark_ready`].
+    pub fn mark_ready(&mut self, ready: &[Pid]) {
+        self.group.mark_ready(ready, Instant::now());
+    }
 }
 
 /// An engine's listeners and state, as duplicates (see [`snapshot_request`]).

@@ -5,7 +5,8 @@
 //! daemon.
 //!
 //! The link is a `SOCK_SEQPACKET` socket (each write one packet, fds attached):
-//! `+`/`-` and a process group id (the keeper's records, `os::keeper`), `S` with the
+//! `+`/`-`/`R` and a process group id (the keeper's records, `os::keeper`: started, gone,
+//! ready), `S` with the
 //! length of a snapshot and its fd count followed by `D` packets carrying it, `B` for a
 //! daemon that stopped every app itself, `G` from a daemon asking for the snapshot
 //! (answered with `S`/`D`, or `N` for none).
@@ -193,16 +194,17 @@ fn receive_snapshot(
 }
 
 /// Asks the holder at the end of `link` for what it holds. The process groups it saw
-/// started come along: a worker started after the last snapshot is in no snapshot.
-pub fn fetch(link: BorrowedFd<'_>) -> io::Result<Option<(Snapshot, Vec<i32>)>> {
+/// started come along, and whether each one's worker got ready: the last snapshot may
+/// be older than both.
+pub fn fetch(link: BorrowedFd<'_>) -> io::Result<Option<(Snapshot, Vec<(i32, bool)>)>> {
     send(link, b"G", &[])?;
     let Some((header, _)) = receive(link, ANSWER_TIMEOUT)? else {
         return Err(io::ErrorKind::UnexpectedEof.into());
     };
     let groups = match receive(link, ANSWER_TIMEOUT)? {
         Some((packet, _)) if packet.first() == Some(&b'P') => packet[1..]
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .chunks_exact(5)
+            .map(|c| (i32::from_le_bytes([c[0], c[1], c[2], c[3]]), c[4] == 1))
             .collect(),
         _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "no group list")),
     };
@@ -252,8 +254,9 @@ struct Holder {
     /// The daemon it serves; None after that daemon died, until another comes.
     daemon: Option<OwnedFd>,
     snapshot: Option<Snapshot>,
-    /// Process groups the daemon started and has not seen end.
-    groups: Vec<i32>,
+    /// Process groups the daemon started and has not seen end, and whether their
+    /// worker got ready.
+    groups: Vec<(i32, bool)>,
     orphaned_at: Option<Instant>,
     restarts: u32,
     home: Home,
@@ -297,11 +300,16 @@ impl Holder {
         };
         match receive(daemon.as_fd(), Duration::ZERO) {
             Ok(Some((packet, _))) => match packet.first() {
-                Some(b'+') | Some(b'-') if packet.len() == 5 => {
+                Some(op @ (b'+' | b'-' | b'R')) if packet.len() == 5 => {
                     let pgid = i32::from_le_bytes([packet[1], packet[2], packet[3], packet[4]]);
-                    self.groups.retain(|&g| g != pgid);
-                    if packet[0] == b'+' {
-                        self.groups.push(pgid);
+                    match op {
+                        b'+' => self.groups.push((pgid, false)),
+                        b'-' => self.groups.retain(|&(g, _)| g != pgid),
+                        _ => self
+                            .groups
+                            .iter_mut()
+                            .filter(|(g, _)| *g == pgid)
+                            .for_each(|(_, ready)| *ready = true),
                     }
                 }
                 Some(b'S') => {
@@ -351,7 +359,11 @@ impl Holder {
     }
 
     fn answer(&self, conn: BorrowedFd<'_>) -> io::Result<()> {
-        let groups: Vec<u8> = self.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+        let groups: Vec<u8> = self
+            .groups
+            .iter()
+            .flat_map(|&(g, ready)| g.to_le_bytes().into_iter().chain([ready as u8]))
+            .collect();
         let Some(snapshot) = &self.snapshot else {
             send(conn, b"N", &[])?;
             return send(conn, &[b"P".as_slice(), &groups].concat(), &[]);

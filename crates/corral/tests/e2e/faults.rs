@@ -263,7 +263,11 @@ fn issue_8_sigkill_of_corral_run_leaves_no_server_behind_a_wrapper() {
 }
 
 #[test]
-fn issue_8_sigkill_of_the_daemon_leaves_no_server_and_resurrect_rebinds() {
+fn issue_13_sigkill_of_the_daemon_leaves_a_wrapped_server_serving_and_the_next_daemon_stops_it_whole(
+) {
+    // Issue 8 made the daemon's death the apps' death, so that `resurrect` could rebind;
+    // issue 13 keeps them serving instead: the holder keeps them for the next daemon,
+    // which takes the whole process group back (the server behind `sh -c` included).
     if !corral_testkit::have("python3", "apt-get install python3") {
         return;
     }
@@ -275,18 +279,29 @@ fn issue_8_sigkill_of_the_daemon_leaves_no_server_and_resurrect_rebinds() {
         "start", "sh", "--name", "wrapped", "-i", "2", "--listen", &listen, "--ready", "notify",
         "--", "-c", &script,
     ]);
-    home.wait_online("wrapped", 2);
-    home.ok(&["save"]);
+    let before = corral_testkit::pids(&home.wait_online("wrapped", 2));
     let addr = listen.parse().unwrap();
-    assert!(get(addr, "/").is_ok());
-    kill(Pid::from_raw(home.daemon_pid()), Signal::SIGKILL).unwrap();
+    let daemon = home.daemon_pid();
+    kill(Pid::from_raw(daemon), Signal::SIGKILL).unwrap();
+    assert!(get(addr, "/").is_ok(), "served while no daemon runs");
     assert!(
-        eventually(Duration::from_secs(2), || port_is_closed(port)),
-        "a server still holds port {port} after the daemon was killed"
+        eventually(Duration::from_secs(20), || home
+            .corral(&["ping"])
+            .status
+            .success()
+            && home.daemon_pid() != daemon),
+        "no daemon took over: {}",
+        home.daemon_log()
     );
-    home.ok(&["resurrect"]);
-    home.wait_online("wrapped", 2);
-    assert!(get(addr, "/").is_ok());
+    assert_eq!(
+        corral_testkit::pids(&home.wait_online("wrapped", 2)),
+        before
+    );
+    home.ok(&["stop", "wrapped"]);
+    assert!(
+        eventually(Duration::from_secs(5), || port_is_closed(port)),
+        "a server still holds port {port} after its app was stopped"
+    );
 }
 
 /// A small tmpfs, unmounted on drop; `None` (with a message) where mounting is not allowed.

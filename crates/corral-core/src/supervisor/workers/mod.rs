@@ -648,6 +648,9 @@ impl Processes for OsProcesses {
     }
 
     fn route(&mut self, pid: Pid, slot: usize, routable: bool) {
+        if routable {
+            os::keeper::ready(pid);
+        }
         self.dispatcher.route(pid, slot, routable);
         let failed: Vec<_> = self
             .groups()

@@ -16,7 +16,7 @@ const SNAPSHOT_DELAY: std::time::Duration = std::time::Duration::from_millis(50)
 
 /// What the holder kept for this daemon: the snapshot and the process groups it saw
 /// started (some may be newer than the snapshot).
-pub(in crate::daemon::server) type Held = Option<(holder::Snapshot, Vec<i32>)>;
+pub(in crate::daemon::server) type Held = Option<(holder::Snapshot, Vec<(i32, bool)>)>;
 
 /// The snapshot as it travels: the document and the numbers its fds had.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -96,19 +96,23 @@ impl Daemon {
                 handover::from_json_with_fds::<DaemonDoc>(w.doc, &w.numbers, snapshot.fds)
                     .map_err(|e| e.to_string())
             });
-        let doc = match doc {
+        let all: Vec<i32> = groups.iter().map(|&(g, _)| g).collect();
+        let mut doc = match doc {
             Ok(doc) if doc.fits() => doc,
             Ok(_) | Err(_) => {
                 journal::say(
                     "the holder's snapshot does not fit this corral; its workers are stopped",
                 );
-                kill_groups(&groups);
+                kill_groups(&all);
                 return;
             }
         };
+        // A worker that got ready after the last snapshot won't say so again.
+        let ready: Vec<i32> = groups.iter().filter(|(_, r)| *r).map(|&(g, _)| g).collect();
+        doc.mark_ready(&ready);
         // A worker started after the last snapshot is in none: nobody would watch it.
         let known = doc.groups();
-        let unknown: Vec<i32> = groups.into_iter().filter(|g| !known.contains(g)).collect();
+        let unknown: Vec<i32> = all.into_iter().filter(|g| !known.contains(g)).collect();
         kill_groups(&unknown);
         let from = doc.from.clone();
         let _ = self.adopt_engines(doc);

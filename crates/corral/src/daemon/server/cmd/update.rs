@@ -94,6 +94,22 @@ impl DaemonDoc {
         self.version == handover::VERSION
     }
 
+    /// Marks the workers of `ready` ready, engines and rows (see `Handed::mark_ready`).
+    pub(in crate::daemon) fn mark_ready(&mut self, ready: &[i32]) {
+        for app in &mut self.apps {
+            if let Some(engine) = &mut app.engine {
+                engine.handed.mark_ready(ready);
+            }
+            for row in app.rows.values_mut() {
+                if row.pid.is_some_and(|p| ready.contains(&p))
+                    && row.status == corral_proto::control::WorkerStatus::Starting
+                {
+                    row.status = corral_proto::control::WorkerStatus::Online;
+                }
+            }
+        }
+    }
+
     /// Every process group its engines hold.
     pub(in crate::daemon) fn groups(&self) -> Vec<i32> {
         let engines = self.apps.iter().filter_map(|a| a.engine.as_ref());
