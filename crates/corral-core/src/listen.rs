@@ -120,16 +120,16 @@ pub struct ListenerState {
 impl Listener {
     /// What the next binary needs to go on listening with this very socket. The Unix
     /// socket's path stays: the new owner removes it when the app stops.
-    pub fn hand_over(mut self) -> io::Result<ListenerState> {
-        let fd = crate::handover::Fd::dup(self.socket.as_fd())?;
-        Ok(ListenerState {
-            name: self.name.clone(),
-            requested: self.requested.clone(),
-            local: self.local.clone(),
-            reuseport: self.reuseport,
-            unix_path: self.unix_path.take(),
-            fd,
-        })
+    pub fn hand_over(self) -> io::Result<ListenerState> {
+        let state = self.snapshot()?;
+        self.release();
+        Ok(state)
+    }
+
+    /// Closes this copy of a socket whose [`Listener::snapshot`] lives on elsewhere:
+    /// its Unix path stays for the new owner.
+    pub fn release(mut self) {
+        self.unix_path = None;
     }
 
     /// The same as [`Listener::hand_over`], as a duplicate, while this one stays in use.

@@ -114,6 +114,20 @@ impl Home {
             .unwrap_or_else(|e| panic!("{first}: {e}"))
     }
 
+    /// The pid of the daemon's holder (`corral __holder` with this home).
+    pub fn holder_pid(&self) -> Option<i32> {
+        let home = self.dir.as_os_str().as_encoded_bytes();
+        std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                cmd.windows(8).any(|w| w == b"__holder")
+                    && env.windows(home.len()).any(|w| w == home)
+            })
+    }
+
     pub fn daemon_pid(&self) -> i32 {
         let pong = self.ok(&["ping"]);
         pong.trim().rsplit(' ').next().unwrap().parse().unwrap()

@@ -631,7 +631,7 @@ impl Strangers {
     async fn exited(&mut self) -> Pid {
         let i = std::future::poll_fn(|cx| {
             for (i, (_, fd)) in self.watched.iter().enumerate() {
-                if let Poll::Ready(_) = fd.poll_read_ready(cx) {
+                if fd.poll_read_ready(cx).is_ready() {
                     return Poll::Ready(i);
                 }
             }

@@ -32,8 +32,10 @@ pub fn systemd_unit(exe: &str, home: &Home, user: Option<&str>, path: &str) -> S
          ExecStart={exe} daemon --resurrect\n\
          ExecReload={exe} reload all\n\
          ExecStop={exe} kill\n\
-         # corral drains its workers itself; give it the time its apps' kill timeouts need.\n\
-         KillMode=mixed\n\
+         # corral drains its workers itself (ExecStop); give it the time its apps' kill\n\
+         # timeouts need. KillMode=process: when the daemon dies, its apps and its holder\n\
+         # live on, and the daemon Restart= starts takes them back.\n\
+         KillMode=process\n\
          TimeoutStopSec=60\n\
          Restart=on-failure\n\
          \n\

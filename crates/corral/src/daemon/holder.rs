@@ -130,6 +130,10 @@ pub fn bye(link: BorrowedFd<'_>) {
     let _ = send(link, b"B", &[]);
 }
 
+/// What a holder kept: the last snapshot, and each process group it saw started with
+/// whether its worker got ready.
+pub type Kept = (Snapshot, Vec<(i32, bool)>);
+
 /// Waits up to `timeout` for `fd` to be readable.
 fn readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     let mut polls = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
@@ -196,7 +200,7 @@ fn receive_snapshot(
 /// Asks the holder at the end of `link` for what it holds. The process groups it saw
 /// started come along, and whether each one's worker got ready: the last snapshot may
 /// be older than both.
-pub fn fetch(link: BorrowedFd<'_>) -> io::Result<Option<(Snapshot, Vec<(i32, bool)>)>> {
+pub fn fetch(link: BorrowedFd<'_>) -> io::Result<Option<Kept>> {
     send(link, b"G", &[])?;
     let Some((header, _)) = receive(link, ANSWER_TIMEOUT)? else {
         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -280,7 +284,7 @@ impl Holder {
                 .iter()
                 .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
                 .collect();
-            if ready.get(1) == Some(&true) && !self.from_daemon() {
+            if ready.get(1) == Some(&true) && !self.on_daemon_packet() {
                 return; // told the apps are all stopped
             }
             if ready[0] {
@@ -294,7 +298,7 @@ impl Holder {
     }
 
     /// Handles one packet from the daemon; false when the holder should end.
-    fn from_daemon(&mut self) -> bool {
+    fn on_daemon_packet(&mut self) -> bool {
         let Some(daemon) = &self.daemon else {
             return true;
         };

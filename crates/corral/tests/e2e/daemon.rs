@@ -159,13 +159,17 @@ fn save_then_a_killed_daemon_then_resurrect_restores_every_app() {
         format!("saved 2 apps to {}/dump.json", home.dir.display())
     );
     let old_workers = pids(&home.app("a"));
-    let daemon = home.daemon_pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    // Workers die with the daemon (they are not re-adopted yet).
+    // The daemon and its holder both die: nothing can take the workers back (issue 13's
+    // re-adoption needs the holder).
+    let holder = home.holder_pid().expect("the daemon's holder runs");
+    for pid in [home.daemon_pid(), holder] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    // Their channel ends with both: corral-worker workers drain and exit.
     assert!(eventually(T, || {
         old_workers
             .iter()

@@ -16,7 +16,7 @@ const SNAPSHOT_DELAY: std::time::Duration = std::time::Duration::from_millis(50)
 
 /// What the holder kept for this daemon: the snapshot and the process groups it saw
 /// started (some may be newer than the snapshot).
-pub(in crate::daemon::server) type Held = Option<(holder::Snapshot, Vec<(i32, bool)>)>;
+pub(in crate::daemon::server) type Held = Option<holder::Kept>;
 
 /// The snapshot as it travels: the document and the numbers its fds had.
 #[derive(serde::Serialize, serde::Deserialize)]

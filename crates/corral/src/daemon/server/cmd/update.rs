@@ -401,20 +401,32 @@ impl Daemon {
                 ))
             }
         };
+        // Every listener is duplicated before any is let go: out of fds, nothing changed.
+        let listeners: std::io::Result<BTreeMap<String, Vec<ListenerState>>> = engines
+            .iter()
+            .map(|(name, (listeners, _))| {
+                let states: std::io::Result<Vec<_>> =
+                    listeners.iter().map(Listener::snapshot).collect();
+                states.map(|states| (name.clone(), states))
+            })
+            .collect();
+        let mut listeners = match listeners {
+            Ok(listeners) => listeners,
+            Err(e) => {
+                let e = anyhow::Error::from(e).context("cannot pass the listeners on");
+                return Err((engines, conn, e));
+            }
+        };
         drop(conn);
         let mut apps = Vec::new();
         for app in self.apps.values() {
-            let engine = match engines.remove(&app.name) {
-                Some((listeners, handed)) => Some(EngineDoc {
-                    listeners: listeners
-                        .into_iter()
-                        .map(Listener::hand_over)
-                        .collect::<std::io::Result<_>>()
-                        .expect("dup of a listener"),
+            let engine = engines.remove(&app.name).map(|(originals, handed)| {
+                originals.into_iter().for_each(Listener::release);
+                EngineDoc {
+                    listeners: listeners.remove(&app.name).unwrap_or_default(),
                     handed,
-                }),
-                None => None,
-            };
+                }
+            });
             apps.push(AppDoc::of(app, engine));
         }
         Ok(DaemonDoc {
