@@ -6,15 +6,16 @@
 //!
 //! The link is a `SOCK_SEQPACKET` socket (each write one packet, fds attached):
 //! `+`/`-`/`R` and a process group id (the keeper's records, `os::keeper`: started, gone,
-//! ready), `S` with the
-//! length of a snapshot and its fd count followed by `D` packets carrying it, `B` for a
-//! daemon that stopped every app itself, `G` from a daemon asking for the snapshot
-//! (answered with `S`/`D`, or `N` for none).
+//! ready); `S` with a snapshot's length, fd count and entry name (an app, or "" for the
+//! daemon's own part), followed by `D` packets carrying it; `X` and an app's name to drop
+//! its entry at once (answered `K`); `B` for a daemon that stopped every app itself; `G`
+//! from a daemon asking for it all (answered `P` with the groups, every entry, `E`).
 //!
 //! Why a process of its own and not systemd's fd store: the workers must outlive the
 //! daemon wherever it runs (a shell, a container, systemd), and the fd store alone keeps
 //! fds, not the state they belong to.
 
+use std::collections::BTreeMap;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -107,22 +108,46 @@ fn send(link: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends a snapshot: `json` names `fds` (in the order given) by their numbers here.
-pub fn send_snapshot(link: BorrowedFd<'_>, json: &[u8], fds: &[RawFd]) -> io::Result<()> {
+/// Sends the snapshot of entry `name` (an app; "" for the daemon's own part, which also
+/// lists the apps: entries of others are dropped). `json` names `fds` (in the order
+/// given) by their numbers here.
+pub fn send_snapshot(
+    link: BorrowedFd<'_>,
+    name: &str,
+    json: &[u8],
+    fds: &[RawFd],
+) -> io::Result<()> {
     let mut header = vec![b'S'];
     header.extend_from_slice(&(json.len() as u64).to_le_bytes());
     header.extend_from_slice(&(fds.len() as u32).to_le_bytes());
+    header.extend_from_slice(name.as_bytes());
     send(link, &header, &[])?;
+    send_data(link, json, fds)
+}
+
+/// The `D` packets of a snapshot.
+fn send_data(link: BorrowedFd<'_>, json: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let (mut bytes, mut fds) = (json, fds);
     while !bytes.is_empty() || !fds.is_empty() {
         let (now, rest) = bytes.split_at(bytes.len().min(CHUNK));
         let (these, others) = fds.split_at(fds.len().min(FDS_PER_PACKET));
-        let mut packet = vec![b'D'];
-        packet.extend_from_slice(now);
-        send(link, &packet, these)?;
+        send(link, &[b"D".as_slice(), now].concat(), these)?;
         (bytes, fds) = (rest, others);
     }
     Ok(())
+}
+
+/// Makes the holder close what it holds of app `name` (stopped or deleted: its ports
+/// must be free when the client hears so), and waits for it to say it did.
+pub fn forget(link: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    send(link, &[b"X".as_slice(), name.as_bytes()].concat(), &[])?;
+    match receive(link, ANSWER_TIMEOUT)? {
+        Some((packet, _)) if packet.first() == Some(&b'K') => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no answer to forget",
+        )),
+    }
 }
 
 /// Tells the holder that the daemon stopped every app itself: nothing to hold.
@@ -130,9 +155,9 @@ pub fn bye(link: BorrowedFd<'_>) {
     let _ = send(link, b"B", &[]);
 }
 
-/// What a holder kept: the last snapshot, and each process group it saw started with
-/// whether its worker got ready.
-pub type Kept = (Snapshot, Vec<(i32, bool)>);
+/// What a holder kept: the last snapshot of each entry (the daemon's own part under
+/// ""), and each process group it saw started with whether its worker got ready.
+pub type Kept = (BTreeMap<String, Snapshot>, Vec<(i32, bool)>);
 
 /// Waits up to `timeout` for `fd` to be readable.
 fn readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
@@ -155,13 +180,15 @@ fn receive(link: BorrowedFd<'_>, timeout: Duration) -> io::Result<Option<(Vec<u8
     Ok(Some((buf, got.fds)))
 }
 
-/// Reads the `D` packets of a snapshot whose `S` header is `header`.
+/// Reads the `D` packets of a snapshot whose `S` header is `header`; returns its entry
+/// name and the snapshot.
 fn receive_snapshot(
     link: BorrowedFd<'_>,
     header: &[u8],
     timeout: Duration,
-) -> io::Result<Snapshot> {
+) -> io::Result<(String, Snapshot)> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "a broken snapshot header");
+    let name = String::from_utf8_lossy(header.get(13..).unwrap_or_default()).into_owned();
     let len = u64::from_le_bytes(
         header
             .get(1..9)
@@ -194,7 +221,7 @@ fn receive_snapshot(
             }
         }
     }
-    Ok(snapshot)
+    Ok((name, snapshot))
 }
 
 /// Asks the holder at the end of `link` for what it holds. The process groups it saw
@@ -202,23 +229,33 @@ fn receive_snapshot(
 /// be older than both.
 pub fn fetch(link: BorrowedFd<'_>) -> io::Result<Option<Kept>> {
     send(link, b"G", &[])?;
-    let Some((header, _)) = receive(link, ANSWER_TIMEOUT)? else {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    };
-    let groups = match receive(link, ANSWER_TIMEOUT)? {
+    let groups: Vec<(i32, bool)> = match receive(link, ANSWER_TIMEOUT)? {
         Some((packet, _)) if packet.first() == Some(&b'P') => packet[1..]
             .chunks_exact(5)
             .map(|c| (i32::from_le_bytes([c[0], c[1], c[2], c[3]]), c[4] == 1))
             .collect(),
         _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "no group list")),
     };
-    match header.first() {
-        Some(b'S') => Ok(Some((
-            receive_snapshot(link, &header, ANSWER_TIMEOUT)?,
-            groups,
-        ))),
-        _ => Ok(None),
+    let mut entries = BTreeMap::new();
+    loop {
+        match receive(link, ANSWER_TIMEOUT)? {
+            Some((header, _)) if header.first() == Some(&b'S') => {
+                let (name, snapshot) = receive_snapshot(link, &header, ANSWER_TIMEOUT)?;
+                entries.insert(name, snapshot);
+            }
+            Some((end, _)) if end.first() == Some(&b'E') => break,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a reply cut short",
+                ))
+            }
+        }
     }
+    if entries.is_empty() && groups.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((entries, groups)))
 }
 
 /// The holder's whole life: `corral __holder`, its link to the daemon at fd 3.
@@ -228,7 +265,7 @@ pub fn run(home: &Home) -> anyhow::Result<()> {
     let listener = listen(&home.dir.join("holder.sock"))?;
     let mut holder = Holder {
         daemon: Some(link),
-        snapshot: None,
+        entries: BTreeMap::new(),
         groups: Vec::new(),
         orphaned_at: None,
         restarts: 0,
@@ -257,7 +294,8 @@ fn listen(path: &Path) -> io::Result<OwnedFd> {
 struct Holder {
     /// The daemon it serves; None after that daemon died, until another comes.
     daemon: Option<OwnedFd>,
-    snapshot: Option<Snapshot>,
+    /// The last snapshot of each app, and the daemon's own part ("").
+    entries: BTreeMap<String, Snapshot>,
     /// Process groups the daemon started and has not seen end, and whether their
     /// worker got ready.
     groups: Vec<(i32, bool)>,
@@ -290,7 +328,7 @@ impl Holder {
             if ready[0] {
                 self.accept(listener);
             }
-            if self.daemon.is_none() && self.snapshot.is_none() && self.groups.is_empty() {
+            if self.daemon.is_none() && self.entries.is_empty() && self.groups.is_empty() {
                 return; // nothing to hold
             }
             self.maybe_restart_daemon();
@@ -317,10 +355,20 @@ impl Holder {
                     }
                 }
                 Some(b'S') => {
-                    if let Ok(snapshot) = receive_snapshot(daemon.as_fd(), &packet, ANSWER_TIMEOUT)
+                    if let Ok((name, snapshot)) =
+                        receive_snapshot(daemon.as_fd(), &packet, ANSWER_TIMEOUT)
                     {
-                        self.snapshot = Some(snapshot);
+                        if name.is_empty() {
+                            let apps = listed_apps(&snapshot.json);
+                            self.entries.retain(|n, _| n.is_empty() || apps.contains(n));
+                        }
+                        self.entries.insert(name, snapshot);
                     }
+                }
+                Some(b'X') => {
+                    let name = String::from_utf8_lossy(&packet[1..]).into_owned();
+                    self.entries.remove(&name);
+                    let _ = send(daemon.as_fd(), b"K", &[]);
                 }
                 Some(b'B') => return false,
                 _ => {}
@@ -362,30 +410,19 @@ impl Holder {
         }
     }
 
+    /// `P` (the groups), each entry (`S` and `D`s), then `E`.
     fn answer(&self, conn: BorrowedFd<'_>) -> io::Result<()> {
         let groups: Vec<u8> = self
             .groups
             .iter()
             .flat_map(|&(g, ready)| g.to_le_bytes().into_iter().chain([ready as u8]))
             .collect();
-        let Some(snapshot) = &self.snapshot else {
-            send(conn, b"N", &[])?;
-            return send(conn, &[b"P".as_slice(), &groups].concat(), &[]);
-        };
-        let mut header = vec![b'S'];
-        header.extend_from_slice(&(snapshot.json.len() as u64).to_le_bytes());
-        header.extend_from_slice(&(snapshot.fds.len() as u32).to_le_bytes());
-        send(conn, &header, &[])?;
         send(conn, &[b"P".as_slice(), &groups].concat(), &[])?;
-        let fds: Vec<RawFd> = snapshot.fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let (mut bytes, mut fds) = (snapshot.json.as_slice(), fds.as_slice());
-        while !bytes.is_empty() || !fds.is_empty() {
-            let (now, rest) = bytes.split_at(bytes.len().min(CHUNK));
-            let (these, others) = fds.split_at(fds.len().min(FDS_PER_PACKET));
-            send(conn, &[b"D".as_slice(), now].concat(), these)?;
-            (bytes, fds) = (rest, others);
+        for (name, snapshot) in &self.entries {
+            let fds: Vec<RawFd> = snapshot.fds.iter().map(AsRawFd::as_raw_fd).collect();
+            send_snapshot(conn, name, &snapshot.json, &fds)?;
         }
-        Ok(())
+        send(conn, b"E", &[])
     }
 
     /// Without a daemon for a while, starts one (not under systemd: its `Restart=` does).
@@ -403,6 +440,18 @@ impl Holder {
         self.restarts += 1;
         let _ = start_daemon(&self.home);
     }
+}
+
+/// The app names the daemon's own part lists (`{"names": [...]}`).
+fn listed_apps(json: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Names {
+        #[serde(default)]
+        names: Vec<String>,
+    }
+    serde_json::from_slice::<Names>(json)
+        .map(|n| n.names)
+        .unwrap_or_default()
 }
 
 /// `corral daemon` for `home`, output to its daemon.log, in a session of its own.

@@ -457,3 +457,19 @@ fn issue_13_when_the_daemon_and_its_holder_both_die_no_worker_keeps_the_port_and
     }
     assert!(corral_testkit::get(home.addr("py"), "/").is_ok());
 }
+
+#[test]
+fn issue_13_a_stopped_apps_port_is_free_at_once_though_the_holder_kept_a_copy() {
+    // The holder keeps a copy of every listener; `stop` returns only once it let go.
+    let home = crate::home("readopt-port");
+    let fixture = fixture();
+    let listen = format!("127.0.0.1:{}", corral_testkit::free_port());
+    for round in 0..3 {
+        let name = format!("fx{round}");
+        home.ok(&[
+            "start", &fixture, "--name", &name, "-i", "2", "--listen", &listen,
+        ]);
+        home.wait_online(&name, 2);
+        home.ok(&["delete", &name]);
+    }
+}

@@ -46,6 +46,8 @@ impl Daemon {
             }
         };
         let waiting = std::mem::take(&mut app.waiting);
+        // Before anyone hears it stopped: the holder's copies would keep its ports.
+        self.forget_held(name);
         self.after_stop(name, waiting);
         self.workers_changed();
     }

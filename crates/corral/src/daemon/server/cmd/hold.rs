@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, RawFd};
 use corral_core::handover;
 use corral_core::supervisor::{snapshot_request, EngineSnapshot};
 
-use super::update::DaemonDoc;
+use super::update::{AppDoc, DaemonDoc};
 use crate::daemon::holder;
 use crate::daemon::server::*;
 
@@ -18,11 +18,21 @@ const SNAPSHOT_DELAY: std::time::Duration = std::time::Duration::from_millis(50)
 /// started (some may be newer than the snapshot).
 pub(in crate::daemon::server) type Held = Option<holder::Kept>;
 
-/// The snapshot as it travels: the document and the numbers its fds had.
+/// An app's snapshot as it travels: the document and the numbers its fds had.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Wrapped {
     numbers: Vec<RawFd>,
     doc: serde_json::Value,
+}
+
+/// The daemon's own part of what the holder keeps.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    version: u32,
+    from: String,
+    next_id: u32,
+    /// The apps there are: the holder drops the entries of others.
+    names: Vec<String>,
 }
 
 /// Where the snapshots stand.
@@ -87,21 +97,15 @@ fn start_time(pid: i32) -> Option<u64> {
 impl Daemon {
     /// Takes back the apps the holder kept for a daemon that died.
     pub(in crate::daemon::server) fn adopt_held(&mut self, held: Held) {
-        let Some((snapshot, groups)) = held else {
+        let Some((mut entries, groups)) = held else {
             return;
         };
-        let doc = serde_json::from_slice::<Wrapped>(&snapshot.json)
-            .map_err(|e| e.to_string())
-            .and_then(|w| {
-                handover::from_json_with_fds::<DaemonDoc>(w.doc, &w.numbers, snapshot.fds)
-                    .map_err(|e| e.to_string())
-            });
         let all: Vec<i32> = groups.iter().map(|&(g, _)| g).collect();
-        let mut doc = match doc {
+        let mut doc = match unwrap_held(&mut entries) {
             Ok(doc) if doc.fits() => doc,
             Ok(_) | Err(_) => {
                 journal::say(
-                    "the holder's snapshot does not fit this corral; its workers are stopped",
+                    "what the holder kept does not fit this corral; its workers are stopped",
                 );
                 kill_groups(&all);
                 return;
@@ -127,6 +131,18 @@ impl Daemon {
             }
         ));
         self.workers_changed();
+    }
+
+    /// The holder no longer keeps anything of app `name` (stopped or deleted), before
+    /// anyone hears it is: its ports are free.
+    pub(in crate::daemon::server) fn forget_held(&self, name: &str) {
+        if let Some(link) = corral_core::os::keeper::link() {
+            if let Err(e) = holder::forget(link.as_fd(), name) {
+                journal::say(&format!(
+                    "{name}: the holder did not let its sockets go ({e})"
+                ));
+            }
+        }
     }
 
     /// Something about the workers changed: a snapshot goes to the holder shortly.
@@ -171,41 +187,67 @@ impl Daemon {
         });
     }
 
-    /// Sends the holder every app and these engines; a holder that is gone is started
-    /// again.
+    /// Sends the holder every app (with the engines of those that run) and the daemon's
+    /// own part; a holder that is gone is started again.
     pub(in crate::daemon::server) fn send_snapshot(
         &mut self,
-        engines: BTreeMap<String, EngineSnapshot>,
+        mut engines: BTreeMap<String, EngineSnapshot>,
     ) {
         self.holding.in_flight = false;
-        let doc = DaemonDoc::snapshot(self, engines);
-        let sent = wrap(&doc).and_then(|(json, fds)| {
-            let link = corral_core::os::keeper::link().ok_or(std::io::ErrorKind::NotConnected)?;
-            holder::send_snapshot(link.as_fd(), &json, &fds).or_else(|_| {
-                // The holder is gone: a new one, with this snapshot.
-                journal::say("the holder is gone; starting a new one");
-                let link = holder::spawn(&self.home)?;
-                holder::send_snapshot(link.as_fd(), &json, &fds)?;
+        let mut groups = Vec::new();
+        let mut entries = Vec::new();
+        for app in self.apps.values() {
+            let doc = AppDoc::of(app, engines.remove(&app.name).map(Into::into));
+            groups.extend(doc.groups());
+            match wrap(&doc) {
+                Ok((json, fds)) => entries.push((app.name.clone(), json, fds, doc)),
+                Err(e) => journal::say(&format!(
+                    "{}: cannot keep it with the holder: {e}",
+                    app.name
+                )),
+            }
+        }
+        let meta = Meta {
+            version: handover::VERSION,
+            from: env!("CARGO_PKG_VERSION").to_owned(),
+            next_id: self.next_id,
+            names: self.apps.keys().cloned().collect(),
+        };
+        let meta = serde_json::to_vec(&meta).unwrap_or_default();
+        let send_all = |link: &std::os::fd::OwnedFd| -> std::io::Result<()> {
+            for (name, json, fds, _) in &entries {
+                holder::send_snapshot(link.as_fd(), name, json, fds)?;
+            }
+            holder::send_snapshot(link.as_fd(), "", &meta, &[])
+        };
+        let sent = match corral_core::os::keeper::link() {
+            Some(link) => send_all(&link),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        };
+        if sent.is_err() {
+            // The holder is gone: a new one, with this snapshot.
+            journal::say("the holder is gone; starting a new one");
+            let started = holder::spawn(&self.home).and_then(|link| {
+                send_all(&link)?;
                 corral_core::os::keeper::attach(link);
                 Ok(())
-            })
-        });
-        if let Err(e) = sent {
-            journal::say(&format!("cannot keep the apps with the holder: {e}"));
+            });
+            if let Err(e) = started {
+                journal::say(&format!("cannot keep the apps with a holder: {e}"));
+            }
         }
-        self.write_workers(&doc);
-        drop(doc);
+        self.write_workers(&groups);
+        drop(entries);
         if self.holding.dirty {
             self.workers_changed();
         }
     }
 
     /// `workers.json`: the groups to stop if the daemon and the holder both die.
-    fn write_workers(&self, doc: &DaemonDoc) {
-        let groups: Vec<(i32, u64)> = doc
-            .groups()
-            .into_iter()
-            .filter_map(|g| Some((g, start_time(g)?)))
+    fn write_workers(&self, groups: &[i32]) {
+        let groups: Vec<(i32, u64)> = groups
+            .iter()
+            .filter_map(|&g| Some((g, start_time(g)?)))
             .collect();
         let _ = persist::write_atomically(&self.home.dir.join("workers.json"), &groups);
     }
@@ -219,8 +261,31 @@ impl Daemon {
     }
 }
 
+/// What the holder kept, as one document: the daemon's part and every app's.
+fn unwrap_held(entries: &mut BTreeMap<String, holder::Snapshot>) -> Result<DaemonDoc, String> {
+    let meta = entries.remove("").ok_or("no daemon part")?;
+    let meta: Meta = serde_json::from_slice(&meta.json).map_err(|e| e.to_string())?;
+    if meta.version != handover::VERSION {
+        return Err(format!("version {}", meta.version));
+    }
+    let mut apps = Vec::new();
+    for (name, snapshot) in std::mem::take(entries) {
+        let app = serde_json::from_slice::<Wrapped>(&snapshot.json)
+            .map_err(|e| e.to_string())
+            .and_then(|w| {
+                handover::from_json_with_fds::<AppDoc>(w.doc, &w.numbers, snapshot.fds)
+                    .map_err(|e| e.to_string())
+            });
+        match app {
+            Ok(app) => apps.push(app),
+            Err(e) => journal::say(&format!("{name}: what the holder kept does not fit: {e}")),
+        }
+    }
+    Ok(DaemonDoc::held(meta.from, meta.next_id, apps))
+}
+
 /// The document as JSON that names its fds by number, with those numbers.
-fn wrap(doc: &DaemonDoc) -> std::io::Result<(Vec<u8>, Vec<RawFd>)> {
+fn wrap(doc: &AppDoc) -> std::io::Result<(Vec<u8>, Vec<RawFd>)> {
     let (json, numbers) = handover::collect_fds(doc).map_err(std::io::Error::other)?;
     let doc: serde_json::Value = serde_json::from_slice(&json).map_err(std::io::Error::other)?;
     let wrapped = serde_json::to_vec(&Wrapped {

@@ -61,30 +61,20 @@ pub(in crate::daemon) struct DaemonDoc {
 }
 
 impl DaemonDoc {
-    /// What the holder keeps: every app, with the engines of those that run.
-    pub(in crate::daemon::server) fn snapshot(
-        daemon: &Daemon,
-        mut engines: BTreeMap<String, corral_core::supervisor::EngineSnapshot>,
+    /// What a holder kept: `apps`, the daemon's next id and the version that wrote it.
+    pub(in crate::daemon::server) fn held(
+        from: String,
+        next_id: u32,
+        apps: Vec<AppDoc>,
     ) -> DaemonDoc {
-        let apps = daemon
-            .apps
-            .values()
-            .map(|app| {
-                let engine = engines.remove(&app.name).map(|e| EngineDoc {
-                    listeners: e.listeners,
-                    handed: e.engine,
-                });
-                AppDoc::of(app, engine)
-            })
-            .collect();
         DaemonDoc {
             version: handover::VERSION,
-            from: env!("CARGO_PKG_VERSION").to_owned(),
+            from,
             lock: None,
             control: None,
             keeper: None,
             reply: None,
-            next_id: daemon.next_id,
+            next_id,
             apps,
         }
     }
@@ -118,7 +108,7 @@ impl DaemonDoc {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct AppDoc {
+pub(in crate::daemon::server) struct AppDoc {
     id: u32,
     start: StartApp,
     status: Status,
@@ -129,7 +119,15 @@ struct AppDoc {
 }
 
 impl AppDoc {
-    fn of(app: &App, engine: Option<EngineDoc>) -> AppDoc {
+    /// The process groups its engine holds.
+    pub(in crate::daemon::server) fn groups(&self) -> Vec<i32> {
+        self.engine
+            .as_ref()
+            .map(|e| e.handed.groups())
+            .unwrap_or_default()
+    }
+
+    pub(in crate::daemon::server) fn of(app: &App, engine: Option<EngineDoc>) -> AppDoc {
         AppDoc {
             id: app.id,
             start: app.start.clone(),
@@ -143,9 +141,18 @@ impl AppDoc {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct EngineDoc {
+pub(in crate::daemon::server) struct EngineDoc {
     listeners: Vec<ListenerState>,
     handed: Box<Handed>,
+}
+
+impl From<corral_core::supervisor::EngineSnapshot> for EngineDoc {
+    fn from(e: corral_core::supervisor::EngineSnapshot) -> EngineDoc {
+        EngineDoc {
+            listeners: e.listeners,
+            handed: e.engine,
+        }
+    }
 }
 
 impl DaemonDoc {
