@@ -10,6 +10,34 @@ pub struct Home {
 }
 
 impl Home {
+    /// Starts `corral daemon` (this binary) for this home in a session of its own, its
+    /// output appended to `daemon.log`; does not wait for it.
+    pub fn spawn_daemon(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.daemon_log())?;
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command
+            .arg("daemon")
+            .env("CORRAL_HOME", &self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        command.spawn().map(drop)
+    }
+
     /// `$CORRAL_HOME`, else `~/.corral`, else a directory of this user's own in the temp
     /// dir; refused when someone else could have planted files in it.
     pub fn from_env() -> anyhow::Result<Home> {

@@ -101,3 +101,26 @@ pub fn answer_check() {
 pub fn failed_attempt() -> Option<String> {
     handover::failed_attempt().map(|why| format!("the upgrade did not happen: {why}"))
 }
+
+/// The document a previous binary of this process handed over, if any (`what` names the
+/// one that wrote it, for the error). One this binary can't take sends the process back
+/// to the binary that wrote it; this returns only when that failed too.
+pub fn take_over<T: serde::de::DeserializeOwned>(what: &str) -> anyhow::Result<Option<T>> {
+    match handover::take::<T>() {
+        None => Ok(None),
+        Some(Ok(doc)) => {
+            handover::finish_taking();
+            Ok(Some(doc))
+        }
+        Some(Err(e)) => {
+            let why = format!("{:#}", anyhow::Error::from(e));
+            let back = handover::fall_back(&format!(
+                "{} could not take over: {why}",
+                installed_exe().display()
+            ));
+            anyhow::bail!(
+                "cannot take over from the previous {what}: {why}; and going back to it failed: {back}"
+            )
+        }
+    }
+}

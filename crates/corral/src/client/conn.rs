@@ -3,8 +3,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -79,30 +77,12 @@ fn exchange(mut stream: UnixStream, request: &Request) -> anyhow::Result<Respons
 /// until it answers.
 fn start_daemon(home: &Home) -> anyhow::Result<UnixStream> {
     home.create()?;
-    use std::os::unix::fs::OpenOptionsExt;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(home.daemon_log())
-        .with_context(|| format!("cannot open {}", home.daemon_log().display()))?;
-    let exe = std::env::current_exe().context("cannot find the corral executable")?;
-    let mut command = Command::new(exe);
-    command
-        .arg("daemon")
-        .env("CORRAL_HOME", &home.dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    command.spawn().context("cannot start the corral daemon")?;
+    home.spawn_daemon().with_context(|| {
+        format!(
+            "cannot start the corral daemon (log: {})",
+            home.daemon_log().display()
+        )
+    })?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(stream) = UnixStream::connect(home.socket()) {

@@ -438,7 +438,7 @@ impl Holder {
             return;
         }
         self.restarts += 1;
-        let _ = start_daemon(&self.home);
+        let _ = self.home.spawn_daemon();
     }
 }
 
@@ -452,28 +452,4 @@ fn listed_apps(json: &[u8]) -> Vec<String> {
     serde_json::from_slice::<Names>(json)
         .map(|n| n.names)
         .unwrap_or_default()
-}
-
-/// `corral daemon` for `home`, output to its daemon.log, in a session of its own.
-fn start_daemon(home: &Home) -> io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.daemon_log())?;
-    let mut command = std::process::Command::new(std::fs::read_link("/proc/self/exe")?);
-    command
-        .arg("daemon")
-        .env("CORRAL_HOME", &home.dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    command.spawn().map(drop)
 }

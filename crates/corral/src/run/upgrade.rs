@@ -49,26 +49,9 @@ impl RunDoc {
     }
 }
 
-/// The document a previous `corral run` of this process handed over, if any. One this
-/// binary can't take sends the process back to the binary that wrote it.
+/// The document a previous `corral run` of this process handed over, if any.
 pub fn take_over() -> Result<Option<RunDoc>, Failure> {
-    match handover::take::<RunDoc>() {
-        None => Ok(None),
-        Some(Ok(doc)) => {
-            handover::finish_taking();
-            Ok(Some(doc))
-        }
-        Some(Err(e)) => {
-            let why = format!("{:#}", anyhow::Error::from(e));
-            let back = handover::fall_back(&format!(
-                "{} could not take over: {why}",
-                crate::upgrade::installed_exe().display()
-            ));
-            Err(Failure::Runtime(anyhow::anyhow!(
-                "cannot take over from the previous corral: {why}; and going back to it failed: {back}"
-            )))
-        }
-    }
+    crate::upgrade::take_over("corral").map_err(Failure::Runtime)
 }
 
 /// On each SIGURG: checks the binary at corral's path, then asks the engine to hand

@@ -139,17 +139,7 @@ fn updates_under_load(
 fn issue_13_corral_update_loses_no_request_and_keeps_every_worker_its_uptime_and_restarts() {
     let binary = Binary::new("update");
     let home = corral_testkit::Home::new(&binary.path(), "update");
-    let fixture = fixture();
-    home.ok(&[
-        "start",
-        &fixture,
-        "--name",
-        "fx",
-        "-i",
-        "2",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    start_fixture(&home, "fx", &[]);
     updates_under_load(&home, &binary, "fx", home.addr("fx"), 2);
 }
 
@@ -160,9 +150,32 @@ fn issue_13_a_node_app_asking_for_its_port_in_reuseport_mode_is_updated_in_place
     };
     let binary = Binary::new("update-node");
     let home = corral_testkit::Home::new(&binary.path(), "update-node");
-    let port = corral_testkit::free_port().to_string();
-    // No --listen: plain.js's listen(PORT) asks corral for the port, each worker its
-    // slot's own socket of it (reuseport: Node's default with a CPU per worker).
+    let addr = start_plain_node(&home, &plain);
+    updates_under_load(&home, &binary, "plain", addr, 2);
+}
+
+/// corral-fixture as app `name`, 2 workers on a loopback port, with `flags`.
+fn start_fixture(home: &corral_testkit::Home, name: &str, flags: &[&str]) {
+    let fixture = fixture();
+    let mut args = vec![
+        "start",
+        &fixture,
+        "--name",
+        name,
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(flags);
+    home.ok(&args);
+}
+
+/// examples/node/plain.js as app `plain`, 2 workers; returns where it listens. No
+/// --listen: its listen(PORT) asks corral for the port, each worker its slot's own
+/// socket of it (reuseport: Node's default with a CPU per worker).
+fn start_plain_node(home: &corral_testkit::Home, plain: &str) -> std::net::SocketAddr {
+    let port = corral_testkit::free_port();
     home.ok(&[
         "start",
         "--name",
@@ -175,32 +188,21 @@ fn issue_13_a_node_app_asking_for_its_port_in_reuseport_mode_is_updated_in_place
         &format!("PORT={port}"),
         "--",
         "node",
-        &plain,
+        plain,
     ]);
     home.wait_online("plain", 2);
     assert!(corral_testkit::eventually(T, || !home
         .app("plain")
         .listen
         .is_empty()));
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    updates_under_load(&home, &binary, "plain", addr, 2);
+    format!("127.0.0.1:{port}").parse().unwrap()
 }
 
 #[test]
 fn issue_13_an_update_to_a_binary_that_fails_at_start_leaves_the_daemon_serving_and_in_control() {
     let binary = Binary::new("update-broken");
     let home = corral_testkit::Home::new(&binary.path(), "update-broken");
-    let fixture = fixture();
-    home.ok(&[
-        "start",
-        &fixture,
-        "--name",
-        "fx",
-        "-i",
-        "2",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    start_fixture(&home, "fx", &[]);
     let before = pids(&home.wait_online("fx", 2));
     let daemon = home.daemon_pid();
     let loads = Loads::start(home.addr("fx"));
@@ -233,9 +235,8 @@ fn issue_13_an_update_to_a_binary_that_fails_at_start_leaves_the_daemon_serving_
     }));
 }
 
-#[test]
-fn issue_13_corral_run_upgrades_in_place_on_sigurg_losing_nothing() {
-    let binary = Binary::new("run");
+/// `corral run` of `binary` with 2 fixture workers, once both are ready, and their pids.
+fn run_fixture(binary: &Binary) -> (Corral, [i32; 2]) {
     let fixture = fixture();
     let c = Corral::start(
         &binary.path(),
@@ -243,6 +244,13 @@ fn issue_13_corral_run_upgrades_in_place_on_sigurg_losing_nothing() {
         &[],
     );
     let workers = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
+    (c, workers)
+}
+
+#[test]
+fn issue_13_corral_run_upgrades_in_place_on_sigurg_losing_nothing() {
+    let binary = Binary::new("run");
+    let (c, workers) = run_fixture(&binary);
     let loads = Loads::start(c.addr());
     for n in 1..=2 {
         binary.replace_with(Path::new(CORRAL));
@@ -271,13 +279,7 @@ fn issue_13_corral_run_upgrades_in_place_on_sigurg_losing_nothing() {
 #[test]
 fn issue_13_corral_run_refuses_an_upgrade_to_a_broken_binary_and_runs_on() {
     let binary = Binary::new("run-broken");
-    let fixture = fixture();
-    let c = Corral::start(
-        &binary.path(),
-        &["run", "--listen", "127.0.0.1:0", "-i", "2", "--", &fixture],
-        &[],
-    );
-    let workers = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
+    let (c, workers) = run_fixture(&binary);
     binary.replace_with_broken();
     c.signal(Signal::SIGURG);
     let said = c.wait_for("upgrade refused", T);
@@ -326,19 +328,7 @@ fn daemon_killed_under_load(
 fn issue_13_a_daemon_killed_under_load_loses_nothing_in_shared_mode_and_the_next_takes_its_workers_back(
 ) {
     let home = crate::home("readopt-shared");
-    let fixture = fixture();
-    home.ok(&[
-        "start",
-        &fixture,
-        "--name",
-        "fx",
-        "-i",
-        "2",
-        "--listen",
-        "127.0.0.1:0",
-        "--balance",
-        "shared",
-    ]);
+    start_fixture(&home, "fx", &["--balance", "shared"]);
     daemon_killed_under_load(&home, "fx", home.addr("fx"));
 }
 
@@ -348,17 +338,7 @@ fn issue_13_a_daemon_killed_under_load_in_round_robin_mode_loses_nothing_queued(
     // listener's backlog (corral's socket, kept by the holder) and are served once the
     // next daemon takes over. Kept-alive connections go on meanwhile.
     let home = crate::home("readopt-rr");
-    let fixture = fixture();
-    home.ok(&[
-        "start",
-        &fixture,
-        "--name",
-        "fx",
-        "-i",
-        "2",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    start_fixture(&home, "fx", &[]);
     daemon_killed_under_load(&home, "fx", home.addr("fx"));
 }
 
@@ -368,27 +348,7 @@ fn issue_13_a_node_app_outlives_its_daemon_and_is_taken_back() {
         return;
     };
     let home = crate::home("readopt-node");
-    let port = corral_testkit::free_port().to_string();
-    home.ok(&[
-        "start",
-        "--name",
-        "plain",
-        "-i",
-        "2",
-        "--balance",
-        "reuseport",
-        "--env",
-        &format!("PORT={port}"),
-        "--",
-        "node",
-        &plain,
-    ]);
-    home.wait_online("plain", 2);
-    assert!(corral_testkit::eventually(T, || !home
-        .app("plain")
-        .listen
-        .is_empty()));
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = start_plain_node(&home, &plain);
     daemon_killed_under_load(&home, "plain", addr);
 }
 

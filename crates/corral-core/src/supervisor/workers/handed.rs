@@ -64,6 +64,21 @@ pub(in crate::supervisor) enum Stopped {
 }
 
 impl OsProcesses {
+    /// Every worker something is held for: a channel, the duplicate of its end, or
+    /// `outputs`.
+    fn worker_pids(&self, outputs: impl Iterator<Item = Pid>) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self
+            .channels
+            .keys()
+            .chain(self.worker_ends.keys())
+            .copied()
+            .collect();
+        pids.extend(outputs);
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// Stops every channel reader and output pump after what they read is passed on.
     /// The caller keeps handling the channels' inputs until every one has stopped.
     pub(in crate::supervisor) fn stop_io(&mut self) -> JoinSet<Stopped> {
@@ -107,15 +122,7 @@ impl OsProcesses {
                 Stopped::Output(_, _, _, None) => {}
             }
         }
-        let mut pids: Vec<Pid> = self
-            .channels
-            .keys()
-            .chain(self.worker_ends.keys())
-            .copied()
-            .collect();
-        pids.extend(outputs.keys().copied());
-        pids.sort_unstable();
-        pids.dedup();
+        let pids = self.worker_pids(outputs.keys().copied());
         let mut workers = Vec::new();
         for pid in pids {
             let channel = match self.channels.remove(&pid) {
@@ -155,15 +162,7 @@ impl OsProcesses {
     /// Everything, as duplicates, while the engine runs on: what a holder keeps in case
     /// this process dies (the bytes its readers hold then are lost with it).
     pub(in crate::supervisor) fn snapshot(&self) -> io::Result<ProcsState> {
-        let mut pids: Vec<Pid> = self
-            .channels
-            .keys()
-            .chain(self.worker_ends.keys())
-            .copied()
-            .collect();
-        pids.extend(self.outputs.keys().copied());
-        pids.sort_unstable();
-        pids.dedup();
+        let pids = self.worker_pids(self.outputs.keys().copied());
         let mut workers = Vec::new();
         for pid in pids {
             let channel = match self.channels.get(&pid) {

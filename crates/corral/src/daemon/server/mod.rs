@@ -55,7 +55,7 @@ pub fn serve(
 ) -> anyhow::Result<()> {
     // What a previous binary of this daemon handed over (`corral update`), taken before
     // anything else opens a file.
-    let adopted = cmd::update::take_over()?;
+    let adopted = crate::upgrade::take_over::<cmd::update::DaemonDoc>("daemon")?;
     home.create()?;
     let lock = match &adopted {
         Some(_) => None, // held all along, by the fd the document carries

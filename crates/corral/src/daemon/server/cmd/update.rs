@@ -170,28 +170,6 @@ impl DaemonDoc {
     }
 }
 
-/// The document a previous binary of this daemon handed over, if any. One this binary
-/// can't take sends the process back to the binary that wrote it.
-pub(in crate::daemon) fn take_over() -> anyhow::Result<Option<DaemonDoc>> {
-    match handover::take::<DaemonDoc>() {
-        None => Ok(None),
-        Some(Ok(doc)) => {
-            handover::finish_taking();
-            Ok(Some(doc))
-        }
-        Some(Err(e)) => {
-            let why = format!("{:#}", anyhow::Error::from(e));
-            let back = handover::fall_back(&format!(
-                "{} could not take over: {why}",
-                crate::upgrade::installed_exe().display()
-            ));
-            anyhow::bail!(
-                "cannot take over from the previous daemon: {why}; and going back to it failed: {back}"
-            )
-        }
-    }
-}
-
 /// Writes `response` on a control connection the state task holds itself.
 fn answer(conn: UnixStream, response: Response) {
     use std::io::Write;
