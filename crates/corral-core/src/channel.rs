@@ -123,13 +123,14 @@ impl Channel {
         self.stopped.take()
     }
 
-    /// The channel's state while it runs on: a duplicate of its socket and what waits to
-    /// be sent.
+    /// The channel's state while it runs on: a duplicate of its socket. What waits to be
+    /// sent is left out: sent a moment later, a copy sent again by whoever takes the
+    /// snapshot would reach the worker twice, or split a line.
     pub fn snapshot(&self) -> io::Result<ChannelState> {
         Ok(ChannelState {
             fd: crate::handover::Fd::dup(self.tx.as_ref().as_fd())?,
             unread: Vec::new(),
-            backlog: self.backlog.clone(),
+            backlog: Vec::new(),
         })
     }
 

@@ -10,8 +10,9 @@ pub struct Home {
 }
 
 impl Home {
-    /// Starts `corral daemon` (this binary) for this home in a session of its own, its
-    /// output appended to `daemon.log`; does not wait for it.
+    /// Starts `corral daemon` for this home in a session of its own, its output appended
+    /// to `daemon.log`; does not wait for it. The binary is the one now at this process's
+    /// path (a holder started by an older daemon starts the newest corral).
     pub fn spawn_daemon(&self) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::process::CommandExt;
@@ -21,7 +22,7 @@ impl Home {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(self.daemon_log())?;
-        let mut command = std::process::Command::new(std::env::current_exe()?);
+        let mut command = std::process::Command::new(crate::upgrade::installed_exe());
         command
             .arg("daemon")
             .env("CORRAL_HOME", &self.dir)

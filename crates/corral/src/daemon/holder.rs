@@ -29,6 +29,8 @@ use crate::home::Home;
 const CHUNK: usize = 48 * 1024;
 /// Fds per packet, below the kernel's 253.
 const FDS_PER_PACKET: usize = 200;
+/// How long a stop waits for the holder to let an app's sockets go.
+const FORGET_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a daemon waits for the holder's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the daemon died, how long the holder waits for a daemon before it starts one.
@@ -58,9 +60,9 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn spawn(home: &Home) -> io::Result<OwnedFd> {
     use std::os::unix::process::CommandExt;
     let (ours, theirs) = seqpacket_pair()?;
-    let exe = std::fs::read_link("/proc/self/exe")?;
     let theirs_raw = theirs.as_raw_fd();
-    let mut command = std::process::Command::new(exe);
+    // This very binary, even when a newer one replaced it on disk.
+    let mut command = std::process::Command::new("/proc/self/exe");
     command
         .arg("__holder")
         .env("CORRAL_HOME", &home.dir)
@@ -141,7 +143,7 @@ fn send_data(link: BorrowedFd<'_>, json: &[u8], fds: &[RawFd]) -> io::Result<()>
 /// must be free when the client hears so), and waits for it to say it did.
 pub fn forget(link: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     send(link, &[b"X".as_slice(), name.as_bytes()].concat(), &[])?;
-    match receive(link, ANSWER_TIMEOUT)? {
+    match receive(link, FORGET_TIMEOUT)? {
         Some((packet, _)) if packet.first() == Some(&b'K') => Ok(()),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,

@@ -160,7 +160,8 @@ impl OsProcesses {
     }
 
     /// Everything, as duplicates, while the engine runs on: what a holder keeps in case
-    /// this process dies (the bytes its readers hold then are lost with it).
+    /// this process dies (the bytes its readers hold then are lost with it, and so are
+    /// connections it holds and messages it has not sent).
     pub(in crate::supervisor) fn snapshot(&self) -> io::Result<ProcsState> {
         let pids = self.worker_pids(self.outputs.keys().copied());
         let mut workers = Vec::new();
@@ -195,21 +196,12 @@ impl OsProcesses {
                 outputs,
             });
         }
-        let held = self
-            .held
-            .iter()
-            .map(|h| {
-                Ok(HeldState {
-                    fd: Fd::dup(h.fd.as_fd())?,
-                    client: h.client,
-                    listener: h.listener,
-                })
-            })
-            .collect::<io::Result<_>>()?;
         Ok(ProcsState {
             workers,
             dispatcher: self.dispatcher.clone(),
-            held,
+            // Connections held now may be handed over a moment later: a copy kept by the
+            // holder would reach a second worker. Those held when the daemon dies are lost.
+            held: Vec::new(),
             accepting: self.accepting,
             accepted: self.accepted,
             asked: self.asked.snapshot()?,

@@ -120,6 +120,7 @@ pub fn serve(
                 if let Some(reply) = reply {
                     cmd::update::answer_update(reply, &from, &summary);
                 }
+                daemon.workers_changed();
             }
             None if held.is_some() => daemon.adopt_held(held),
             None if resurrect => {

@@ -194,10 +194,17 @@ impl Daemon {
         mut engines: BTreeMap<String, EngineSnapshot>,
     ) {
         self.holding.in_flight = false;
+        if self.updating.is_some() || self.killing.is_some() {
+            return; // engines answered while they were handing over: not a snapshot
+        }
         let mut groups = Vec::new();
         let mut entries = Vec::new();
         for app in self.apps.values() {
-            let doc = AppDoc::of(app, engines.remove(&app.name).map(Into::into));
+            let engine = engines.remove(&app.name);
+            if app.controls.is_some() && engine.is_none() {
+                continue; // no snapshot of a running engine (it just ended): keep the last
+            }
+            let doc = AppDoc::of(app, engine.map(Into::into));
             groups.extend(doc.groups());
             match wrap(&doc) {
                 Ok((json, fds)) => entries.push((app.name.clone(), json, fds, doc)),
