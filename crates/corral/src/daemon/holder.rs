@@ -79,7 +79,15 @@ pub fn spawn(home: &Home) -> io::Result<OwnedFd> {
     }
     command.spawn()?;
     drop(theirs);
+    bounded(&ours);
     Ok(ours)
+}
+
+/// A holder that stopped reading (SIGSTOP) makes a send fail after a while instead of
+/// stopping the daemon: the daemon then starts another.
+fn bounded(link: &OwnedFd) {
+    let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as i64, 0);
+    let _ = socket::setsockopt(link, socket::sockopt::SendTimeout, &timeout);
 }
 
 /// The running holder of `home`, if one answers.
@@ -93,6 +101,7 @@ pub fn connect(home: &Home) -> Option<OwnedFd> {
     .ok()?;
     let addr = socket::UnixAddr::new(&home.dir.join("holder.sock")).ok()?;
     socket::connect(fd.as_raw_fd(), &addr).ok()?;
+    bounded(&fd);
     Some(fd)
 }
 
@@ -454,4 +463,41 @@ fn listed_apps(json: &[u8]) -> Vec<String> {
     serde_json::from_slice::<Names>(json)
         .map(|n| n.names)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_travels_with_its_fds_in_order_and_its_entry_name() {
+        let (a, b) = seqpacket_pair().unwrap();
+        // More fds than fit in one packet, and more JSON than one chunk.
+        let pipes: Vec<(OwnedFd, OwnedFd)> = (0..FDS_PER_PACKET + 5)
+            .map(|_| nix::unistd::pipe().unwrap())
+            .collect();
+        let fds: Vec<RawFd> = pipes.iter().map(|(r, _)| r.as_raw_fd()).collect();
+        let json = vec![b'x'; CHUNK * 2 + 7];
+        let sender = std::thread::spawn(move || {
+            send_snapshot(a.as_fd(), "api", &json, &fds).unwrap();
+            (a, pipes)
+        });
+        let (header, _) = receive(b.as_fd(), ANSWER_TIMEOUT).unwrap().unwrap();
+        let (name, snapshot) = receive_snapshot(b.as_fd(), &header, ANSWER_TIMEOUT).unwrap();
+        let (_a, pipes) = sender.join().unwrap();
+        assert_eq!(name, "api");
+        assert_eq!(snapshot.json.len(), CHUNK * 2 + 7);
+        assert_eq!(snapshot.fds.len(), pipes.len());
+        // The 7th fd that arrived is the 7th pipe: a byte written there comes out of it.
+        nix::unistd::write(&pipes[6].1, b"!").unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(nix::unistd::read(&snapshot.fds[6], &mut buf).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_apps_a_daemon_part_lists_are_read_from_it() {
+        let names = listed_apps(br#"{"version":1,"names":["api","web"],"next_id":3}"#);
+        assert_eq!(names, vec!["api".to_owned(), "web".to_owned()]);
+        assert!(listed_apps(b"not json").is_empty());
+    }
 }
