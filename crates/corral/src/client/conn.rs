@@ -66,7 +66,8 @@ fn exchange(mut stream: UnixStream, request: &Request) -> anyhow::Result<Respons
     let envelope: Envelope<Response> = serde_json::from_str(&answer).with_context(|| {
         format!(
             "the corral daemon answered something this corral (protocol v{PROTOCOL_VERSION}) \
-             doesn't understand: {}; run `corral kill` and retry",
+             doesn't understand: {}; run `corral update` to move the daemon to this corral \
+             in place (apps keep running), then retry",
             answer.trim()
         )
     })?;

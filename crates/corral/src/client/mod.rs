@@ -125,10 +125,11 @@ fn file_target(home: &Home, command: &Command) -> Option<Result<(), Failure>> {
 /// Why `response` is not the answer asked for: the daemon's error, or, for an answer of
 /// another kind, a daemon of another version.
 fn refusal(response: Response) -> String {
-    response
-        .outcome()
-        .err()
-        .unwrap_or_else(|| "the daemon answered something else; run `corral kill` and retry".into())
+    response.outcome().err().unwrap_or_else(|| {
+        "the daemon answered something else (another corral version?); run `corral update` \
+             to move it to this corral in place (apps keep running), then retry"
+            .into()
+    })
 }
 
 fn unexpected(response: Response) -> Failure {

@@ -433,3 +433,28 @@ fn issue_13_a_stopped_apps_port_is_free_at_once_though_the_holder_kept_a_copy() 
         home.ok(&["delete", &name]);
     }
 }
+
+/// One raw request line on the daemon's control socket, and the answer line.
+fn raw_request(home: &corral_testkit::Home, line: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(home.dir.join("corral.sock")).unwrap();
+    stream.set_read_timeout(Some(T)).unwrap();
+    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut answer)
+        .unwrap();
+    answer
+}
+
+#[test]
+fn issue_13_a_client_of_another_protocol_version_is_told_to_update_and_its_update_is_taken() {
+    let home = crate::home("update-protocol");
+    let daemon = home.daemon_pid();
+    let answer = raw_request(&home, r#"{"version":999,"op":"ping"}"#);
+    assert!(answer.contains("run `corral update`"), "{answer}");
+    // Whatever its version, a client can move the daemon to a binary of its choice.
+    let answer = raw_request(&home, r#"{"version":999,"op":"update"}"#);
+    assert!(answer.contains("updated in place"), "{answer}");
+    assert_eq!(home.daemon_pid(), daemon);
+}
