@@ -458,3 +458,50 @@ fn issue_13_a_client_of_another_protocol_version_is_told_to_update_and_its_updat
     assert!(answer.contains("updated in place"), "{answer}");
     assert_eq!(home.daemon_pid(), daemon);
 }
+
+#[test]
+fn issue_13_corral_run_as_pid_1_stays_pid_1_across_an_upgrade() {
+    // A PID namespace of its own, as in a container (needs CAP_SYS_ADMIN: root).
+    let works = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        corral_testkit::skip("unshare --pid is not allowed here (run the tests as root)");
+        return;
+    }
+    let binary = Binary::new("pid1");
+    let fixture = fixture();
+    let c = Corral::start(
+        "unshare",
+        &[
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            &binary.path(),
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "-i",
+            "2",
+            "--",
+            &fixture,
+        ],
+        &[],
+    );
+    c.ready_pid(0, 1, T);
+    c.ready_pid(1, 1, T);
+    // corral is unshare's child out here, PID 1 in there.
+    let corral = std::fs::read_to_string(format!("/proc/{}/task/{}/children", c.pid(), c.pid()))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
+        .expect("corral under unshare");
+    let loads = Loads::start(c.addr());
+    binary.replace_with(Path::new(CORRAL));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(corral), Signal::SIGURG).unwrap();
+    let said = c.wait_for("upgraded in place", T);
+    assert!(said.contains("(pid 1)"), "{said}");
+    loads.more(300);
+    loads.finish(|| c.output().join("\n"));
+}
