@@ -137,6 +137,14 @@ impl Home {
 impl Drop for Home {
     fn drop(&mut self) {
         let _ = self.corral(&["kill"]);
+        // A test that failed between a daemon's death and the next one leaves a holder
+        // (which would start that next daemon): it goes too.
+        if let Some(holder) = self.holder_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(holder),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
