@@ -3,7 +3,8 @@
 # corral's modes vs Node's cluster module vs PM2, close and keep-alive (node.sh); the
 # hand-off's supervisor CPU per connection beside the floor and Node's primary, and
 # latency at -c1 per mode (dispatch.sh); each worker's share at 8 workers (balance.sh);
-# crash -> served (crash.sh); the daemon's RSS at 0/100/1000 apps (apps.sh). Numbers
+# crash -> served (crash.sh); the daemon's RSS at 0/100/1000 apps (apps.sh); upgrades
+# in place and daemon deaths under load, beside PM2's update and death (upgrade.sh). Numbers
 # on a shared 2-core machine are noisy: read the ratios, and run it twice.
 #
 #   bench/all.sh [SECONDS_PER_RUN]        (needs wrk, node, npm, gcc, cargo, python3)
@@ -15,3 +16,4 @@ bash dispatch.sh "$D"
 bash balance.sh "$D" 8
 bash crash.sh 10
 bash apps.sh 1000
+bash upgrade.sh "$D"
