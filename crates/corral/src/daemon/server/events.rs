@@ -24,7 +24,7 @@ impl Daemon {
                 | Report::Scaled { .. }
                 | Report::PortBound { .. }
         ) {
-            self.workers_changed();
+            self.workers_changed(Some(name));
         }
     }
 
@@ -49,6 +49,6 @@ impl Daemon {
         // Before anyone hears it stopped: the holder's copies would keep its ports.
         self.forget_held(name);
         self.after_stop(name, waiting);
-        self.workers_changed();
+        self.workers_changed(Some(name));
     }
 }

@@ -120,7 +120,7 @@ pub fn serve(
                 if let Some(reply) = reply {
                     cmd::update::answer_update(reply, &from, &summary);
                 }
-                daemon.workers_changed();
+                daemon.workers_changed(None);
             }
             None if held.is_some() => daemon.adopt_held(held),
             None if resurrect => {
@@ -179,7 +179,10 @@ enum Msg {
     Released(String, Vec<listen::Listener>),
     /// Time to send the holder a snapshot, and the engines' parts of it.
     TakeSnapshot,
-    Snapshots(BTreeMap<String, corral_core::supervisor::EngineSnapshot>),
+    Snapshots(
+        Vec<String>,
+        BTreeMap<String, corral_core::supervisor::EngineSnapshot>,
+    ),
     Report(String, Report),
     Finished(String, Result<Outcome, Refusal>),
     /// An app's config file, read again off the state task, and what it was read for.
@@ -380,6 +383,8 @@ struct Daemon {
     updating: Option<cmd::update::Updating>,
     /// Snapshots for the holder.
     holding: cmd::hold::Holding,
+    /// The worker groups of each app's last entry with the holder (`workers.json`).
+    held_groups: BTreeMap<String, Vec<i32>>,
 }
 
 impl Daemon {
@@ -399,6 +404,7 @@ impl Daemon {
             control: None,
             updating: None,
             holding: Default::default(),
+            held_groups: BTreeMap::new(),
         }
     }
 
@@ -427,7 +433,7 @@ impl Daemon {
                     Some(Msg::HandOverAnswer(app, result)) => self.hand_over_answer(&app, result),
                     Some(Msg::Released(app, listeners)) => self.released(&app, listeners),
                     Some(Msg::TakeSnapshot) => self.take_snapshot(),
-                    Some(Msg::Snapshots(engines)) => self.send_snapshot(engines),
+                    Some(Msg::Snapshots(names, engines)) => self.send_snapshot(names, engines),
                     Some(Msg::Report(app, report)) => self.report(&app, report),
                     Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),
                     Some(Msg::Reread { name, result, after }) => self.reread(&name, *result, after),

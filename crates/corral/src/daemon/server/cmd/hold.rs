@@ -38,7 +38,10 @@ struct Meta {
 /// Where the snapshots stand.
 #[derive(Default)]
 pub(in crate::daemon::server) struct Holding {
-    dirty: bool,
+    /// Apps whose entry the holder should get again (an app's workers changed).
+    dirty: std::collections::BTreeSet<String>,
+    /// Every app's (after taking over).
+    all: bool,
     scheduled: bool,
     in_flight: bool,
 }
@@ -130,7 +133,7 @@ impl Daemon {
                 format!("; {} workers it never saw were stopped", unknown.len())
             }
         ));
-        self.workers_changed();
+        self.workers_changed(None);
     }
 
     /// The holder no longer keeps anything of app `name` (stopped or deleted), before
@@ -145,9 +148,19 @@ impl Daemon {
         }
     }
 
-    /// Something about the workers changed: a snapshot goes to the holder shortly.
-    pub(in crate::daemon::server) fn workers_changed(&mut self) {
-        self.holding.dirty = true;
+    /// Something about app `name`'s workers changed (None: about every app's): its entry
+    /// goes to the holder shortly, with those of others that changed meanwhile.
+    pub(in crate::daemon::server) fn workers_changed(&mut self, name: Option<&str>) {
+        match name {
+            Some(name) => {
+                self.holding.dirty.insert(name.to_owned());
+            }
+            None => self.holding.all = true,
+        }
+        self.schedule_snapshot();
+    }
+
+    fn schedule_snapshot(&mut self) {
         if self.holding.scheduled || self.holding.in_flight {
             return;
         }
@@ -165,14 +178,21 @@ impl Daemon {
         if self.updating.is_some() || self.killing.is_some() {
             return; // the update hands everything over; a kill ends it all
         }
-        self.holding.dirty = false;
+        let dirty = std::mem::take(&mut self.holding.dirty);
+        let names: Vec<String> = match std::mem::take(&mut self.holding.all) {
+            true => self.apps.keys().cloned().collect(),
+            false => dirty
+                .into_iter()
+                .filter(|n| self.apps.contains_key(n))
+                .collect(),
+        };
         self.holding.in_flight = true;
-        let asked: Vec<_> = self
-            .apps
-            .values()
-            .filter_map(|app| {
+        let asked: Vec<_> = names
+            .iter()
+            .filter_map(|name| {
+                let app = self.apps.get(name)?;
                 let (request, answer) = snapshot_request();
-                send(app, request).ok().map(|()| (app.name.clone(), answer))
+                send(app, request).ok().map(|()| (name.clone(), answer))
             })
             .collect();
         let tx = self.tx.clone();
@@ -183,29 +203,29 @@ impl Daemon {
                     engines.insert(name, engine);
                 }
             }
-            let _ = tx.send(Msg::Snapshots(engines));
+            let _ = tx.send(Msg::Snapshots(names, engines));
         });
     }
 
-    /// Sends the holder every app (with the engines of those that run) and the daemon's
-    /// own part; a holder that is gone is started again.
+    /// Sends the holder the entries of apps `names` (with the engines of those that run)
+    /// and the daemon's own part; a holder that is gone is started again, with every app.
     pub(in crate::daemon::server) fn send_snapshot(
         &mut self,
+        names: Vec<String>,
         mut engines: BTreeMap<String, EngineSnapshot>,
     ) {
         self.holding.in_flight = false;
         if self.updating.is_some() || self.killing.is_some() {
             return; // engines answered while they were handing over: not a snapshot
         }
-        let mut groups = Vec::new();
         let mut entries = Vec::new();
-        for app in self.apps.values() {
+        for app in names.iter().filter_map(|n| self.apps.get(n)) {
             let engine = engines.remove(&app.name);
             if app.controls.is_some() && engine.is_none() {
                 continue; // no snapshot of a running engine (it just ended): keep the last
             }
             let doc = AppDoc::of(app, engine.map(Into::into));
-            groups.extend(doc.groups());
+            self.held_groups.insert(app.name.clone(), doc.groups());
             match wrap(&doc) {
                 Ok((json, fds)) => entries.push((app.name.clone(), json, fds, doc)),
                 Err(e) => journal::say(&format!(
@@ -232,28 +252,31 @@ impl Daemon {
             None => Err(std::io::ErrorKind::NotConnected.into()),
         };
         if sent.is_err() {
-            // The holder is gone: a new one, with this snapshot.
+            // The holder is gone: a new one, which gets every app's entry next.
             journal::say("the holder is gone; starting a new one");
-            let started = holder::spawn(&self.home).and_then(|link| {
-                send_all(&link)?;
-                corral_core::os::keeper::attach(link);
-                Ok(())
-            });
-            if let Err(e) = started {
-                journal::say(&format!("cannot keep the apps with a holder: {e}"));
+            match holder::spawn(&self.home) {
+                Ok(link) => {
+                    corral_core::os::keeper::attach(link);
+                    self.holding.all = true;
+                }
+                Err(e) => journal::say(&format!("cannot keep the apps with a holder: {e}")),
             }
         }
-        self.write_workers(&groups);
+        self.held_groups
+            .retain(|name, _| self.apps.contains_key(name));
+        self.write_workers();
         drop(entries);
-        if self.holding.dirty {
-            self.workers_changed();
+        if self.holding.all || !self.holding.dirty.is_empty() {
+            self.schedule_snapshot();
         }
     }
 
     /// `workers.json`: the groups to stop if the daemon and the holder both die.
-    fn write_workers(&self, groups: &[i32]) {
-        let groups: Vec<(i32, u64)> = groups
-            .iter()
+    fn write_workers(&self) {
+        let groups: Vec<(i32, u64)> = self
+            .held_groups
+            .values()
+            .flatten()
             .filter_map(|&g| Some((g, start_time(g)?)))
             .collect();
         let _ = persist::write_atomically(&self.home.dir.join("workers.json"), &groups);
