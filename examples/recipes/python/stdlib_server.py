@@ -54,6 +54,11 @@ class Server(ThreadingHTTPServer):
         self.socket.close()
         if os.environ.get("LISTEN_FDS"):
             self.socket = socket.socket(fileno=3)
+            # Every worker wakes for each new connection and one gets it: on a blocking
+            # socket the others would wait in accept() (socketserver selects, then
+            # accepts) and could not finish a drain until the next connection came.
+            # Non-blocking, a lost race is an OSError that socketserver ignores.
+            self.socket.setblocking(False)
         else:
             self.socket = socket.create_server(("127.0.0.1", int(os.environ.get("PORT", "8000"))))
         self.server_address = self.socket.getsockname()

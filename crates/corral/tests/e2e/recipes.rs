@@ -45,6 +45,43 @@ fn issue_9_python_stdlib_recipe_loses_nothing() {
 }
 
 #[test]
+fn issue_9_the_python_stdlib_recipe_drains_a_worker_that_lost_the_race_for_a_connection() {
+    // Shared mode: both workers wake for one connection and one takes it. On a blocking
+    // socket the other waited in accept() and could not drain until the kill timeout
+    // (found while testing issue 13).
+    if !have("python3", "apt-get install python3") {
+        return;
+    }
+    let server = recipe("python/stdlib_server.py");
+    let mut c = corral_testkit::Corral::start(
+        CORRAL,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "-i",
+            "2",
+            "--balance",
+            "shared",
+            "--kill-timeout",
+            "60s",
+            "--",
+            "python3",
+            &server,
+        ],
+        &[],
+    );
+    let t = std::time::Duration::from_secs(20);
+    c.ready_pid(0, 1, t);
+    c.ready_pid(1, 1, t);
+    assert!(corral_testkit::get(c.addr(), "/").is_ok());
+    c.signal(nix::sys::signal::Signal::SIGTERM);
+    // Both drain and exit 0 on their own, long before the kill timeout.
+    c.wait_report_nth("exited", 2, |r| r["status"]["code"] == 0, t);
+    assert!(c.wait_exit(t).success(), "{}", c.output().join("\n"));
+}
+
+#[test]
 fn issue_9_uvicorn_recipe_loses_nothing() {
     let found = std::process::Command::new("python3")
         .args(["-c", "import uvicorn"])
