@@ -381,6 +381,7 @@ fn read_document<T: serde::de::DeserializeOwned>(raw: RawFd) -> Result<T, TakeEr
 /// After the document was taken: closes it and the fallback binary, and clears the
 /// variables, so neither reaches a worker.
 pub fn finish_taking() {
+    let _ = FAILED.set(std::env::var(FAILED_ENV).ok());
     for var in [DOCUMENT_ENV, FALLBACK_ENV, FAILED_ENV] {
         if let Some(raw) = std::env::var(var)
             .ok()
@@ -394,9 +395,15 @@ pub fn finish_taking() {
     }
 }
 
+/// [`FAILED_ENV`] as it was when the document was taken (the variable is gone then).
+static FAILED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 /// Why the previous binary gave up taking over and came back here, if it did.
 pub fn failed_attempt() -> Option<String> {
-    std::env::var(FAILED_ENV).ok()
+    match FAILED.get() {
+        Some(failed) => failed.clone(),
+        None => std::env::var(FAILED_ENV).ok(),
+    }
 }
 
 /// Goes back to the binary that handed over (the document still unread by anyone),

@@ -505,3 +505,60 @@ fn issue_13_corral_run_as_pid_1_stays_pid_1_across_an_upgrade() {
     loads.more(300);
     loads.finish(|| c.output().join("\n"));
 }
+
+/// A "binary" that passes its check and then is gone, so the exec that follows fails.
+fn vanishing_binary(binary: &Binary) -> String {
+    let path = binary.dir.join("vanishing.sh");
+    std::fs::write(&path, "#!/bin/sh\necho 'corral-handover 1'\nrm -f \"$0\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn issue_13_an_update_whose_exec_fails_gives_every_engine_its_workers_back() {
+    let binary = Binary::new("update-exec-fails");
+    let home = corral_testkit::Home::new(&binary.path(), "update-exec-fails");
+    start_fixture(&home, "fx", &[]);
+    let before = pids(&home.wait_online("fx", 2));
+    let daemon = home.daemon_pid();
+    let loads = Loads::start(home.addr("fx"));
+    let gone = vanishing_binary(&binary);
+    let out = home.corral(&["update", "--binary", &gone]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("not updated") && said.contains("cannot run"),
+        "{said}"
+    );
+    loads.more(300);
+    loads.finish(|| home.daemon_log());
+    assert_eq!(home.daemon_pid(), daemon);
+    assert_eq!(pids(&home.wait_online("fx", 2)), before);
+    home.ok(&["reload", "fx"]);
+    assert!(corral_testkit::eventually(T, || {
+        let now = pids(&home.app("fx"));
+        now.len() == 2 && now.iter().all(|p| !before.contains(p))
+    }));
+}
+
+#[test]
+fn issue_13_corral_run_whose_upgrade_exec_fails_goes_back_to_its_own_binary() {
+    let binary = Binary::new("run-exec-fails");
+    let (c, workers) = run_fixture(&binary);
+    let loads = Loads::start(c.addr());
+    let gone = vanishing_binary(&binary);
+    binary.replace_with(Path::new(&gone));
+    c.signal(Signal::SIGURG);
+    let said = c.wait_for("the upgrade did not happen", T);
+    assert!(said.contains("cannot run"), "{said}");
+    loads.more(300);
+    let (keep_alive, close) = loads.finish(|| c.output().join("\n"));
+    assert!(keep_alive
+        .by_pid
+        .keys()
+        .chain(close.by_pid.keys())
+        .all(|p| workers.contains(p)));
+    c.signal(Signal::SIGHUP);
+    c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
+}
