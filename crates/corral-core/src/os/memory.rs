@@ -1,4 +1,5 @@
-//! Resident memory of whole process trees, and CPU time of a process, read from /proc.
+//! What /proc/PID/stat tells of processes: resident memory of whole process trees, CPU
+//! time, parent and start time.
 
 use std::collections::HashMap;
 
@@ -78,11 +79,32 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
 }
 
-/// User plus system CPU time of `pid` so far, in clock ticks (fields 14 and 15).
-pub fn cpu_ticks(pid: Pid) -> Option<u64> {
+/// Numeric fields `numbers` (as proc(5) counts them, from 3 on) of /proc/PID/stat.
+fn stat_numbers<const N: usize>(pid: Pid, numbers: [usize; N]) -> Option<[u64; N]> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields = stat_fields(&stat)?;
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    let mut out = [0; N];
+    for (value, n) in out.iter_mut().zip(numbers) {
+        *value = fields.get(n.checked_sub(3)?)?.parse().ok()?;
+    }
+    Some(out)
+}
+
+/// User plus system CPU time of `pid` so far, in clock ticks (fields 14 and 15).
+pub fn cpu_ticks(pid: Pid) -> Option<u64> {
+    let [user, system] = stat_numbers(pid, [14, 15])?;
+    Some(user + system)
+}
+
+/// The parent of `pid` (field 4).
+pub fn parent_of(pid: Pid) -> Option<u64> {
+    stat_numbers(pid, [4]).map(|[ppid]| ppid)
+}
+
+/// When `pid` started, in clock ticks since boot (field 22): tells a process from a
+/// later one that reuses its pid.
+pub fn start_time(pid: Pid) -> Option<u64> {
+    stat_numbers(pid, [22]).map(|[started]| started)
 }
 
 /// Fields 4 (ppid) and 24 (rss) of /proc/PID/stat.
@@ -159,5 +181,10 @@ mod tests {
         let rss = tree_rss(&[me])[&me];
         assert!(rss > 1024 * 1024, "{rss}");
         assert!(cpu_ticks(me).is_some());
+        assert_eq!(
+            parent_of(me),
+            Some(u64::from(std::os::unix::process::parent_id()))
+        );
+        assert!(start_time(me).is_some_and(|t| t > 0));
     }
 }

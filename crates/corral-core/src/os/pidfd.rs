@@ -19,16 +19,7 @@ pub fn open(pid: Pid) -> io::Result<OwnedFd> {
 
 /// Whether `pid` is a child of this process (so SIGCHLD and waitpid tell its exit).
 pub fn is_child(pid: Pid) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let fields = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ppid = fields
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse::<u32>().ok());
-    ppid == Some(std::process::id())
+    super::memory::parent_of(pid) == Some(u64::from(std::process::id()))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, RawFd};
 
 use corral_core::handover;
+use corral_core::os::memory::start_time;
 use corral_core::supervisor::{snapshot_request, EngineSnapshot};
 
 use super::update::{AppDoc, DaemonDoc};
@@ -88,13 +89,6 @@ fn kill_unheld_workers(home: &Home) {
         ));
     }
     let _ = std::fs::remove_file(path);
-}
-
-/// When process `pid` started (clock ticks since boot), to tell it from a reused pid.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields = stat.rsplit_once(')')?.1;
-    fields.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl Daemon {
