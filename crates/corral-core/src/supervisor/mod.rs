@@ -65,24 +65,40 @@ pub struct EngineSnapshot {
 }
 
 /// A [`Command::Snapshot`] to send to a running app, and where its answer comes.
-pub fn snapshot_request() -> (Command, SnapshotAnswer) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    (Command::Snapshot(tx), SnapshotAnswer(rx))
+pub fn snapshot_request() -> (Command, Answer<EngineSnapshot>) {
+    let (tx, answer) = Answer::channel();
+    (Command::Snapshot(tx), answer)
 }
 
-/// The answer to a [`snapshot_request`].
-pub struct SnapshotAnswer(tokio::sync::oneshot::Receiver<Box<dyn std::any::Any + Send>>);
+/// Where the answer to a [`Command::HandOver`] or [`Command::Snapshot`] comes: the
+/// group's commands carry it type-erased (the group module knows no supervisor type).
+pub struct Answer<T>(
+    tokio::sync::oneshot::Receiver<Box<dyn std::any::Any + Send>>,
+    std::marker::PhantomData<T>,
+);
 
-impl SnapshotAnswer {
-    /// The snapshot, or why there is none (an engine that ended, or out of fds).
-    pub async fn get(self) -> Result<EngineSnapshot, Refused> {
+type Reply = tokio::sync::oneshot::Sender<Box<dyn std::any::Any + Send>>;
+
+impl<T: 'static> Answer<T> {
+    fn channel() -> (Reply, Answer<T>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, Answer(rx, std::marker::PhantomData))
+    }
+
+    /// The answer, or why there is none (an engine that ended first counts as stopping).
+    pub async fn get(self) -> Result<T, Refused> {
         match self.0.await {
             Ok(answer) => *answer
-                .downcast::<Result<EngineSnapshot, Refused>>()
+                .downcast::<Result<T, Refused>>()
                 .unwrap_or_else(|_| Box::new(Err(Refused::Stopping))),
             Err(_) => Err(Refused::Stopping),
         }
     }
+}
+
+/// Answers a [`Command::HandOver`] or [`Command::Snapshot`].
+fn answer<T: Send + 'static>(reply: Reply, answer: Result<T, Refused>) {
+    let _ = reply.send(Box::new(answer));
 }
 
 /// A copy of the engine's state while it runs on.
@@ -112,33 +128,9 @@ fn snapshot(
 pub type HandOverResult = Result<Box<Handed>, Refused>;
 
 /// A [`Command::HandOver`] to send to a running app, and where its answer comes.
-pub fn hand_over_request() -> (Command, HandOverAnswer) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    (Command::HandOver(tx), HandOverAnswer(rx))
-}
-
-/// The answer to a [`hand_over_request`].
-pub struct HandOverAnswer(tokio::sync::oneshot::Receiver<Box<dyn std::any::Any + Send>>);
-
-impl HandOverAnswer {
-    /// The engine's state, or why it did not hand over (an engine that ended first
-    /// counts as stopping).
-    pub async fn get(self) -> HandOverResult {
-        match self.0.await {
-            Ok(answer) => *answer
-                .downcast::<HandOverResult>()
-                .unwrap_or_else(|_| Box::new(Err(Refused::Stopping))),
-            Err(_) => Err(Refused::Stopping),
-        }
-    }
-}
-
-/// Answers a [`Command::HandOver`].
-fn answer_hand_over(
-    reply: tokio::sync::oneshot::Sender<Box<dyn std::any::Any + Send>>,
-    answer: HandOverResult,
-) {
-    let _ = reply.send(Box::new(answer));
+pub fn hand_over_request() -> (Command, Answer<Box<Handed>>) {
+    let (tx, answer) = Answer::channel();
+    (Command::HandOver(tx), answer)
 }
 
 /// How long after a worker got ready corral looks at which sockets it listens on (an app
@@ -208,8 +200,8 @@ impl Reports {
     }
 }
 
-/// A duplicate of a listener fd (same socket), owned here so that its registration
-/// with the reactor can never outlive it.
+/// An fd watched for readiness (a duplicate of a listener, a pidfd), owned here so that
+/// its registration with the reactor can never outlive it.
 type Watched = std::os::fd::OwnedFd;
 
 /// Runs `spec` until it is stopped ([`Control::Stop`]), every worker slot gave up, or it
@@ -306,7 +298,7 @@ pub async fn run(
         if let Some(reply) = hand_over_to.take() {
             drop(watched);
             let handed = hand_over(group, notify, &mut inputs, &reports, &mut checks).await;
-            answer_hand_over(reply, handed);
+            answer(reply, handed);
             return Ok(Outcome::HandedOver);
         }
         let procs = group.processes_mut();
@@ -342,14 +334,13 @@ pub async fn run(
                     continue;
                 }
                 Some(Command::Snapshot(reply)) => {
-                    let taken = snapshot(&group, &notify, listeners);
-                    let _ = reply.send(Box::new(taken));
+                    answer(reply, snapshot(&group, &notify, listeners));
                     continue;
                 }
                 Some(Command::HandOver(reply)) => {
                     match group.check_handover() {
                         Ok(()) => hand_over_to = Some(reply),
-                        Err(refused) => answer_hand_over(reply, Err(refused)),
+                        Err(refused) => answer::<Box<Handed>>(reply, Err(refused)),
                     }
                     continue;
                 }
@@ -590,18 +581,23 @@ fn watch(fds: &[RawFd]) -> std::io::Result<Vec<AsyncFd<Watched>>> {
         .map(|&fd| {
             // SAFETY: `fd` is a listener the caller keeps open for this whole run.
             let dup = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
-            // SAFETY: the AsyncFd owns `dup`, so the fd stays open and the same for its life.
-            unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE) }
-                .map_err(|e| e.into_parts().1)
+            readable_when(dup)
         })
         .collect()
+}
+
+/// `fd`, registered with the reactor for readiness to read.
+fn readable_when(fd: Watched) -> std::io::Result<AsyncFd<Watched>> {
+    // SAFETY: the AsyncFd owns `fd`, so the fd stays open and the same for its life.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Adopted workers that are not this process's children (their daemon died): no SIGCHLD
 /// comes for them, so their pidfds are watched instead.
 #[derive(Default)]
 struct Strangers {
-    watched: Vec<(Pid, AsyncFd<std::os::fd::OwnedFd>)>,
+    watched: Vec<(Pid, AsyncFd<Watched>)>,
     /// Already gone when looked for.
     gone: Vec<Pid>,
 }
@@ -610,12 +606,7 @@ impl Strangers {
     fn watch(pids: impl Iterator<Item = Pid>) -> Strangers {
         let mut strangers = Strangers::default();
         for pid in pids {
-            // SAFETY: the AsyncFd owns the pidfd, so it stays open and the same for its life.
-            let watched = os::pidfd::open(pid).and_then(|fd| {
-                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-                    .map_err(|e| e.into_parts().1)
-            });
-            match watched {
+            match os::pidfd::open(pid).and_then(readable_when) {
                 Ok(fd) => strangers.watched.push((pid, fd)),
                 Err(_) => strangers.gone.push(pid),
             }
