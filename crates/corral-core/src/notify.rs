@@ -124,12 +124,9 @@ pub struct NotifyState {
 impl NotifySocket {
     /// The socket, for the binary that takes over; its directory stays.
     pub fn hand_over(mut self) -> io::Result<NotifyState> {
-        let fd = crate::handover::Fd::dup(self.socket.as_fd())?;
-        Ok(NotifyState {
-            fd,
-            dir: std::mem::take(&mut self.dir),
-            path: self.path.clone(),
-        })
+        let state = self.snapshot()?;
+        self.dir = PathBuf::new(); // not removed on drop: the new owner's
+        Ok(state)
     }
 
     /// The same as [`NotifySocket::hand_over`], as a duplicate, while this one stays in use.

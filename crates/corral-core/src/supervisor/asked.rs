@@ -129,18 +129,12 @@ pub(super) struct AskedState {
 }
 
 impl AskedPorts {
+    /// Everything, for the binary that takes over: the listeners are let go here (their
+    /// Unix paths stay for the new owner).
     pub(super) fn hand_over(self) -> std::io::Result<AskedState> {
-        let bound = self
-            .bound
-            .into_iter()
-            .map(|p| Ok((p.addr, p.slots.hand_over()?, p.listener)))
-            .map(|r: std::io::Result<_>| r.and_then(|(a, s, l)| Ok((a, l.hand_over()?, s))))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(AskedState {
-            bound,
-            reuseport: self.reuseport,
-            configured: self.configured,
-        })
+        let state = self.snapshot()?;
+        self.bound.into_iter().for_each(|p| p.listener.release());
+        Ok(state)
     }
 
     /// The same, as duplicates, while the ports stay in use here.
