@@ -199,21 +199,10 @@ fn receive_snapshot(
     timeout: Duration,
 ) -> io::Result<(String, Snapshot)> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "a broken snapshot header");
-    let name = String::from_utf8_lossy(header.get(13..).unwrap_or_default()).into_owned();
-    let len = u64::from_le_bytes(
-        header
-            .get(1..9)
-            .ok_or_else(bad)?
-            .try_into()
-            .map_err(|_| bad())?,
-    );
-    let count = u32::from_le_bytes(
-        header
-            .get(9..13)
-            .ok_or_else(bad)?
-            .try_into()
-            .map_err(|_| bad())?,
-    );
+    let field = |range: std::ops::Range<usize>| header.get(range).ok_or_else(bad);
+    let len = u64::from_le_bytes(field(1..9)?.try_into().map_err(|_| bad())?);
+    let count = u32::from_le_bytes(field(9..13)?.try_into().map_err(|_| bad())?);
+    let name = String::from_utf8_lossy(&header[13..]).into_owned();
     let mut snapshot = Snapshot {
         json: Vec::with_capacity(len as usize),
         fds: Vec::with_capacity(count as usize),

@@ -42,11 +42,16 @@ impl Binary {
 
     /// A "build" that can't even start.
     fn replace_with_broken(&self) {
-        let script = self.dir.join("broken.sh");
-        std::fs::write(&script, "#!/bin/sh\necho 'broken build' >&2\nexit 1\n").unwrap();
+        self.replace_with(&self.script("broken.sh", "echo 'broken build' >&2\nexit 1"));
+    }
+
+    /// An executable shell script `name` beside the binary.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        self.replace_with(&script);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
     }
 }
 
@@ -98,6 +103,15 @@ impl Loads {
     }
 }
 
+/// In control: a reload of `app` replaces both workers `before`.
+fn reload_replaces(home: &corral_testkit::Home, app: &str, before: &[i32]) {
+    home.ok(&["reload", app]);
+    assert!(corral_testkit::eventually(T, || {
+        let now = pids(&home.app(app));
+        now.len() == 2 && now.iter().all(|p| !before.contains(p))
+    }));
+}
+
 fn updates_under_load(
     home: &corral_testkit::Home,
     binary: &Binary,
@@ -127,12 +141,7 @@ fn updates_under_load(
             "uptimes go on: {old:?} {new:?}"
         );
     }
-    // In control: a reload replaces every worker.
-    home.ok(&["reload", app]);
-    assert!(corral_testkit::eventually(T, || {
-        let now = pids(&home.app(app));
-        now.len() == 2 && now.iter().all(|p| !pids(&before).contains(p))
-    }));
+    reload_replaces(home, app, &pids(&before));
 }
 
 #[test]
@@ -228,11 +237,7 @@ fn issue_13_an_update_to_a_binary_that_fails_at_start_leaves_the_daemon_serving_
     assert_eq!(home.daemon_pid(), daemon);
     assert!(runs_deleted_binary(daemon), "still the old binary");
     assert_eq!(pids(&home.app("fx")), before);
-    home.ok(&["reload", "fx"]);
-    assert!(corral_testkit::eventually(T, || {
-        let now = pids(&home.app("fx"));
-        now.len() == 2 && now.iter().all(|p| !before.contains(p))
-    }));
+    reload_replaces(&home, "fx", &before);
 }
 
 /// `corral run` of `binary` with 2 fixture workers, once both are ready, and their pids.
@@ -315,12 +320,8 @@ fn daemon_killed_under_load(
     loads.more(300);
     let reports = loads.finish(|| home.daemon_log());
     assert!(home.daemon_log().contains("took back what the holder kept"));
-    // In control: a reload replaces every worker (exits seen through pidfds).
-    home.ok(&["reload", app]);
-    assert!(corral_testkit::eventually(T, || {
-        let now = pids(&home.app(app));
-        now.len() == 2 && now.iter().all(|p| !pids(&before).contains(p))
-    }));
+    // Exits seen through pidfds.
+    reload_replaces(home, app, &pids(&before));
     reports
 }
 
@@ -508,11 +509,8 @@ fn issue_13_corral_run_as_pid_1_stays_pid_1_across_an_upgrade() {
 
 /// A "binary" that passes its check and then is gone, so the exec that follows fails.
 fn vanishing_binary(binary: &Binary) -> String {
-    let path = binary.dir.join("vanishing.sh");
-    std::fs::write(&path, "#!/bin/sh\necho 'corral-handover 1'\nrm -f \"$0\"\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
+    let body = "echo 'corral-handover 1'\nrm -f \"$0\"";
+    binary.script("vanishing.sh", body).display().to_string()
 }
 
 #[test]
@@ -535,11 +533,7 @@ fn issue_13_an_update_whose_exec_fails_gives_every_engine_its_workers_back() {
     loads.finish(|| home.daemon_log());
     assert_eq!(home.daemon_pid(), daemon);
     assert_eq!(pids(&home.wait_online("fx", 2)), before);
-    home.ok(&["reload", "fx"]);
-    assert!(corral_testkit::eventually(T, || {
-        let now = pids(&home.app("fx"));
-        now.len() == 2 && now.iter().all(|p| !before.contains(p))
-    }));
+    reload_replaces(&home, "fx", &before);
 }
 
 #[test]
