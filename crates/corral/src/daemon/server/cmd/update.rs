@@ -21,6 +21,9 @@ use crate::daemon::state::Row;
 /// How long an app's log writer may take to write what its workers said last.
 const LOGS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// An engine that handed over: its listeners and its state.
+type Engine = (Vec<Listener>, Box<Handed>);
+
 /// An update under way.
 pub(in crate::daemon::server) struct Updating {
     exe: PathBuf,
@@ -170,6 +173,19 @@ impl DaemonDoc {
     }
 }
 
+/// Copies of every handed-over engine's listeners.
+fn listener_states(
+    engines: &BTreeMap<String, Engine>,
+) -> anyhow::Result<BTreeMap<String, Vec<ListenerState>>> {
+    let copies = engines.iter().map(|(name, (listeners, _))| {
+        let states: std::io::Result<Vec<_>> = listeners.iter().map(Listener::snapshot).collect();
+        states.map(|states| (name.clone(), states))
+    });
+    copies
+        .collect::<std::io::Result<_>>()
+        .context("cannot pass the listeners on")
+}
+
 /// Writes `response` on a control connection the state task holds itself.
 fn answer(conn: UnixStream, response: Response) {
     use std::io::Write;
@@ -303,7 +319,7 @@ impl Daemon {
             apps,
             refused,
         } = updating;
-        let engines: BTreeMap<String, (Vec<Listener>, Box<Handed>)> = apps
+        let engines: BTreeMap<String, Engine> = apps
             .into_iter()
             .filter_map(|(name, h)| Some((name, (h.listeners?, h.engine?))))
             .collect();
@@ -316,13 +332,19 @@ impl Daemon {
                 let _ = tokio::time::timeout(LOGS_GRACE, task).await;
             }
         }
-        let doc = match self.document(engines, conn) {
-            Ok(doc) => doc,
-            Err((engines, conn, e)) => {
+        // Every fd is duplicated before anything is let go: out of fds, nothing changed.
+        let copies = self
+            .own_fds(&conn)
+            .and_then(|own| Ok((own, listener_states(&engines)?)));
+        let (own, listeners) = match copies {
+            Ok(copies) => copies,
+            Err(e) => {
                 self.resume(engines);
                 return answer(conn, not_updated(&format!("{e:#}")));
             }
         };
+        drop(conn);
+        let doc = self.document(engines, own, listeners);
         journal::say(&format!(
             "update: becoming {} (pid {})",
             exe.display(),
@@ -338,13 +360,13 @@ impl Daemon {
     }
 
     /// Gives every engine its workers back, in this process.
-    fn resume(&mut self, engines: BTreeMap<String, (Vec<Listener>, Box<Handed>)>) {
+    fn resume(&mut self, engines: BTreeMap<String, Engine>) {
         for (name, engine) in engines {
             self.relaunch_adopted(&name, engine);
         }
     }
 
-    fn relaunch_adopted(&mut self, name: &str, engine: (Vec<Listener>, Box<Handed>)) {
+    fn relaunch_adopted(&mut self, name: &str, engine: Engine) {
         let Some(app) = self.apps.get_mut(name) else {
             return;
         };
@@ -353,68 +375,46 @@ impl Daemon {
         }
     }
 
-    /// The document for the next binary; on failure, everything back.
-    #[allow(clippy::type_complexity)]
+    /// Duplicates of the home's lock, the control socket and the `corral update`
+    /// connection `conn`, for the document.
+    fn own_fds(&self, conn: &UnixStream) -> anyhow::Result<[Fd; 3]> {
+        let lock = self.lock.as_ref().context("the daemon holds no lock")?;
+        let control = self
+            .control
+            .as_ref()
+            .context("no control socket to pass on")?;
+        let dup = |fd| Fd::dup(fd).context("cannot pass the daemon's own sockets on");
+        Ok([
+            dup(lock.as_fd())?,
+            dup(control.as_fd())?,
+            dup(conn.as_fd())?,
+        ])
+    }
+
+    /// The document for the next binary: every app, the engines that handed over (their
+    /// listeners' copies in `listeners`; the originals are let go here), and `own` fds.
     fn document(
-        &mut self,
-        mut engines: BTreeMap<String, (Vec<Listener>, Box<Handed>)>,
-        conn: UnixStream,
-    ) -> Result<
-        DaemonDoc,
-        (
-            BTreeMap<String, (Vec<Listener>, Box<Handed>)>,
-            UnixStream,
-            anyhow::Error,
-        ),
-    > {
-        let fds = || -> std::io::Result<(Fd, Fd, Fd)> {
-            let lock = self.lock.as_ref().ok_or(std::io::ErrorKind::NotFound)?;
-            let control = self.control.as_ref().ok_or(std::io::ErrorKind::NotFound)?;
-            Ok((
-                Fd::dup(lock.as_fd())?,
-                Fd::dup(control.as_fd())?,
-                Fd::dup(conn.as_fd())?,
-            ))
-        };
-        let (lock, control, reply) = match fds() {
-            Ok(fds) => fds,
-            Err(e) => {
-                return Err((
-                    engines,
-                    conn,
-                    anyhow::Error::from(e).context("cannot pass the daemon's own sockets on"),
-                ))
-            }
-        };
-        // Every listener is duplicated before any is let go: out of fds, nothing changed.
-        let listeners: std::io::Result<BTreeMap<String, Vec<ListenerState>>> = engines
-            .iter()
-            .map(|(name, (listeners, _))| {
-                let states: std::io::Result<Vec<_>> =
-                    listeners.iter().map(Listener::snapshot).collect();
-                states.map(|states| (name.clone(), states))
+        &self,
+        mut engines: BTreeMap<String, Engine>,
+        own: [Fd; 3],
+        mut listeners: BTreeMap<String, Vec<ListenerState>>,
+    ) -> DaemonDoc {
+        let apps = self
+            .apps
+            .values()
+            .map(|app| {
+                let engine = engines.remove(&app.name).map(|(originals, handed)| {
+                    originals.into_iter().for_each(Listener::release);
+                    EngineDoc {
+                        listeners: listeners.remove(&app.name).unwrap_or_default(),
+                        handed,
+                    }
+                });
+                AppDoc::of(app, engine)
             })
             .collect();
-        let mut listeners = match listeners {
-            Ok(listeners) => listeners,
-            Err(e) => {
-                let e = anyhow::Error::from(e).context("cannot pass the listeners on");
-                return Err((engines, conn, e));
-            }
-        };
-        drop(conn);
-        let mut apps = Vec::new();
-        for app in self.apps.values() {
-            let engine = engines.remove(&app.name).map(|(originals, handed)| {
-                originals.into_iter().for_each(Listener::release);
-                EngineDoc {
-                    listeners: listeners.remove(&app.name).unwrap_or_default(),
-                    handed,
-                }
-            });
-            apps.push(AppDoc::of(app, engine));
-        }
-        Ok(DaemonDoc {
+        let [lock, control, reply] = own;
+        DaemonDoc {
             version: handover::VERSION,
             from: env!("CARGO_PKG_VERSION").to_owned(),
             lock: Some(lock),
@@ -423,7 +423,7 @@ impl Daemon {
             reply: Some(reply),
             next_id: self.next_id,
             apps,
-        })
+        }
     }
 
     /// Takes over the apps of `doc` (from a previous binary, or this one's own after a
