@@ -383,8 +383,9 @@ struct Daemon {
     updating: Option<cmd::update::Updating>,
     /// Snapshots for the holder.
     holding: cmd::hold::Holding,
-    /// The worker groups of each app's last entry with the holder (`workers.json`).
-    held_groups: BTreeMap<String, Vec<i32>>,
+    /// The worker groups of each app's last entry with the holder, with their start
+    /// times (`workers.json`).
+    held_groups: BTreeMap<String, Vec<(i32, u64)>>,
 }
 
 impl Daemon {

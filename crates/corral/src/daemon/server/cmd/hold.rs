@@ -20,7 +20,7 @@ const SNAPSHOT_DELAY: std::time::Duration = std::time::Duration::from_millis(50)
 pub(in crate::daemon::server) type Held = Option<holder::Kept>;
 
 /// An app's snapshot as it travels: the document and the numbers its fds had.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct Wrapped {
     numbers: Vec<RawFd>,
     doc: serde_json::Value,
@@ -219,8 +219,11 @@ impl Daemon {
                 continue; // no snapshot of a running engine (it just ended): keep the last
             }
             let doc = AppDoc::of(app, engine.map(Into::into));
-            self.held_groups.insert(app.name.clone(), doc.groups());
+            let groups = doc.groups().into_iter();
+            let started = groups.filter_map(|g| Some((g, start_time(g)?))).collect();
+            self.held_groups.insert(app.name.clone(), started);
             match wrap(&doc) {
+                // The document stays, holding its fd copies open until they are sent.
                 Ok((json, fds)) => entries.push((app.name.clone(), json, fds, doc)),
                 Err(e) => journal::say(&format!(
                     "{}: cannot keep it with the holder: {e}",
@@ -267,12 +270,7 @@ impl Daemon {
 
     /// `workers.json`: the groups to stop if the daemon and the holder both die.
     fn write_workers(&self) {
-        let groups: Vec<(i32, u64)> = self
-            .held_groups
-            .values()
-            .flatten()
-            .filter_map(|&g| Some((g, start_time(g)?)))
-            .collect();
+        let groups: Vec<(i32, u64)> = self.held_groups.values().flatten().copied().collect();
         let _ = persist::write_atomically(&self.home.dir.join("workers.json"), &groups);
     }
 
@@ -309,14 +307,14 @@ fn unwrap_held(entries: &mut BTreeMap<String, holder::Snapshot>) -> Result<Daemo
 }
 
 /// The document as JSON that names its fds by number, with those numbers.
+/// (The numbers are known once the document is written, so `Wrapped` is put together
+/// around it rather than serialized, which would write the document twice.)
 fn wrap(doc: &AppDoc) -> std::io::Result<(Vec<u8>, Vec<RawFd>)> {
     let (json, numbers) = handover::collect_fds(doc).map_err(std::io::Error::other)?;
-    let doc: serde_json::Value = serde_json::from_slice(&json).map_err(std::io::Error::other)?;
-    let wrapped = serde_json::to_vec(&Wrapped {
-        numbers: numbers.clone(),
-        doc,
-    })
-    .map_err(std::io::Error::other)?;
+    let listed = serde_json::to_string(&numbers).map_err(std::io::Error::other)?;
+    let mut wrapped = format!(r#"{{"numbers":{listed},"doc":"#).into_bytes();
+    wrapped.extend_from_slice(&json);
+    wrapped.push(b'}');
     Ok((wrapped, numbers))
 }
 
