@@ -105,7 +105,7 @@ impl<P: Processes> Group<P> {
 
     /// Every judgment that fell due is moved to [`RESUME_GRACE`] from now: nobody
     /// listened to the workers for a while (corral paused; or they were adopted from a
-    /// daemon that died, see [`Group::adopted_after`]).
+    /// daemon that died, see [`Group::adopted_unwatched`]).
     fn give_grace(&mut self) {
         let now = self.now;
         let ready_timeout = matches!(
@@ -135,13 +135,11 @@ impl<P: Processes> Group<P> {
         }
     }
 
-    /// Adopted, at `now`, after nobody watched the workers for `unwatched` (their daemon
+    /// Adopted, at `now`, after nobody watched the workers for a while (their daemon
     /// died): as after a pause, every judgment that fell due waits [`RESUME_GRACE`].
-    pub fn adopted_after(&mut self, now: Instant, unwatched: Duration) {
+    pub fn adopted_unwatched(&mut self, now: Instant) {
         self.now = now.max(self.now);
-        if unwatched >= RESUME_GRACE / 3 {
-            self.give_grace();
-        }
+        self.give_grace();
     }
 
     pub(super) fn on_tick(&mut self) {

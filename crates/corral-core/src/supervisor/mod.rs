@@ -276,7 +276,10 @@ pub async fn run(
                 group.handle_event(Instant::now(), Event::Exited { pid, status });
             }
             // Nobody watched them since `taken`: no judgment on a silence corral could not hear.
-            group.adopted_after(Instant::now(), taken.elapsed());
+            // Unwatched as long as a pause counts: the same grace as after one.
+            if taken.elapsed() >= PAUSED_AFTER {
+                group.adopted_unwatched(Instant::now());
+            }
             (notify, group)
         }
     };
