@@ -94,9 +94,20 @@ impl Loads {
 
     /// Both reports, each asserted to have no failure.
     fn finish(self, context: impl Fn() -> String) -> (LoadReport, LoadReport) {
+        self.finish_losing(0, context)
+    }
+
+    /// Both reports; keep-alive must have no failure, close at most `lost` resets (see
+    /// `daemon_killed_under_load`).
+    fn finish_losing(self, lost: usize, context: impl Fn() -> String) -> (LoadReport, LoadReport) {
         let (keep_alive, close) = (self.keep_alive.finish(), self.close.finish());
-        for (kind, report) in [("keep-alive", &keep_alive), ("close", &close)] {
-            assert_eq!(report.failed, 0, "{kind}: {report:?}\n{}", context());
+        for (kind, report, allowed) in [("keep-alive", &keep_alive, 0), ("close", &close, lost)] {
+            let resets = report.errors.iter().all(|e| e.contains("reset by peer"));
+            assert!(
+                report.failed == 0 || (report.failed <= allowed && resets),
+                "{kind}: {report:?}\n{}",
+                context()
+            );
             eprintln!("{kind}: {} ok, {} failed", report.ok, report.failed);
         }
         (keep_alive, close)
@@ -295,11 +306,14 @@ fn issue_13_corral_run_refuses_an_upgrade_to_a_broken_binary_and_runs_on() {
 }
 
 /// SIGKILLs the daemon under load and waits for its successor (started by the holder)
-/// to take the same workers back; returns what the load saw.
+/// to take the same workers back; returns what the load saw. `lost`: how many close-load
+/// connections may be reset, those the daemon itself held (accepted, not yet handed to a
+/// worker) when it died. None in shared and reuseport modes, where workers accept.
 fn daemon_killed_under_load(
     home: &corral_testkit::Home,
     app: &str,
     addr: std::net::SocketAddr,
+    lost: usize,
 ) -> (LoadReport, LoadReport) {
     let before = home.wait_online(app, 2);
     let daemon = home.daemon_pid();
@@ -318,7 +332,7 @@ fn daemon_killed_under_load(
     let after = home.wait_online(app, 2);
     assert_eq!(pids(&after), pids(&before), "the same workers, taken back");
     loads.more(300);
-    let reports = loads.finish(|| home.daemon_log());
+    let reports = loads.finish_losing(lost, || home.daemon_log());
     assert!(home.daemon_log().contains("took back what the holder kept"));
     // Exits seen through pidfds.
     reload_replaces(home, app, &pids(&before));
@@ -330,17 +344,19 @@ fn issue_13_a_daemon_killed_under_load_loses_nothing_in_shared_mode_and_the_next
 ) {
     let home = crate::home("readopt-shared");
     start_fixture(&home, "fx", &["--balance", "shared"]);
-    daemon_killed_under_load(&home, "fx", home.addr("fx"));
+    daemon_killed_under_load(&home, "fx", home.addr("fx"), 0);
 }
 
 #[test]
 fn issue_13_a_daemon_killed_under_load_in_round_robin_mode_loses_nothing_queued() {
     // Round-robin: while no daemon runs nobody accepts; connections wait in the
     // listener's backlog (corral's socket, kept by the holder) and are served once the
-    // next daemon takes over. Kept-alive connections go on meanwhile.
+    // next daemon takes over. Kept-alive connections go on meanwhile. What the daemon
+    // itself holds when it dies (accepted in a pass, not yet sent: its copy is the only
+    // one) is reset with it: at most one per close client, each with one request out.
     let home = crate::home("readopt-rr");
     start_fixture(&home, "fx", &[]);
-    daemon_killed_under_load(&home, "fx", home.addr("fx"));
+    daemon_killed_under_load(&home, "fx", home.addr("fx"), 4);
 }
 
 #[test]
@@ -350,7 +366,7 @@ fn issue_13_a_node_app_outlives_its_daemon_and_is_taken_back() {
     };
     let home = crate::home("readopt-node");
     let addr = start_plain_node(&home, &plain);
-    daemon_killed_under_load(&home, "plain", addr);
+    daemon_killed_under_load(&home, "plain", addr, 0);
 }
 
 #[test]
