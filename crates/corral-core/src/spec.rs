@@ -244,6 +244,17 @@ pub enum ListenAddr {
     Unix(PathBuf),
 }
 
+impl ListenAddr {
+    /// The TCP port, if this is a TCP address.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            ListenAddr::AnyPort(port) => Some(*port),
+            ListenAddr::Tcp(addr) => Some(addr.port()),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+}
+
 /// Why a listen address was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ListenAddrError {

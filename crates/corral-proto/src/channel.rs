@@ -87,6 +87,10 @@ pub enum Message {
         #[serde(default)]
         host: Option<String>,
     },
+    /// Worker → supervisor: the app listened on `asked`, a port corral listens on at
+    /// other addresses; the worker serves it on corral's sockets at `on`.
+    #[serde(rename = "CORRAL_SERVED_ON")]
+    ServedOn { asked: String, on: Vec<String> },
     /// Supervisor → worker: the answer to `CORRAL_BIND`. With no `error`, the listening
     /// socket comes with it (to a Node worker as Node's own handle passing).
     #[serde(rename = "CORRAL_BOUND")]

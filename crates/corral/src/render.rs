@@ -227,6 +227,14 @@ pub fn report(r: &Report) -> String {
             "worker {slot} (pid {pid}) listens on a port of no --listen: corral listens on {addr} for the app and hands it to every worker (add `--listen {port}` to bind it up front)",
             port = addr.rsplit(':').next().unwrap_or(addr)
         ),
+        Report::PortServedOn {
+            slot,
+            pid,
+            asked,
+            on,
+        } => format!(
+            "worker {slot} (pid {pid}): the app asked for {asked}; serving it on corral's {on}"
+        ),
         Report::PortRefused {
             slot,
             pid,
@@ -496,6 +504,12 @@ mod tests {
                 slot: 0,
                 pid: 101,
                 addr: "[::]:3000".into(),
+            },
+            Report::PortServedOn {
+                slot: 0,
+                pid: 101,
+                asked: "0.0.0.0:3000".into(),
+                on: "127.0.0.1:3000".into(),
             },
             Report::PortRefused {
                 slot: 0,

@@ -191,6 +191,14 @@ pub enum Report {
         pid: Pid,
         addr: String,
     },
+    /// A worker listened on `asked`, a port corral already listens on at other
+    /// addresses (`on`): it is served there. Said once per app and address.
+    PortServedOn {
+        slot: usize,
+        pid: Pid,
+        asked: String,
+        on: String,
+    },
     /// ...or could not bind it; the worker's `listen` got the error.
     PortRefused {
         slot: usize,

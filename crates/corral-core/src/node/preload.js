@@ -173,7 +173,9 @@
   // Which inherited fds a listen() call means: listen(port[, host][, backlog][, cb]),
   // listen({ port, host } | { path }[, cb]) and listen(path[, cb]). A port without a
   // host means every corral listener on that port (IPv4 and IPv6), as Node's own
-  // listen(port) means every address.
+  // listen(port) means every address. A port corral listens on is corral's whatever host
+  // the app names: `mapped` then holds the address the app asked for, which corral
+  // reports once (binding it as well would only collide with corral's own socket).
   function ownedFds(args) {
     const first = args[0];
     let port;
@@ -186,7 +188,7 @@
       path = first;
     } else if (first && typeof first === 'object' && typeof first.fd === 'number') {
       // listen({ fd: 3 }): an app that speaks socket activation itself.
-      return owned.some((l) => l.fd === first.fd) ? [first.fd] : [];
+      return { fds: owned.some((l) => l.fd === first.fd) ? [first.fd] : [] };
     } else if (first && typeof first === 'object' && first.fd === undefined && !first._handle) {
       if (first.port !== undefined && first.port !== null) {
         port = Number(first.port);
@@ -195,14 +197,22 @@
         path = first.path;
       }
     }
-    if (path !== undefined) return owned.filter((l) => l.path === path).map((l) => l.fd);
-    if (port === undefined || port === 0) return [];
+    if (path !== undefined) return { fds: owned.filter((l) => l.path === path).map((l) => l.fd) };
+    if (port === undefined || port === 0) return { fds: [] };
     const samePort = owned.filter((l) => l.port === port);
-    if (!host) return samePort.map((l) => l.fd);
+    if (!host) return { fds: samePort.map((l) => l.fd) };
     const wanted = host.replace(/^\[|\]$/g, '');
-    const exact = samePort.filter((l) => l.host === wanted);
+    const loopback = wanted === 'localhost' ? ['127.0.0.1', '::1'] : [wanted];
+    const exact = samePort.filter((l) => loopback.includes(l.host));
     const wildcard = samePort.filter((l) => ['*', '0.0.0.0', '::'].includes(l.host));
-    return (exact.length ? exact : wildcard).map((l) => l.fd);
+    if (exact.length || wildcard.length) return { fds: (exact.length ? exact : wildcard).map((l) => l.fd) };
+    const v6 = wanted.includes(':');
+    return { fds: samePort.map((l) => l.fd), mapped: v6 ? `[${wanted}]:${port}` : `${wanted}:${port}` };
+  }
+  function wordAddress(fd) {
+    const a = addressOf(fd);
+    if (typeof a === 'string') return a;
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
   }
 
   // The TCP port (and host) a listen() call asks for that corral should bind: a port
@@ -268,36 +278,56 @@
 
   const originalListen = net.Server.prototype.listen;
   const byListener = new Map(); // listener index -> the server handed connections go to
+  const inUse = new Set(); // owned fds a server of this process accepts on
   net.Server.prototype.listen = function listen(...args) {
-    const fds = ownedFds(args).filter(isSocket);
+    const found = ownedFds(args);
+    const fds = found.fds.filter(isSocket);
     if (fds.length === 0) {
       const asked = bindOnRequest && askedPort(args);
       return asked ? listenAsked(this, asked, args) : originalListen.apply(this, args);
     }
     const callback = args.find((a) => typeof a === 'function');
     activate();
+    if (found.mapped) {
+      send({ cmd: 'CORRAL_SERVED_ON', asked: found.mapped, on: fds.map(wordAddress) });
+    }
+    // A second server on the same socket (Fastify's `host: 'localhost'` listens on every
+    // address localhost has, and corral may serve them all from one socket): the first
+    // server already serves it, and epoll takes a socket once, so this one only looks
+    // listening.
+    const free = fds.filter((fd) => !inUse.has(fd));
     adopt(this);
-    for (const fd of fds) byListener.set(fd - 3, this);
-    if (dispatch) {
-      // corral accepts and hands connections over: the server must not accept on the
-      // shared socket. It listens on a private loopback port nobody is told about (so
-      // it is a real, listening server to the app) and reports corral's address.
+    claim(this, free);
+    if (dispatch || free.length === 0) {
+      // corral accepts and hands connections over (or another server takes them): the
+      // server must not accept on the shared socket. It listens on a private loopback
+      // port nobody is told about (so it is a real, listening server to the app) and
+      // reports corral's address.
       const ownedAddress = addressOf(fds[0]);
       this.address = () => ownedAddress;
       return originalListen.call(this, { port: 0, host: '127.0.0.1' }, callback);
     }
     // Further listeners of the same port (IPv6 beside IPv4) feed this server: they
     // accept, the app's server serves.
-    for (const fd of fds.slice(1)) {
+    for (const fd of free.slice(1)) {
       const feeder = net.createServer();
       feeder.on('connection', (socket) => this.emit('connection', socket));
       originalListen.call(feeder, { fd });
       this.once('close', () => originalClose.call(feeder));
       feeders.set(this, [...(feeders.get(this) || []), feeder]);
     }
-    return originalListen.call(this, { fd: fds[0] }, callback);
+    return originalListen.call(this, { fd: free[0] }, callback);
   };
   const feeders = new Map(); // server -> the servers accepting on its further listeners
+
+  // `server` serves `fds` (accepted here, or handed over for them) until it closes.
+  function claim(server, fds) {
+    for (const fd of fds) {
+      byListener.set(fd - 3, server);
+      inUse.add(fd);
+    }
+    server.once('close', () => fds.forEach((fd) => inUse.delete(fd)));
+  }
 
   function addressOf(fd) {
     const l = owned.find((o) => o.fd === fd);

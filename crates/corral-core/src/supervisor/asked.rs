@@ -19,6 +19,9 @@ pub(super) struct AskedPorts {
     reuseport: bool,
     /// How many listeners the app has configured (asked ports are numbered after them).
     configured: u32,
+    /// Addresses workers listened on that corral serves on its own sockets of the same
+    /// port instead, already reported.
+    served_on: std::collections::BTreeSet<String>,
 }
 
 struct AskedPort {
@@ -39,6 +42,13 @@ pub(super) enum Asked {
     Known {
         fd: RawFd,
         listener: u32,
+    },
+    /// The app asked for another address of a port corral bound for it before (and
+    /// can't bind beside it): served on that one, at `on`.
+    ServedOn {
+        fd: RawFd,
+        listener: u32,
+        on: String,
     },
     Failed {
         addr: String,
@@ -64,7 +74,14 @@ impl AskedPorts {
             bound: Vec::new(),
             reuseport,
             configured,
+            served_on: Default::default(),
         }
+    }
+
+    /// Whether `asked` is reported for the first time (a worker listened there and is
+    /// served on corral's sockets of that port).
+    pub(super) fn first_served_on(&mut self, asked: &str) -> bool {
+        self.served_on.insert(asked.to_owned())
     }
 
     /// The socket for the worker of `slot` on `addr`: its slot's own in reuseport mode
@@ -99,6 +116,20 @@ impl AskedPorts {
                         local,
                     },
                     Err(error) => failed(&addr, error),
+                }
+            }
+            Err(e) if e.error.kind() == std::io::ErrorKind::AddrInUse => {
+                // Most likely against corral's own socket of that port, for this app.
+                match self.bound.iter().position(|a| a.addr.port() == addr.port()) {
+                    Some(i) => match self.slot_fd(i, slot) {
+                        Ok(fd) => Asked::ServedOn {
+                            fd,
+                            listener: self.configured + i as u32,
+                            on: self.bound[i].listener.local.to_string(),
+                        },
+                        Err(error) => failed(&addr, error),
+                    },
+                    None => failed(&addr, e.error),
                 }
             }
             Err(e) => failed(&addr, e.error),
@@ -169,6 +200,7 @@ impl AskedPorts {
             bound,
             reuseport: state.reuseport,
             configured: state.configured,
+            served_on: Default::default(),
         }
     }
 }

@@ -143,6 +143,17 @@ fn corral(
             bind_for(procs, pid, slot, port, host, reports);
             Vec::new()
         }
+        Message::ServedOn { asked, on } => {
+            if procs.asked.first_served_on(&asked) {
+                let _ = reports.send(Report::PortServedOn {
+                    slot,
+                    pid,
+                    asked,
+                    on: on.join(", "),
+                });
+            }
+            Vec::new()
+        }
         Message::Welcome { .. }
         | Message::Conn { .. }
         | Message::Message { .. }
@@ -196,7 +207,7 @@ fn bind_for(
             },
         );
     }
-    let (fd, listener) = match procs.ask_port(addr, slot) {
+    let (fd, listener) = match procs.ask_port(addr.clone(), slot) {
         Asked::New {
             fd,
             listener,
@@ -210,6 +221,18 @@ fn bind_for(
             (fd, listener)
         }
         Asked::Known { fd, listener } => (fd, listener),
+        Asked::ServedOn { fd, listener, on } => {
+            let asked = addr.to_string();
+            if procs.asked.first_served_on(&asked) {
+                let _ = reports.send(Report::PortServedOn {
+                    slot,
+                    pid,
+                    asked,
+                    on,
+                });
+            }
+            (fd, listener)
+        }
         Asked::Failed { addr, failure } => {
             let _ = reports.send(Report::PortRefused {
                 slot,
