@@ -11,6 +11,7 @@ mod dispatch;
 mod drain;
 mod faults;
 mod node;
+mod node_listen;
 mod observe;
 mod pm2;
 mod recipes;
