@@ -586,6 +586,7 @@ mod tests {
             &Report::ReloadFinished {
                 replaced: 2,
                 took: Duration::ZERO,
+                tickets: vec![],
             },
         );
         b.apply("we\"b", &Report::Scaled { from: 0, to: 0 });

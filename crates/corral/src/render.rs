@@ -111,13 +111,14 @@ pub fn report(r: &Report) -> String {
             format!("reload: replacing {workers} workers one at a time")
         }
         Report::ReloadQueued => "reload already running; another one will follow it".into(),
-        Report::ReloadFinished { replaced, took } => {
+        Report::ReloadFinished { replaced, took, .. } => {
             format!("reload done: {replaced} workers replaced in {}", duration(*took))
         }
         Report::ReloadAborted {
             slot,
             reason,
             rollout,
+            ..
         } => {
             let why = match reason {
                 AbortReason::SpawnFailed(e) => format!("could not start: {e}"),
@@ -425,16 +426,19 @@ mod tests {
             Report::ReloadFinished {
                 replaced: 2,
                 took: ms(2300),
+                tickets: vec![],
             },
             Report::ReloadAborted {
                 slot: 1,
                 reason: AbortReason::ExitedBeforeReady(ExitStatus::Code(3)),
                 rollout: RolloutKind::Reload,
+                tickets: vec![],
             },
             Report::ReloadAborted {
                 slot: 0,
                 reason: AbortReason::NotReadyInTime(ms(5000)),
                 rollout: RolloutKind::Replacement,
+                tickets: vec![],
             },
             Report::Lag {
                 slot: 0,

@@ -12,6 +12,13 @@ use crate::process::{ExitStatus, Pid};
 pub enum Control {
     /// Replace every worker, one at a time, without ever having fewer ready than before.
     Reload,
+    /// [`Control::Reload`], and name this ticket in the report that ends the reload that
+    /// serves it ([`Report::ReloadFinished`] or [`Report::ReloadAborted`]), so a caller can
+    /// wait for its outcome.
+    ///
+    /// [`Report::ReloadFinished`]: crate::group::Report::ReloadFinished
+    /// [`Report::ReloadAborted`]: crate::group::Report::ReloadAborted
+    ReloadTicket(u64),
     ScaleUp,
     ScaleDown,
     /// Run exactly this many workers: one step, all or nothing.

@@ -76,6 +76,8 @@ impl<P: Processes> Group<P> {
             started: self.now,
             replaced: 0,
             again: false,
+            tickets: Vec::new(),
+            queued_tickets: Vec::new(),
             settling: None,
         });
         self.rollout_next();

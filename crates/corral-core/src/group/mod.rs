@@ -255,7 +255,8 @@ impl<P: Processes> Group<P> {
 
     fn on_control(&mut self, control: Control) {
         match control {
-            Control::Reload => self.start_reload(),
+            Control::Reload => self.start_reload(Vec::new()),
+            Control::ReloadTicket(ticket) => self.start_reload(vec![ticket]),
             Control::ScaleUp => self.scale_to(self.slots.len() + 1),
             Control::ScaleDown => self.scale_to(self.slots.len().saturating_sub(1)),
             Control::ScaleTo(n) => self.scale_to(n),

@@ -89,11 +89,18 @@ pub enum Report {
         replaced: usize,
         #[serde(serialize_with = "crate::serde_ms::duration")]
         took: Duration,
+        /// The [`Control::ReloadTicket`]s this reload answers.
+        ///
+        /// [`Control::ReloadTicket`]: super::Control::ReloadTicket
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tickets: Vec<u64>,
     },
     ReloadAborted {
         slot: usize,
         reason: AbortReason,
         rollout: super::RolloutKind,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tickets: Vec<u64>,
     },
     Lag {
         slot: usize,

@@ -15,6 +15,9 @@ pub(super) struct Rollout {
     pub(super) replaced: usize,
     /// Another reload was asked for while this one ran.
     pub(super) again: bool,
+    /// Tickets this rollout answers when it ends, and those the reload after it answers.
+    pub(super) tickets: Vec<u64>,
+    pub(super) queued_tickets: Vec<u64>,
     /// The in-flight replacement is ready and must stay up until then.
     pub(super) settling: Option<(Pid, Instant)>,
 }
@@ -74,12 +77,15 @@ impl<P: Processes> Group<P> {
         }
     }
 
-    pub(super) fn start_reload(&mut self) {
+    /// A reload that answers `tickets` when it ends. While stopping there is none: the
+    /// tickets are answered by the engine's end.
+    pub(super) fn start_reload(&mut self, tickets: Vec<u64>) {
         if self.phase != Phase::Running {
             return;
         }
         if let Some(rollout) = &mut self.rollout {
             rollout.again = true;
+            rollout.queued_tickets.extend(tickets);
             self.report(Report::ReloadQueued);
             return;
         }
@@ -99,6 +105,8 @@ impl<P: Processes> Group<P> {
             started: self.now,
             replaced: 0,
             again: false,
+            tickets,
+            queued_tickets: Vec::new(),
             settling: None,
         });
         self.rollout_next();
@@ -111,15 +119,17 @@ impl<P: Processes> Group<P> {
                 return;
             };
             let Some(slot) = rollout.queue.pop_front() else {
-                let (replaced, again) = (rollout.replaced, rollout.again);
                 let took = self.now.saturating_duration_since(rollout.started);
-                let kind = rollout.kind;
-                self.rollout = None;
-                if kind == RolloutKind::Reload {
-                    self.report(Report::ReloadFinished { replaced, took });
+                let rollout = self.rollout.take().expect("matched above");
+                if rollout.kind == RolloutKind::Reload {
+                    self.report(Report::ReloadFinished {
+                        replaced: rollout.replaced,
+                        took,
+                        tickets: rollout.tickets,
+                    });
                 }
-                if again {
-                    self.start_reload();
+                if rollout.again {
+                    self.start_reload(rollout.queued_tickets);
                 }
                 return;
             };
@@ -157,6 +167,11 @@ impl<P: Processes> Group<P> {
             slot,
             reason,
             rollout: rollout.kind,
+            tickets: rollout.tickets,
         });
+        // A reload asked for meanwhile may bring the fix for what failed: it runs.
+        if rollout.again {
+            self.start_reload(rollout.queued_tickets);
+        }
     }
 }

@@ -304,6 +304,7 @@ fn reload_aborts_when_the_replacement_exits_and_keeps_the_old_worker() {
     h.send(Event::Control(Control::Reload));
     let reports = h.exit(103, 1);
     assert!(reports.contains(&Report::ReloadAborted {
+        tickets: vec![],
         slot: 0,
         reason: AbortReason::ExitedBeforeReady(ExitStatus::Code(1)),
         rollout: RolloutKind::Reload,
@@ -333,6 +334,7 @@ fn reload_aborts_when_the_replacement_is_not_ready_in_time() {
                 timeout: 2000 * MS
             },
             Report::ReloadAborted {
+                tickets: vec![],
                 slot: 0,
                 reason: AbortReason::NotReadyInTime(2000 * MS),
                 rollout: RolloutKind::Reload,
@@ -416,6 +418,62 @@ fn a_reload_asked_for_during_a_reload_runs_after_it() {
         .iter()
         .any(|r| matches!(r, Report::ReloadStarted { .. })));
     assert_eq!(h.procs().spawned.last(), Some(&(0, 103)));
+}
+
+#[test]
+fn issue_21_each_reload_ticket_is_answered_by_the_reload_that_served_it() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::ReloadTicket(7)));
+    assert_eq!(
+        h.send(Event::Control(Control::ReloadTicket(8))),
+        vec![Report::ReloadQueued]
+    );
+    let reports = h.ready(102);
+    let finished: Vec<_> = reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::ReloadFinished { tickets, .. } => Some(tickets.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, vec![vec![7]], "{reports:?}");
+    let reports = h.ready(103);
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, Report::ReloadFinished { tickets, .. } if tickets == &[8])),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn issue_21_a_reload_asked_for_during_one_that_aborts_still_runs_and_is_answered() {
+    let mut h = Harness::new(1, Harness::notify());
+    h.all_ready();
+    h.send(Event::Control(Control::ReloadTicket(1)));
+    h.send(Event::Control(Control::ReloadTicket(2)));
+    let reports = h.exit(102, 1);
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, Report::ReloadAborted { tickets, .. } if tickets == &[1])),
+        "{reports:?}"
+    );
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, Report::ReloadStarted { .. })),
+        "the queued reload (perhaps the fix) runs: {reports:?}"
+    );
+    assert_eq!(h.procs().spawned.last(), Some(&(0, 103)));
+    let reports = h.ready(103);
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, Report::ReloadFinished { tickets, .. } if tickets == &[2])),
+        "{reports:?}"
+    );
 }
 
 #[test]
@@ -760,6 +818,7 @@ fn issue_9_a_replacement_that_dies_within_the_settle_window_aborts_the_reload() 
     h.now += 300 * MS;
     let reports = h.exit(102, 1);
     assert!(reports.contains(&Report::ReloadAborted {
+        tickets: vec![],
         slot: 0,
         reason: AbortReason::ExitedWhileSettling {
             status: ExitStatus::Code(1),
