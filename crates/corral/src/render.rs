@@ -107,9 +107,18 @@ pub fn report(r: &Report) -> String {
             duration(*timeout),
             signal.as_str()
         ),
-        Report::ReloadStarted { workers } => {
-            format!("reload: replacing {workers} workers one at a time")
-        }
+        Report::ReloadStarted {
+            workers,
+            stop_first: false,
+        } => format!("reload: replacing {workers} workers one at a time"),
+        Report::ReloadStarted {
+            workers,
+            stop_first: true,
+        } => format!(
+            "reload: restarting {workers} workers one at a time, each stopped before its replacement starts: \
+             they bind their own ports (fork mode), so each is down while it restarts; \
+             cluster mode (exec_mode: 'cluster', or --listen) reloads with zero downtime"
+        ),
         Report::ReloadQueued => "reload already running; another one will follow it".into(),
         Report::ReloadFinished { replaced, took, .. } => {
             format!("reload done: {replaced} workers replaced in {}", duration(*took))
@@ -421,7 +430,14 @@ mod tests {
                 signal: Signal::SIGTERM,
                 timeout: ms(10_000),
             },
-            Report::ReloadStarted { workers: 2 },
+            Report::ReloadStarted {
+                workers: 2,
+                stop_first: false,
+            },
+            Report::ReloadStarted {
+                workers: 2,
+                stop_first: true,
+            },
             Report::ReloadQueued,
             Report::ReloadFinished {
                 replaced: 2,

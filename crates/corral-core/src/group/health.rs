@@ -78,6 +78,7 @@ impl<P: Processes> Group<P> {
             again: false,
             tickets: Vec::new(),
             queued_tickets: Vec::new(),
+            stopping: None,
             settling: None,
         });
         self.rollout_next();

@@ -98,7 +98,7 @@ impl<P: Processes> Group<P> {
             });
         }
         match role {
-            Role::Detached => {}
+            Role::Detached => self.stopped_for_rollout(pid, slot),
             Role::Current => {
                 self.slots[slot].current = None;
                 // During a reload the incoming worker takes the slot over when ready.

@@ -61,6 +61,10 @@ pub struct GroupConfig {
     pub stop: StopPolicy,
     pub watchdog: Option<Duration>,
     pub health: HealthPolicy,
+    /// The workers bind their own ports (PM2's fork mode, no corral listener): a
+    /// replacement could not bind beside the worker it replaces, so a reload stops each
+    /// worker before it starts its replacement, one slot at a time.
+    pub stop_first: bool,
 }
 
 /// How often lingering process groups are checked for having emptied.

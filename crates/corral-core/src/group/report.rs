@@ -83,6 +83,9 @@ pub enum Report {
     },
     ReloadStarted {
         workers: usize,
+        /// Each worker stops before its replacement starts (`GroupConfig::stop_first`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        stop_first: bool,
     },
     ReloadQueued,
     ReloadFinished {

@@ -18,6 +18,9 @@ pub(super) struct Rollout {
     /// Tickets this rollout answers when it ends, and those the reload after it answers.
     pub(super) tickets: Vec<u64>,
     pub(super) queued_tickets: Vec<u64>,
+    /// Stop-first ([`GroupConfig::stop_first`]): the in-flight slot's old worker, whose
+    /// exit starts the replacement.
+    pub(super) stopping: Option<Pid>,
     /// The in-flight replacement is ready and must stay up until then.
     pub(super) settling: Option<(Pid, Instant)>,
 }
@@ -97,7 +100,11 @@ impl<P: Processes> Group<P> {
             }
         }
         let workers = self.slots.len();
-        self.report(Report::ReloadStarted { workers });
+        let stop_first = self.config.stop_first;
+        self.report(Report::ReloadStarted {
+            workers,
+            stop_first,
+        });
         self.rollout = Some(Rollout {
             kind: RolloutKind::Reload,
             queue: (0..workers).collect(),
@@ -107,6 +114,7 @@ impl<P: Processes> Group<P> {
             again: false,
             tickets,
             queued_tickets: Vec::new(),
+            stopping: None,
             settling: None,
         });
         self.rollout_next();
@@ -144,6 +152,14 @@ impl<P: Processes> Group<P> {
             if let Some(rollout) = &mut self.rollout {
                 rollout.in_flight = Some(slot);
             }
+            if self.config.stop_first {
+                let old = self.current(slot).expect("a ready current worker, above");
+                if let Some(rollout) = &mut self.rollout {
+                    rollout.stopping = Some(old);
+                }
+                self.drain(old);
+                return;
+            }
             match self.spawn(slot, Role::Incoming) {
                 Ok(_) => return,
                 Err(error) => {
@@ -151,6 +167,25 @@ impl<P: Processes> Group<P> {
                     return;
                 }
             }
+        }
+    }
+
+    /// Stop-first: `pid` exited; if it is the old worker the rollout waits for, its
+    /// slot's replacement starts now.
+    pub(super) fn stopped_for_rollout(&mut self, pid: Pid, slot: usize) {
+        let Some(rollout) = &mut self.rollout else {
+            return;
+        };
+        if rollout.stopping != Some(pid) {
+            return;
+        }
+        rollout.stopping = None;
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Err(error) = self.spawn(slot, Role::Incoming) {
+            self.abort_rollout(slot, AbortReason::SpawnFailed(error_chain(&error)));
+            self.start_slot(slot);
         }
     }
 

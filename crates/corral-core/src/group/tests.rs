@@ -72,6 +72,15 @@ struct Harness {
 
 impl Harness {
     fn new(instances: usize, ready: ReadyPolicy) -> Self {
+        Harness::with(instances, ready, false)
+    }
+
+    /// Workers that bind their own ports: reloads stop each before its replacement.
+    fn stop_first(instances: usize) -> Self {
+        Harness::with(instances, Harness::notify(), true)
+    }
+
+    fn with(instances: usize, ready: ReadyPolicy, stop_first: bool) -> Self {
         let config = GroupConfig {
             instances,
             ready,
@@ -96,6 +105,7 @@ impl Harness {
                 lag_warning: 500 * MS,
                 max_memory: Some(100),
             },
+            stop_first,
         };
         let t0 = Instant::now();
         let mut h = Harness {
@@ -473,6 +483,67 @@ fn issue_21_a_reload_asked_for_during_one_that_aborts_still_runs_and_is_answered
             .iter()
             .any(|r| matches!(r, Report::ReloadFinished { tickets, .. } if tickets == &[2])),
         "{reports:?}"
+    );
+}
+
+#[test]
+fn issue_21_workers_that_bind_their_own_ports_are_stopped_before_their_replacement_starts() {
+    let mut h = Harness::stop_first(2);
+    h.all_ready();
+    let reports = h.send(Event::Control(Control::ReloadTicket(5)));
+    assert!(
+        reports.contains(&Report::ReloadStarted {
+            workers: 2,
+            stop_first: true
+        }),
+        "{reports:?}"
+    );
+    assert_eq!(
+        h.signals_to(101),
+        vec![Signal::SIGTERM],
+        "the old one stops first"
+    );
+    assert_eq!(h.procs().spawned.len(), 2, "no replacement while it runs");
+    h.exit(101, 0);
+    assert_eq!(
+        h.procs().spawned.last(),
+        Some(&(0, 103)),
+        "then slot 0's replacement"
+    );
+    assert!(h.signals_to(102).is_empty(), "slot 1 serves meanwhile");
+    h.ready(103);
+    assert_eq!(h.signals_to(102), vec![Signal::SIGTERM]);
+    h.exit(102, 0);
+    assert_eq!(h.procs().spawned.last(), Some(&(1, 104)));
+    let reports = h.ready(104);
+    assert!(
+        reports.iter().any(
+            |r| matches!(r, Report::ReloadFinished { replaced: 2, tickets, .. } if tickets == &[5])
+        ),
+        "{reports:?}"
+    );
+    assert_eq!(h.group.current(0), Some(103));
+    assert_eq!(h.group.current(1), Some(104));
+}
+
+#[test]
+fn issue_21_a_stop_first_replacement_that_fails_aborts_the_reload_and_its_slot_restarts() {
+    let mut h = Harness::stop_first(1);
+    h.all_ready();
+    h.send(Event::Control(Control::ReloadTicket(9)));
+    h.exit(101, 0);
+    let reports = h.exit(102, 1);
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, Report::ReloadAborted { tickets, .. } if tickets == &[9])),
+        "{reports:?}"
+    );
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, Report::RestartScheduled { slot: 0, .. })),
+        "the slot has no worker left, so it restarts: {reports:?}"
     );
 }
 

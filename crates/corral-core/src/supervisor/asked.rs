@@ -141,7 +141,10 @@ impl AskedPorts {
         if !port.slots.enabled() {
             return Ok(port.listener.raw_fd());
         }
-        Ok(port.slots.fds_for(slot)?[0])
+        let fd = port.slots.fds_for(slot)?[0];
+        // Steering that fails leaves the kernel's hash, as for configured ports.
+        let _ = port.slots.asked_by(slot);
+        Ok(fd)
     }
 
     /// The slot sockets of every asked port (reuseport mode), to keep in step with the

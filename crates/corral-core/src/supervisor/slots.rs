@@ -50,6 +50,10 @@ pub(super) struct SlotSockets {
     routable: BTreeMap<usize, BTreeSet<Pid>>,
     /// The live slots the kernel steers to now.
     steered: Option<Vec<u32>>,
+    /// A port asked for at run time: the slots whose workers asked for it, the only ones
+    /// steered to (with PM2's `increment_var`, each slot asks for a port of its own). None:
+    /// configured listeners, which every slot serves.
+    askers: Option<BTreeSet<usize>>,
     /// Bumped whenever the set of sockets without a worker changes.
     generation: u64,
 }
@@ -66,6 +70,7 @@ impl SlotSockets {
             occupants: BTreeMap::new(),
             routable: BTreeMap::new(),
             steered: None,
+            askers: None,
             generation: 0,
         }
     }
@@ -78,7 +83,15 @@ impl SlotSockets {
         slots.first = index;
         slots.occupants = now.occupants.clone();
         slots.routable = now.routable.clone();
+        slots.askers = Some(BTreeSet::new());
         slots
+    }
+
+    /// A port asked for at run time: `slot`'s worker asked for it, so new connections
+    /// may be steered to `slot`.
+    pub(super) fn asked_by(&mut self, slot: usize) -> Option<SteerError> {
+        let askers = self.askers.as_mut()?;
+        askers.insert(slot).then(|| self.steer_now()).flatten()
     }
 
     /// Whether any listener has a socket per slot.
@@ -252,12 +265,18 @@ impl SlotSockets {
     /// Steers to the slots that have a routable worker now, if that changed. Returns
     /// the error of the first steering only.
     pub(super) fn steer_now(&mut self) -> Option<SteerError> {
-        let live: Vec<u32> = self
+        let mut live: Vec<u32> = self
             .routable
             .iter()
             .filter(|(_, pids)| !pids.is_empty())
+            .filter(|(slot, _)| self.askers.as_ref().is_none_or(|a| a.contains(slot)))
             .map(|(&slot, _)| slot as u32)
             .collect();
+        if live.is_empty() {
+            // No asker ready yet: still only the sockets of slots that asked (the kernel's
+            // hash would also pick slot 0's, which may never be listened on).
+            live = self.askers.iter().flatten().map(|&s| s as u32).collect();
+        }
         if !self.enabled() || self.steered.as_ref() == Some(&live) {
             return None;
         }
@@ -284,6 +303,8 @@ pub(super) struct SlotsState {
     occupants: BTreeMap<usize, BTreeSet<Pid>>,
     routable: BTreeMap<usize, BTreeSet<Pid>>,
     steered: Option<Vec<u32>>,
+    #[serde(default)]
+    askers: Option<BTreeSet<usize>>,
 }
 
 impl SlotSockets {
@@ -307,6 +328,7 @@ impl SlotSockets {
             occupants: self.occupants.clone(),
             routable: self.routable.clone(),
             steered: self.steered.clone(),
+            askers: self.askers.clone(),
         })
     }
 
@@ -323,6 +345,7 @@ impl SlotSockets {
         slots.occupants = state.occupants;
         slots.routable = state.routable;
         slots.steered = state.steered;
+        slots.askers = state.askers;
         slots.generation = 1;
         slots
     }

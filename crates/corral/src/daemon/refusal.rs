@@ -20,6 +20,9 @@ pub enum Refusal {
     Busy(String),
     #[error("{0} is not running (`corral restart {0}` starts it)")]
     NotRunning(String),
+    /// A reload that ended without replacing every worker (`why` is the engine's report).
+    #[error("{app}: {why}")]
+    ReloadFailed { app: String, why: String },
     #[error("{0} was deleted while its config was read")]
     Deleted(String),
     /// Its config file could not be read again, or no longer has the app.

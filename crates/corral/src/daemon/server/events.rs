@@ -16,6 +16,7 @@ impl Daemon {
         if let Some(app) = self.apps.get_mut(name) {
             app.apply(&report, Instant::now());
         }
+        self.reload_ended(name, &report);
         if matches!(
             report,
             Report::Spawned { .. }
@@ -46,6 +47,7 @@ impl Daemon {
             }
         };
         let waiting = std::mem::take(&mut app.waiting);
+        self.reloads_ended(name);
         // Before anyone hears it stopped: the holder's copies would keep its ports.
         self.forget_held(name);
         self.after_stop(name, waiting);

@@ -371,6 +371,9 @@ struct Daemon {
     chatter: Chatter,
     /// Replies waiting for work on several apps (stop, restart, reload).
     joins: Joins,
+    /// Reloads sent to an engine, by app and join (the ticket the engine names when the
+    /// reload ends), with the note their answer carries.
+    reloads: BTreeMap<(String, u64), String>,
     /// The id the next app gets.
     next_id: u32,
     /// `--metrics`: the board every report also goes to.
@@ -399,6 +402,7 @@ impl Daemon {
             lock: Some(lock),
             chatter: Chatter::default(),
             joins: Joins::default(),
+            reloads: BTreeMap::new(),
             next_id: 0,
             metrics: None,
             log_generation: Default::default(),

@@ -21,8 +21,8 @@ impl Daemon {
                     self.spawn_reread(job, After::Reload { join })
                 }
                 _ => {
-                    let result = reload(app, None);
-                    self.joins.settle(join, result);
+                    let result = reload(app, None, join);
+                    self.wait_for_reload(&name, join, result);
                 }
             }
         }
@@ -50,10 +50,10 @@ impl Daemon {
         match after {
             After::Reload { join } => {
                 let outcome = match self.apps.get_mut(name) {
-                    Some(app) => result.and_then(|reread| reload(app, Some(reread))),
+                    Some(app) => result.and_then(|reread| reload(app, Some(reread), join)),
                     None => Err(Refusal::Deleted(name.to_owned())),
                 };
-                self.joins.settle(join, outcome);
+                self.wait_for_reload(name, join, outcome);
             }
             After::Restart { joins } => {
                 self.relaunch(name, Some(result));
@@ -63,9 +63,64 @@ impl Daemon {
     }
 }
 
-/// A rolling reload; with its config file read again (`reread`), changed command,
-/// arguments and environment (a removed key included) reach the new workers.
-fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>) -> Result<String, Refusal> {
+impl Daemon {
+    /// `name`'s part of join `join` is answered when its reload ends (`reload_ended`), or
+    /// now if it could not start; `sent` carries the note for the answer.
+    fn wait_for_reload(&mut self, name: &str, join: u64, sent: Result<String, Refusal>) {
+        match sent {
+            Ok(note) => {
+                self.reloads.insert((name.to_owned(), join), note);
+            }
+            Err(refusal) => self.joins.settle(join, Err(refusal)),
+        }
+    }
+
+    /// An engine's report that ends a reload: the callers it served hear how it went.
+    pub(in crate::daemon::server) fn reload_ended(&mut self, name: &str, report: &Report) {
+        let (tickets, outcome) = match report {
+            Report::ReloadFinished {
+                replaced, tickets, ..
+            } => (tickets, Ok(*replaced)),
+            Report::ReloadAborted { tickets, .. } => (tickets, Err(crate::render::report(report))),
+            _ => return,
+        };
+        for &join in tickets {
+            let Some(note) = self.reloads.remove(&(name.to_owned(), join)) else {
+                continue;
+            };
+            let answer = match &outcome {
+                Ok(replaced) => Ok(format!(
+                    "reloaded {name}: {replaced} workers replaced{note}"
+                )),
+                Err(why) => Err(Refusal::ReloadFailed {
+                    app: name.to_owned(),
+                    why: why.clone(),
+                }),
+            };
+            self.joins.settle(join, answer);
+        }
+    }
+
+    /// `name`'s engine ended: reloads it still owed an answer did not happen.
+    pub(in crate::daemon::server) fn reloads_ended(&mut self, name: &str) {
+        let owed: Vec<_> = self
+            .reloads
+            .keys()
+            .filter(|(app, _)| app == name)
+            .cloned()
+            .collect();
+        for key in owed {
+            self.reloads.remove(&key);
+            self.joins
+                .settle(key.1, Err(Refusal::NotRunning(name.to_owned())));
+        }
+    }
+}
+
+/// A rolling reload, answering join `join` when it ends; with its config file read again
+/// (`reread`), changed command, arguments and environment (a removed key included) reach
+/// the new workers. Ok: a note for the answer.
+fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>, join: u64) -> Result<String, Refusal> {
     let mut note = String::new();
     if let Some((start, parsed)) = reread {
         if parsed.spec.listen != app.spec.listen || parsed.spec.instances != app.spec.instances {
@@ -79,6 +134,6 @@ fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>) -> Result<String, R
         app.spec.env = spec.env;
         app.spec.cwd = spec.cwd;
     }
-    send(app, Control::Reload)?;
-    Ok(format!("reloading {}{note}", app.name))
+    send(app, Control::ReloadTicket(join))?;
+    Ok(note)
 }
