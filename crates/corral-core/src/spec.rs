@@ -45,6 +45,12 @@ pub struct AppSpec {
 }
 
 impl AppSpec {
+    /// The workers bind their own ports: no corral listener, and corral binds no port
+    /// for them (PM2's fork mode). A reload then stops each worker before its replacement.
+    pub fn workers_bind_own_ports(&self) -> bool {
+        !self.asked_ports && self.listen.is_empty()
+    }
+
     /// The value a worker sees for `key` (the last one set wins, as in a shell).
     pub fn env_value(&self, key: &str) -> Option<&std::ffi::OsStr> {
         env_value(&self.env, key)

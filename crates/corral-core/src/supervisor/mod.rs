@@ -234,7 +234,7 @@ pub async fn run(
         stop: spec.stop,
         watchdog: spec.watchdog,
         health: spec.health,
-        stop_first: !spec.asked_ports && spec.listen.is_empty(),
+        stop_first: spec.workers_bind_own_ports(),
     };
     let mut checks = SocketChecks::new(listeners);
     let mut strangers = Strangers::default();

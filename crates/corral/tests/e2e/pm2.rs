@@ -525,3 +525,136 @@ fn issue_12_completions_and_the_man_page_come_from_the_cli_definitions() {
     );
     assert!(page.contains("startOrReload"), "every verb is in the page");
 }
+
+/// Two free loopback ports in a row, P and P+1 (`increment_var: 'PORT'`).
+fn two_free_ports() -> u16 {
+    (0..50)
+        .map(|_| free_port())
+        .find(|&p| p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+        .expect("two free ports in a row")
+}
+
+/// Every one of several requests in a row to `port` is answered by instance `slot`.
+fn every_request_answered(port: u16, slot: u16) -> Vec<i32> {
+    (0..6)
+        .map(|n| {
+            let answer = get(local(port), "/")
+                .unwrap_or_else(|e| panic!("request {n} to {port} (instance {slot}): {e}"));
+            assert!(
+                answer.body.contains(&format!("inst={slot} ")),
+                "{port}: {}",
+                answer.body
+            );
+            answer.pid().expect("the app says its pid")
+        })
+        .collect()
+}
+
+#[test]
+fn issue_21_reload_of_a_fork_mode_app_whose_workers_bind_their_own_ports_restarts_each_and_says_so()
+{
+    if !node() {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-fork-reload");
+    let port = two_free_ports();
+    let file = corpus(&home, "increment.json", port);
+    home.ok(&["start", &file]);
+    let before = pids(&home.wait_online("inc", 2));
+    for reload in [vec!["reload", file.as_str()], vec!["reload", "inc"]] {
+        let old = pids(&home.app("inc"));
+        let said = home.ok(&reload);
+        assert!(said.contains("reloaded inc: 2 workers replaced"), "{said}");
+        assert!(
+            said.contains("each stopped before its replacement started"),
+            "{said}"
+        );
+        assert!(
+            said.contains("cluster mode reloads with zero downtime"),
+            "{said}"
+        );
+        let now = replaced(&home, "inc", 2, &old);
+        for slot in 0..2u16 {
+            let served = every_request_answered(port + slot, slot);
+            assert!(
+                served.iter().all(|p| now.contains(p)),
+                "new code serves: {served:?} {now:?}"
+            );
+        }
+    }
+    assert!(pids(&home.app("inc")).iter().all(|p| !before.contains(p)));
+    assert_eq!(home.app("inc").restarts, 0, "{}", home.daemon_log());
+    assert!(
+        !home.daemon_log().contains("aborted"),
+        "{}",
+        home.daemon_log()
+    );
+}
+
+#[test]
+fn issue_21_a_reload_that_cannot_deploy_fails_with_the_reason_and_the_old_workers_serve_on() {
+    if !node() {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-bad-reload");
+    let dir = home.dir.with_extension("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = dir.join("app.js");
+    let broken = dir.join("broken");
+    // The deploy that breaks: the new code throws at start, as a bad release does.
+    std::fs::write(
+        &app,
+        "if (require('fs').existsSync(process.env.BROKEN)) throw new Error('bad release');\n\
+         require('http').createServer((q, s) => s.end(`pid=${process.pid}\\n`)).listen(process.env.PORT);\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let env = format!("BROKEN={}", broken.display());
+    let app = app.display().to_string();
+    home.ok(&[
+        "start", "--name", "web", "-i", "2", "--listen", &listen, "-e", &env, "--", "node", &app,
+    ]);
+    let before = pids(&home.wait_online("web", 2));
+    std::fs::write(&broken, "").unwrap();
+    let said = home.fails(&["reload", "web"]);
+    assert!(said.contains("web: reload aborted"), "{said}");
+    assert!(
+        said.contains("exited before it was ready (exit code 1)"),
+        "{said}"
+    );
+    assert!(said.contains("the old workers keep serving"), "{said}");
+    assert_eq!(pids(&home.app("web")), before, "the old workers serve on");
+    assert!(get(local(port), "/").is_ok_and(|r| r.pid().is_some_and(|p| before.contains(&p))));
+    // The fix, deployed: the same verb now succeeds.
+    std::fs::remove_file(&broken).unwrap();
+    let said = home.ok(&["reload", "web"]);
+    assert!(said.contains("reloaded web: 2 workers replaced"), "{said}");
+}
+
+#[test]
+fn issue_21_cluster_mode_increment_var_answers_every_port_on_every_start_and_reload() {
+    if !node() {
+        return;
+    }
+    let home = Home::new(CORRAL, "pm2-increment-cluster");
+    let port = two_free_ports();
+    let fork = corpus(&home, "increment.json", port);
+    let file = fork.replace("increment.json", "increment-cluster.json");
+    let text = std::fs::read_to_string(&fork).unwrap();
+    std::fs::write(&file, text.replace("\"fork\"", "\"cluster\"")).unwrap();
+    for _ in 0..3 {
+        home.ok(&["start", &file]);
+        home.wait_online("inc", 2);
+        for slot in 0..2u16 {
+            every_request_answered(port + slot, slot);
+        }
+        let old = pids(&home.app("inc"));
+        home.ok(&["reload", &file]);
+        replaced(&home, "inc", 2, &old);
+        for slot in 0..2u16 {
+            every_request_answered(port + slot, slot);
+        }
+        home.ok(&["delete", "inc"]);
+    }
+}

@@ -134,6 +134,12 @@ fn reload(app: &mut App, reread: Option<(StartApp, Parsed)>, join: u64) -> Resul
         app.spec.env = spec.env;
         app.spec.cwd = spec.cwd;
     }
+    if app.spec.workers_bind_own_ports() {
+        note.push_str(
+            ", each stopped before its replacement started: its workers bind their own ports \
+             (fork mode); cluster mode reloads with zero downtime",
+        );
+    }
     send(app, Control::ReloadTicket(join))?;
     Ok(note)
 }
