@@ -7,7 +7,7 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p corral
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 COPY --from=build /src/target/release/corral /usr/local/bin/corral
 WORKDIR /app
 COPY examples/node/package.json examples/node/package-lock.json ./

@@ -59,10 +59,12 @@ pub fn node_file(package: &str, name: &str) -> Option<String> {
         return None;
     }
     let found = std::process::Command::new("node").arg("--version").output();
-    if !found.is_ok_and(|o| o.status.success()) {
-        skip("node is not installed (install Node.js 20+)");
+    let Some(version) = found.ok().filter(|o| o.status.success()) else {
+        skip("node is not installed (install Node.js 22+)");
         return None;
-    }
+    };
+    // Said with every test, so that a failure names the Node line it ran on.
+    eprintln!("node {}", String::from_utf8_lossy(&version.stdout).trim());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(package);

@@ -1,7 +1,8 @@
 // corral's Node adapter, loaded into each Node worker with NODE_OPTIONS=--require.
 // It makes unmodified apps serve on the sockets corral owns, talk to corral over the
 // IPC channel (process.send), send heartbeats, and drain without failing a request.
-// Supported and tested: Node 20 (uses only APIs present since Node 18.2).
+// Supported and tested in CI: Node 22, 24 and 26, and the machine's own (20); it uses
+// only APIs present since Node 18.2.
 'use strict';
 
 (function corral() {

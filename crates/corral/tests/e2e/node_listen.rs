@@ -47,11 +47,10 @@ impl At {
         if framework == "fastify" && matches!(form, "none" | "localhost") {
             return matches!(self, At::Every).then_some(false);
         }
-        Some(match (self, form) {
-            (At::Every, _) | (_, "none" | "localhost") => false,
-            (At::V4, "127.0.0.1") => false,
-            _ => true,
-        })
+        Some(!matches!(
+            (self, form),
+            (At::Every, _) | (_, "none" | "localhost") | (At::V4, "127.0.0.1")
+        ))
     }
 }
 
