@@ -375,8 +375,20 @@
     server.emit('connection', socket);
   });
 
+  // Upgraded connections (WebSockets) by socket: the request that upgraded it.
+  const upgraded = new Map();
   function adopt(server) {
     servers.add(server);
+    // Seen without a listener of corral's own: an 'upgrade' listener would make Node
+    // keep upgrade requests the app has no handler for, instead of closing them.
+    const emit = server.emit;
+    server.emit = function (event, req, socket) {
+      if (event === 'upgrade' && socket && !socket.destroyed) {
+        upgraded.set(socket, req);
+        socket.once('close', () => upgraded.delete(socket));
+      }
+      return emit.apply(this, arguments);
+    };
     server.on('listening', () => {
       if (!waitReady && !readySent) {
         readySent = true;
@@ -498,6 +510,10 @@
     // WebSocket (and SSE) code closes its long-lived connections here, e.g.
     // process.on('corral:drain', () => wss.clients.forEach((ws) => ws.close(1001)));
     process.emit('corral:drain');
+    // What the app's own drain code left open gets a proper WebSocket close after the
+    // grace period, so clients reconnect (to another worker) instead of being cut at
+    // the kill timeout with 1006.
+    setTimeout(goAwayUpgraded, graceMs).unref();
     for (const session of sessions) session.close();
     for (const server of servers) {
       // net.Server's close: stop listening only. http.Server#close (Node >= 19) would
@@ -527,6 +543,24 @@
       }, Math.max(killTimeoutMs - 100, 0)).unref();
     }
     maybeFinish();
+  }
+
+  // A WebSocket `ws` serves (Socket.IO's and most Node servers' engine) closes with 1001
+  // Going Away and its closing handshake; one of another library gets the close frame
+  // written whole (a frame is written in one go, so it can't split another) and the
+  // end of the connection. Other upgraded protocols are left to the kill timeout.
+  const GOING_AWAY = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
+  function goAwayUpgraded() {
+    for (const [socket, req] of upgraded) {
+      if (socket.destroyed) continue;
+      const key = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'websocket');
+      const ws = key && socket[key];
+      if (ws && typeof ws.close === 'function') {
+        if (ws.readyState === 1) ws.close(1001, 'server restarting');
+      } else if (String((req && req.headers && req.headers.upgrade) || '').toLowerCase() === 'websocket') {
+        socket.end(GOING_AWAY);
+      }
+    }
   }
 
   // Done when every server stopped and every connection it had (accepted or handed

@@ -271,16 +271,85 @@ fn issue_9_websocket_apps_that_follow_the_docs_close_cleanly_with_1001() {
 }
 
 #[test]
-fn issue_9_websockets_left_open_are_waited_for_then_cut_and_counted() {
+fn issue_21_websockets_the_app_leaves_open_are_closed_with_1001_and_nothing_is_killed() {
     if node_app("ws.js").is_none() {
         return;
     }
     let (c, codes) = websockets_across_a_reload(false);
-    assert_eq!(codes, vec![1006; 8], "cut at the kill timeout");
-    let said = c.wait_for("still open after 2000 ms of draining", T);
+    assert_eq!(codes, vec![1001; 8], "closed as going away, not cut (1006)");
+    let output = c.output().join("\n");
     assert!(
-        said.contains("Close them on process.on('corral:drain')"),
-        "{said}"
+        !output.contains("\"kind\":\"kill_timeout\""),
+        "no SIGKILL: {output}"
+    );
+    assert!(!output.contains("still open after"), "{output}");
+}
+
+#[test]
+fn issue_21_socket_io_clients_reconnect_across_a_reload_with_every_message_acknowledged() {
+    let (Some(app), Some(clients)) = (node_app("socketio.js"), node_app("sioclients.js")) else {
+        return;
+    };
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "sio",
+        "-i",
+        "2",
+        "--kill-timeout",
+        "5s",
+        "--",
+        "node",
+        &app,
+    ];
+    let c = Corral::start(CORRAL, &args, &[]);
+    let old = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
+    let mut clients = std::process::Command::new("node")
+        .arg(&clients)
+        .arg(format!("http://{}", c.addr()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(clients.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "all connected");
+    c.signal(Signal::SIGHUP);
+    c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
+    for pid in old {
+        c.wait_report("exited", |r| r["pid"] == pid, T);
+    }
+    // Both old workers are gone: every client now talks to a new one.
+    let new = [c.ready_pid(0, 2, T), c.ready_pid(1, 2, T)];
+    let mut stdin = clients.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"stop\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = clients.wait();
+    let summary: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let output = c.output().join("\n");
+    assert_eq!(summary["timedOut"], false, "{summary}\n{output}");
+    assert_eq!(summary["failed"], 0, "no echo lost: {summary}");
+    let reasons = summary["reasons"].as_array().unwrap();
+    // A client that reconnected to the other old worker is moved again when it drains.
+    assert!(
+        (8..=16).contains(&reasons.len()),
+        "each client was moved once or twice: {summary}"
+    );
+    assert!(reasons.iter().all(|r| r == "transport close"), "{summary}");
+    for (client, pids) in summary["pids"].as_array().unwrap().iter().enumerate() {
+        let last = pids.as_array().unwrap().last().and_then(|p| p.as_i64());
+        assert!(
+            last.is_some_and(|p| new.contains(&(p as i32))),
+            "client {client} ends on a new worker: {pids} (new {new:?}): {summary}\n{output}"
+        );
+    }
+    assert!(
+        !output.contains("\"kind\":\"kill_timeout\""),
+        "no SIGKILL: {output}"
     );
 }
 
