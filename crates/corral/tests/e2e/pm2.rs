@@ -592,7 +592,7 @@ fn issue_21_reload_of_a_fork_mode_app_whose_workers_bind_their_own_ports_restart
 }
 
 #[test]
-fn issue_21_a_reload_that_cannot_deploy_fails_with_the_reason_and_the_old_workers_serve_on() {
+fn issue_21_a_reload_or_restart_that_cannot_deploy_fails_with_the_reason() {
     if !node() {
         return;
     }
@@ -626,8 +626,16 @@ fn issue_21_a_reload_that_cannot_deploy_fails_with_the_reason_and_the_old_worker
     assert!(said.contains("the old workers keep serving"), "{said}");
     assert_eq!(pids(&home.app("web")), before, "the old workers serve on");
     assert!(get(local(port), "/").is_ok_and(|r| r.pid().is_some_and(|p| before.contains(&p))));
-    // The fix, deployed: the same verb now succeeds.
+    // A restart with the bad release can't keep the old workers: it says they did not
+    // come up, and why.
+    let said = home.fails(&["restart", "web"]);
+    assert!(said.contains("web did not come up: worker"), "{said}");
+    assert!(said.contains("exit code 1"), "{said}");
+    // The fix, deployed: the same verbs now succeed.
     std::fs::remove_file(&broken).unwrap();
+    let said = home.ok(&["restart", "web"]);
+    assert!(said.contains("restarted web"), "{said}");
+    home.wait_online("web", 2);
     let said = home.ok(&["reload", "web"]);
     assert!(said.contains("reloaded web: 2 workers replaced"), "{said}");
 }

@@ -17,6 +17,7 @@ impl Daemon {
             app.apply(&report, Instant::now());
         }
         self.reload_ended(name, &report);
+        self.came_up(name, &report);
         if matches!(
             report,
             Report::Spawned { .. }
@@ -48,6 +49,10 @@ impl Daemon {
         };
         let waiting = std::mem::take(&mut app.waiting);
         self.reloads_ended(name);
+        if let Some(coming) = self.coming_up.remove(name) {
+            let refusal = Refusal::NotRunning(name.to_owned());
+            self.joins.settle_all(coming.joins, Err(refusal));
+        }
         // Before anyone hears it stopped: the holder's copies would keep its ports.
         self.forget_held(name);
         self.after_stop(name, waiting);

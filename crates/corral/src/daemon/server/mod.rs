@@ -374,6 +374,8 @@ struct Daemon {
     /// Reloads sent to an engine, by app and join (the ticket the engine names when the
     /// reload ends), with the note their answer carries.
     reloads: BTreeMap<(String, u64), String>,
+    /// Apps restarted whose callers wait until every worker is up.
+    coming_up: BTreeMap<String, ComingUp>,
     /// The id the next app gets.
     next_id: u32,
     /// `--metrics`: the board every report also goes to.
@@ -391,6 +393,22 @@ struct Daemon {
     held_groups: BTreeMap<String, Vec<(i32, u64)>>,
 }
 
+/// A restarted app's callers, answered once `want` workers are up.
+#[derive(Default)]
+struct ComingUp {
+    joins: Vec<u64>,
+    want: usize,
+    /// Workers that got ready, or exited cleanly before they were.
+    up: std::collections::BTreeSet<Pid>,
+}
+
+impl ComingUp {
+    fn wait(&mut self, want: usize, joins: Vec<u64>) {
+        self.want = want;
+        self.joins.extend(joins);
+    }
+}
+
 impl Daemon {
     fn new(home: Home, tx: mpsc::UnboundedSender<Msg>, lock: std::fs::File) -> Self {
         Daemon {
@@ -402,6 +420,7 @@ impl Daemon {
             lock: Some(lock),
             chatter: Chatter::default(),
             joins: Joins::default(),
+            coming_up: BTreeMap::new(),
             reloads: BTreeMap::new(),
             next_id: 0,
             metrics: None,

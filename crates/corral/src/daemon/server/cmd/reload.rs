@@ -55,10 +55,7 @@ impl Daemon {
                 };
                 self.wait_for_reload(name, join, outcome);
             }
-            After::Restart { joins } => {
-                self.relaunch(name, Some(result));
-                self.joins.settle_all(joins, Ok(String::new()));
-            }
+            After::Restart { joins } => self.relaunch_and_wait(name, Some(result), joins),
         }
     }
 }

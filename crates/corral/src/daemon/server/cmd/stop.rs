@@ -47,20 +47,74 @@ impl Daemon {
                 if let Some(job) = Reread::of(app) {
                     return self.spawn_reread(job, After::Restart { joins });
                 }
-                self.relaunch(name, None);
+                return self.relaunch_and_wait(name, None, joins);
             }
         }
         self.joins.settle_all(joins, Ok(String::new()));
     }
 
-    /// Starts a stopped app again, with its config file's new settings when read.
+    /// [`Daemon::relaunch`], settling `joins` once every worker is up, or with the reason
+    /// when one is not (`came_up`).
+    pub(in crate::daemon::server) fn relaunch_and_wait(
+        &mut self,
+        name: &str,
+        reread: Option<Result<(StartApp, Parsed), Refusal>>,
+        joins: Vec<u64>,
+    ) {
+        match self.relaunch(name, reread) {
+            Ok(want) => self
+                .coming_up
+                .entry(name.to_owned())
+                .or_default()
+                .wait(want, joins),
+            Err(refusal) => self.joins.settle_all(joins, Err(refusal)),
+        }
+    }
+
+    /// An engine's report while `name` comes up after a restart: its callers hear once
+    /// every worker is ready (or ran and exited cleanly), or the first that is not.
+    pub(in crate::daemon::server) fn came_up(&mut self, name: &str, report: &Report) {
+        let Some(coming) = self.coming_up.get_mut(name) else {
+            return;
+        };
+        let failed = match report {
+            Report::Ready { pid, .. } => {
+                coming.up.insert(*pid);
+                false
+            }
+            Report::Exited { pid, status, .. } if !coming.up.contains(pid) => {
+                let clean = matches!(status, corral_core::process::ExitStatus::Code(0));
+                coming.up.insert(*pid);
+                !clean
+            }
+            Report::SpawnFailed { .. } | Report::GaveUp { .. } => true,
+            _ => false,
+        };
+        let done = failed || coming.up.len() >= coming.want;
+        if !done {
+            return;
+        }
+        let coming = self.coming_up.remove(name).expect("looked up above");
+        let result = if failed {
+            Err(Refusal::NotUp {
+                app: name.to_owned(),
+                why: crate::render::report(report),
+            })
+        } else {
+            Ok(String::new())
+        };
+        self.joins.settle_all(coming.joins, result);
+    }
+
+    /// Starts a stopped app again, with its config file's new settings when read; Ok: how
+    /// many workers it starts.
     pub(in crate::daemon::server) fn relaunch(
         &mut self,
         name: &str,
         reread: Option<Result<(StartApp, Parsed), Refusal>>,
-    ) {
+    ) -> Result<usize, Refusal> {
         let Some(app) = self.apps.get_mut(name) else {
-            return;
+            return Err(Refusal::Deleted(name.to_owned()));
         };
         match reread {
             Some(Ok((start, parsed))) => {
@@ -81,8 +135,12 @@ impl Daemon {
                 if let Some(metrics) = &self.metrics {
                     metrics.started(name, app.instances);
                 }
+                Ok(app.instances)
             }
-            Err(e) => journal::say(&format!("{name}: cannot start again: {e}")),
+            Err(e) => {
+                journal::say(&format!("{name}: cannot start again: {e}"));
+                Err(Refusal::Launch(format!("{name}: cannot start again: {e}")))
+            }
         }
     }
 }
