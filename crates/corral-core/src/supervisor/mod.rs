@@ -400,10 +400,16 @@ pub async fn run(
                 continue;
             }
             () = sleep_until(checks.next()), if checks.next().is_some() => {
-                // Workers that get connections over their channel need no listener.
+                // Workers that get connections over their channel need no listener, and
+                // one already draining has closed its listener on purpose (a reload may
+                // replace a worker within the check's delay).
                 checks.know(&group.processes_mut().slot_sockets());
                 let accepts_itself = |pid| {
-                    group.is_known(pid) && !group.processes_mut().dispatcher.is_dispatched(pid)
+                    let serving = group
+                        .workers()
+                        .get(&pid)
+                        .is_some_and(|w| matches!(w.state, crate::group::WorkerState::Ready { .. }));
+                    serving && !group.processes_mut().dispatcher.is_dispatched(pid)
                 };
                 checks.run_due(accepts_itself, &reports);
                 continue;
