@@ -41,6 +41,12 @@ struct Monit {
     history: HashMap<String, History>,
     logs: Vec<String>,
     status: String,
+    /// Answers to actions under way: a reload, restart or scale-up is answered when it
+    /// is done, so it is asked off the drawing loop.
+    answers: (
+        std::sync::mpsc::Sender<String>,
+        std::sync::mpsc::Receiver<String>,
+    ),
 }
 
 impl Monit {
@@ -52,12 +58,16 @@ impl Monit {
             history: HashMap::new(),
             logs: Vec::new(),
             status: String::new(),
+            answers: std::sync::mpsc::channel(),
         }
     }
 
     fn run(&mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<()> {
         let mut refreshed: Option<Instant> = None;
         loop {
+            while let Ok(answer) = self.answers.1.try_recv() {
+                self.status = answer;
+            }
             if refreshed.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 self.refresh();
                 refreshed = Some(Instant::now());
@@ -104,11 +114,16 @@ impl Monit {
         let Some(name) = self.selected_name() else {
             return;
         };
-        self.status = match conn::request(&self.home, request(name), false).map(Response::outcome) {
-            Ok(Ok(message)) => message,
-            Ok(Err(message)) => format!("error: {message}"),
-            Err(e) => format!("error: {e}"),
-        };
+        self.status = format!("{name}: asked, waiting for the outcome…");
+        let (home, request, answers) = (self.home.clone(), request(name), self.answers.0.clone());
+        std::thread::spawn(move || {
+            let answer = match conn::request(&home, request, false).map(Response::outcome) {
+                Ok(Ok(message)) => message,
+                Ok(Err(message)) => format!("error: {message}"),
+                Err(e) => format!("error: {e}"),
+            };
+            let _ = answers.send(answer);
+        });
     }
 
     fn refresh(&mut self) {

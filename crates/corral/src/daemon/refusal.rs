@@ -21,7 +21,7 @@ pub enum Refusal {
     #[error("{0} is not running (`corral restart {0}` starts it)")]
     NotRunning(String),
     /// A restarted app whose workers did not all come up (`why` is the engine's report).
-    #[error("{app} did not come up: {why} (see `corral logs {app}`)")]
+    #[error("{app}: a worker did not come up: {why} (see `corral logs {app}`)")]
     NotUp { app: String, why: String },
     /// A reload that ended without replacing every worker (`why` is the engine's report).
     #[error("{app}: {why}")]

@@ -592,7 +592,7 @@ fn issue_21_reload_of_a_fork_mode_app_whose_workers_bind_their_own_ports_restart
 }
 
 #[test]
-fn issue_21_a_reload_or_restart_that_cannot_deploy_fails_with_the_reason() {
+fn issue_21_a_reload_restart_or_scale_that_cannot_deploy_fails_with_the_reason() {
     if !node() {
         return;
     }
@@ -629,7 +629,10 @@ fn issue_21_a_reload_or_restart_that_cannot_deploy_fails_with_the_reason() {
     // A restart with the bad release can't keep the old workers: it says they did not
     // come up, and why.
     let said = home.fails(&["restart", "web"]);
-    assert!(said.contains("web did not come up: worker"), "{said}");
+    assert!(
+        said.contains("web: a worker did not come up: worker"),
+        "{said}"
+    );
     assert!(said.contains("exit code 1"), "{said}");
     // The fix, deployed: the same verbs now succeed.
     std::fs::remove_file(&broken).unwrap();
@@ -638,6 +641,23 @@ fn issue_21_a_reload_or_restart_that_cannot_deploy_fails_with_the_reason() {
     home.wait_online("web", 2);
     let said = home.ok(&["reload", "web"]);
     assert!(said.contains("reloaded web: 2 workers replaced"), "{said}");
+    // A scale-up is answered once the added worker is up...
+    let said = home.ok(&["scale", "web", "3"]);
+    assert!(said.contains("web: 2 → 3 workers"), "{said}");
+    let online = home
+        .app("web")
+        .workers
+        .iter()
+        .filter(|w| w.status == corral_testkit::WorkerStatus::Online)
+        .count();
+    assert_eq!(online, 3, "{:?}", home.app("web"));
+    // ...and fails with the reason when it is not.
+    std::fs::write(&broken, "").unwrap();
+    let said = home.fails(&["scale", "web", "4"]);
+    assert!(
+        said.contains("web: a worker did not come up: worker 3"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -374,7 +374,7 @@ struct Daemon {
     /// Reloads sent to an engine, by app and join (the ticket the engine names when the
     /// reload ends), with the note their answer carries.
     reloads: BTreeMap<(String, u64), String>,
-    /// Apps restarted whose callers wait until every worker is up.
+    /// Apps restarted (or scaled up) whose callers wait until every (added) worker is up.
     coming_up: BTreeMap<String, ComingUp>,
     /// The id the next app gets.
     next_id: u32,
@@ -393,7 +393,7 @@ struct Daemon {
     held_groups: BTreeMap<String, Vec<(i32, u64)>>,
 }
 
-/// A restarted app's callers, answered once `want` workers are up.
+/// A restarted (or scaled-up) app's callers, answered once `want` workers are up.
 #[derive(Default)]
 struct ComingUp {
     joins: Vec<u64>,
@@ -509,7 +509,7 @@ impl Daemon {
                 name,
                 change,
                 force,
-            } => self.scale(&name, change, force),
+            } => return self.scale(&name, change, force, reply),
             Request::Signal { target, signal } => self.signal(&target, signal),
             Request::Send { name, data } => self.each(&name, |app| {
                 send(app, Command::Message(data.clone())).map(|()| format!("sent to {}", app.name))

@@ -71,8 +71,9 @@ impl Daemon {
         }
     }
 
-    /// An engine's report while `name` comes up after a restart: its callers hear once
-    /// every worker is ready (or ran and exited cleanly), or the first that is not.
+    /// An engine's report while `name` comes up after a restart (or a scale-up): its
+    /// callers hear once every (added) worker is ready, or ran and exited cleanly, or the
+    /// first that is not.
     pub(in crate::daemon::server) fn came_up(&mut self, name: &str, report: &Report) {
         let Some(coming) = self.coming_up.get_mut(name) else {
             return;
@@ -87,7 +88,9 @@ impl Daemon {
                 coming.up.insert(*pid);
                 !clean
             }
-            Report::SpawnFailed { .. } | Report::GaveUp { .. } => true,
+            Report::SpawnFailed { .. } | Report::GaveUp { .. } | Report::ScaleRefused { .. } => {
+                true
+            }
             _ => false,
         };
         let done = failed || coming.up.len() >= coming.want;
