@@ -212,6 +212,46 @@ fn issue_9_http2_sessions_get_goaway_and_no_stream_fails_across_reloads() {
 }
 
 /// 8 WebSocket clients on a 2-worker `ws` app, then a reload; the close codes they saw.
+/// A client script of `tests/node-apps` run against `url`, once it said `first` (all its
+/// clients connected); it ends with one JSON line, its summary.
+struct NodeClients {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl NodeClients {
+    fn start(script: &str, url: String, first: &str) -> Self {
+        let mut child = std::process::Command::new("node")
+            .arg(script)
+            .arg(url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node runs the client script");
+        let out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut clients = NodeClients { child, out };
+        assert_eq!(clients.line(), first);
+        clients
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.out, &mut line).expect("the script's output");
+        line.trim().to_owned()
+    }
+
+    fn tell(&mut self, text: &str) {
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        std::io::Write::write_all(stdin, format!("{text}\n").as_bytes()).expect("the script reads");
+    }
+
+    fn summary(mut self) -> serde_json::Value {
+        let line = self.line();
+        let _ = self.child.wait();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+}
+
 fn websockets_across_a_reload(follow_docs: bool) -> (Corral, Vec<u64>) {
     let (app, client) = (
         node_app("ws.js").unwrap(),
@@ -235,22 +275,10 @@ fn websockets_across_a_reload(follow_docs: bool) -> (Corral, Vec<u64>) {
     let c = Corral::start(CORRAL, &args, &[("FOLLOW_CORRAL_DOCS", follow)]);
     c.ready_pid(0, 1, T);
     c.ready_pid(1, 1, T);
-    let mut clients = std::process::Command::new("node")
-        .arg(&client)
-        .arg(format!("ws://{}", c.addr()))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(clients.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "all open");
+    let clients = NodeClients::start(&client, format!("ws://{}", c.addr()), "all open");
     c.signal(Signal::SIGHUP);
     c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let _ = clients.wait();
-    let summary: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let summary = clients.summary();
     let codes = summary["codes"]
         .as_array()
         .unwrap()
@@ -306,17 +334,7 @@ fn issue_21_socket_io_clients_reconnect_across_a_reload_with_every_message_ackno
     ];
     let c = Corral::start(CORRAL, &args, &[]);
     let old = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
-    let mut clients = std::process::Command::new("node")
-        .arg(&clients)
-        .arg(format!("http://{}", c.addr()))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(clients.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line.trim(), "all connected");
+    let mut clients = NodeClients::start(&clients, format!("http://{}", c.addr()), "all connected");
     c.signal(Signal::SIGHUP);
     c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
     for pid in old {
@@ -324,12 +342,8 @@ fn issue_21_socket_io_clients_reconnect_across_a_reload_with_every_message_ackno
     }
     // Both old workers are gone: every client now talks to a new one.
     let new = [c.ready_pid(0, 2, T), c.ready_pid(1, 2, T)];
-    let mut stdin = clients.stdin.take().unwrap();
-    std::io::Write::write_all(&mut stdin, b"stop\n").unwrap();
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let _ = clients.wait();
-    let summary: serde_json::Value = serde_json::from_str(&line).unwrap();
+    clients.tell("stop");
+    let summary = clients.summary();
     let output = c.output().join("\n");
     assert_eq!(summary["timedOut"], false, "{summary}\n{output}");
     assert_eq!(summary["failed"], 0, "no echo lost: {summary}");
