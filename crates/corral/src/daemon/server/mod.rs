@@ -398,7 +398,9 @@ struct Daemon {
 struct ComingUp {
     joins: Vec<u64>,
     want: usize,
-    /// Workers that got ready, or exited cleanly before they were.
+    /// Workers started since the wait began, and those of them that got ready (or
+    /// exited cleanly before they were).
+    started: std::collections::BTreeSet<Pid>,
     up: std::collections::BTreeSet<Pid>,
 }
 

@@ -78,12 +78,19 @@ impl Daemon {
         let Some(coming) = self.coming_up.get_mut(name) else {
             return;
         };
+        // Only workers started since: an old one draining away (a reload's) is no news.
         let failed = match report {
-            Report::Ready { pid, .. } => {
+            Report::Spawned { pid, .. } => {
+                coming.started.insert(*pid);
+                false
+            }
+            Report::Ready { pid, .. } if coming.started.contains(pid) => {
                 coming.up.insert(*pid);
                 false
             }
-            Report::Exited { pid, status, .. } if !coming.up.contains(pid) => {
+            Report::Exited { pid, status, .. }
+                if coming.started.contains(pid) && !coming.up.contains(pid) =>
+            {
                 let clean = matches!(status, corral_core::process::ExitStatus::Code(0));
                 coming.up.insert(*pid);
                 !clean
