@@ -144,14 +144,7 @@ fn corral(
             Vec::new()
         }
         Message::ServedOn { asked, on } => {
-            if procs.asked.first_served_on(&asked) {
-                let _ = reports.send(Report::PortServedOn {
-                    slot,
-                    pid,
-                    asked,
-                    on: on.join(", "),
-                });
-            }
+            served_on(procs, reports, slot, pid, asked, on.join(", "));
             Vec::new()
         }
         Message::Welcome { .. }
@@ -222,15 +215,7 @@ fn bind_for(
         }
         Asked::Known { fd, listener } => (fd, listener),
         Asked::ServedOn { fd, listener, on } => {
-            let asked = addr.to_string();
-            if procs.asked.first_served_on(&asked) {
-                let _ = reports.send(Report::PortServedOn {
-                    slot,
-                    pid,
-                    asked,
-                    on,
-                });
-            }
+            served_on(procs, reports, slot, pid, addr.to_string(), on);
             (fd, listener)
         }
         Asked::Failed { addr, failure } => {
@@ -253,5 +238,24 @@ fn bind_for(
                 },
             });
         }
+    }
+}
+
+/// The app asked for `asked` and is served on corral's `on`: said once per app and address.
+fn served_on(
+    procs: &mut OsProcesses,
+    reports: &super::Reports,
+    slot: usize,
+    pid: Pid,
+    asked: String,
+    on: String,
+) {
+    if procs.asked.first_served_on(&asked) {
+        let _ = reports.send(Report::PortServedOn {
+            slot,
+            pid,
+            asked,
+            on,
+        });
     }
 }

@@ -418,11 +418,8 @@ fn issue_10_fork_mode_with_increment_var_and_instance_var() {
         return;
     }
     let home = Home::new(CORRAL, "pm2-increment");
-    // Two free ports in a row: each fork-mode instance binds its own.
-    let port = (0..50)
-        .map(|_| free_port())
-        .find(|&p| p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
-        .expect("two free ports in a row");
+    // Each fork-mode instance binds its own.
+    let port = two_free_ports();
     let file = corpus(&home, "increment.json", port);
     home.ok(&["start", &file]);
     home.wait_online("inc", 2);
