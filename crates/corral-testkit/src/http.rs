@@ -54,7 +54,14 @@ pub fn get_from(addr: SocketAddr, from: std::net::IpAddr, path: &str) -> io::Res
 
 /// One request on a new connection, with `Connection: close`.
 pub fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
+    get_after(addr, path, Duration::ZERO)
+}
+
+/// [`get`] from a client that waits `pause` between connecting and sending its request,
+/// as slow networks and TLS handshakes make real clients do.
+pub fn get_after(addr: SocketAddr, path: &str, pause: Duration) -> io::Result<Response> {
     let mut stream = connect(addr)?;
+    std::thread::sleep(pause);
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"

@@ -7,7 +7,32 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::http::{get, KeepAlive};
+use crate::http::{get_after, KeepAlive};
+
+/// How each client of a [`Load`] sends its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requests {
+    /// One kept-alive connection per client, reopened after a failure.
+    KeepAlive,
+    /// A new connection per request, with `Connection: close`.
+    Close,
+    /// Like `Close`, from a client that waits 50 ms between connecting and sending, so
+    /// a worker that accepts while it stops holds connections with nothing read yet.
+    SlowClose,
+}
+
+impl From<bool> for Requests {
+    /// `true` is keep-alive, `false` one connection per request.
+    fn from(keep_alive: bool) -> Requests {
+        if keep_alive {
+            Requests::KeepAlive
+        } else {
+            Requests::Close
+        }
+    }
+}
+
+const SLOW_CLIENT_PAUSE: Duration = Duration::from_millis(50);
 
 /// What a load run saw.
 #[derive(Debug, Default, Clone)]
@@ -46,14 +71,20 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn start(addr: SocketAddr, clients: usize, keep_alive: bool, limit: Duration) -> Load {
+    pub fn start(
+        addr: SocketAddr,
+        clients: usize,
+        requests: impl Into<Requests>,
+        limit: Duration,
+    ) -> Load {
+        let requests = requests.into();
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(LoadReport::default()));
         let deadline = Instant::now() + limit;
         let threads = (0..clients)
             .map(|_| {
                 let (stop, report) = (stop.clone(), report.clone());
-                std::thread::spawn(move || client(addr, keep_alive, deadline, &stop, &report))
+                std::thread::spawn(move || client(addr, requests, deadline, &stop, &report))
             })
             .collect();
         Load {
@@ -94,7 +125,7 @@ const MAX_REQUESTS_PER_CLIENT: usize = 1_000_000;
 
 fn client(
     addr: SocketAddr,
-    keep_alive: bool,
+    requests: Requests,
     deadline: Instant,
     stop: &AtomicBool,
     report: &Mutex<LoadReport>,
@@ -105,10 +136,10 @@ fn client(
         if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
             return;
         }
-        let result = if keep_alive {
-            ka.get("/")
-        } else {
-            get(addr, "/")
+        let result = match requests {
+            Requests::KeepAlive => ka.get("/"),
+            Requests::Close => get_after(addr, "/", Duration::ZERO),
+            Requests::SlowClose => get_after(addr, "/", SLOW_CLIENT_PAUSE),
         };
         let mut r = report.lock().expect("report");
         match result {
@@ -154,7 +185,7 @@ pub fn reloads_under_load(
     corral_bin: &str,
     command: &[&str],
     flags: &[&str],
-    keep_alive: bool,
+    requests: impl Into<Requests>,
     reloads: usize,
 ) -> (crate::Corral, LoadReport) {
     const T: Duration = Duration::from_secs(60);
@@ -165,7 +196,7 @@ pub fn reloads_under_load(
     let c = crate::Corral::start(corral_bin, &args, &[]);
     c.ready_pid(0, 1, T);
     c.ready_pid(1, 1, T);
-    let load = Load::start(c.addr(), 4, keep_alive, Duration::from_secs(120));
+    let load = Load::start(c.addr(), 4, requests, Duration::from_secs(120));
     assert!(
         load.wait_ok(200, T),
         "no load got through: {:?}",

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use corral_testkit::{have, reloads_under_load, LoadReport};
+use corral_testkit::{have, reloads_under_load, LoadReport, Requests};
 
 use crate::CORRAL;
 
@@ -17,15 +17,17 @@ fn recipe(path: &str) -> String {
         .to_string()
 }
 
-/// Three reloads under each kind of load; every request must succeed.
+/// Three reloads under each kind of load; every request must succeed. Slow clients
+/// catch a worker that goes on accepting while it stops: puma's stop closed the
+/// connections it had accepted and not read yet (a CI failure, 1 in 35,576 requests).
 fn drains_without_a_failed_request(what: &str, command: &[&str], flags: &[&str]) {
-    for keep_alive in [true, false] {
+    for requests in [Requests::KeepAlive, Requests::Close, Requests::SlowClose] {
         let (corral, report): (_, LoadReport) =
-            reloads_under_load(CORRAL, command, flags, keep_alive, 3);
+            reloads_under_load(CORRAL, command, flags, requests, 3);
         assert_eq!(
             report.failed,
             0,
-            "{what}, keep-alive {keep_alive}: {report:?}\n{}",
+            "{what}, {requests:?}: {report:?}\n{}",
             corral.output().join("\n")
         );
         assert!(
