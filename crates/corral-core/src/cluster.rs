@@ -28,13 +28,14 @@ use corral_proto::env;
 use tokio::sync::mpsc;
 
 use crate::dispatch::Balance;
-use crate::group::{Command, Control, Outcome, Report};
+use crate::group::{Control, Outcome, Report};
 use crate::listen::{self, BindError};
 use crate::process::{ExitStatus, Pid};
 use crate::restart::RestartPolicy;
 use crate::spec::{
     AppSpec, HealthPolicy, Instances, ListenAddrError, ListenSpec, ReadyPolicy, StopPolicy,
 };
+use crate::supervisor::Command;
 use crate::supervisor::{self, RunError};
 
 /// Entry point; see the module docs.

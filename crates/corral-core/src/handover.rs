@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The version of the handover document. A binary adopts only a document it knows.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// An fd that crosses `exec`: serialized as its number.
 #[derive(Debug)]

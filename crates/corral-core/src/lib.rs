@@ -5,6 +5,7 @@
 //! [`supervisor::run`], reading [`group::Report`]s and worker [`output::LogLine`]s back.
 
 pub mod activation;
+pub mod board;
 pub mod channel;
 pub mod cluster;
 pub mod dispatch;

@@ -6,7 +6,7 @@ use std::fmt;
 pub type Pid = i32;
 
 /// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitStatus {
     Code(i32),

@@ -4,7 +4,8 @@ use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::group::{Command, Control};
+use crate::group::Control;
+use crate::supervisor::Command;
 
 /// Spawns a task that maps signals to controls: TERM/INT stop (a second one kills),
 /// HUP/USR2 reload, TTIN/TTOU add/remove a worker, USR1 is passed on to every worker.

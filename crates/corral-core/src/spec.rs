@@ -203,7 +203,7 @@ pub fn worker_ceiling(cpus: usize) -> usize {
 /// Why a worker count was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WorkerCountError {
-    #[error("{count} workers is more than 4 per usable CPU ({ceiling} on this machine's {cpus}); pass --force to run that many anyway")]
+    #[error("{count} workers is more than 4 per usable CPU ({ceiling} on this machine's {cpus})")]
     OverCeiling {
         count: usize,
         ceiling: usize,

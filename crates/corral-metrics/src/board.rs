@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use corral_core::board::{SlotBoard, SlotRow, WorkerStatus};
 use corral_core::group::Report;
 use corral_core::process::Pid;
 
@@ -22,45 +23,23 @@ const STATES: [&str; 6] = [
 /// Every app's numbers.
 #[derive(Default)]
 pub struct Board {
-    apps: BTreeMap<String, AppBoard>,
+    apps: BTreeMap<String, SlotBoard>,
     /// Ready workers an app needs for `/readyz` (None: all of them).
     min_ready: Option<usize>,
 }
 
-#[derive(Default)]
-struct AppBoard {
-    /// Workers it should run.
-    instances: usize,
-    slots: BTreeMap<usize, Slot>,
-    reloads_done: u64,
-    reloads_aborted: u64,
-    recovered: u64,
-    memory_replacements: u64,
-    lag_warnings: u64,
-    channel_dropped: u64,
-    /// It was asked to stop (or stopped).
-    stopping: bool,
-}
-
-#[derive(Clone, Default)]
-struct Slot {
-    pid: Option<Pid>,
-    state: &'static str,
-    restarts: u64,
-    /// The last heartbeat of each live worker of the slot (a draining one included).
-    vitals: BTreeMap<Pid, Vitals>,
-    /// Requests and dispatched connections of the slot's workers that have exited, so
-    /// that the slot's counters never go down when a worker is replaced.
-    gone: Vitals,
-}
-
-/// What one heartbeat says.
-#[derive(Clone, Copy, Default)]
-struct Vitals {
-    lag_seconds: f64,
-    active: u64,
-    requests: u64,
-    dispatched: u64,
+/// The series of `corral_worker_state` a slot's status counts in.
+fn state(status: WorkerStatus) -> &'static str {
+    match status {
+        WorkerStatus::Starting => "starting",
+        WorkerStatus::Online | WorkerStatus::OnlineOwnPort | WorkerStatus::OnlineSocketClosed => {
+            "ready"
+        }
+        WorkerStatus::Restarting => "restarting",
+        WorkerStatus::Errored => "errored",
+        WorkerStatus::Exited => "exited",
+        WorkerStatus::Stopping | WorkerStatus::Stopped => "stopped",
+    }
 }
 
 /// What `/proc` says about a worker right now, for the gauges read at scrape time.
@@ -80,9 +59,12 @@ impl Board {
 
     /// `app` starts (again) with `instances` workers.
     pub fn started(&mut self, app: &str, instances: usize) {
-        let board = self.apps.entry(app.to_owned()).or_default();
-        board.instances = instances;
-        board.stopping = false;
+        match self.apps.get_mut(app) {
+            Some(board) => board.relaunched(instances),
+            None => {
+                self.apps.insert(app.to_owned(), SlotBoard::new(instances));
+            }
+        }
     }
 
     /// `app` is gone (deleted).
@@ -91,63 +73,16 @@ impl Board {
     }
 
     pub fn apply(&mut self, app: &str, report: &Report) {
-        let board = self.apps.entry(app.to_owned()).or_default();
-        match report {
-            Report::Spawned {
-                slot,
-                pid,
-                replacing: None,
-            } => board.set(*slot, Some(*pid), "starting"),
-            Report::Ready { slot, pid, .. } => board.set(*slot, Some(*pid), "ready"),
-            Report::Exited {
-                slot,
-                pid,
-                expected,
-                ..
-            } => board.exited(*slot, *pid, *expected),
-            Report::GaveUp { slot, .. } => board.set(*slot, None, "errored"),
-            Report::NotRestarted { slot, .. } => board.set(*slot, None, "exited"),
-            Report::ReloadFinished { .. } => board.reloads_done += 1,
-            Report::ReloadAborted { .. } => board.reloads_aborted += 1,
-            Report::Recovered { connections, .. } => board.recovered += *connections as u64,
-            Report::MemoryLimit { .. } => board.memory_replacements += 1,
-            Report::Lag { .. } => board.lag_warnings += 1,
-            Report::ChannelFlooded { dropped, .. } => board.channel_dropped += dropped,
-            Report::Vitals {
-                slot,
-                pid,
-                lag,
-                active,
-                requests,
-                dispatched,
-                ..
-            } => {
-                let entry = board.slots.entry(*slot).or_default();
-                let last = entry.vitals.entry(*pid).or_default();
-                // Counters from a worker only go up; a heartbeat without numbers (or a
-                // forged one) can't take them back.
-                *last = Vitals {
-                    lag_seconds: lag.as_secs_f64(),
-                    active: *active,
-                    requests: last.requests.max(*requests),
-                    dispatched: last.dispatched.max(*dispatched),
-                };
-            }
-            Report::Scaled { to, .. } => {
-                board.instances = *to;
-                board.slots.retain(|slot, _| slot < to);
-            }
-            Report::Stopping { .. } => board.stopping = true,
-            _ => {}
-        }
+        let board = self
+            .apps
+            .entry(app.to_owned())
+            .or_insert_with(|| SlotBoard::new(0));
+        board.apply(report, std::time::Instant::now());
     }
 
     /// The pids whose memory and CPU the next scrape reads.
     pub fn pids(&self) -> Vec<Pid> {
-        self.apps
-            .values()
-            .flat_map(|a| a.slots.values().filter_map(|s| s.pid))
-            .collect()
+        self.apps.values().flat_map(|a| a.pids()).collect()
     }
 
     /// Ready when every app has its minimum of ready workers and none is stopping; the
@@ -159,8 +94,11 @@ impl Board {
         let mut ok = Vec::new();
         for (name, app) in &self.apps {
             let ready = app.ready();
-            let needed = self.min_ready.unwrap_or(app.instances).min(app.instances);
-            if app.stopping {
+            let needed = self
+                .min_ready
+                .unwrap_or(app.instances())
+                .min(app.instances());
+            if app.stopping() {
                 return Err(format!("{name} is stopping"));
             }
             if ready < needed.max(1) {
@@ -168,7 +106,7 @@ impl Board {
             }
             ok.push(format!(
                 "{name}: {ready} of {} workers ready",
-                app.instances
+                app.instances()
             ));
         }
         Ok(ok.join("\n"))
@@ -183,7 +121,7 @@ impl Board {
             "corral_app_workers",
             "gauge",
             "Workers the app should run.",
-            apps().map(|(n, a)| (app_labels(n), a.instances as f64)),
+            apps().map(|(n, a)| (app_labels(n), a.instances() as f64)),
         );
         family(
             &mut out,
@@ -197,7 +135,7 @@ impl Board {
             "corral_app_stopping",
             "gauge",
             "1 while the app stops.",
-            apps().map(|(n, a)| (app_labels(n), f64::from(u8::from(a.stopping)))),
+            apps().map(|(n, a)| (app_labels(n), f64::from(u8::from(a.stopping())))),
         );
         family(
             &mut out,
@@ -207,12 +145,15 @@ impl Board {
             apps().map(|(n, a)| {
                 (
                     app_labels(n),
-                    a.slots.values().filter(|s| s.state == "errored").count() as f64,
+                    a.rows()
+                        .filter(|(_, s)| s.status == WorkerStatus::Errored)
+                        .count() as f64,
                 )
             }),
         );
         let reloads = apps().flat_map(|(n, a)| {
-            [("done", a.reloads_done), ("aborted", a.reloads_aborted)]
+            let c = a.counters();
+            [("done", c.reloads_done), ("aborted", c.reloads_aborted)]
                 .map(|(outcome, v)| (format!("{},outcome=\"{outcome}\"", app_labels(n)), v as f64))
         });
         family(&mut out, "corral_reloads_total", "counter", "Rolling reloads, by outcome (aborted: a replacement failed and the old workers kept serving).", reloads);
@@ -221,29 +162,24 @@ impl Board {
             "corral_connections_recovered_total",
             "counter",
             "Connections handed to a worker that died before taking them, given to another.",
-            apps().map(|(n, a)| (app_labels(n), a.recovered as f64)),
+            apps().map(|(n, a)| (app_labels(n), a.counters().recovered as f64)),
         );
         family(
             &mut out,
             "corral_memory_limit_replacements_total",
             "counter",
             "Workers replaced for going over --max-memory.",
-            apps().map(|(n, a)| (app_labels(n), a.memory_replacements as f64)),
+            apps().map(|(n, a)| (app_labels(n), a.counters().memory_replacements as f64)),
         );
         family(
             &mut out,
             "corral_lag_warnings_total",
             "counter",
             "Times a worker's timers fired later than --lag-warning.",
-            apps().map(|(n, a)| (app_labels(n), a.lag_warnings as f64)),
+            apps().map(|(n, a)| (app_labels(n), a.counters().lag_warnings as f64)),
         );
-        let slots = || {
-            apps().flat_map(|(n, a)| {
-                a.slots
-                    .iter()
-                    .map(move |(s, slot)| (slot_labels(n, *s), slot))
-            })
-        };
+        let slots =
+            || apps().flat_map(|(n, a)| a.rows().map(move |(s, slot)| (slot_labels(n, s), slot)));
         family(
             &mut out,
             "corral_worker_up",
@@ -256,13 +192,13 @@ impl Board {
             "corral_worker_ready",
             "gauge",
             "1 when the slot's worker is ready to serve.",
-            slots().map(|(l, s)| (l, f64::from(u8::from(s.state == "ready")))),
+            slots().map(|(l, s)| (l, f64::from(u8::from(s.is_ready())))),
         );
         let states = slots().flat_map(|(l, s)| {
             STATES.map(|state| {
                 (
                     format!("{l},state=\"{state}\""),
-                    f64::from(u8::from(s.state == state)),
+                    f64::from(u8::from(self::state(s.status) == state)),
                 )
             })
         });
@@ -278,7 +214,7 @@ impl Board {
             "corral_worker_restarts_total",
             "counter",
             "Times the slot's worker exited unexpectedly.",
-            slots().map(|(l, s)| (l, s.restarts as f64)),
+            slots().map(|(l, s)| (l, s.unexpected_exits as f64)),
         );
         let used = |pick: fn(&Usage) -> f64| {
             slots().filter_map(move |(l, s)| Some((l, pick(usage.get(&s.pid?)?))))
@@ -302,51 +238,45 @@ impl Board {
             "corral_worker_event_loop_lag_seconds",
             "gauge",
             "How late the current worker's timers fired, from its last heartbeat.",
-            slots().filter_map(|(l, s)| Some((l, s.vitals.get(&s.pid?)?.lag_seconds))),
+            slots().filter_map(|(l, s)| Some((l, s.current_vitals()?.lag.as_secs_f64()))),
         );
-        let heard = |pick: fn(&Vitals) -> u64| {
+        let heard = |pick: fn(&SlotRow) -> u64| {
             slots()
-                .filter(|(_, s)| !s.vitals.is_empty())
-                .map(move |(l, s)| {
-                    let live: u64 = s.vitals.values().map(pick).sum();
-                    (l, live as f64)
-                })
+                .filter(|(_, s)| s.heard())
+                .map(move |(l, s)| (l, pick(s) as f64))
         };
         family(
             &mut out,
             "corral_worker_active_connections",
             "gauge",
             "Open connections of the slot's workers (a draining one included), from heartbeats.",
-            heard(|v| v.active),
+            heard(SlotRow::active),
         );
-        let counted = |pick: fn(&Vitals) -> u64| {
+        let counted = |pick: fn(&SlotRow) -> u64| {
             slots()
-                .filter(move |(_, s)| !s.vitals.is_empty() || pick(&s.gone) > 0)
-                .map(move |(l, s)| {
-                    let live: u64 = s.vitals.values().map(pick).sum();
-                    (l, (pick(&s.gone) + live) as f64)
-                })
+                .filter(move |(_, s)| s.heard() || pick(s) > 0)
+                .map(move |(l, s)| (l, pick(s) as f64))
         };
         family(
             &mut out,
             "corral_worker_requests_total",
             "counter",
             "Requests the slot's workers served, from heartbeats (workers that count them: corral-worker, Node).",
-            counted(|v| v.requests),
+            counted(SlotRow::requests),
         );
         family(
             &mut out,
             "corral_worker_connections_dispatched_total",
             "counter",
             "Connections corral handed to the slot's workers (round-robin, least-loaded, sticky).",
-            counted(|v| v.dispatched),
+            counted(SlotRow::dispatched),
         );
         family(
             &mut out,
             "corral_channel_messages_dropped_total",
             "counter",
             "Messages from workers dropped over the channel rate limit.",
-            apps().map(|(n, a)| (app_labels(n), a.channel_dropped as f64)),
+            apps().map(|(n, a)| (app_labels(n), a.counters().channel_dropped as f64)),
         );
         family(
             &mut out,
@@ -370,38 +300,6 @@ impl Board {
             [(String::new(), open_fds as f64)].into_iter(),
         );
         out
-    }
-}
-
-impl AppBoard {
-    fn set(&mut self, slot: usize, pid: Option<Pid>, state: &'static str) {
-        let entry = self.slots.entry(slot).or_default();
-        entry.pid = pid;
-        entry.state = state;
-    }
-
-    fn exited(&mut self, slot: usize, pid: Pid, expected: bool) {
-        // A replaced worker's last numbers stay in whichever slot heard them.
-        for entry in self.slots.values_mut() {
-            if let Some(last) = entry.vitals.remove(&pid) {
-                entry.gone.requests += last.requests;
-                entry.gone.dispatched += last.dispatched;
-            }
-        }
-        let Some(entry) = self.slots.get_mut(&slot).filter(|s| s.pid == Some(pid)) else {
-            return; // a replaced worker leaving: its slot has moved on
-        };
-        entry.pid = None;
-        if expected {
-            entry.state = "stopped";
-        } else {
-            entry.state = "restarting";
-            entry.restarts += 1;
-        }
-    }
-
-    fn ready(&self) -> usize {
-        self.slots.values().filter(|s| s.state == "ready").count()
     }
 }
 

@@ -3,7 +3,9 @@
 //! two depths: top-level modules (`daemon`, `client`) and their children (`daemon::state`).
 //!
 //! A reference is a `crate::a::b` or `super::b` path outside comments and outside the
-//! test module (tests may reach anywhere). Cycles are reported with their modules.
+//! test module (tests may reach anywhere); `use super::*` counts as every reference of
+//! the parent. Cycles are reported with their modules. The binary's top-level modules
+//! also keep the declared order of its layers (issue 24).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -68,22 +70,42 @@ fn paths_after<'a>(code: &'a str, prefix: &'a str) -> impl Iterator<Item = Vec<S
     })
 }
 
-fn graph(src: &Path, depth: usize) -> Graph {
+/// Every module's references, whole paths; a `use super::*` takes its parent's too
+/// (the glob brings in every name the parent imported).
+fn references(src: &Path) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
-    let mut graph = Graph::new();
+    let mut refs = BTreeMap::new();
+    let mut globs = Vec::new();
     for file in files {
         let module = module_of(src, &file);
         if module.first().is_some_and(|m| m == "bin") {
             continue;
         }
         let text = code(&std::fs::read_to_string(&file).expect("source reads"));
+        let parent = module[..module.len().saturating_sub(1)].to_vec();
+        if text.contains("use super::*;") {
+            globs.push((module.clone(), parent.clone()));
+        }
+        let targets: BTreeSet<Vec<String>> = paths_after(&text, "crate::")
+            .chain(paths_after(&text, "super::").map(|p| parent.iter().cloned().chain(p).collect()))
+            .collect();
+        refs.insert(module, targets);
+    }
+    // Parents first, so that a chain of globs is followed to its end.
+    globs.sort_by_key(|(module, _)| module.len());
+    for (module, parent) in globs {
+        let inherited = refs.get(&parent).cloned().unwrap_or_default();
+        refs.entry(module).or_default().extend(inherited);
+    }
+    refs
+}
+
+fn graph(src: &Path, depth: usize) -> Graph {
+    let mut graph = Graph::new();
+    for (module, targets) in references(src) {
         let cut = |m: &[String]| m[..m.len().min(depth)].to_vec();
         let from = cut(&module);
-        let parent = &module[..module.len().saturating_sub(1)];
-        let targets = paths_after(&text, "crate::").chain(
-            paths_after(&text, "super::").map(|p| parent.iter().cloned().chain(p).collect()),
-        );
         for target in targets {
             let to = cut(&target);
             let nested = to.starts_with(&from) || from.starts_with(&to);
@@ -93,6 +115,58 @@ fn graph(src: &Path, depth: usize) -> Graph {
         }
     }
     graph
+}
+
+/// The binary's layers, top first (ARCHITECTURE.md's map): a module may use those of
+/// the layers below its own, and, in the bottom layer only, others of its own layer.
+const CORRAL_LAYERS: &[&[&str]] = &[
+    &["app"],
+    &["client", "daemon", "run"],
+    &["cli"],
+    &["config"],
+    &[
+        "model",
+        "home",
+        "log_layout",
+        "render",
+        "chatter",
+        "line_format",
+        "triggers",
+        "secrets",
+        "exit",
+        "print",
+        "upgrade",
+    ],
+];
+
+/// Each reference of `graph` (top-level modules) that goes up or sideways in `layers`;
+/// a module in no layer is a problem too, so that the map can't fall behind.
+fn wrong_way(graph: &Graph, modules: &BTreeSet<String>, layers: &[&[&str]]) -> Vec<String> {
+    let layer = |m: &str| layers.iter().position(|l| l.contains(&m));
+    let mut problems: Vec<String> = modules
+        .iter()
+        .filter(|m| layer(m).is_none())
+        .map(|m| format!("{m} is in no layer"))
+        .collect();
+    let bottom = layers.len() - 1;
+    for (from, targets) in graph {
+        for to in targets {
+            let (Some(a), Some(b)) = (layer(&from[0]), layer(&to[0])) else {
+                continue;
+            };
+            if b < a || (a == b && a != bottom) {
+                problems.push(format!("{} uses {}", from[0], to[0]));
+            }
+        }
+    }
+    problems
+}
+
+fn top_modules(src: &Path) -> BTreeSet<String> {
+    references(src)
+        .into_keys()
+        .filter_map(|m| m.first().cloned())
+        .collect()
 }
 
 /// Each cycle found by depth-first search, as the modules on it.
@@ -153,6 +227,43 @@ fn issue_11_no_crate_has_an_import_cycle() {
         "import cycles:\n{}",
         problems.join("\n")
     );
+}
+
+#[test]
+fn issue_24_the_binary_keeps_its_declared_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corral/src");
+    let problems = wrong_way(&graph(&src, 1), &top_modules(&src), CORRAL_LAYERS);
+    assert!(
+        problems.is_empty(),
+        "imports against the layers of ARCHITECTURE.md:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_layer_check_finds_a_wrong_way_import_and_a_glob_one() {
+    let m = |s: &str| vec![s.to_owned()];
+    let mut graph = Graph::new();
+    graph.entry(m("config")).or_default().insert(m("cli"));
+    graph.entry(m("daemon")).or_default().insert(m("run"));
+    graph.entry(m("daemon")).or_default().insert(m("model"));
+    graph.entry(m("model")).or_default().insert(m("render"));
+    let modules = ["config", "cli", "daemon", "run", "model", "render", "extra"]
+        .map(String::from)
+        .into();
+    assert_eq!(
+        wrong_way(&graph, &modules, CORRAL_LAYERS),
+        ["extra is in no layer", "config uses cli", "daemon uses run"]
+    );
+    // A `use super::*` child inherits what its parent names.
+    let dir = std::env::temp_dir().join(format!("layers-glob-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("daemon")).expect("temp dir");
+    std::fs::write(dir.join("daemon/mod.rs"), "use crate::cli::Args;").expect("write");
+    std::fs::write(dir.join("daemon/state.rs"), "use super::*;").expect("write");
+    let refs = references(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = &refs[&vec!["daemon".to_owned(), "state".to_owned()]];
+    assert!(state.contains(&m("cli")), "{state:?}");
 }
 
 #[test]

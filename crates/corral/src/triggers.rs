@@ -6,7 +6,8 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
-use corral_core::group::{Command, Control};
+use corral_core::group::Control;
+use corral_core::supervisor::Command;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 

@@ -1,4 +1,4 @@
-//! What goes into a group: the commands callers send and the events its loop feeds it.
+//! What goes into a group: the controls callers send and the events its loop feeds it.
 
 use std::time::Duration;
 
@@ -29,33 +29,6 @@ pub enum Control {
     Kill,
     /// Pass a signal on to every worker's process group.
     Forward(Signal),
-}
-
-/// What a caller sends a running app: a command for its group, or one the supervisor
-/// loop handles itself (the group never sees these).
-#[derive(Debug)]
-pub enum Command {
-    Group(Control),
-    /// Send a message (JSON) to every worker over its channel.
-    Message(serde_json::Value),
-    /// Start new workers from this spec's command, environment and working directory
-    /// (a reload then replaces the running ones). Listeners, worker count and policies
-    /// stay as they are.
-    Respec(Box<crate::spec::AppSpec>),
-    /// Stop supervising and give everything to the caller, who passes it to another
-    /// binary (`crate::handover`); the workers notice nothing. Made and answered by the
-    /// supervisor loop only (`supervisor::hand_over_request`), which knows what the
-    /// answer holds: the group does not.
-    HandOver(tokio::sync::oneshot::Sender<Box<dyn std::any::Any + Send>>),
-    /// A copy of what [`Command::HandOver`] would give, as duplicates, while the engine
-    /// runs on (for a holder: `supervisor::snapshot_request`).
-    Snapshot(tokio::sync::oneshot::Sender<Box<dyn std::any::Any + Send>>),
-}
-
-impl From<Control> for Command {
-    fn from(control: Control) -> Self {
-        Command::Group(control)
-    }
 }
 
 /// An input to the group.

@@ -22,7 +22,7 @@ use crate::process::{ExitStatus, Pid, SpawnError};
 use crate::restart::{Decision, RestartPolicy, RestartState};
 use crate::spec::{HealthPolicy, ReadyPolicy, StopPolicy};
 
-pub use event::{Command, Control, Event};
+pub use event::{Control, Event};
 pub use handed::GroupState;
 pub use report::{AbortReason, ChannelProblem, Outcome, Report, ScaleRefusal};
 use rollout::Rollout;

@@ -280,7 +280,7 @@ pub enum Outcome {
     Stopped,
     /// Every slot gave up after a crash loop; nothing is left running.
     Failed,
-    /// Handed over to another supervisor ([`crate::group::Command::HandOver`]); the
+    /// Handed over to another supervisor ([`crate::supervisor::Command::HandOver`]); the
     /// workers run on.
     HandedOver,
 }

@@ -40,10 +40,11 @@ pub fn start() -> io::Result<()> {
     }
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let devnull = File::open("/dev/null")?;
+    let title = Title::new(std::process::id());
     // SAFETY: the child only makes async-signal-safe calls and never returns.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
-        0 => unsafe { keep(read.as_raw_fd(), devnull.as_raw_fd()) },
+        0 => unsafe { keep(read.as_raw_fd(), devnull.as_raw_fd(), title.as_ref()) },
         _ => {
             drop(read);
             *keeper() = Some(File::from(write));
@@ -106,11 +107,50 @@ fn send(op: u8, pgid: Pid) {
     let _ = pipe.write_all(&record);
 }
 
+/// What `ps` shows for the keeper instead of its parent's command line, which a fork
+/// copies: two identical `corral run ...` lines left users guessing which to signal.
+/// Linux reads a command line from the process's own memory, so the keeper writes over
+/// its copy of the argument area (as nginx and PostgreSQL retitle their workers);
+/// `PR_SET_MM` would need `CAP_SYS_RESOURCE`, and no crate does this for a fork child.
+struct Title {
+    area: *mut u8,
+    len: usize,
+    text: Vec<u8>,
+}
+
+impl Title {
+    /// Found before fork, since the child may not allocate.
+    fn new(parent: u32) -> Option<Title> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which may hold spaces: the 3rd field first, so
+        // arg_start (48th) and arg_end (49th) are the 46th and 47th.
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(45);
+        let start: usize = fields.next()?.parse().ok()?;
+        let end: usize = fields.next()?.parse().ok()?;
+        let text = format!("corral keeper of pid {parent} (kills its workers if it dies)");
+        (end > start).then(|| Title {
+            area: start as *mut u8,
+            len: end - start,
+            text: text.into_bytes(),
+        })
+    }
+
+    /// Writes the title over the argument area, cut to fit, the rest zeroed.
+    ///
+    /// # Safety
+    /// Only in the keeper, which never reads its arguments again.
+    unsafe fn write(&self) {
+        let keep = self.text.len().min(self.len - 1);
+        std::ptr::copy_nonoverlapping(self.text.as_ptr(), self.area, keep);
+        std::ptr::write_bytes(self.area.add(keep), 0, self.len - keep);
+    }
+}
+
 /// The keeper's whole life.
 ///
 /// # Safety
 /// Only in the child right after fork.
-unsafe fn keep(pipe: RawFd, devnull: RawFd) -> ! {
+unsafe fn keep(pipe: RawFd, devnull: RawFd, title: Option<&Title>) -> ! {
     // Out of the terminal's process group, so a Ctrl-C meant for corral does not end the
     // keeper before corral has finished with its workers.
     libc::setpgid(0, 0);
@@ -128,6 +168,9 @@ unsafe fn keep(pipe: RawFd, devnull: RawFd) -> ! {
         libc::signal(signal, libc::SIG_IGN);
     }
     libc::prctl(libc::PR_SET_NAME, c"corral-keeper".as_ptr(), 0, 0, 0);
+    if let Some(title) = title {
+        title.write();
+    }
     // Hold nothing of corral's: no listener (the port must close with corral), no pipe
     // of its terminal.
     for fd in 0..3 {

@@ -2,6 +2,7 @@
 //! listener readiness, timers and controls into [`Event`]s for its [`Group`].
 
 mod asked;
+mod command;
 mod inbox;
 mod slots;
 mod workers;
@@ -16,7 +17,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::channel::Input;
-use crate::group::{Command, Control, Event, Group, GroupConfig, Outcome, Processes, Report};
+pub use command::{hand_over_request, snapshot_request, Answer, Command};
+
+use crate::group::{Control, Event, Group, GroupConfig, Outcome, Processes, Report};
 use crate::listen::Listener;
 use crate::notify::{NotifyError, NotifySocket};
 use crate::os;
@@ -64,43 +67,6 @@ pub struct EngineSnapshot {
     pub engine: Box<Handed>,
 }
 
-/// A [`Command::Snapshot`] to send to a running app, and where its answer comes.
-pub fn snapshot_request() -> (Command, Answer<EngineSnapshot>) {
-    let (tx, answer) = Answer::channel();
-    (Command::Snapshot(tx), answer)
-}
-
-/// Where the answer to a [`Command::HandOver`] or [`Command::Snapshot`] comes: the
-/// group's commands carry it type-erased (the group module knows no supervisor type).
-pub struct Answer<T>(
-    tokio::sync::oneshot::Receiver<Box<dyn std::any::Any + Send>>,
-    std::marker::PhantomData<T>,
-);
-
-type Reply = tokio::sync::oneshot::Sender<Box<dyn std::any::Any + Send>>;
-
-impl<T: 'static> Answer<T> {
-    fn channel() -> (Reply, Answer<T>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        (tx, Answer(rx, std::marker::PhantomData))
-    }
-
-    /// The answer, or why there is none (an engine that ended first counts as stopping).
-    pub async fn get(self) -> Result<T, Refused> {
-        match self.0.await {
-            Ok(answer) => *answer
-                .downcast::<Result<T, Refused>>()
-                .unwrap_or_else(|_| Box::new(Err(Refused::Stopping))),
-            Err(_) => Err(Refused::Stopping),
-        }
-    }
-}
-
-/// Answers a [`Command::HandOver`] or [`Command::Snapshot`].
-fn answer<T: Send + 'static>(reply: Reply, answer: Result<T, Refused>) {
-    let _ = reply.send(Box::new(answer));
-}
-
 /// A copy of the engine's state while it runs on.
 fn snapshot(
     group: &Group<OsProcesses>,
@@ -126,12 +92,6 @@ fn snapshot(
 
 /// The answer to [`Command::HandOver`].
 pub type HandOverResult = Result<Box<Handed>, Refused>;
-
-/// A [`Command::HandOver`] to send to a running app, and where its answer comes.
-pub fn hand_over_request() -> (Command, Answer<Box<Handed>>) {
-    let (tx, answer) = Answer::channel();
-    (Command::HandOver(tx), answer)
-}
 
 /// How long after a worker got ready corral looks at which sockets it listens on (an app
 /// may bind a port of its own after it said it was ready).
@@ -294,7 +254,7 @@ pub async fn run(
     let mut sampling = false;
     let mut controls_open = true;
     let mut starved = Starved::default();
-    let mut hand_over_to = None;
+    let mut hand_over_to: Option<tokio::sync::oneshot::Sender<HandOverResult>> = None;
     loop {
         if let Some(outcome) = group.outcome() {
             return Ok(outcome);
@@ -302,7 +262,7 @@ pub async fn run(
         if let Some(reply) = hand_over_to.take() {
             drop(watched);
             let handed = hand_over(group, notify, &mut inputs, &reports, &mut checks).await;
-            answer(reply, handed);
+            let _ = reply.send(handed);
             return Ok(Outcome::HandedOver);
         }
         let procs = group.processes_mut();
@@ -338,13 +298,15 @@ pub async fn run(
                     continue;
                 }
                 Some(Command::Snapshot(reply)) => {
-                    answer(reply, snapshot(&group, &notify, listeners));
+                    let _ = reply.send(snapshot(&group, &notify, listeners));
                     continue;
                 }
                 Some(Command::HandOver(reply)) => {
                     match group.check_handover() {
                         Ok(()) => hand_over_to = Some(reply),
-                        Err(refused) => answer::<Box<Handed>>(reply, Err(refused)),
+                        Err(refused) => {
+                            let _ = reply.send(Err(refused));
+                        }
                     }
                     continue;
                 }

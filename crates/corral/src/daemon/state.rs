@@ -1,11 +1,13 @@
 //! What the daemon knows about each app: its spec, its workers as reports describe them,
 //! and the views `ls` prints.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
-use corral_core::group::{Command, Report};
+use corral_core::board::SlotBoard;
+use corral_core::group::Report;
 use corral_core::process::Pid;
+use corral_core::supervisor::Command;
 use corral_core::AppSpec;
 use tokio::sync::mpsc;
 
@@ -24,18 +26,6 @@ pub enum Then {
     Delete,
 }
 
-/// One worker slot.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Row {
-    pub pid: Option<Pid>,
-    pub status: WorkerStatus,
-    #[serde(with = "corral_core::handover::mono")]
-    pub since: Instant,
-    pub restarts: u32,
-    /// How its last worker ended when it was not asked to: `exit code 1 after 44ms`.
-    pub last_exit: Option<String>,
-}
-
 /// One app of the daemon.
 pub struct App {
     /// Its number, given at start and never reused while the daemon runs.
@@ -47,8 +37,8 @@ pub struct App {
     pub spec: AppSpec,
     pub controls: Option<mpsc::Sender<Command>>,
     pub status: Status,
-    pub rows: BTreeMap<usize, Row>,
-    pub instances: usize,
+    /// Its workers, slot by slot, and how many it should run.
+    pub board: SlotBoard,
     pub then: Then,
     /// Replies (joins, see `joins.rs`) waiting for the app to stop.
     pub waiting: Vec<u64>,
@@ -72,11 +62,10 @@ impl App {
             id: 0,
             name: spec.name.clone(),
             start,
-            instances: spec.instances,
+            board: SlotBoard::new(spec.instances),
             spec,
             controls: None,
             status: Status::Stopped,
-            rows: BTreeMap::new(),
             then: Then::Nothing,
             waiting: Vec::new(),
             listen: Vec::new(),
@@ -92,117 +81,35 @@ impl App {
     /// `online` only when every slot is: one that crash-loops or gave up makes the app
     /// `degraded`, whatever serves meanwhile.
     pub fn shown_status(&self) -> Status {
-        let sick = self.rows.values().any(|r| r.status.is_sick());
-        if self.status == Status::Online && sick {
+        if self.status == Status::Online && self.board.sick() > 0 {
             Status::Degraded
         } else {
             self.status
         }
     }
 
-    /// Restart counters back to zero (`corral reset`).
-    pub fn reset(&mut self) {
-        for row in self.rows.values_mut() {
-            row.restarts = 0;
-            row.last_exit = None;
-        }
-    }
-
-    pub fn restarts(&self) -> u32 {
-        self.rows.values().map(|r| r.restarts).sum()
-    }
-
     /// Updates the worker rows from what the engine reported.
     pub fn apply(&mut self, report: &Report, now: Instant) {
-        match report {
-            Report::Spawned {
-                slot,
-                pid,
-                replacing: None,
-            } => self.set_row(*slot, *pid, WorkerStatus::Starting, now),
-            // A replacement shows up in its slot once it is ready.
-            Report::Ready { slot, pid, .. } => self.set_row(*slot, *pid, WorkerStatus::Online, now),
-            Report::Exited {
-                slot,
-                pid,
-                expected: false,
-                status,
-                uptime,
-            } => {
-                if let Some(row) = self.rows.get_mut(slot).filter(|r| r.pid == Some(*pid)) {
-                    row.status = WorkerStatus::Restarting;
-                    row.pid = None;
-                    row.restarts += 1;
-                    row.last_exit = Some(format!(
-                        "{status} after {}",
-                        crate::render::duration(*uptime)
-                    ));
-                }
+        self.board.apply(report, now);
+        if let Report::PortBound { addr, .. } = report {
+            let shown = format!("{addr} (asked by the app)");
+            if !self.listen.contains(&shown) {
+                self.listen.push(shown);
             }
-            Report::ListenerUnused {
-                slot,
-                pid,
-                holds_ours,
-                ..
-            } => {
-                if let Some(row) = self.rows.get_mut(slot).filter(|r| r.pid == Some(*pid)) {
-                    row.status = if *holds_ours {
-                        WorkerStatus::OnlineOwnPort
-                    } else {
-                        WorkerStatus::OnlineSocketClosed
-                    };
-                }
-            }
-            // Follows its Exited: the worker is done, not restarting.
-            Report::NotRestarted { slot, .. } => {
-                if let Some(row) = self.rows.get_mut(slot) {
-                    row.status = WorkerStatus::Exited;
-                    row.restarts = row.restarts.saturating_sub(1);
-                }
-            }
-            Report::GaveUp { slot, .. } => {
-                if let Some(row) = self.rows.get_mut(slot) {
-                    row.status = WorkerStatus::Errored;
-                }
-            }
-            Report::Scaled { to, .. } => {
-                self.instances = *to;
-                self.rows.retain(|slot, _| *slot < *to);
-            }
-            Report::PortBound { addr, .. } => {
-                let shown = format!("{addr} (asked by the app)");
-                if !self.listen.contains(&shown) {
-                    self.listen.push(shown);
-                }
-            }
-            _ => {}
         }
-    }
-
-    fn set_row(&mut self, slot: usize, pid: Pid, status: WorkerStatus, now: Instant) {
-        let row = self.rows.entry(slot).or_insert(Row {
-            pid: None,
-            status,
-            since: now,
-            restarts: 0,
-            last_exit: None,
-        });
-        row.pid = Some(pid);
-        row.status = status;
-        row.since = now;
     }
 
     /// The log files of every slot and stream, as `logs` reads them.
     pub fn log_files(&self, dir: &std::path::Path) -> Vec<LogFileView> {
-        let slots = self.instances.max(self.rows.len());
+        let slots = self.board.instances().max(self.board.rows().count());
         self.layout.files(dir, &self.name, slots)
     }
 
     pub fn view(&self, usage: &HashMap<Pid, (f64, u64)>, now: Instant) -> AppView {
         let workers = self
-            .rows
-            .iter()
-            .map(|(&slot, row)| {
+            .board
+            .rows()
+            .map(|(slot, row)| {
                 let (cpu_percent, memory) = row
                     .pid
                     .and_then(|pid| usage.get(&pid).copied())
@@ -220,7 +127,9 @@ impl App {
                     restarts: row.restarts,
                     cpu_percent,
                     memory,
-                    last_exit: row.last_exit.clone(),
+                    last_exit: row.last_exit.map(|e| {
+                        format!("{} after {}", e.status, crate::render::duration(e.uptime))
+                    }),
                 }
             })
             .collect();
@@ -235,7 +144,7 @@ impl App {
                 .map(|c| crate::secrets::mask_urls(&c.to_string_lossy()).into_owned())
                 .collect(),
             listen: self.listen.clone(),
-            restarts: self.restarts(),
+            restarts: self.board.restarts(),
             workers,
             logs: Vec::new(),
         }

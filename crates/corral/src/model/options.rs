@@ -343,7 +343,8 @@ impl AppOptions {
             }
         }
         let instances = instances.resolve(cpus);
-        corral_core::spec::check_worker_count(instances, cpus, self.force)?;
+        corral_core::spec::check_worker_count(instances, cpus, self.force)
+            .map_err(|e| anyhow::anyhow!(worker_count_refused(&e)))?;
         let balance = corral_core::node::balance_for(self.balance, &command, instances, cpus);
         let name = match self.name {
             Some(name) => {
@@ -434,4 +435,14 @@ pub struct ObserveArgs {
     /// /readyz answers ready when each app has this many ready workers [default: all].
     #[arg(long, value_name = "N")]
     pub min_ready: Option<usize>,
+}
+
+/// A refused worker count, with how to insist where insisting helps.
+pub fn worker_count_refused(e: &corral_core::spec::WorkerCountError) -> String {
+    match e {
+        corral_core::spec::WorkerCountError::OverCeiling { .. } => {
+            format!("{e}; pass --force to run that many anyway")
+        }
+        corral_core::spec::WorkerCountError::OverLimit { .. } => e.to_string(),
+    }
 }

@@ -3,46 +3,35 @@
 //! own runtime when the unit sets `WatchdogSec=` (a stuck supervisor stops pinging and
 //! systemd restarts it). Without `NOTIFY_SOCKET` every call does nothing.
 
-use std::collections::BTreeSet;
+use std::time::Instant;
 
+use corral_core::board::SlotBoard;
 use corral_core::group::Report;
-use corral_core::process::Pid;
 use sd_notify::NotifyState;
 
 /// What systemd is told, from the engine's reports.
 pub struct Service {
-    instances: usize,
-    ready: BTreeSet<(usize, Pid)>,
+    board: SlotBoard,
     told_ready: bool,
 }
 
 impl Service {
     pub fn new(instances: usize) -> Service {
         Service {
-            instances,
-            ready: BTreeSet::new(),
+            board: SlotBoard::new(instances),
             told_ready: false,
         }
     }
 
     pub fn apply(&mut self, report: &Report) {
-        match report {
-            Report::Ready { slot, pid, .. } => {
-                self.ready.retain(|&(s, _)| s != *slot);
-                self.ready.insert((*slot, *pid));
-            }
-            Report::Exited { slot, pid, .. } => {
-                self.ready.remove(&(*slot, *pid));
-            }
-            Report::Scaled { to, .. } => self.instances = *to,
-            Report::Stopping { .. } => {
-                let _ = sd_notify::notify(&[NotifyState::Stopping]);
-            }
-            _ => {}
+        self.board.apply(report, Instant::now());
+        if let Report::Stopping { .. } = report {
+            let _ = sd_notify::notify(&[NotifyState::Stopping]);
         }
-        if !self.told_ready && self.ready.len() >= self.instances {
+        let ready = self.board.ready();
+        if !self.told_ready && ready >= self.board.instances() {
             self.told_ready = true;
-            let status = format!("{} workers ready", self.ready.len());
+            let status = format!("{ready} workers ready");
             let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
         }
     }

@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use corral_core::group::Command;
 use corral_core::handover::{self, Fd};
 use corral_core::listen::{Listener, ListenerState};
+use corral_core::supervisor::Command;
 use corral_core::supervisor::Handed;
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{signal, SignalKind};

@@ -658,3 +658,26 @@ fn issue_14_the_first_crash_after_a_stable_run_restarts_at_once_the_next_backs_o
     );
     c.ready_pid(0, 3, T);
 }
+
+#[test]
+fn issue_24_the_keeper_names_itself_in_ps_instead_of_repeating_corral_run() {
+    let c = start(&["-i", "1"], &[]);
+    c.ready_pid(0, 1, T);
+    let parent = c.pid();
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .expect("children of corral run");
+    let lines: Vec<String> = children
+        .split_whitespace()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .collect();
+    let keeper = format!("corral keeper of pid {parent} (kills its workers if it dies)");
+    assert!(
+        lines.iter().any(|l| l.trim_end() == keeper),
+        "no child shows {keeper:?}: {lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("run --listen")),
+        "a child repeats corral's command line: {lines:?}"
+    );
+}

@@ -78,8 +78,7 @@ pub(super) fn launch(
     app.controls = Some(controls_tx);
     if !adopted {
         app.status = Status::Online;
-        app.rows.clear();
-        app.instances = app.spec.instances;
+        app.board = corral_core::board::SlotBoard::new(app.spec.instances);
     }
     Ok(())
 }

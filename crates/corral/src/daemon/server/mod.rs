@@ -8,9 +8,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use corral_core::group::{Command, Control, Outcome, Report};
+use corral_core::group::{Control, Outcome, Report};
 use corral_core::listen;
 use corral_core::process::Pid;
+use corral_core::supervisor::Command;
 use corral_core::supervisor::{self, Channels};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
@@ -257,9 +258,9 @@ struct Backoff {
 
 impl Backoff {
     fn next(&mut self) -> std::time::Duration {
+        let wait = std::time::Duration::from_millis(10u64 << self.tries.min(7));
         self.tries += 1;
-        std::time::Duration::from_millis(10u64 << self.tries.min(7))
-            .min(std::time::Duration::from_secs(1))
+        wait.min(std::time::Duration::from_secs(1))
     }
 
     fn should_say(&self) -> bool {
@@ -494,7 +495,7 @@ impl Daemon {
             Request::Start { app } => self.start(*app),
             Request::Apply { app, mode } => return self.apply(*app, mode, reply),
             Request::Reset { target } => self.each(&target, |app| {
-                app.reset();
+                app.board.reset();
                 Ok(format!("{}: restart counters reset", app.name))
             }),
             Request::ReloadLogs => {
@@ -622,5 +623,17 @@ fn send(app: &App, command: impl Into<Command>) -> Result<(), Refusal> {
             .try_send(command.into())
             .map_err(|_| Refusal::Busy(app.name.clone())),
         None => Err(Refusal::NotRunning(app.name.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+
+    #[test]
+    fn issue_24_the_accept_backoff_starts_at_10ms_and_stops_at_a_second() {
+        let mut b = Backoff::default();
+        let waits: Vec<u128> = (0..9).map(|_| b.next().as_millis()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
     }
 }

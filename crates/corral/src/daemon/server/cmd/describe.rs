@@ -17,7 +17,7 @@ impl Daemon {
             app: Box::new(AppDetail {
                 view,
                 cwd: app.spec.cwd.as_ref().map(|c| c.display().to_string()),
-                instances: app.instances,
+                instances: app.board.instances(),
                 balance: app.spec.balance.to_string(),
                 env: env_vars(app),
             }),

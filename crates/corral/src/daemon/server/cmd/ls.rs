@@ -9,11 +9,7 @@ impl Daemon {
 
     /// Every app as `ls` shows it, log files included.
     pub(in crate::daemon::server) fn views(&mut self) -> Vec<AppView> {
-        let pids: Vec<Pid> = self
-            .apps
-            .values()
-            .flat_map(|a| a.rows.values().filter_map(|r| r.pid))
-            .collect();
+        let pids: Vec<Pid> = self.apps.values().flat_map(|a| a.board.pids()).collect();
         let usage = self.usage(&pids);
         let now = Instant::now();
         let logs = self.home.logs();

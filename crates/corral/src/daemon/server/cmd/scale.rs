@@ -40,7 +40,7 @@ impl Daemon {
     ) -> Response {
         let cpus = corral_core::spec::usable_cpus();
         self.each(name, |app| {
-            let current = app.instances;
+            let current = app.board.instances();
             let target = change.target(current).filter(|&n| n >= 1).ok_or_else(|| {
                 let how = match change {
                     ScaleChange::To(n) => format!("to {n}"),
@@ -54,14 +54,14 @@ impl Daemon {
             corral_core::spec::check_worker_count(target, cpus, force).map_err(|e| {
                 Refusal::ScaleCount {
                     app: app.name.clone(),
-                    reason: e.to_string(),
+                    reason: crate::model::options::worker_count_refused(&e),
                 }
             })?;
             send(app, Control::ScaleTo(target))?;
             if target > current {
                 added.push((app.name.clone(), target - current));
             }
-            app.instances = target;
+            app.board.scale_to(target);
             app.spec.instances = target;
             app.start.scaled = Some(target);
             Ok(format!("{}: {current} → {target} workers", app.name))

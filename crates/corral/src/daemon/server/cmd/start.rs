@@ -32,12 +32,12 @@ impl Daemon {
             return e.into();
         }
         if let Some(metrics) = &self.metrics {
-            metrics.started(&app.name, app.instances);
+            metrics.started(&app.name, app.board.instances());
         }
         let message = format!(
             "started {} ({} workers){}",
             app.name,
-            app.instances,
+            app.board.instances(),
             if app.listen.is_empty() {
                 String::new()
             } else {

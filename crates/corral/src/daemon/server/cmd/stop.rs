@@ -130,7 +130,6 @@ impl Daemon {
             Some(Ok((start, parsed))) => {
                 app.start = start;
                 app.spec = parsed.spec;
-                app.instances = app.spec.instances;
                 app.triggers = parsed.triggers;
                 app.lines = parsed.lines;
                 app.layout = parsed.layout;
@@ -143,9 +142,9 @@ impl Daemon {
         match launch(app, &self.home, &self.tx, None) {
             Ok(()) => {
                 if let Some(metrics) = &self.metrics {
-                    metrics.started(name, app.instances);
+                    metrics.started(name, app.board.instances());
                 }
-                Ok(app.instances)
+                Ok(app.board.instances())
             }
             Err(e) => {
                 journal::say(&format!("{name}: cannot start again: {e}"));

@@ -16,7 +16,7 @@ use corral_core::listen::{Listener, ListenerState};
 use corral_core::supervisor::{HandOverResult, Handed};
 
 use crate::daemon::server::*;
-use crate::daemon::state::Row;
+use corral_core::board::SlotBoard;
 
 /// How long an app's log writer may take to write what its workers said last.
 const LOGS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -93,7 +93,7 @@ impl DaemonDoc {
             if let Some(engine) = &mut app.engine {
                 engine.handed.mark_ready(ready);
             }
-            for row in app.rows.values_mut() {
+            for row in app.board.rows_mut() {
                 if row.pid.is_some_and(|p| ready.contains(&p))
                     && row.status == corral_proto::control::WorkerStatus::Starting
                 {
@@ -115,9 +115,8 @@ pub(in crate::daemon::server) struct AppDoc {
     id: u32,
     start: StartApp,
     status: Status,
-    instances: usize,
     listen: Vec<String>,
-    rows: BTreeMap<usize, Row>,
+    board: SlotBoard,
     engine: Option<EngineDoc>,
 }
 
@@ -135,9 +134,8 @@ impl AppDoc {
             id: app.id,
             start: app.start.clone(),
             status: app.status,
-            instances: app.instances,
             listen: app.listen.clone(),
-            rows: app.rows.clone(),
+            board: app.board.clone(),
             engine,
         }
     }
@@ -469,20 +467,15 @@ impl Daemon {
         app.layout = layout;
         app.log_generation = self.log_generation.clone();
         app.status = doc.status;
-        app.instances = doc.instances;
         app.listen = doc.listen;
-        app.rows = doc.rows;
+        app.board = doc.board;
         Ok(app)
     }
 
     /// How many apps and workers a document hands over, for the first words of the new binary.
     pub(in crate::daemon) fn adopted_summary(&self) -> String {
         let running = self.apps.values().filter(|a| a.controls.is_some()).count();
-        let workers: usize = self
-            .apps
-            .values()
-            .map(|a| a.rows.values().filter(|r| r.pid.is_some()).count())
-            .sum();
+        let workers: usize = self.apps.values().map(|a| a.board.pids().count()).sum();
         format!("{running} apps, {workers} workers kept")
     }
 }
