@@ -52,23 +52,45 @@ impl Joins {
 
     /// One part of join `id` is done.
     pub fn settle(&mut self, id: u64, result: Result<String, Refusal>) {
+        self.record(id, &Heard::from(result));
+    }
+
+    /// Settles every join of `ids` with one result (worded once: a refusal may hold an
+    /// error that can't be cloned).
+    pub fn settle_all(&mut self, ids: Vec<u64>, result: Result<String, Refusal>) {
+        let heard = Heard::from(result);
+        for id in ids {
+            self.record(id, &heard);
+        }
+    }
+
+    fn record(&mut self, id: u64, heard: &Heard) {
         let Some(join) = self.open.get_mut(&id) else {
             return;
         };
-        match result {
-            Ok(m) if !m.is_empty() => join.messages.push(m),
-            Ok(_) => {}
-            Err(e) => join.errors.push(e.to_string()),
+        match heard {
+            Heard::Done(m) if !m.is_empty() => join.messages.push(m.clone()),
+            Heard::Done(_) => {}
+            Heard::Refused(e) => join.errors.push(e.clone()),
         }
         join.left -= 1;
         if join.left == 0 {
             answer(self.open.remove(&id).expect("present above"));
         }
     }
+}
 
-    pub fn settle_all(&mut self, ids: Vec<u64>, result: Result<String, Refusal>) {
-        for id in ids {
-            self.settle(id, result.clone());
+/// What a join heard from one app, worded.
+enum Heard {
+    Done(String),
+    Refused(String),
+}
+
+impl From<Result<String, Refusal>> for Heard {
+    fn from(result: Result<String, Refusal>) -> Heard {
+        match result {
+            Ok(message) => Heard::Done(message),
+            Err(refusal) => Heard::Refused(refusal.to_string()),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use corral_proto::control::Response;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// The app's settings do not parse (the config layer's message, with its key).
     #[error("{0}")]
@@ -51,6 +51,52 @@ pub enum Refusal {
         pid: i32,
         #[source]
         source: nix::errno::Errno,
+    },
+    #[error("request too large: over the control socket's limit of {limit_mib} MiB")]
+    TooLarge { limit_mib: u64 },
+    #[error("permission denied: this daemon belongs to uid {owner}; run corral as that user or set CORRAL_HOME")]
+    Stranger { owner: u32 },
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error(
+        "this daemon (corral {daemon}) speaks protocol v{ours}, this client v{theirs}: run \
+         `corral update` with the corral you want to use, to move the daemon to it in place \
+         (apps keep running)"
+    )]
+    Protocol {
+        daemon: &'static str,
+        ours: u32,
+        theirs: u32,
+    },
+    #[error("bad request: {0}")]
+    BadRequest(#[source] serde_json::Error),
+    #[error("the daemon is updating itself; retry in a moment")]
+    Updating,
+    #[error("update: send it on a connection of its own")]
+    UpdateShared,
+    #[error("nothing to resurrect: {path}: {source} (run `corral save` first)")]
+    NoDump {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} was written by an older corral (dump v{version}, this one reads v{reads}): start the apps again and `corral save`")]
+    OldDump {
+        path: String,
+        version: u32,
+        reads: u32,
+    },
+    #[error("{path} is not a corral dump: {source}")]
+    NotADump {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot save to {path}: {source}")]
+    Save {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 

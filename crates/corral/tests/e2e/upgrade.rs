@@ -525,8 +525,9 @@ fn issue_13_corral_run_as_pid_1_stays_pid_1_across_an_upgrade() {
 
 /// A "binary" that passes its check and then is gone, so the exec that follows fails.
 fn vanishing_binary(binary: &Binary) -> String {
-    let body = "echo 'corral-handover 1'\nrm -f \"$0\"";
-    binary.script("vanishing.sh", body).display().to_string()
+    let line = corral_core::handover::check_line();
+    let body = format!("echo '{line}'\nrm -f \"$0\"");
+    binary.script("vanishing.sh", &body).display().to_string()
 }
 
 #[test]

@@ -303,10 +303,10 @@ async fn connection(
         }
     }
     let response = if line.len() as u64 > MAX_REQUEST {
-        Response::error(format!(
-            "request too large: over the control socket's limit of {} MiB",
-            MAX_REQUEST / (1024 * 1024)
-        ))
+        Refusal::TooLarge {
+            limit_mib: MAX_REQUEST / (1024 * 1024),
+        }
+        .into()
     } else {
         answer(peer.ok() == Some(me), me, &line, &tx).await
     };
@@ -334,9 +334,7 @@ async fn answer(
     tx: &mpsc::UnboundedSender<Msg>,
 ) -> Response {
     if !same_user {
-        return Response::error(format!(
-            "permission denied: this daemon belongs to uid {me}; run corral as that user or set CORRAL_HOME"
-        ));
+        return Refusal::Stranger { owner: me }.into();
     }
     match serde_json::from_slice::<Envelope<Request>>(line) {
         Ok(envelope) if envelope.version == PROTOCOL_VERSION => {
@@ -344,16 +342,15 @@ async fn answer(
             let _ = tx.send(Msg::Request(envelope.body, reply));
             answer
                 .await
-                .unwrap_or_else(|_| Response::error("the daemon is shutting down"))
+                .unwrap_or_else(|_| Refusal::ShuttingDown.into())
         }
-        Ok(envelope) => Response::error(format!(
-            "this daemon (corral {}) speaks protocol v{PROTOCOL_VERSION}, this client v{}: \
-             run `corral update` with the corral you want to use, to move the daemon to it \
-             in place (apps keep running)",
-            env!("CARGO_PKG_VERSION"),
-            envelope.version
-        )),
-        Err(e) => Response::error(format!("bad request: {e}")),
+        Ok(envelope) => Refusal::Protocol {
+            daemon: env!("CARGO_PKG_VERSION"),
+            ours: PROTOCOL_VERSION,
+            theirs: envelope.version,
+        }
+        .into(),
+        Err(e) => Refusal::BadRequest(e).into(),
     }
 }
 
@@ -448,9 +445,7 @@ impl Daemon {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(Msg::Request(_, reply)) if self.updating.is_some() => {
-                        let _ = reply.send(Response::error(
-                            "the daemon is updating itself; retry in a moment",
-                        ));
+                        let _ = reply.send(Refusal::Updating.into());
                     }
                     Some(Msg::Request(request, reply)) => self.request(request, reply),
                     Some(Msg::Update(exe, conn)) => self.update(exe, conn),
@@ -527,7 +522,7 @@ impl Daemon {
             Request::Resurrect => self.resurrect(),
             Request::Kill => return self.kill(reply),
             // Taken off the connection before it gets here (it needs the connection).
-            Request::Update { .. } => Response::error("update: send it on a connection of its own"),
+            Request::Update { .. } => Refusal::UpdateShared.into(),
         };
         let _ = reply.send(response);
     }
@@ -605,15 +600,20 @@ impl Daemon {
         if !namespace.is_empty() {
             return Ok(namespace);
         }
+        Err(self.no_app(target))
+    }
+
+    /// No app is named `target`: the refusal, with what comes close.
+    fn no_app(&self, target: &str) -> Refusal {
         let near = match closest(target, self.apps.keys()) {
             Some(near) => Near::Like(near.to_string()),
             None if self.apps.is_empty() => Near::NoApps,
             None => Near::Apps(self.apps.keys().cloned().collect()),
         };
-        Err(Refusal::NoApp {
+        Refusal::NoApp {
             name: target.to_owned(),
             near,
-        })
+        }
     }
 }
 

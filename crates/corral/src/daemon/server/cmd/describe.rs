@@ -10,7 +10,7 @@ impl Daemon {
             Err(e) => return e.into(),
         };
         let Some(view) = self.views().into_iter().find(|a| a.name == name) else {
-            return Response::error(format!("no app named `{name}`"));
+            return self.no_app(&name).into();
         };
         let app = &self.apps[&name];
         Response::Described {

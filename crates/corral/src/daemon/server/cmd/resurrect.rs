@@ -7,27 +7,30 @@ impl Daemon {
     pub(in crate::daemon::server) fn resurrect(&mut self) -> Response {
         let text = match std::fs::read_to_string(self.home.dump()) {
             Ok(text) => text,
-            Err(e) => {
-                return Response::error(format!(
-                    "nothing to resurrect: {}: {e} (run `corral save` first)",
-                    self.home.dump().display()
-                ))
+            Err(source) => {
+                return Refusal::NoDump {
+                    path: self.home.dump().display().to_string(),
+                    source,
+                }
+                .into()
             }
         };
         let dump = match serde_json::from_str::<Dump>(&text) {
             Ok(dump) if dump.version == DUMP_VERSION => dump,
             Ok(dump) => {
-                return Response::error(format!(
-                    "{} was written by an older corral (dump v{}, this one reads v{DUMP_VERSION}): start the apps again and `corral save`",
-                    self.home.dump().display(),
-                    dump.version
-                ))
+                return Refusal::OldDump {
+                    path: self.home.dump().display().to_string(),
+                    version: dump.version,
+                    reads: DUMP_VERSION,
+                }
+                .into()
             }
-            Err(e) => {
-                return Response::error(format!(
-                    "{} is not a corral dump: {e}",
-                    self.home.dump().display()
-                ))
+            Err(source) => {
+                return Refusal::NotADump {
+                    path: self.home.dump().display().to_string(),
+                    source,
+                }
+                .into()
             }
         };
         let mut messages = Vec::new();

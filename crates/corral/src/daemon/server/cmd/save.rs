@@ -18,10 +18,11 @@ impl Daemon {
                 dump.apps.len(),
                 self.home.dump().display()
             )),
-            Err(e) => Response::error(format!(
-                "cannot save to {}: {e}",
-                self.home.dump().display()
-            )),
+            Err(source) => Refusal::Save {
+                path: self.home.dump().display().to_string(),
+                source,
+            }
+            .into(),
         }
     }
 }
