@@ -4,22 +4,23 @@
 mod asked;
 mod command;
 mod inbox;
+mod run;
 mod slots;
 mod workers;
 
 use std::os::fd::RawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::channel::Input;
 pub use command::{hand_over_request, snapshot_request, Answer, Command};
+pub use run::run;
 
-use crate::group::{Control, Event, Group, GroupConfig, Outcome, Processes, Report};
+use crate::group::{Group, Processes, Report};
 use crate::listen::Listener;
 use crate::notify::{NotifyError, NotifySocket};
 use crate::os;
@@ -29,7 +30,7 @@ use crate::spec::AppSpec;
 
 use slots::{SlotSocket, SlotSockets};
 pub use workers::WINDOW;
-use workers::{OsProcesses, Pass, ProcsState, Template};
+use workers::{OsProcesses, Pass, ProcsState};
 
 use crate::group::GroupState;
 use crate::handover::Refused;
@@ -163,249 +164,6 @@ impl Reports {
 /// An fd watched for readiness (a duplicate of a listener, a pidfd), owned here so that
 /// its registration with the reactor can never outlive it.
 type Watched = std::os::fd::OwnedFd;
-
-/// Runs `spec` until it is stopped ([`Control::Stop`]), every worker slot gave up, or it
-/// is handed over ([`Command::HandOver`]).
-///
-/// `listeners` stay open for the whole run. `runtime_dir` holds the notify socket.
-/// `adopt` is what another supervisor handed over: its workers are taken over as they
-/// are instead of starting new ones.
-pub async fn run(
-    spec: &AppSpec,
-    listeners: &[Listener],
-    runtime_dir: &Path,
-    channels: Channels,
-    adopt: Option<Box<Handed>>,
-) -> Result<Outcome, RunError> {
-    let Channels {
-        mut controls,
-        reports,
-        logs,
-        reap_all,
-    } = channels;
-    let program = resolve(spec)?;
-    let mut sigchld = signal(SignalKind::child()).map_err(RunError::Signal)?;
-    let (inputs_tx, mut inputs) = mpsc::channel(1024);
-    let config = GroupConfig {
-        instances: spec.instances,
-        ready: spec.ready,
-        settle: spec.settle,
-        restart: spec.restart,
-        stop: spec.stop,
-        watchdog: spec.watchdog,
-        health: spec.health,
-        stop_first: spec.workers_bind_own_ports(),
-    };
-    let mut checks = SocketChecks::new(listeners);
-    let mut strangers = Strangers::default();
-    let (notify, mut group) = match adopt {
-        None => {
-            let notify = NotifySocket::bind(runtime_dir)?;
-            let template = Template::new(spec, program, listeners, notify.path());
-            let slots = SlotSockets::new(listeners);
-            let procs = OsProcesses::new(template, logs, inputs_tx, spec.balance, slots);
-            let mut group = Group::new(config, procs, Instant::now());
-            group.handle_event(Instant::now(), Event::Start);
-            (notify, group)
-        }
-        Some(handed) => {
-            let Handed {
-                notify,
-                group,
-                procs,
-                taken,
-            } = *handed;
-            let notify = NotifySocket::resume(notify).map_err(RunError::Adopt)?;
-            let template = Template::new(spec, program, listeners, notify.path());
-            let procs = OsProcesses::resume(template, listeners, logs, inputs_tx, procs)
-                .map_err(RunError::Adopt)?;
-            let pids = group.pids();
-            let mut group = Group::restore(config, procs, group, Instant::now());
-            // Workers that exited while no one was watching.
-            let exits = if reap_all {
-                os::reap()
-            } else {
-                os::reap_pids(&pids)
-            };
-            for (pid, status) in exits {
-                group.handle_event(Instant::now(), Event::Exited { pid, status });
-            }
-            // Workers of a daemon that died are not ours: their pidfds tell their exits.
-            strangers = Strangers::watch(pids.iter().copied().filter(|&p| !os::pidfd::is_child(p)));
-            for pid in strangers.gone.drain(..) {
-                let status = crate::process::ExitStatus::Unknown;
-                group.handle_event(Instant::now(), Event::Exited { pid, status });
-            }
-            // Nobody watched them since `taken`: no judgment on a silence corral could not hear.
-            // Unwatched as long as a pause counts: the same grace as after one.
-            if taken.elapsed() >= PAUSED_AFTER {
-                group.adopted_unwatched(Instant::now());
-            }
-            (notify, group)
-        }
-    };
-    flush(&mut group, &reports, &mut checks);
-    let mut watched: Vec<AsyncFd<Watched>> = Vec::new();
-    let mut orphans = Orphans::default();
-    let mut memory = tokio::time::interval(MEMORY_SAMPLE_EVERY);
-    memory.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let sample_memory = spec.health.max_memory.is_some();
-    let (sampled_tx, mut sampled) = mpsc::channel(1);
-    let mut sampling = false;
-    let mut controls_open = true;
-    let mut starved = Starved::default();
-    let mut hand_over_to: Option<tokio::sync::oneshot::Sender<HandOverResult>> = None;
-    loop {
-        if let Some(outcome) = group.outcome() {
-            return Ok(outcome);
-        }
-        if let Some(reply) = hand_over_to.take() {
-            drop(watched);
-            let handed = hand_over(group, notify, &mut inputs, &reports, &mut checks).await;
-            let _ = reply.send(handed);
-            return Ok(Outcome::HandedOver);
-        }
-        let procs = group.processes_mut();
-        if procs.accepting() && watched.is_empty() {
-            watched = watch(procs.listener_fds()).map_err(RunError::Listen)?;
-        }
-        if procs.wants_pass() {
-            procs.deliver_held();
-        }
-        let can_accept = procs.wants_accept() && starved.retry_at.is_none();
-        orphans.follow(procs);
-        let take_orphans =
-            !orphans.is_empty() && procs.wants_orphans() && starved.retry_at.is_none();
-        let deadline = group.next_deadline().map(tokio::time::Instant::from_std);
-        let event = tokio::select! {
-            control = controls.recv(), if controls_open => match control {
-                Some(Command::Message(data)) => {
-                    group.processes_mut().message_all(&data);
-                    continue;
-                }
-                Some(Command::Respec(new)) => {
-                    match resolve(&new) {
-                        Ok(program) => group
-                            .processes_mut()
-                            .set_template(Template::new(&new, program, listeners, notify.path())),
-                        // The old command keeps running; the reload that follows says so.
-                        Err(e) => {
-                            let _ = reports.send(Report::RespecFailed {
-                                error: crate::group::error_chain(&e),
-                            });
-                        }
-                    }
-                    continue;
-                }
-                Some(Command::Snapshot(reply)) => {
-                    let _ = reply.send(snapshot(&group, &notify, listeners));
-                    continue;
-                }
-                Some(Command::HandOver(reply)) => {
-                    match group.check_handover() {
-                        Ok(()) => hand_over_to = Some(reply),
-                        Err(refused) => {
-                            let _ = reply.send(Err(refused));
-                        }
-                    }
-                    continue;
-                }
-                Some(Command::Group(control)) => Event::Control(control),
-                None => {
-                    controls_open = false;
-                    Event::Control(Control::Stop)
-                }
-            },
-            _ = sigchld.recv() => {
-                let exits = if reap_all {
-                    os::reap()
-                } else {
-                    os::reap_pids(&group.workers().keys().copied().collect::<Vec<_>>())
-                };
-                for (pid, status) in exits {
-                    group.handle_event(Instant::now(), Event::Exited { pid, status });
-                }
-                flush(&mut group, &reports, &mut checks);
-                continue;
-            }
-            pid = strangers.exited(), if !strangers.is_empty() => {
-                let status = crate::process::ExitStatus::Unknown;
-                group.handle_event(Instant::now(), Event::Exited { pid, status });
-                flush(&mut group, &reports, &mut checks);
-                continue;
-            }
-            received = notify.recv() => match received {
-                Ok((pid, notices)) => Event::Notify { pid: worker_of(&group, pid), notices },
-                Err(_) => continue,
-            },
-            Some((pid, input)) = inputs.recv() => {
-                inbox::apply(&mut group, pid, input, &reports);
-                flush(&mut group, &reports, &mut checks);
-                continue;
-            }
-            () = readable(&watched), if can_accept => {
-                match accept_ready(&watched, group.processes_mut()) {
-                    Some(pass) => starved.hit(pass, &reports),
-                    None => starved.cleared(),
-                }
-                continue;
-            }
-            () = readable(&orphans.watched), if take_orphans => {
-                match orphans.take(group.processes_mut()) {
-                    Some(pass) => starved.hit(pass, &reports),
-                    None => starved.cleared(),
-                }
-                continue;
-            }
-            () = sleep_until(starved.retry_at), if starved.retry_at.is_some() => {
-                starved.retry_at = None;
-                continue;
-            }
-            () = sleep_until(checks.next()), if checks.next().is_some() => {
-                // Workers that get connections over their channel need no listener, and
-                // one already draining has closed its listener on purpose (a reload may
-                // replace a worker within the check's delay).
-                checks.know(&group.processes_mut().slot_sockets());
-                let accepts_itself = |pid| {
-                    let serving = group
-                        .workers()
-                        .get(&pid)
-                        .is_some_and(|w| matches!(w.state, crate::group::WorkerState::Ready { .. }));
-                    serving && !group.processes_mut().dispatcher.is_dispatched(pid)
-                };
-                checks.run_due(accepts_itself, &reports);
-                continue;
-            }
-            // /proc is read on the blocking pool (every process's stat: many ms on a
-            // busy machine), one sample at a time; the loop only takes the result.
-            _ = memory.tick(), if sample_memory && !sampling => {
-                let pids: Vec<Pid> = group.workers().keys().copied().collect();
-                let tx = sampled_tx.clone();
-                sampling = true;
-                tokio::task::spawn_blocking(move || tx.try_send(os::memory::tree_rss(&pids)));
-                continue;
-            }
-            Some(sample) = sampled.recv() => {
-                sampling = false;
-                for (pid, rss) in sample {
-                    group.handle_event(Instant::now(), Event::Memory { pid, rss });
-                }
-                flush(&mut group, &reports, &mut checks);
-                continue;
-            }
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                let late = deadline.map(|at| at.elapsed()).unwrap_or_default();
-                hear_out(&mut group, &mut inputs, &reports, &mut checks).await;
-                if late >= PAUSED_AFTER {
-                    group.handle_event(Instant::now(), Event::Resumed { paused: late });
-                }
-                Event::Tick
-            }
-        };
-        group.handle_event(Instant::now(), event);
-        flush(&mut group, &reports, &mut checks);
-    }
-}
 
 /// Stops reading the channels and output pipes, handling what was read up to then, and
 /// gives the group's whole state back.

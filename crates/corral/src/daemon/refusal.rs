@@ -72,6 +72,9 @@ pub enum Refusal {
     BadRequest(#[source] serde_json::Error),
     #[error("the daemon is updating itself; retry in a moment")]
     Updating,
+    /// Why `corral update` did not happen (a check, a refusing engine, an exec).
+    #[error("not updated; the daemon runs on as it was, its apps untouched: {0}")]
+    NotUpdated(String),
     #[error("update: send it on a connection of its own")]
     UpdateShared,
     #[error("nothing to resurrect: {path}: {source} (run `corral save` first)")]

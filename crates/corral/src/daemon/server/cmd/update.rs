@@ -201,9 +201,7 @@ fn answer(conn: UnixStream, response: Response) {
 }
 
 fn not_updated(why: &str) -> Response {
-    Response::error(format!(
-        "not updated; the daemon runs on as it was, its apps untouched: {why}"
-    ))
+    Refusal::NotUpdated(why.to_owned()).into()
 }
 
 impl Daemon {
