@@ -115,30 +115,38 @@ impl Board {
     /// Every metric, in the text exposition format (version 0.0.4).
     pub fn render(&self, usage: &BTreeMap<Pid, Usage>, own: Usage, open_fds: usize) -> String {
         let mut out = String::new();
+        self.app_families(&mut out);
+        self.worker_families(&mut out, usage);
+        own_families(&mut out, own, open_fds);
+        out
+    }
+
+    /// Per app: worker counts, readiness and the app's event counters.
+    fn app_families(&self, out: &mut String) {
         let apps = || self.apps.iter();
         family(
-            &mut out,
+            out,
             "corral_app_workers",
             "gauge",
             "Workers the app should run.",
             apps().map(|(n, a)| (app_labels(n), a.instances() as f64)),
         );
         family(
-            &mut out,
+            out,
             "corral_app_ready_workers",
             "gauge",
             "Workers of the app that are ready to serve.",
             apps().map(|(n, a)| (app_labels(n), a.ready() as f64)),
         );
         family(
-            &mut out,
+            out,
             "corral_app_stopping",
             "gauge",
             "1 while the app stops.",
             apps().map(|(n, a)| (app_labels(n), f64::from(u8::from(a.stopping())))),
         );
         family(
-            &mut out,
+            out,
             "corral_app_crash_looping_slots",
             "gauge",
             "Slots that gave up after too many unstable exits (errored).",
@@ -156,39 +164,51 @@ impl Board {
             [("done", c.reloads_done), ("aborted", c.reloads_aborted)]
                 .map(|(outcome, v)| (format!("{},outcome=\"{outcome}\"", app_labels(n)), v as f64))
         });
-        family(&mut out, "corral_reloads_total", "counter", "Rolling reloads, by outcome (aborted: a replacement failed and the old workers kept serving).", reloads);
+        family(out, "corral_reloads_total", "counter", "Rolling reloads, by outcome (aborted: a replacement failed and the old workers kept serving).", reloads);
         family(
-            &mut out,
+            out,
             "corral_connections_recovered_total",
             "counter",
             "Connections handed to a worker that died before taking them, given to another.",
             apps().map(|(n, a)| (app_labels(n), a.counters().recovered as f64)),
         );
         family(
-            &mut out,
+            out,
             "corral_memory_limit_replacements_total",
             "counter",
             "Workers replaced for going over --max-memory.",
             apps().map(|(n, a)| (app_labels(n), a.counters().memory_replacements as f64)),
         );
         family(
-            &mut out,
+            out,
             "corral_lag_warnings_total",
             "counter",
             "Times a worker's timers fired later than --lag-warning.",
             apps().map(|(n, a)| (app_labels(n), a.counters().lag_warnings as f64)),
         );
+        family(
+            out,
+            "corral_channel_messages_dropped_total",
+            "counter",
+            "Messages from workers dropped over the channel rate limit.",
+            apps().map(|(n, a)| (app_labels(n), a.counters().channel_dropped as f64)),
+        );
+    }
+
+    /// Per slot: state, restarts, usage, heartbeat numbers.
+    fn worker_families(&self, out: &mut String, usage: &BTreeMap<Pid, Usage>) {
+        let apps = || self.apps.iter();
         let slots =
             || apps().flat_map(|(n, a)| a.rows().map(move |(s, slot)| (slot_labels(n, s), slot)));
         family(
-            &mut out,
+            out,
             "corral_worker_up",
             "gauge",
             "1 when the slot has a running worker.",
             slots().map(|(l, s)| (l, f64::from(u8::from(s.pid.is_some())))),
         );
         family(
-            &mut out,
+            out,
             "corral_worker_ready",
             "gauge",
             "1 when the slot's worker is ready to serve.",
@@ -203,14 +223,14 @@ impl Board {
             })
         });
         family(
-            &mut out,
+            out,
             "corral_worker_state",
             "gauge",
             "The slot's state: 1 for the current one.",
             states,
         );
         family(
-            &mut out,
+            out,
             "corral_worker_restarts_total",
             "counter",
             "Times the slot's worker exited unexpectedly.",
@@ -220,21 +240,21 @@ impl Board {
             slots().filter_map(move |(l, s)| Some((l, pick(usage.get(&s.pid?)?))))
         };
         family(
-            &mut out,
+            out,
             "corral_worker_resident_memory_bytes",
             "gauge",
             "Resident memory of the worker's whole process tree.",
             used(|u| u.memory as f64),
         );
         family(
-            &mut out,
+            out,
             "corral_worker_cpu_seconds_total",
             "counter",
             "CPU time of the slot's current worker process.",
             used(|u| u.cpu_seconds),
         );
         family(
-            &mut out,
+            out,
             "corral_worker_event_loop_lag_seconds",
             "gauge",
             "How late the current worker's timers fired, from its last heartbeat.",
@@ -246,7 +266,7 @@ impl Board {
                 .map(move |(l, s)| (l, pick(s) as f64))
         };
         family(
-            &mut out,
+            out,
             "corral_worker_active_connections",
             "gauge",
             "Open connections of the slot's workers (a draining one included), from heartbeats.",
@@ -258,49 +278,45 @@ impl Board {
                 .map(move |(l, s)| (l, pick(s) as f64))
         };
         family(
-            &mut out,
+            out,
             "corral_worker_requests_total",
             "counter",
             "Requests the slot's workers served, from heartbeats (workers that count them: corral-worker, Node).",
             counted(SlotRow::requests),
         );
         family(
-            &mut out,
+            out,
             "corral_worker_connections_dispatched_total",
             "counter",
             "Connections corral handed to the slot's workers (round-robin, least-loaded, sticky).",
             counted(SlotRow::dispatched),
         );
-        family(
-            &mut out,
-            "corral_channel_messages_dropped_total",
-            "counter",
-            "Messages from workers dropped over the channel rate limit.",
-            apps().map(|(n, a)| (app_labels(n), a.counters().channel_dropped as f64)),
-        );
-        family(
-            &mut out,
-            "corral_process_resident_memory_bytes",
-            "gauge",
-            "corral's own resident memory.",
-            [(String::new(), own.memory as f64)].into_iter(),
-        );
-        family(
-            &mut out,
-            "corral_process_cpu_seconds_total",
-            "counter",
-            "corral's own CPU time.",
-            [(String::new(), own.cpu_seconds)].into_iter(),
-        );
-        family(
-            &mut out,
-            "corral_process_open_fds",
-            "gauge",
-            "File descriptors corral holds.",
-            [(String::new(), open_fds as f64)].into_iter(),
-        );
-        out
     }
+}
+
+/// corral's own process: memory, CPU, fds.
+fn own_families(out: &mut String, own: Usage, open_fds: usize) {
+    family(
+        out,
+        "corral_process_resident_memory_bytes",
+        "gauge",
+        "corral's own resident memory.",
+        [(String::new(), own.memory as f64)].into_iter(),
+    );
+    family(
+        out,
+        "corral_process_cpu_seconds_total",
+        "counter",
+        "corral's own CPU time.",
+        [(String::new(), own.cpu_seconds)].into_iter(),
+    );
+    family(
+        out,
+        "corral_process_open_fds",
+        "gauge",
+        "File descriptors corral holds.",
+        [(String::new(), open_fds as f64)].into_iter(),
+    );
 }
 
 /// One metric family: HELP, TYPE, then each sample (`labels` without braces; empty for
