@@ -117,6 +117,7 @@ impl Board {
         let mut out = String::new();
         self.app_families(&mut out);
         self.worker_families(&mut out, usage);
+        self.heartbeat_families(&mut out);
         own_families(&mut out, own, open_fds);
         out
     }
@@ -253,6 +254,13 @@ impl Board {
             "CPU time of the slot's current worker process.",
             used(|u| u.cpu_seconds),
         );
+    }
+
+    /// Per slot, from the workers' heartbeats.
+    fn heartbeat_families(&self, out: &mut String) {
+        let apps = || self.apps.iter();
+        let slots =
+            || apps().flat_map(|(n, a)| a.rows().map(move |(s, slot)| (slot_labels(n, s), slot)));
         family(
             out,
             "corral_worker_event_loop_lag_seconds",

@@ -320,89 +320,30 @@ impl AppOptions {
         cpus: usize,
     ) -> anyhow::Result<AppSpec> {
         self.take_env_vars()?;
-        let instances = match corral_core::spec::env_value(&inherited, WORKERS) {
-            Some(value) if !value.is_empty() => value
-                .to_str()
-                .unwrap_or("(not UTF-8)")
-                .parse::<Instances>()
-                .with_context(|| {
-                    format!(
-                        "invalid WORKERS environment variable {value:?} (it overrides --instances; unset it or fix it)"
-                    )
-                })?,
-            _ => self.instances,
-        };
-        if let Some(flag) = command.first().and_then(|c| c.to_str()) {
-            if flag.starts_with('-') {
-                bail!("unexpected option `{flag}`: corral's options go before the command (see `corral run --help`)");
-            }
-        }
-        if let Some(cwd) = &self.cwd {
-            if !cwd.is_dir() {
-                bail!("--cwd {}: no such directory", cwd.display());
-            }
-        }
+        let instances = workers_override(&inherited)?.unwrap_or(self.instances);
+        self.check(&command)?;
         let instances = instances.resolve(cpus);
         corral_core::spec::check_worker_count(instances, cpus, self.force)
             .map_err(|e| anyhow::anyhow!(worker_count_refused(&e)))?;
         let balance = corral_core::node::balance_for(self.balance, &command, instances, cpus);
-        let name = match self.name {
+        let name = match self.name.take() {
             Some(name) => {
                 check_app_name(&name)?;
                 name
             }
             None => default_name(&command),
         };
-        if self.max_restart_delay < self.restart_delay {
-            bail!(
-                "--max-restart-delay ({}) is shorter than --restart-delay ({})",
-                humantime::format_duration(self.max_restart_delay),
-                humantime::format_duration(self.restart_delay)
-            );
-        }
-        let mut env = inherited;
-        for file in &self.env_file {
-            let file = match &self.cwd {
-                Some(cwd) => cwd.join(file),
-                None => file.clone(),
-            };
-            env.extend(read_env_file(&file)?);
-        }
-        env.extend(
-            self.env
-                .into_iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-        );
+        let env = self.environment(inherited)?;
         Ok(AppSpec {
             name,
             command,
-            cwd: self.cwd,
+            cwd: self.cwd.take(),
             env,
             instances,
-            listen: self.listen,
-            ready: match (self.ready, self.listen_timeout) {
-                (ReadyArg::Notify, None) => ReadyPolicy::Notify {
-                    timeout: self.ready_timeout,
-                    assume_ready: false,
-                },
-                (ReadyArg::Notify, Some(timeout)) => ReadyPolicy::Notify {
-                    timeout,
-                    assume_ready: true,
-                },
-                (ReadyArg::Delay(_), Some(delay)) | (ReadyArg::Delay(delay), None) => {
-                    ReadyPolicy::Delay { delay }
-                }
-            },
+            listen: std::mem::take(&mut self.listen),
+            ready: self.ready_policy(),
             settle: self.settle,
-            restart: RestartPolicy {
-                delay: self.restart_delay,
-                max_delay: self.max_restart_delay,
-                min_uptime: self.min_uptime,
-                max_restarts: self.max_restarts,
-                autorestart: self.autorestart,
-                stop_exit_codes: self.stop_exit_codes.iter().copied().collect(),
-                ..RestartPolicy::default()
-            },
+            restart: self.restart_policy(),
             stop: StopPolicy {
                 signal: self.kill_signal,
                 kill_timeout: self.kill_timeout,
@@ -418,10 +359,100 @@ impl AppOptions {
             },
             asked_ports: self.exec_mode == ExecMode::Cluster,
             per_slot: corral_core::spec::PerSlotEnv {
-                instance_var: self.instance_var,
-                increment_var: self.increment_var,
+                instance_var: self.instance_var.take(),
+                increment_var: self.increment_var.take(),
             },
         })
+    }
+
+    /// What can be wrong before anything is read: the command, `--cwd`, restart delays.
+    fn check(&self, command: &[OsString]) -> anyhow::Result<()> {
+        if let Some(flag) = command.first().and_then(|c| c.to_str()) {
+            if flag.starts_with('-') {
+                bail!("unexpected option `{flag}`: corral's options go before the command (see `corral run --help`)");
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            if !cwd.is_dir() {
+                bail!("--cwd {}: no such directory", cwd.display());
+            }
+        }
+        if self.max_restart_delay < self.restart_delay {
+            bail!(
+                "--max-restart-delay ({}) is shorter than --restart-delay ({})",
+                humantime::format_duration(self.max_restart_delay),
+                humantime::format_duration(self.restart_delay)
+            );
+        }
+        Ok(())
+    }
+
+    /// The inherited environment, then each `--env-file` (relative to `--cwd`), then
+    /// each `--env`: later ones win.
+    fn environment(
+        &mut self,
+        inherited: Vec<(OsString, OsString)>,
+    ) -> anyhow::Result<Vec<(OsString, OsString)>> {
+        let mut env = inherited;
+        for file in &self.env_file {
+            let file = match &self.cwd {
+                Some(cwd) => cwd.join(file),
+                None => file.clone(),
+            };
+            env.extend(read_env_file(&file)?);
+        }
+        env.extend(
+            std::mem::take(&mut self.env)
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        Ok(env)
+    }
+
+    fn ready_policy(&self) -> ReadyPolicy {
+        match (self.ready, self.listen_timeout) {
+            (ReadyArg::Notify, None) => ReadyPolicy::Notify {
+                timeout: self.ready_timeout,
+                assume_ready: false,
+            },
+            (ReadyArg::Notify, Some(timeout)) => ReadyPolicy::Notify {
+                timeout,
+                assume_ready: true,
+            },
+            (ReadyArg::Delay(_), Some(delay)) | (ReadyArg::Delay(delay), None) => {
+                ReadyPolicy::Delay { delay }
+            }
+        }
+    }
+
+    fn restart_policy(&self) -> RestartPolicy {
+        RestartPolicy {
+            delay: self.restart_delay,
+            max_delay: self.max_restart_delay,
+            min_uptime: self.min_uptime,
+            max_restarts: self.max_restarts,
+            autorestart: self.autorestart,
+            stop_exit_codes: self.stop_exit_codes.iter().copied().collect(),
+            ..RestartPolicy::default()
+        }
+    }
+}
+
+/// `WORKERS` from the environment corral was started with, which overrides
+/// `--instances` (containers set it).
+fn workers_override(inherited: &[(OsString, OsString)]) -> anyhow::Result<Option<Instances>> {
+    match corral_core::spec::env_value(inherited, WORKERS) {
+        Some(value) if !value.is_empty() => value
+            .to_str()
+            .unwrap_or("(not UTF-8)")
+            .parse::<Instances>()
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "invalid WORKERS environment variable {value:?} (it overrides --instances; unset it or fix it)"
+                )
+            }),
+        _ => Ok(None),
     }
 }
 
@@ -435,6 +466,26 @@ pub struct ObserveArgs {
     /// /readyz answers ready when each app has this many ready workers [default: all].
     #[arg(long, value_name = "N")]
     pub min_ready: Option<usize>,
+}
+
+impl ObserveArgs {
+    /// `--metrics`: the endpoint, serving from now on; `say` hears where.
+    pub async fn serve(
+        &self,
+        say: impl Fn(&str),
+    ) -> anyhow::Result<Option<corral_metrics::Metrics>> {
+        let Some(addr) = self.metrics else {
+            return Ok(None);
+        };
+        let metrics = corral_metrics::Metrics::spawn(self.min_ready);
+        let local = corral_metrics::serve(addr, metrics.clone())
+            .await
+            .with_context(|| format!("cannot serve --metrics on {addr}"))?;
+        say(&format!(
+            "metrics on http://{local}/metrics, probes on /livez and /readyz"
+        ));
+        Ok(Some(metrics))
+    }
 }
 
 /// A refused worker count, with how to insist where insisting helps.

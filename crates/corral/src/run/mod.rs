@@ -119,23 +119,10 @@ async fn supervise(
         app: spec.name.clone(),
     };
     let (control_tx, controls) = mpsc::channel(16);
-    let on_trigger = speaker.clone();
-    let _triggers = crate::triggers::start(&triggers, control_tx.clone(), move |m| {
-        on_trigger.say(None, &m)
-    })
-    .map_err(Failure::Runtime)?;
+    let (handed_tx, handed_rx) = tokio::sync::oneshot::channel();
+    let inputs = Inputs::install(&triggers, control_tx, handed_tx, &speaker)?;
     let (reports, report_rx) = mpsc::unbounded_channel();
     let (logs, log_rx) = mpsc::channel(1024);
-    let (handed_tx, handed_rx) = tokio::sync::oneshot::channel();
-    let on_upgrade = speaker.clone();
-    let upgrades = upgrade::on_signal(control_tx.clone(), handed_tx, move |m| {
-        on_upgrade.say(None, m)
-    })
-    .context("cannot install the upgrade signal's handler (SIGURG)")
-    .map_err(Failure::Runtime)?;
-    let signals = corral_core::signals::forward(control_tx)
-        .context("cannot install signal handlers")
-        .map_err(Failure::Runtime)?;
     let app = spec.name.clone();
     let mut buf = Vec::new();
     // A terminal that is gone (EPIPE) or full (ENOSPC) loses lines, never the supervisor.
@@ -143,21 +130,10 @@ async fn supervise(
         let _ = render::log_line(&app, line, &mut buf, &lines);
     });
     let say = |text: &str| speaker.say(None, text);
-    let metrics = match observe.metrics {
-        Some(addr) => {
-            let metrics = corral_metrics::Metrics::spawn(observe.min_ready);
-            metrics.started(&spec.name, spec.instances);
-            let local = corral_metrics::serve(addr, metrics.clone())
-                .await
-                .with_context(|| format!("cannot serve --metrics on {addr}"))
-                .map_err(Failure::Runtime)?;
-            say(&format!(
-                "metrics on http://{local}/metrics, probes on /livez and /readyz"
-            ));
-            Some(metrics)
-        }
-        None => None,
-    };
+    let metrics = observe.serve(say).await.map_err(Failure::Runtime)?;
+    if let Some(metrics) = &metrics {
+        metrics.started(&spec.name, spec.instances);
+    }
     let service = service::Service::new(spec.instances);
     let watchdog = service::start_watchdog();
     let report_task = tokio::spawn(print_reports(report_rx, speaker.clone(), metrics, service));
@@ -181,13 +157,13 @@ async fn supervise(
         adopt.map(|a| a.engine),
     )
     .await;
-    signals.abort();
+    inputs.signals.abort();
     // Once the engine handed over, the upgrade task has what it gave back.
     let handed = match outcome {
         Ok(Outcome::HandedOver) => handed_rx.await.ok(),
         _ => None,
     };
-    upgrades.abort();
+    inputs.upgrades.abort();
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
@@ -195,27 +171,77 @@ async fn supervise(
     // Workers are gone (or handed over); let the last lines they wrote reach the terminal.
     let _ = tokio::time::timeout(OUTPUT_GRACE, all_written).await;
     if let Ok(Outcome::HandedOver) = outcome {
-        let Some((exe, engine)) = handed else {
-            return Err(Failure::Runtime(anyhow::anyhow!(
-                "the engine handed over, but nothing came of it"
-            )));
-        };
         notes.flush(OUTPUT_GRACE).await;
-        let doc = upgrade::RunDoc::new(listeners, engine)
-            .context("cannot hand the listeners over")
-            .map_err(Failure::Runtime)?;
-        return Err(Failure::Runtime(crate::upgrade::exec(doc, &exe)));
+        return Err(exec_upgrade(handed, listeners));
     }
     drop(listeners);
     if let Ok(Outcome::Stopped) = outcome {
         say(&format!("{}: stopped", spec.name));
     }
     notes.flush(OUTPUT_GRACE).await;
+    ended(outcome, &spec.name)
+}
+
+/// What sends the engine its controls besides the caller: `--watch` and
+/// `--cron-restart`, SIGURG's upgrade, and the forwarded signals.
+struct Inputs {
+    _triggers: crate::triggers::Running,
+    upgrades: tokio::task::JoinHandle<()>,
+    signals: tokio::task::JoinHandle<()>,
+}
+
+impl Inputs {
+    fn install(
+        triggers: &crate::triggers::Triggers,
+        control_tx: mpsc::Sender<supervisor::Command>,
+        handed_tx: tokio::sync::oneshot::Sender<(std::path::PathBuf, Box<supervisor::Handed>)>,
+        speaker: &Speaker,
+    ) -> Result<Inputs, Failure> {
+        let on_trigger = speaker.clone();
+        let triggers = crate::triggers::start(triggers, control_tx.clone(), move |m| {
+            on_trigger.say(None, &m)
+        })
+        .map_err(Failure::Runtime)?;
+        let on_upgrade = speaker.clone();
+        let upgrades = upgrade::on_signal(control_tx.clone(), handed_tx, move |m| {
+            on_upgrade.say(None, m)
+        })
+        .context("cannot install the upgrade signal's handler (SIGURG)")
+        .map_err(Failure::Runtime)?;
+        let signals = corral_core::signals::forward(control_tx)
+            .context("cannot install signal handlers")
+            .map_err(Failure::Runtime)?;
+        Ok(Inputs {
+            _triggers: triggers,
+            upgrades,
+            signals,
+        })
+    }
+}
+
+/// The engine handed over: `exec` the new binary with it, or say why not (an `exec`
+/// that works never returns).
+fn exec_upgrade(
+    handed: Option<(std::path::PathBuf, Box<supervisor::Handed>)>,
+    listeners: Vec<Listener>,
+) -> Failure {
+    let Some((exe, engine)) = handed else {
+        return Failure::Runtime(anyhow::anyhow!(
+            "the engine handed over, but nothing came of it"
+        ));
+    };
+    match upgrade::RunDoc::new(listeners, engine).context("cannot hand the listeners over") {
+        Ok(doc) => Failure::Runtime(crate::upgrade::exec(doc, &exe)),
+        Err(e) => Failure::Runtime(e),
+    }
+}
+
+/// How `corral run` ends, from how its engine did.
+fn ended(outcome: Result<Outcome, RunError>, name: &str) -> Result<(), Failure> {
     match outcome {
         Ok(Outcome::Stopped | Outcome::HandedOver) => Ok(()),
         Ok(Outcome::Failed) => Err(Failure::Runtime(anyhow::anyhow!(
-            "every worker of `{}` gave up; nothing is running (see the output above for why)",
-            spec.name
+            "every worker of `{name}` gave up; nothing is running (see the output above for why)"
         ))),
         Err(e @ (RunError::Command { .. } | RunError::NoCommand)) => Err(Failure::Usage(e.into())),
         Err(e) => Err(Failure::Runtime(e.into())),

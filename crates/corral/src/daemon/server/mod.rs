@@ -99,30 +99,9 @@ pub fn serve(
         tokio::spawn(accept_loop(listener, tx.clone()));
         let mut daemon = Daemon::new(home, tx, lock);
         daemon.control = Some(control_dup);
-        if let Some(addr) = observe.metrics {
-            let metrics = corral_metrics::Metrics::spawn(observe.min_ready);
-            let local = corral_metrics::serve(addr, metrics.clone())
-                .await
-                .with_context(|| format!("cannot serve --metrics on {addr}"))?;
-            journal::say(&format!(
-                "metrics on http://{local}/metrics, probes on /livez and /readyz"
-            ));
-            daemon.metrics = Some(metrics);
-        }
+        daemon.metrics = observe.serve(journal::say).await?;
         match adopted {
-            Some(doc) => {
-                let from = doc.from.clone();
-                let reply = daemon.adopt_engines(doc);
-                let summary = daemon.adopted_summary();
-                journal::say(&format!(
-                    "daemon {} took over from corral {from}: {summary}",
-                    std::process::id()
-                ));
-                if let Some(reply) = reply {
-                    cmd::update::answer_update(reply, &from, &summary);
-                }
-                daemon.workers_changed(None);
-            }
+            Some(doc) => daemon.took_over(doc),
             None if held.is_some() => daemon.adopt_held(held),
             None if resurrect => {
                 if let Response::Error { message } = daemon.resurrect() {
@@ -135,6 +114,24 @@ pub fn serve(
         daemon.run(rx).await;
         Ok(())
     })
+}
+
+impl Daemon {
+    /// Takes up what the binary before this one handed over (`corral update`), and
+    /// answers the update that led here.
+    fn took_over(&mut self, doc: cmd::update::DaemonDoc) {
+        let from = doc.from.clone();
+        let reply = self.adopt_engines(doc);
+        let summary = self.adopted_summary();
+        journal::say(&format!(
+            "daemon {} took over from corral {from}: {summary}",
+            std::process::id()
+        ));
+        if let Some(reply) = reply {
+            cmd::update::answer_update(reply, &from, &summary);
+        }
+        self.workers_changed(None);
+    }
 }
 
 /// The home's lock, or None when another daemon holds it (said on stderr).
