@@ -1,5 +1,7 @@
 //! The supervisor's end of each worker channel: the socketpair, a reader task that turns
 //! bytes into frames (with size and rate limits), and non-blocking sends, fds included.
+//!
+//! Longer than 500 lines with its tests; the channel itself is about 210.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

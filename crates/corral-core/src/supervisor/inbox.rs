@@ -124,19 +124,7 @@ fn corral(
             Vec::new()
         }
         Message::Broadcast { data } => {
-            let message = Message::Message {
-                from: Some(slot),
-                data,
-            };
-            let mut refused = 0;
-            for (_, channel) in procs.other_channels(pid) {
-                if channel.send(&message).is_err() {
-                    refused += 1;
-                }
-            }
-            if refused > 0 {
-                problem(ChannelProblem::BroadcastRefused { workers: refused });
-            }
+            broadcast(procs, pid, slot, data, problem);
             Vec::new()
         }
         Message::Bind { port, host } => {
@@ -155,6 +143,29 @@ fn corral(
             problem(ChannelProblem::SupervisorOnly);
             Vec::new()
         }
+    }
+}
+
+/// A worker's message to every other worker of the app.
+fn broadcast(
+    procs: &mut OsProcesses,
+    pid: Pid,
+    slot: usize,
+    data: serde_json::Value,
+    problem: &dyn Fn(ChannelProblem),
+) {
+    let message = Message::Message {
+        from: Some(slot),
+        data,
+    };
+    let mut refused = 0;
+    for (_, channel) in procs.other_channels(pid) {
+        if channel.send(&message).is_err() {
+            refused += 1;
+        }
+    }
+    if refused > 0 {
+        problem(ChannelProblem::BroadcastRefused { workers: refused });
     }
 }
 

@@ -5,6 +5,8 @@
 //! suggestion; bad values fail naming the file, the line and the key path.
 //!
 //! Longer than 500 lines because PM2's file shapes (apps list, single app, TOML tables, JS modules) and their located errors read best side by side; the tests are in `tests.rs`.
+//!
+//! Longer than 500 lines: one reader per file format and the error positions they share.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Issue 10: PM2 ecosystem files as PM2 users write them (the corpus in
 //! `tests/ecosystem`), started, listed, served, reloaded under load and stopped.
+//!
+//! Longer than 500 lines: each test is one scenario read on its own.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,6 +2,8 @@
 //! for `corral run`, without a worker noticing or a request failing. Each test runs a
 //! copy of the corral binary from a directory of its own and replaces that file, as a
 //! package upgrade does, so the running process's binary is the deleted old one.
+//!
+//! Longer than 500 lines: each test is one scenario read on its own.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

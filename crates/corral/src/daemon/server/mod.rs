@@ -1,5 +1,7 @@
 //! The daemon process: the control socket, and one task that owns every app's state
 //! (requests, engine reports and app exits all arrive there as messages).
+//!
+//! Longer than 500 lines: the control socket and the state task's dispatch of every request kind; the verbs themselves are in `cmd/`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
