@@ -123,12 +123,7 @@ async fn supervise(
     let inputs = Inputs::install(&triggers, control_tx, handed_tx, &speaker)?;
     let (reports, report_rx) = mpsc::unbounded_channel();
     let (logs, log_rx) = mpsc::channel(1024);
-    let app = spec.name.clone();
-    let mut buf = Vec::new();
-    // A terminal that is gone (EPIPE) or full (ENOSPC) loses lines, never the supervisor.
-    let all_written = writer::spawn_log_writer(log_rx, move |line| {
-        let _ = render::log_line(&app, line, &mut buf, &lines);
-    });
+    let all_written = write_logs(spec.name.clone(), log_rx, lines);
     let say = |text: &str| speaker.say(None, text);
     let metrics = observe.serve(say).await.map_err(Failure::Runtime)?;
     if let Some(metrics) = &metrics {
@@ -180,6 +175,19 @@ async fn supervise(
     }
     notes.flush(OUTPUT_GRACE).await;
     ended(outcome, &spec.name)
+}
+
+/// Writes the workers' lines to stdout on a thread; the receiver hears once all are written.
+/// A terminal that is gone (EPIPE) or full (ENOSPC) loses lines, never the supervisor.
+fn write_logs(
+    app: String,
+    logs: mpsc::Receiver<corral_core::output::LogLine>,
+    lines: crate::line_format::LineFormat,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let mut buf = Vec::new();
+    writer::spawn_log_writer(logs, move |line| {
+        let _ = render::log_line(&app, line, &mut buf, &lines);
+    })
 }
 
 /// What sends the engine its controls besides the caller: `--watch` and
