@@ -76,9 +76,9 @@ pub struct Counters {
 }
 
 impl SlotRow {
-    fn new(pid: Option<Pid>, status: WorkerStatus, since: Instant) -> SlotRow {
+    fn new(status: WorkerStatus, since: Instant) -> SlotRow {
         SlotRow {
-            pid,
+            pid: None,
             status,
             since,
             restarts: 0,
@@ -253,7 +253,15 @@ impl SlotBoard {
                 requests,
                 dispatched,
                 ..
-            } => self.heard(*slot, *pid, *lag, *active, *requests, *dispatched, now),
+            } => {
+                let heartbeat = Vitals {
+                    lag: *lag,
+                    active: *active,
+                    requests: *requests,
+                    dispatched: *dispatched,
+                };
+                self.heard(*slot, *pid, heartbeat);
+            }
             other => self.count(other),
         }
     }
@@ -275,7 +283,7 @@ impl SlotBoard {
         let row = self
             .slots
             .entry(slot)
-            .or_insert_with(|| SlotRow::new(None, status, now));
+            .or_insert_with(|| SlotRow::new(status, now));
         row.pid = Some(pid);
         row.status = status;
         row.since = now;
@@ -318,29 +326,19 @@ impl SlotBoard {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // the heartbeat's own fields, unpacked once
-    fn heard(
-        &mut self,
-        slot: usize,
-        pid: Pid,
-        lag: Duration,
-        active: u64,
-        requests: u64,
-        dispatched: u64,
-        now: Instant,
-    ) {
-        let row = self
-            .slots
-            .entry(slot)
-            .or_insert_with(|| SlotRow::new(None, WorkerStatus::Starting, now));
+    /// A heartbeat of `pid`, counted in its slot. A slot with no row (scaled away while
+    /// its worker drains) gets none: a heartbeat must not make a worker show up.
+    fn heard(&mut self, slot: usize, pid: Pid, heartbeat: Vitals) {
+        let Some(row) = self.slots.get_mut(&slot) else {
+            return;
+        };
         let last = row.vitals.entry(pid).or_default();
         // Counters from a worker only go up; a heartbeat without numbers (or a forged
         // one) can't take them back.
         *last = Vitals {
-            lag,
-            active,
-            requests: last.requests.max(requests),
-            dispatched: last.dispatched.max(dispatched),
+            requests: last.requests.max(heartbeat.requests),
+            dispatched: last.dispatched.max(heartbeat.dispatched),
+            ..heartbeat
         };
     }
 }
@@ -462,6 +460,25 @@ mod tests {
             (b.instances(), b.rows().count(), b.stopping()),
             (3, 1, false)
         );
+    }
+
+    #[test]
+    fn a_heartbeat_of_a_slot_scaled_away_makes_no_row() {
+        let (mut b, now) = running();
+        b.apply(&Report::Scaled { from: 2, to: 1 }, now);
+        let vitals = Report::Vitals {
+            slot: 1,
+            pid: 11,
+            rss: 0,
+            lag: Duration::ZERO,
+            active: 1,
+            requests: 5,
+            dispatched: 5,
+        };
+        b.apply(&vitals, now);
+        assert_eq!(b.rows().count(), 1);
+        b.apply(&exited(1, 11, true), now);
+        assert_eq!(b.rows().count(), 1);
     }
 
     #[test]

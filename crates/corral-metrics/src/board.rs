@@ -59,12 +59,10 @@ impl Board {
 
     /// `app` starts (again) with `instances` workers.
     pub fn started(&mut self, app: &str, instances: usize) {
-        match self.apps.get_mut(app) {
-            Some(board) => board.relaunched(instances),
-            None => {
-                self.apps.insert(app.to_owned(), SlotBoard::new(instances));
-            }
-        }
+        self.apps
+            .entry(app.to_owned())
+            .or_insert_with(|| SlotBoard::new(instances))
+            .relaunched(instances);
     }
 
     /// `app` is gone (deleted).
