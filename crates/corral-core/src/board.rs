@@ -165,6 +165,10 @@ impl SlotBoard {
         self.slots.iter().map(|(slot, row)| (*slot, row))
     }
 
+    pub fn row(&self, slot: usize) -> Option<&SlotRow> {
+        self.slots.get(&slot)
+    }
+
     /// Every row, for changes that reports don't make (a hand-over marks workers ready).
     pub fn rows_mut(&mut self) -> impl Iterator<Item = &mut SlotRow> {
         self.slots.values_mut()

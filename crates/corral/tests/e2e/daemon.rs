@@ -802,3 +802,32 @@ fn daemon_command_errors_snapshot() {
     );
     insta::assert_snapshot!(out);
 }
+
+#[test]
+fn issue_24_signal_app_slot_reaches_that_slots_worker_from_the_board() {
+    let home = home("signal-slot");
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "fx",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let view = home.wait_online("fx", 2);
+    let slot1 = view
+        .workers
+        .iter()
+        .find(|w| w.slot == 1)
+        .and_then(|w| w.pid)
+        .expect("slot 1 runs");
+    let said = home.ok(&["signal", "SIGUSR1", "fx:1"]);
+    assert_eq!(said.trim(), format!("SIGUSR1 → fx:1 (pid {slot1})"));
+    let out = home.corral(&["signal", "SIGUSR1", "fx:5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("fx has no running worker 5"), "{err}");
+}

@@ -19,15 +19,14 @@ impl Daemon {
             None => send(app, Control::Forward(signal))
                 .map(|()| format!("{} → {}", signal.as_str(), app.name)),
             Some(slot) => {
-                let pid = app
-                    .board
-                    .rows()
-                    .find(|(s, _)| *s == slot)
-                    .and_then(|(_, r)| r.pid)
-                    .ok_or_else(|| Refusal::NoWorker {
-                        app: app.name.clone(),
-                        slot,
-                    })?;
+                let pid =
+                    app.board
+                        .row(slot)
+                        .and_then(|r| r.pid)
+                        .ok_or_else(|| Refusal::NoWorker {
+                            app: app.name.clone(),
+                            slot,
+                        })?;
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
                     .map_err(|source| Refusal::Signal { pid, source })?;
                 Ok(format!(
