@@ -414,12 +414,12 @@ fn issue_13_when_the_daemon_and_its_holder_both_die_no_worker_keeps_the_port_and
     assert!(corral_testkit::get(addr, "/").is_ok());
     let said = home.ok(&["resurrect"]);
     assert!(said.contains("py"), "{said}");
-    assert!(
+    // daemon.log is written by a thread: the line may land just after `resurrect` answers.
+    let killed = corral_testkit::eventually(Duration::from_secs(10), || {
         home.daemon_log()
-            .contains("killed 2 worker groups left by a daemon and holder"),
-        "{}",
-        home.daemon_log()
-    );
+            .contains("killed 2 worker groups left by a daemon and holder")
+    });
+    assert!(killed, "{}", home.daemon_log());
     let after = pids(&home.wait_online("py", 2));
     assert!(
         after.iter().all(|p| !before.contains(p)),
