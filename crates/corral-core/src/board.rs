@@ -36,6 +36,10 @@ pub struct SlotRow {
     pub restarts: u32,
     /// Unexpected exits ever, restarted or not: a counter that never goes down.
     pub unexpected_exits: u64,
+    /// Workers replaced on request (a restart or a reload of the running group), since
+    /// start or `reset`; with `restarts`, PM2's `restart_time`.
+    #[serde(default)]
+    pub replaced: u32,
     /// How its last worker ended when it was not asked to.
     pub last_exit: Option<LastExit>,
     /// The last heartbeat of each live worker of the slot (a draining one included).
@@ -83,10 +87,20 @@ impl SlotRow {
             since,
             restarts: 0,
             unexpected_exits: 0,
+            replaced: 0,
             last_exit: None,
             vitals: BTreeMap::new(),
             gone: Vitals::default(),
         }
+    }
+
+    /// Every time the slot's worker was replaced, asked for or not (PM2's `restart_time`):
+    /// a crashed worker counts once its replacement is on its way, not while it waits.
+    pub fn restart_time(&self) -> u32 {
+        let waiting = u32::from(self.status == WorkerStatus::Restarting);
+        self.restarts
+            .saturating_add(self.replaced)
+            .saturating_sub(waiting)
     }
 
     /// Ready to serve, on corral's socket or not.
@@ -199,7 +213,16 @@ impl SlotBoard {
     pub fn reset(&mut self) {
         for row in self.slots.values_mut() {
             row.restarts = 0;
+            row.replaced = 0;
             row.last_exit = None;
+        }
+    }
+
+    /// A restart of the running group was asked for: each slot with a live worker counts
+    /// one replacement now (a stopped slot that starts again is no restart, as in PM2).
+    pub fn restarting(&mut self) {
+        for row in self.slots.values_mut().filter(|r| r.pid.is_some()) {
+            row.replaced = row.replaced.saturating_add(1);
         }
     }
 
@@ -212,7 +235,14 @@ impl SlotBoard {
                 replacing: None,
             } => self.set(*slot, *pid, WorkerStatus::Starting, now),
             // A replacement shows up in its slot once it is ready.
-            Report::Ready { slot, pid, .. } => self.set(*slot, *pid, WorkerStatus::Online, now),
+            Report::Ready { slot, pid, .. } => {
+                if let Some(row) = self.slots.get_mut(slot) {
+                    if row.pid.is_some_and(|old| old != *pid) {
+                        row.replaced = row.replaced.saturating_add(1);
+                    }
+                }
+                self.set(*slot, *pid, WorkerStatus::Online, now)
+            }
             Report::Exited {
                 slot,
                 pid,
@@ -419,6 +449,35 @@ mod tests {
         let (_, row) = b.rows().next().expect("slot 0");
         assert_eq!((row.pid, row.status), (Some(12), WorkerStatus::Online));
         assert_eq!(b.ready(), 2);
+        assert_eq!((row.restarts, row.replaced, row.restart_time()), (0, 1, 1));
+    }
+
+    #[test]
+    fn issue_22_restart_time_counts_crashes_restarts_and_reloads_but_not_a_start_after_stop() {
+        let (mut b, now) = running();
+        b.restarting();
+        for (slot, old, new) in [(0, 10, 20), (1, 11, 21)] {
+            b.apply(&exited(slot, old, true), now);
+            b.apply(&spawned(slot, new), now);
+            b.apply(&ready(slot, new), now);
+        }
+        b.apply(&exited(0, 20, false), now);
+        assert_eq!(
+            b.row(0).expect("slot 0").restart_time(),
+            1,
+            "not while it waits"
+        );
+        b.apply(&spawned(0, 30), now);
+        b.apply(&ready(0, 30), now);
+        let times: Vec<u32> = b.rows().map(|(_, r)| r.restart_time()).collect();
+        assert_eq!(times, [2, 1]);
+        // Stopped, then started: nothing was running to be restarted.
+        b.apply(&exited(1, 21, true), now);
+        b.restarting();
+        b.apply(&spawned(1, 31), now);
+        assert_eq!(b.row(1).expect("slot 1").restart_time(), 1);
+        b.reset();
+        assert!(b.rows().all(|(_, r)| r.restart_time() == 0));
     }
 
     #[test]

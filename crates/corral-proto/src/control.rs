@@ -41,6 +41,8 @@ pub enum Request<O> {
     /// Reopen every log file (an external logrotate moved them).
     ReloadLogs,
     List,
+    /// `ls` with what each app was started from: the data PM2's per-process views show.
+    Records,
     Stop {
         target: String,
     },
@@ -136,6 +138,10 @@ pub enum Response {
     Apps {
         apps: Vec<AppView>,
     },
+    /// `Records`: every app with what it was started from.
+    Records {
+        apps: Vec<AppRecord>,
+    },
     /// `describe`: one app in full.
     Described {
         app: Box<AppDetail>,
@@ -168,11 +174,22 @@ impl Response {
         match self {
             Response::Ok { message } => Ok(message),
             Response::Error { message } => Err(message),
-            Response::Apps { .. } | Response::Described { .. } | Response::Env { .. } => {
-                Ok(String::new())
-            }
+            Response::Apps { .. }
+            | Response::Records { .. }
+            | Response::Described { .. }
+            | Response::Env { .. } => Ok(String::new()),
         }
     }
+}
+
+/// An app's view and its start request (a [`StartApp`] of the binary's options type),
+/// with when it was first started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub view: AppView,
+    pub start: serde_json::Value,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
 }
 
 /// `describe`: the `ls` view of an app and what it runs with.
@@ -335,6 +352,13 @@ pub struct WorkerView {
     pub status: WorkerStatus,
     pub uptime_ms: u64,
     pub restarts: u32,
+    /// Every replacement of the slot's worker, crashes, restarts and reloads, since start
+    /// or `reset` (PM2's `restart_time`).
+    #[serde(default)]
+    pub restart_time: u32,
+    /// The slot's number among every worker of the daemon (PM2's `pm_id`).
+    #[serde(default)]
+    pub pm_id: Option<u32>,
     pub cpu_percent: f64,
     pub memory: u64,
     /// How the slot's last worker ended when it was not asked to.

@@ -121,6 +121,7 @@ fn graph(src: &Path, depth: usize) -> Graph {
 /// the layers below its own, and, in the bottom layer only, others of its own layer.
 const CORRAL_LAYERS: &[&[&str]] = &[
     &["app"],
+    &["pm2"],
     &["client", "daemon", "run"],
     &["cli"],
     &["config"],

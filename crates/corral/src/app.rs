@@ -8,7 +8,21 @@ use crate::cli::{Cli, Command};
 use crate::exit::Failure;
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // PM2's dialect: invoked as `pm2` (a link to this binary), or `corral pm2 ARGS`.
+    let program = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "pm2");
+    if program {
+        return crate::pm2::main(args);
+    }
+    if args.get(1).is_some_and(|a| a == "pm2") {
+        args.remove(0);
+        return crate::pm2::main(args);
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return Failure::from_clap(e).report(),
     };

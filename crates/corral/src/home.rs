@@ -3,11 +3,24 @@
 
 use std::path::PathBuf;
 
-/// The daemon's home: `$CORRAL_HOME`, default `~/.corral`.
+/// The daemon's home: `$CORRAL_HOME`, default `~/.corral`; or, for the PM2 front end,
+/// `$PM2_HOME`, default `~/.pm2`, with PM2's file names.
 #[derive(Debug, Clone)]
 pub struct Home {
     pub dir: PathBuf,
+    pub kind: HomeKind,
 }
+
+/// Whose file names the home uses: the dump and the daemon's pid file are where PM2's
+/// users (and their scripts) look for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeKind {
+    Corral,
+    Pm2,
+}
+
+/// Passed to the daemon the PM2 front end starts, so that it writes PM2's file names.
+const KIND_VAR: &str = "CORRAL_HOME_KIND";
 
 impl Home {
     /// Starts `corral daemon` for this home in a session of its own, its output appended
@@ -26,6 +39,14 @@ impl Home {
         command
             .arg("daemon")
             .env("CORRAL_HOME", &self.dir)
+            .env(
+                KIND_VAR,
+                if self.kind == HomeKind::Pm2 {
+                    "pm2"
+                } else {
+                    "corral"
+                },
+            )
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -48,7 +69,29 @@ impl Home {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".corral")))
             .unwrap_or_else(|| std::env::temp_dir().join(format!("corral-{uid}")));
-        let home = Home { dir };
+        let kind = match std::env::var_os(KIND_VAR) {
+            Some(kind) if kind == "pm2" => HomeKind::Pm2,
+            _ => HomeKind::Corral,
+        };
+        let home = Home { dir, kind };
+        home.check()?;
+        Ok(home)
+    }
+
+    /// The PM2 front end's home: `$PM2_HOME`, else `~/.pm2`, checked as corral's is.
+    pub fn pm2_from_env() -> anyhow::Result<Home> {
+        let dir = std::env::var_os("PM2_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pm2")))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "neither PM2_HOME nor HOME is set; set PM2_HOME to a directory of your own"
+                )
+            })?;
+        let home = Home {
+            dir,
+            kind: HomeKind::Pm2,
+        };
         home.check()?;
         Ok(home)
     }
@@ -98,7 +141,30 @@ impl Home {
     }
 
     pub fn dump(&self) -> PathBuf {
-        self.dir.join("dump.json")
+        self.dir.join(match self.kind {
+            HomeKind::Corral => "dump.json",
+            HomeKind::Pm2 => "dump.pm2",
+        })
+    }
+
+    /// The dump `save` replaced, which `resurrect` falls back on.
+    pub fn dump_backup(&self) -> PathBuf {
+        let mut name = self.dump().into_os_string();
+        name.push(".bak");
+        PathBuf::from(name)
+    }
+
+    /// The running daemon's pid.
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join(match self.kind {
+            HomeKind::Corral => "daemon.pid",
+            HomeKind::Pm2 => "pm2.pid",
+        })
+    }
+
+    /// Where the PM2 front end's apps write their pid files by default.
+    pub fn pids(&self) -> PathBuf {
+        self.dir.join("pids")
     }
 
     pub fn lock(&self) -> PathBuf {

@@ -1,7 +1,7 @@
 //! The `corral` command: parses the command line and hands over to [`app::main`].
 //!
 //! Layers, each using only the ones below it (`tests/layers.rs` checks there is no cycle):
-//! `app` → `client`, `daemon`, `run` → `cli` → `config` → `model`, `home`, `log_layout`,
+//! `app` → `pm2` → `client`, `daemon`, `run` → `cli` → `config` → `model`, `home`, `log_layout`,
 //! `render`, `chatter`, `line_format`, `triggers`, `secrets`, `exit`, `upgrade`.
 
 #[macro_use]
@@ -17,6 +17,7 @@ mod home;
 mod line_format;
 mod log_layout;
 mod model;
+mod pm2;
 mod render;
 mod run;
 mod secrets;

@@ -1,12 +1,12 @@
 //! The CLI's side of the daemon commands: build a request, send it, print the answer.
 //! One module per command family; this one maps each command to them.
 
-mod conn;
+pub(crate) mod conn;
 mod describe;
 mod files;
-mod habits;
-mod logs;
-mod monit;
+pub(crate) mod habits;
+pub(crate) mod logs;
+pub(crate) mod monit;
 mod startup;
 mod table;
 

@@ -80,7 +80,8 @@ fn format_of(path: &Path) -> Option<Format> {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct FileKeys {
-    /// The script or program to run.
+    /// The script or program to run (PM2's `cmd` too).
+    #[serde(alias = "cmd")]
     pub script: Option<String>,
     /// The app's arguments: a string (split on white space) or a list.
     #[serde(deserialize_with = "words")]

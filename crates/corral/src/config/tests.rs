@@ -159,7 +159,7 @@ fn issue_10_config_error_messages() {
         ("instances.json", "{\"apps\": [{\"script\": \"a.js\"},\n  {\"script\": \"b.js\", \"instances\": \"lots\"}]}"),
         ("timeout.yaml", "apps:\n  - script: a.js\n    kill_timeout: soon\n"),
         ("memory.toml", "[[app]]\nscript = \"a\"\nmax_memory_restart = \"lots\"\n"),
-        ("env.json", "{\"apps\": [{\"script\": \"a.js\",\n  \"env\": {\"PORT\": {\"n\": 1}}}]}"),
+        ("env.json", "{\"apps\": [{\"script\": \"a.js\",\n  \"env\": {\"PORT\": null}}]}"),
         ("mode.json", "{\"apps\": [{\"script\": \"a.js\",\n  \"exec_mode\": \"spawn\"}]}"),
         ("codes.json", "{\"apps\": [{\"script\": \"a.js\",\n  \"stop_exit_codes\": [300]}]}"),
         ("listen.json", "{\"apps\": [{\"script\": \"a.js\",\n  \"listen\": \"example.com:80\"}]}"),

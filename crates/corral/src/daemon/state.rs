@@ -54,6 +54,11 @@ pub struct App {
     pub log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Its log writer, which ends once every line the engine passed on is written.
     pub log_task: Option<tokio::task::JoinHandle<()>>,
+    /// Each slot's number among every worker of the daemon (PM2's `pm_id`), given in
+    /// the order workers are first listed.
+    pub pm_ids: Vec<u32>,
+    /// When it was first started (a restart keeps it).
+    pub created: std::time::SystemTime,
 }
 
 impl App {
@@ -75,6 +80,8 @@ impl App {
             layout: Default::default(),
             log_generation: Default::default(),
             log_task: None,
+            pm_ids: Vec::new(),
+            created: std::time::SystemTime::now(),
         }
     }
 
@@ -125,6 +132,8 @@ impl App {
                     },
                     uptime_ms: now.saturating_duration_since(row.since).as_millis() as u64,
                     restarts: row.restarts,
+                    restart_time: row.restart_time(),
+                    pm_id: self.pm_ids.get(slot).copied(),
                     cpu_percent,
                     memory,
                     last_exit: row.last_exit.map(|e| {

@@ -1,6 +1,7 @@
 //! The app model below the command line, the config files and the daemon: options,
 //! their value parsers and serde forms, and naming rules.
 
+pub mod facts;
 pub mod kinds;
 pub mod names;
 pub mod options;

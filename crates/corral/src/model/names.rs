@@ -31,6 +31,12 @@ pub fn resolve_command(
 ) -> Vec<OsString> {
     let path = Path::new(script);
     let mut command = Vec::new();
+    if interpreter.is_none() && is_shell_line(script, cwd) {
+        // PM2's `cmd: "node -e '...'"` / `pm2 start "cc a.c; ./a.out"`: a line for the shell.
+        command.extend(["bash".into(), "-c".into(), script.to_owned()]);
+        command.extend(args.iter().cloned());
+        return command;
+    }
     let interpreter = match interpreter {
         Some("none") => None,
         Some(program) => Some(program),
@@ -48,6 +54,12 @@ pub fn resolve_command(
     }
     command.extend(args.iter().cloned());
     command
+}
+
+/// A script with white space in it that names no file is a shell command line.
+pub fn is_shell_line(script: &OsStr, cwd: &Path) -> bool {
+    let text = script.to_string_lossy();
+    text.contains(char::is_whitespace) && !cwd.join(script).exists()
 }
 
 /// Programs whose first non-flag argument names the app better than they do.

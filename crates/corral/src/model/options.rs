@@ -162,6 +162,7 @@ pub struct AppOptions {
 
     /// Also write both streams of every slot here (PM2's `log_file`).
     #[arg(long, value_name = "FILE")]
+    #[serde(alias = "log")]
     pub log_file: Option<PathBuf>,
 
     /// The same for standard error.
@@ -245,6 +246,17 @@ pub struct AppOptions {
     /// 3001, ... (PM2's `increment_var`).
     #[arg(long, value_name = "VAR")]
     pub increment_var: Option<String>,
+
+    /// Write each worker's pid to this file, per slot as NAME-SLOT.EXT, removed when the
+    /// worker exits (PM2's `pid_file`).
+    #[arg(long, value_name = "FILE")]
+    #[serde(alias = "pid")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Set by the PM2 front end (`pm2 start`): what PM2's views show of the app.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pm2_facts: Option<super::facts::Pm2Facts>,
 
     /// Report workers whose runtime lags (late timers) more than this.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]

@@ -212,10 +212,14 @@ pub mod env {
             Value::Null => Ok(Vec::new()),
             Value::Object(table) => table
                 .iter()
-                .map(|(name, value)| match scalar_text(value) {
-                    Some(text) => Ok((name.clone(), text)),
-                    None => Err(de::Error::custom(format!(
-                        "{name}: expected a string, number or boolean"
+                .map(|(name, value)| match (scalar_text(value), value) {
+                    (Some(text), _) => Ok((name.clone(), text)),
+                    // As PM2 passes them: a table or a list becomes its JSON text.
+                    (None, Value::Object(_) | Value::Array(_)) => {
+                        Ok((name.clone(), value.to_string()))
+                    }
+                    (None, _) => Err(de::Error::custom(format!(
+                        "{name}: expected a string, number, boolean, table or list"
                     ))),
                 })
                 .collect(),

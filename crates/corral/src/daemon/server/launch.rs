@@ -78,7 +78,8 @@ pub(super) fn launch(
     app.controls = Some(controls_tx);
     if !adopted {
         app.status = Status::Online;
-        app.board = corral_core::board::SlotBoard::new(app.spec.instances);
+        // The rows of the last run stay, so that their counters go on (PM2's restart_time).
+        app.board.relaunched(app.spec.instances);
     }
     Ok(())
 }

@@ -43,7 +43,7 @@ use crate::model::names::closest;
 use crate::model::{Request, StartApp};
 use crate::render;
 use corral_proto::control::{
-    AppDetail, AppView, ApplyMode, EnvVar, Envelope, LogFileView, Response, ScaleChange,
+    AppDetail, AppRecord, AppView, ApplyMode, EnvVar, Envelope, LogFileView, Response, ScaleChange,
     PROTOCOL_VERSION,
 };
 
@@ -68,6 +68,10 @@ pub fn serve(
         },
     };
     journal::open(&home, log_json);
+    let pid_file = home.pid_file();
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        journal::say(&format!("cannot write {}: {e}", pid_file.display()));
+    }
     let (lock, control, adopted) = match adopted {
         Some(mut doc) => {
             let (lock, control) = doc.take_daemon_fds()?;
@@ -114,6 +118,12 @@ pub fn serve(
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         daemon.run(rx).await;
+        // Only ours: a daemon started since (after an update, the same pid) keeps its.
+        if std::fs::read_to_string(&pid_file)
+            .is_ok_and(|pid| pid.trim() == std::process::id().to_string())
+        {
+            let _ = std::fs::remove_file(&pid_file);
+        }
         Ok(())
     })
 }
@@ -375,6 +385,8 @@ struct Daemon {
     coming_up: BTreeMap<String, ComingUp>,
     /// The id the next app gets.
     next_id: u32,
+    /// The `pm_id` the next worker slot gets; back to 0 when no app is left, as in PM2.
+    next_pm_id: u32,
     /// `--metrics`: the board every report also goes to.
     metrics: Option<corral_metrics::Metrics>,
     /// Bumped by `reloadLogs`: every app's log writer reopens its files.
@@ -422,6 +434,7 @@ impl Daemon {
             coming_up: BTreeMap::new(),
             reloads: BTreeMap::new(),
             next_id: 0,
+            next_pm_id: 0,
             metrics: None,
             log_generation: Default::default(),
             control: None,
@@ -498,6 +511,7 @@ impl Daemon {
                 Response::ok(format!("log files of {} apps reopened", self.apps.len()))
             }
             Request::List => self.list(),
+            Request::Records => self.records(),
             Request::Stop { target } => return self.stop_targets(&target, Then::Nothing, reply),
             Request::Restart { target } => return self.stop_targets(&target, Then::Start, reply),
             Request::Delete { target } => return self.stop_targets(&target, Then::Delete, reply),

@@ -7,8 +7,27 @@ impl Daemon {
         Response::Apps { apps: self.views() }
     }
 
+    /// `ls` with each app's start request: what PM2's views show.
+    pub(in crate::daemon::server) fn records(&mut self) -> Response {
+        let views = self.views();
+        let apps = views
+            .into_iter()
+            .zip(self.apps.values())
+            .map(|(view, app)| AppRecord {
+                view,
+                start: serde_json::to_value(&app.start).expect("a start request serializes"),
+                created_at_ms: app
+                    .created
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            })
+            .collect();
+        Response::Records { apps }
+    }
+
     /// Every app as `ls` shows it, log files included.
     pub(in crate::daemon::server) fn views(&mut self) -> Vec<AppView> {
+        self.number_slots();
         let pids: Vec<Pid> = self.apps.values().flat_map(|a| a.board.pids()).collect();
         let usage = self.usage(&pids);
         let now = Instant::now();
@@ -21,6 +40,20 @@ impl Daemon {
                 view
             })
             .collect()
+    }
+
+    /// Gives every listed slot without one its `pm_id`, app by app in id order (so the
+    /// workers of one start get consecutive numbers).
+    pub(in crate::daemon::server) fn number_slots(&mut self) {
+        let mut apps: Vec<&mut Box<App>> = self.apps.values_mut().collect();
+        apps.sort_by_key(|a| a.id);
+        for app in apps {
+            let slots = app.board.instances().max(app.board.rows().count());
+            while app.pm_ids.len() < slots {
+                app.pm_ids.push(self.next_pm_id);
+                self.next_pm_id += 1;
+            }
+        }
     }
 
     /// CPU % since the last `ls` (or since the process started) and tree memory.

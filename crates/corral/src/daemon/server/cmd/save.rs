@@ -12,6 +12,15 @@ impl Daemon {
             version: DUMP_VERSION,
             apps: self.apps.values().map(|a| a.start.clone()).collect(),
         };
+        // The dump this replaces stays beside it, for `resurrect` when this one breaks.
+        if self.home.dump().is_file() {
+            if let Err(e) = std::fs::copy(self.home.dump(), self.home.dump_backup()) {
+                journal::say(&format!(
+                    "cannot keep the last dump as {}: {e}",
+                    self.home.dump_backup().display()
+                ));
+            }
+        }
         match write_atomically(&self.home.dump(), &dump) {
             Ok(()) => Response::ok(format!(
                 "saved {} apps to {}",

@@ -44,7 +44,12 @@ impl Daemon {
                 format!(" on {}", app.listen.join(", "))
             }
         );
+        if self.apps.is_empty() {
+            // As in PM2: with no app left, numbering starts again.
+            self.next_pm_id = 0;
+        }
         self.apps.insert(app.name.clone(), Box::new(app));
+        self.number_slots();
         Response::ok(message)
     }
 

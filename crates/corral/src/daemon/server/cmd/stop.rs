@@ -18,6 +18,9 @@ impl Daemon {
         for name in &names {
             let app = self.apps.get_mut(name).expect("target exists");
             app.then = then;
+            if then == Then::Start && app.controls.is_some() && app.status != Status::Stopping {
+                app.board.restarting();
+            }
             if app.controls.is_some() {
                 if app.status != Status::Stopping {
                     let _ = send(app, Control::Stop);
