@@ -10,6 +10,9 @@ use crate::process::Pid;
 /// can't make the supervisor buffer without bound.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// How long an unterminated line waits for the rest of it before it is passed on.
+pub const PARTIAL_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Stream {
     Stdout,
@@ -80,6 +83,14 @@ pub fn pump(
                     continue;
                 }
                 more = read_some(&receiver, &mut pending) => more,
+                // A prompt or a `write('x')` with no newline: shown once the worker
+                // pauses, not held until a newline that may never come.
+                () = tokio::time::sleep(PARTIAL_AFTER), if !pending.is_empty() => {
+                    if sink.send(line(std::mem::take(&mut pending))).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             };
             if !read {
                 break;
@@ -166,6 +177,26 @@ mod tests {
                 b"three".to_vec()
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn issue_22_an_unterminated_line_is_passed_on_when_the_worker_pauses() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let _pump = pump(r, 0, 1, Stream::Stderr, tx, Vec::new());
+        let (said, heard) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            let mut w = std::fs::File::from(w);
+            w.write_all(b"errwrite").unwrap();
+            // Held open until the partial line got through: no EOF flushes it.
+            heard.recv().unwrap();
+            w.write_all(b"rest\n").unwrap();
+        });
+        let first = rx.recv().await.expect("the partial line");
+        assert_eq!(first.text, b"errwrite");
+        said.send(()).unwrap();
+        assert_eq!(rx.recv().await.expect("the next line").text, b"rest");
+        writer.join().unwrap();
     }
 
     #[tokio::test]

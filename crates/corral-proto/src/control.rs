@@ -45,6 +45,9 @@ pub enum Request<O> {
     Records,
     Stop {
         target: String,
+        /// Also turn the apps' `--watch` off, as PM2's stop does (the PM2 front end).
+        #[serde(default)]
+        unwatch: bool,
     },
     Restart {
         target: String,

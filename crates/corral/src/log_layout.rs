@@ -42,14 +42,7 @@ impl LogLayout {
         }
         match (custom, self.merge) {
             (Some(path), true) => path.clone(),
-            (Some(path), false) => {
-                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-                let name = match path.extension() {
-                    Some(ext) => format!("{stem}-{slot}.{}", ext.to_string_lossy()),
-                    None => format!("{stem}-{slot}"),
-                };
-                path.with_file_name(name)
-            }
+            (Some(path), false) => per_slot(path, slot),
             (None, true) => dir.join(format!("{app}-{kind}.log")),
             (None, false) => dir.join(format!("{app}-{slot}-{kind}.log")),
         }
@@ -132,6 +125,16 @@ pub fn label(app: &str, file: &LogFileView) -> String {
         Some(slot) => format!("{app}:{slot} {}", file.stream.as_str()),
         None => format!("{app} {}", file.stream.as_str()),
     }
+}
+
+/// `dir/name.ext` as one slot's file, `dir/name-SLOT.ext` (log files, pid files).
+pub fn per_slot(path: &Path, slot: usize) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{slot}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{slot}"),
+    };
+    path.with_file_name(name)
 }
 
 #[cfg(test)]

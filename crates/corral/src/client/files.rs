@@ -83,7 +83,10 @@ pub fn on_file(home: &Home, target: &Target, verb: FileVerb) -> Option<Result<()
     }
     let request: fn(String) -> Request = match verb {
         FileVerb::Apply(mode) => return Some(apply_file(home, path, target.profile.clone(), mode)),
-        FileVerb::Stop => |target| Request::Stop { target },
+        FileVerb::Stop => |target| Request::Stop {
+            target,
+            unwatch: false,
+        },
         FileVerb::Delete => |target| Request::Delete { target },
     };
     Some(each_app_of(home, path, request))

@@ -60,7 +60,10 @@ pub fn run(command: Command) -> Result<(), Failure> {
         Command::Init(a) => return habits::init(&a),
         Command::Unstartup(a) => return startup::unstartup(&a),
         Command::Logs(args) => return logs::logs(&home, &args).map_err(Failure::Runtime),
-        Command::Stop(t) => Request::Stop { target: t.target },
+        Command::Stop(t) => Request::Stop {
+            target: t.target,
+            unwatch: false,
+        },
         Command::Restart(t) => Request::Restart { target: t.target },
         Command::Reload(t) => Request::Reload { target: t.target },
         Command::Delete(t) => Request::Delete { target: t.target },

@@ -141,6 +141,15 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Loaded, ConfigError> {
         message,
     })?;
     let deploy = value.get("deploy").is_some();
+    // PM2 gives `--env PROFILE` the variables of `deploy.PROFILE.env` too.
+    let deploy_env = profile.and_then(|p| {
+        value
+            .get("deploy")?
+            .get(p)?
+            .get("env")?
+            .as_object()
+            .cloned()
+    });
     let (list_key, apps) = app_list(format, value).map_err(|(key, m)| fail(&key, m))?;
     let dir = path
         .parent()
@@ -154,7 +163,7 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Loaded, ConfigError> {
     };
     if deploy {
         loaded.warnings.push(format!(
-            "{file}: deploy: PM2's deploy sections are not corral's job (deploy with your CI, then `corral startOrReload {}`); ignored",
+            "{file}: deploy: PM2's deploy sections are not corral's job (deploy with your CI, then `corral startOrReload {}`); ignored but for the `env` of the profile --env names",
             path.file_name().unwrap_or_default().to_string_lossy()
         ));
     }
@@ -166,7 +175,7 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Loaded, ConfigError> {
             prefix: format!("{list_key}[{i}]"),
             earlier: &seen,
         };
-        let app = read_app(app, profile, &cx, &mut loaded.warnings)?;
+        let app = read_app(app, profile, deploy_env.as_ref(), &cx, &mut loaded.warnings)?;
         seen.count(&app.1);
         loaded.apps.push(app.0);
     }
@@ -421,6 +430,7 @@ fn fields_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
 fn read_app(
     app: Value,
     profile: Option<&str>,
+    deploy_env: Option<&Map<String, Value>>,
     cx: &Context,
     warnings: &mut Vec<String>,
 ) -> Result<(FileApp, Vec<String>), ConfigError> {
@@ -430,6 +440,14 @@ fn read_app(
     let keys: Vec<String> = app.keys().cloned().collect();
     warn_unknown(&app, cx, warnings);
     apply_profile(&mut app, profile, cx, warnings)?;
+    if let Some(extra) = deploy_env {
+        if let Value::Object(env) = app
+            .entry("env")
+            .or_insert_with(|| Value::Object(Map::new()))
+        {
+            env.extend(extra.clone());
+        }
+    }
     let pm2_instances = !app.contains_key("instances");
     let value = Value::Object(app);
     let mut options: AppOptions = typed(&value, cx)?;

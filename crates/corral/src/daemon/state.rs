@@ -98,11 +98,40 @@ impl App {
     /// Updates the worker rows from what the engine reported.
     pub fn apply(&mut self, report: &Report, now: Instant) {
         self.board.apply(report, now);
+        match report {
+            Report::Spawned { slot, .. }
+            | Report::Ready { slot, .. }
+            | Report::Exited { slot, .. }
+            | Report::GaveUp { slot, .. } => self.write_pid_file(*slot),
+            _ => {}
+        }
         if let Report::PortBound { addr, .. } = report {
             let shown = format!("{addr} (asked by the app)");
             if !self.listen.contains(&shown) {
                 self.listen.push(shown);
             }
+        }
+    }
+
+    /// `--pid-file`: the slot's file holds its current worker's pid, and is gone while
+    /// none runs. A file that can't be written is said once per try in the journal.
+    fn write_pid_file(&self, slot: usize) {
+        let Some(path) = &self.start.options.pid_file else {
+            return;
+        };
+        let file = crate::log_layout::per_slot(&std::path::Path::new(&self.start.cwd).join(path), slot);
+        let done = match self.board.row(slot).and_then(|r| r.pid) {
+            Some(pid) => file
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&file, format!("{pid}\n"))),
+            None => match std::fs::remove_file(&file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = done {
+            crate::daemon::journal::say(&format!("{}: pid file {}: {e}", self.name, file.display()));
         }
     }
 

@@ -19,6 +19,4 @@ pub struct Pm2Facts {
     pub args: Vec<String>,
     pub interpreter_args: Vec<String>,
     pub declared_env: Vec<(String, String)>,
-    /// PM2's watch switch: `stop` turns it off, `restart --watch` flips it.
-    pub watch: bool,
 }

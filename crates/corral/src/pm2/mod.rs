@@ -252,7 +252,10 @@ impl Front {
         let name = record.view.name.clone();
         let fresh = self.flags.update_env || self.flags.watch.is_some();
         let request = match act {
-            Act::Stop => Request::Stop { target: name },
+            Act::Stop => Request::Stop {
+                    target: name,
+                    unwatch: true,
+                },
             Act::Delete => Request::Delete { target: name },
             Act::Restart | Act::Reload if fresh => {
                 let mode = if act == Act::Restart {
@@ -275,16 +278,21 @@ impl Front {
     /// (`--update-env`) and PM2's watch switch flipped (`--watch`).
     fn refreshed(&self, record: &Record) -> StartApp {
         let mut start = record.start.clone();
-        let mut facts = record.facts();
+        let facts = record.facts();
         if self.flags.update_env {
             let mut env = start::inherited_env(&self.home.dir);
             env.extend(facts.declared_env.iter().cloned());
             start.options.env = env;
         }
-        if self.flags.watch.is_some() {
-            facts.watch = !facts.watch;
+        if let Some(paths) = &self.flags.watch {
+            // PM2's `restart --watch` flips watching.
             if start.options.watch.is_empty() {
-                start.options.watch = vec![PathBuf::from(&start.cwd)];
+                start.options.watch = paths
+                    .iter()
+                    .map(|p| PathBuf::from(&start.cwd).join(p))
+                    .collect();
+            } else {
+                start.options.watch.clear();
             }
         }
         start.options.pm2_facts = Some(facts);
@@ -299,7 +307,10 @@ impl Front {
             let running = records.iter().any(|r| r.view.name == name);
             let request = match act {
                 Act::Stop | Act::Delete if !running => continue,
-                Act::Stop => Request::Stop { target: name },
+                Act::Stop => Request::Stop {
+                    target: name,
+                    unwatch: true,
+                },
                 Act::Delete => Request::Delete { target: name },
                 Act::Restart => Request::Apply {
                     app: Box::new(as_file_app(app)),
@@ -479,7 +490,6 @@ impl Front {
                     "pm_out_log_path",
                     "pm_err_log_path",
                     "pm_pid_path",
-                    "corral_app",
                     "corral_slot",
                 ] {
                     if !env[key].is_null() {

@@ -177,7 +177,6 @@ pub fn script_app(
         args: args.to_vec(),
         interpreter_args,
         declared_env: Vec::new(),
-        watch: !options.watch.is_empty(),
     };
     options.env = inherited_env(&home.dir);
     options.pm2_facts = Some(facts);
@@ -361,7 +360,6 @@ fn decorate_file_app(
         args,
         interpreter_args: Vec::new(),
         declared_env: declared,
-        watch: !app.options.watch.is_empty(),
     });
     Ok(())
 }

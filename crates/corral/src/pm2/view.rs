@@ -30,14 +30,13 @@ pub fn process(record: &Record, worker: &WorkerView, now_ms: u64) -> Value {
     env.entry("name").or_insert(json!(facts.name));
     env.entry("pm_id").or_insert(json!(pm_id.to_string()));
     env.insert("CORRAL_APP".into(), json!(record.view.name));
-    let running = worker.pid.is_some();
     let mut pm2_env = json!({
         "name": facts.name,
         "namespace": options.namespace.clone().unwrap_or_else(|| "default".into()),
         "env": env,
         "merge_logs": options.merge_logs,
         "autorestart": options.autorestart,
-        "watch": facts.watch && !options.watch.is_empty() && running,
+        "watch": !options.watch.is_empty(),
         "instance_var": options.instance_var.clone().unwrap_or_else(|| "NODE_APP_INSTANCE".into()),
         "node_args": facts.interpreter_args,
         "args": facts.args,
@@ -58,11 +57,10 @@ pub fn process(record: &Record, worker: &WorkerView, now_ms: u64) -> Value {
         "restart_time": worker.restart_time,
         "unstable_restarts": worker.restarts,
         "version": "N/A",
-        "corral_app": record.view.name,
         "corral_slot": worker.slot,
     });
     if let Some(pid_file) = &options.pid_file {
-        pm2_env["pm_pid_path"] = json!(slot_file(pid_file, worker.slot));
+        pm2_env["pm_pid_path"] = json!(crate::log_layout::per_slot(pid_file, worker.slot));
     }
     json!({
         "pid": worker.pid.unwrap_or(0),
@@ -71,16 +69,6 @@ pub fn process(record: &Record, worker: &WorkerView, now_ms: u64) -> Value {
         "pm_id": pm_id,
         "monit": { "memory": worker.memory, "cpu": (worker.cpu_percent * 10.0).round() / 10.0 },
     })
-}
-
-/// `dir/name.ext` as the file of one slot: `dir/name-SLOT.ext`.
-pub fn slot_file(path: &std::path::Path, slot: usize) -> String {
-    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-    let name = match path.extension() {
-        Some(ext) => format!("{stem}-{slot}.{}", ext.to_string_lossy()),
-        None => format!("{stem}-{slot}"),
-    };
-    path.with_file_name(name).display().to_string()
 }
 
 /// Every process of every app, in `pm_id` order.
@@ -352,9 +340,4 @@ mod tests {
         assert_eq!(inspect(&json!([])), "[]");
     }
 
-    #[test]
-    fn issue_22_slot_files_carry_the_slot_before_the_extension() {
-        assert_eq!(slot_file("/srv/echo.pid".as_ref(), 0), "/srv/echo-0.pid");
-        assert_eq!(slot_file("/srv/pidfile".as_ref(), 2), "/srv/pidfile-2");
-    }
 }

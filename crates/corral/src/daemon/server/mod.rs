@@ -512,7 +512,12 @@ impl Daemon {
             }
             Request::List => self.list(),
             Request::Records => self.records(),
-            Request::Stop { target } => return self.stop_targets(&target, Then::Nothing, reply),
+            Request::Stop { target, unwatch } => {
+                if unwatch {
+                    self.unwatch(&target);
+                }
+                return self.stop_targets(&target, Then::Nothing, reply);
+            }
             Request::Restart { target } => return self.stop_targets(&target, Then::Start, reply),
             Request::Delete { target } => return self.stop_targets(&target, Then::Delete, reply),
             Request::Reload { target } => return self.reload_targets(&target, reply),

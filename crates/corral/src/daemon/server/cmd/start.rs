@@ -86,7 +86,22 @@ impl Daemon {
             };
             return self.reread(&name, parsed.map(|p| (start, p)), After::Reload { join });
         }
-        // A restart reads the file again as it starts, now with these settings' profile.
+        // A restart reads the file again as it starts, now with these settings' profile;
+        // an app of no file (the PM2 front end's) starts with these settings as they are.
+        if start.config.is_none() {
+            match parse_start(&start) {
+                Ok(parsed) => {
+                    app.spec = parsed.spec;
+                    app.triggers = parsed.triggers;
+                    app.lines = parsed.lines;
+                    app.layout = parsed.layout;
+                }
+                Err(e) => {
+                    let _ = reply.send(Refusal::Settings(e).into());
+                    return;
+                }
+            }
+        }
         app.start = start;
         self.stop_targets(&name, Then::Start, reply);
     }

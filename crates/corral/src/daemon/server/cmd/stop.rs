@@ -33,6 +33,26 @@ impl Daemon {
         }
     }
 
+    /// Turns the targets' `--watch` off for good (PM2's stop): kept in what they were
+    /// started with, so a restart or a resurrect does not watch either.
+    pub(in crate::daemon::server) fn unwatch(&mut self, target: &str) {
+        let Ok(names) = self.targets(target) else {
+            return;
+        };
+        for name in names {
+            let app = self.apps.get_mut(&name).expect("target exists");
+            if app.start.options.watch.is_empty() {
+                continue;
+            }
+            app.start.options.watch.clear();
+            let cwd = std::path::PathBuf::from(&app.start.cwd);
+            match app.start.options.triggers(&cwd) {
+                Ok(triggers) => app.triggers = triggers,
+                Err(e) => journal::say(&format!("{name}: cannot turn --watch off: {e:#}")),
+            }
+        }
+    }
+
     /// What follows an app's stop; settles `joins` once it is done.
     pub(in crate::daemon::server) fn after_stop(&mut self, name: &str, joins: Vec<u64>) {
         let Some(app) = self.apps.get_mut(name) else {
