@@ -7,6 +7,19 @@
 
 (function corral() {
   const env = process.env;
+  // corral's own messages (CORRAL_*) go to this adapter only: an app's
+  // process.on('message') (PM2's 'shutdown' handler, a logger) hears its own.
+  const corralListeners = [];
+  const onCorral = (listener) => corralListeners.push(listener);
+  const realEmit = process.emit;
+  process.emit = function (event, msg) {
+    if (event === 'message' && msg && typeof msg.cmd === 'string' && msg.cmd.startsWith('CORRAL_')) {
+      const rest = Array.prototype.slice.call(arguments, 1);
+      for (const listener of corralListeners) listener.apply(process, rest);
+      return corralListeners.length > 0;
+    }
+    return realEmit.apply(this, arguments);
+  };
   // Direct: corral started this very process (`node app.js`). Wrapped: corral started a
   // wrapper (`npm start`, `yarn`, `sh -c '...'`) and this is some node process under it;
   // the one that listens on corral's port becomes the app, the others stay as they are.
@@ -255,7 +268,7 @@
     EACCES: 'permission denied',
     EADDRNOTAVAIL: 'address not available',
   };
-  process.on('message', (msg, handle) => {
+  onCorral((msg, handle) => {
     if (!msg || msg.cmd !== 'CORRAL_BOUND') return;
     const key = `${msg.host || ''}|${msg.port}`;
     const waiting = asking.get(key) || [];
@@ -359,7 +372,7 @@
       ackLater.unref();
     }
   }
-  process.on('message', (msg, socket) => {
+  onCorral((msg, socket) => {
     if (!msg || msg.cmd !== 'CORRAL_CONN') return;
     received += 1;
     ack(0);
@@ -590,7 +603,7 @@
   }
   for (const signal of SIGNALS) realOn(signal, () => onSignal(signal));
   if (direct) activate();
-  process.on('message', (msg) => {
+  onCorral((msg) => {
     if (msg && msg.cmd === 'CORRAL_SHUTDOWN') drain(null);
   });
 })();

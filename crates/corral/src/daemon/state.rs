@@ -119,7 +119,8 @@ impl App {
         let Some(path) = &self.start.options.pid_file else {
             return;
         };
-        let file = crate::log_layout::per_slot(&std::path::Path::new(&self.start.cwd).join(path), slot);
+        let file =
+            crate::log_layout::per_slot(&std::path::Path::new(&self.start.cwd).join(path), slot);
         let done = match self.board.row(slot).and_then(|r| r.pid) {
             Some(pid) => file
                 .parent()
@@ -131,7 +132,11 @@ impl App {
             },
         };
         if let Err(e) = done {
-            crate::daemon::journal::say(&format!("{}: pid file {}: {e}", self.name, file.display()));
+            crate::daemon::journal::say(&format!(
+                "{}: pid file {}: {e}",
+                self.name,
+                file.display()
+            ));
         }
     }
 

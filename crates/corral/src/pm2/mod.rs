@@ -253,9 +253,9 @@ impl Front {
         let fresh = self.flags.update_env || self.flags.watch.is_some();
         let request = match act {
             Act::Stop => Request::Stop {
-                    target: name,
-                    unwatch: true,
-                },
+                target: name,
+                unwatch: true,
+            },
             Act::Delete => Request::Delete { target: name },
             Act::Restart | Act::Reload if fresh => {
                 let mode = if act == Act::Restart {

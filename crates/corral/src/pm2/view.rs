@@ -339,5 +339,4 @@ mod tests {
         "#);
         assert_eq!(inspect(&json!([])), "[]");
     }
-
 }

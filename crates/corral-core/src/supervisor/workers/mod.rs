@@ -673,10 +673,12 @@ impl Processes for OsProcesses {
         let Some(channel) = self.channels.get_mut(&pid) else {
             return false;
         };
-        channel.send(&Message::Shutdown {}).is_ok()
-            && channel
-                .send_user(&serde_json::Value::String("shutdown".into()))
-                .is_ok()
+        // PM2's `'shutdown'` first: corral's Node preload drains at CORRAL_SHUTDOWN and
+        // may exit at once (no server open), before the app heard its own message.
+        channel
+            .send_user(&serde_json::Value::String("shutdown".into()))
+            .is_ok()
+            && channel.send(&Message::Shutdown {}).is_ok()
     }
 
     fn group_alive(&mut self, pgid: Pid) -> bool {
