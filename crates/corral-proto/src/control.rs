@@ -193,6 +193,9 @@ pub struct AppRecord {
     pub start: serde_json::Value,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// Workers it should run now.
+    #[serde(default)]
+    pub instances: usize,
 }
 
 /// `describe`: the `ls` view of an app and what it runs with.

@@ -126,6 +126,8 @@ mod tests {
             status,
             uptime_ms: 125_000,
             restarts: slot as u32,
+            restart_time: slot as u32,
+            pm_id: Some(slot as u32),
             cpu_percent: 12.4,
             memory: 48 << 20,
             last_exit: None,

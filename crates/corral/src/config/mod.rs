@@ -125,6 +125,16 @@ fn words<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 
 /// Reads `path`; `profile` selects `env_<profile>` (PM2's `--env production`).
 pub fn load(path: &Path, profile: Option<&str>) -> Result<Loaded, ConfigError> {
+    load_in(path, profile, None)
+}
+
+/// [`load`], with relative paths taken from `base` instead of the file's directory (a
+/// config read from standard input is the caller's directory's).
+pub fn load_in(
+    path: &Path,
+    profile: Option<&str>,
+    base: Option<&Path>,
+) -> Result<Loaded, ConfigError> {
     let file = path.display().to_string();
     let fail = |key: &str, message: String| ConfigError {
         file: file.clone(),
@@ -151,10 +161,11 @@ pub fn load(path: &Path, profile: Option<&str>) -> Result<Loaded, ConfigError> {
             .cloned()
     });
     let (list_key, apps) = app_list(format, value).map_err(|(key, m)| fail(&key, m))?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = base.unwrap_or_else(|| {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    });
     let dir = std::fs::canonicalize(dir).map_err(|e| fail("(file)", e.to_string()))?;
     let mut loaded = Loaded {
         dir,

@@ -223,7 +223,7 @@ impl Front {
         }
         for target in &t.targets {
             if let Some(file) = self.config_target(target)? {
-                self.act_on_file(act, &file.0)?;
+                self.act_on_file(act, &file)?;
                 continue;
             }
             let records = records(&self.home)?;
@@ -299,8 +299,9 @@ impl Front {
         start
     }
 
-    fn act_on_file(&self, act: Act, path: &Path) -> Result<(), Failure> {
-        let apps = start::file_apps(path, &self.flags, &self.home).map_err(Failure::Usage)?;
+    fn act_on_file(&self, act: Act, file: &ConfigSource) -> Result<(), Failure> {
+        let apps = start::file_apps(&file.0, file.base(&self.cwd), &self.flags, &self.home)
+            .map_err(Failure::Usage)?;
         let records = records(&self.home)?;
         for app in apps {
             let name = app.options.name.clone().unwrap_or_default();
@@ -327,17 +328,26 @@ impl Front {
     }
 
     fn apply_file(&self, path: &Path, mode: ApplyMode) -> Result<(), Failure> {
-        let apps = start::file_apps(path, &self.flags, &self.home).map_err(Failure::Usage)?;
-        for app in apps {
-            self.send_and_say(
-                Request::Apply {
-                    app: Box::new(as_file_app(app)),
-                    mode,
-                },
-                true,
-            )?;
-        }
+        let apps = start::file_apps(path, None, &self.flags, &self.home).map_err(Failure::Usage)?;
+        self.apply_apps(apps, mode)?;
         self.show_list()
+    }
+
+    /// A file's apps: started, or given their settings and restarted (reloaded); then
+    /// waited for as `start` waits.
+    fn apply_apps(&self, apps: Vec<StartApp>, mode: ApplyMode) -> Result<(), Failure> {
+        let names: Vec<String> = apps.iter().filter_map(|a| a.options.name.clone()).collect();
+        for app in apps {
+            let request = Request::Apply {
+                app: Box::new(as_file_app(app)),
+                mode,
+            };
+            self.send_and_say(request, true)?;
+        }
+        for name in names {
+            self.wait_started(&name)?;
+        }
+        Ok(())
     }
 
     fn start(&self, t: &Targets) -> Result<(), Failure> {
@@ -360,16 +370,9 @@ impl Front {
         taken: &mut Vec<String>,
     ) -> Result<(), Failure> {
         if let Some(file) = self.config_target(target)? {
-            let apps =
-                start::file_apps(&file.0, &self.flags, &self.home).map_err(Failure::Usage)?;
-            for app in apps {
-                let request = Request::Apply {
-                    app: Box::new(as_file_app(app)),
-                    mode: ApplyMode::Restart,
-                };
-                self.send_and_say(request, true)?;
-            }
-            return Ok(());
+            let apps = start::file_apps(&file.0, file.base(&self.cwd), &self.flags, &self.home)
+                .map_err(Failure::Usage)?;
+            return self.apply_apps(apps, ApplyMode::Restart);
         }
         let records = records(&self.home)?;
         // PM2's smart start: a bare word or a number that names apps restarts them.
@@ -445,7 +448,8 @@ impl Front {
                 return Ok(());
             };
             let workers = &record.view.workers;
-            if !workers.is_empty() && workers.iter().all(|w| w.status != WorkerStatus::Starting) {
+            let all_there = workers.len() >= record.instances.max(1);
+            if all_there && workers.iter().all(|w| w.status != WorkerStatus::Starting) {
                 return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -579,7 +583,14 @@ impl Front {
 
 /// A config named on the command line: its path, and the file of standard input to
 /// remove when done.
-struct ConfigSource(PathBuf, #[allow(dead_code)] Option<start::TempConfig>);
+struct ConfigSource(PathBuf, Option<start::TempConfig>);
+
+impl ConfigSource {
+    /// Where the file's relative paths start: the caller's directory for standard input.
+    fn base<'a>(&self, cwd: &'a Path) -> Option<&'a Path> {
+        self.1.as_ref().map(|_| cwd)
+    }
+}
 
 /// A PM2 app from a file keeps what it was started with: PM2 restarts an app by name
 /// from its stored settings, not from the file.

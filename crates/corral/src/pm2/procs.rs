@@ -18,6 +18,7 @@ pub struct Record {
     pub view: AppView,
     pub start: StartApp,
     pub created_at_ms: u64,
+    pub instances: usize,
 }
 
 impl Record {
@@ -100,6 +101,7 @@ fn record(app: AppRecord) -> Result<Record, Failure> {
         view: app.view,
         start,
         created_at_ms: app.created_at_ms,
+        instances: app.instances,
     })
 }
 

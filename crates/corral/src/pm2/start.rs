@@ -292,10 +292,11 @@ pub fn apply_flags(
 /// with the caller's environment under its own, `--only` applied.
 pub fn file_apps(
     path: &Path,
+    base: Option<&Path>,
     flags: &Flags,
     home: &crate::home::Home,
 ) -> anyhow::Result<Vec<StartApp>> {
-    let loaded = crate::config::load(path, flags.env.as_deref())?;
+    let loaded = crate::config::load_in(path, flags.env.as_deref(), base)?;
     for warning in &loaded.warnings {
         errln!("[PM2][WARN] {warning}");
     }

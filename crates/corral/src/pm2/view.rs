@@ -321,19 +321,20 @@ mod tests {
                 "env": {} },
             "monit": { "memory": 1024, "cpu": 0.5 }
         }]);
+        // serde_json's maps keep keys sorted; greps for `key: value` don't mind.
         insta::assert_snapshot!(inspect(&v), @r#"
         [
           {
+            monit: { cpu: 0.5, memory: 1024 },
             name: 'api',
             pm2_env: {
-              restart_time: 0,
+              env: {},
               exec_mode: 'cluster_mode',
               "it's": 'a\nb',
-              pm_out_log_path: '/home/u/.pm2/logs/api-out.log',
               node_args: [],
-              env: {}
-            },
-            monit: { memory: 1024, cpu: 0.5 }
+              pm_out_log_path: '/home/u/.pm2/logs/api-out.log',
+              restart_time: 0
+            }
           }
         ]
         "#);

@@ -14,6 +14,7 @@ mod node;
 mod node_listen;
 mod observe;
 mod pm2;
+mod pm2_dialect;
 mod recipes;
 mod reuseport;
 mod run;

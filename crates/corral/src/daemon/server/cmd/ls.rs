@@ -20,6 +20,7 @@ impl Daemon {
                     .created
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
+                instances: app.board.instances(),
             })
             .collect();
         Response::Records { apps }
