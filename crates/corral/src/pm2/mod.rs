@@ -533,35 +533,33 @@ impl Front {
     }
 
     fn kill(&self) -> Result<(), Failure> {
-        match conn::request(&self.home, Request::Kill, false) {
-            Ok(response) => {
-                response
-                    .outcome()
-                    .map_err(|m| Failure::Runtime(anyhow!(m)))?;
-                self.say("[v] All Applications Stopped");
-                self.say("[v] PM2 Daemon Stopped");
-                Ok(())
-            }
-            Err(e) if conn::is_no_daemon(&e) => {
-                self.say("No daemon running");
-                Ok(())
-            }
-            Err(e) => Err(Failure::Runtime(e)),
+        let done = self.if_running(Request::Kill, "No daemon running")?;
+        if done.is_some() {
+            self.say("[v] All Applications Stopped");
+            self.say("[v] PM2 Daemon Stopped");
         }
+        Ok(())
     }
 
     fn update(&self) -> Result<(), Failure> {
-        match conn::request(&self.home, Request::Update { exe: None }, false) {
-            Ok(response) => {
-                let message = response
-                    .outcome()
-                    .map_err(|m| Failure::Runtime(anyhow!(m)))?;
-                self.say(&message);
-                Ok(())
-            }
+        let request = Request::Update { exe: None };
+        if let Some(message) = self.if_running(request, "No daemon running; nothing to update")? {
+            self.say(&message);
+        }
+        Ok(())
+    }
+
+    /// `request` to a daemon that runs (its answer's message); with none, `none` is
+    /// said and nothing is done.
+    fn if_running(&self, request: Request, none: &str) -> Result<Option<String>, Failure> {
+        match conn::request(&self.home, request, false) {
+            Ok(response) => response
+                .outcome()
+                .map(Some)
+                .map_err(|m| Failure::Runtime(anyhow!(m))),
             Err(e) if conn::is_no_daemon(&e) => {
-                self.say("No daemon running; nothing to update");
-                Ok(())
+                self.say(none);
+                Ok(None)
             }
             Err(e) => Err(Failure::Runtime(e)),
         }

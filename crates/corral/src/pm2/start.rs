@@ -198,8 +198,11 @@ pub fn apply_flags(
     home: &crate::home::Home,
 ) -> anyhow::Result<()> {
     let abs = |p: &str| cwd.join(p);
-    // PM2's defaults: SIGINT to stop, a pid file per process under its home.
-    options.kill_signal = nix::sys::signal::Signal::SIGINT;
+    // PM2's defaults: SIGINT to stop (unless a file chose a signal), a pid file per
+    // process under its home.
+    if options.kill_signal == AppOptions::default().kill_signal {
+        options.kill_signal = nix::sys::signal::Signal::SIGINT;
+    }
     if options.pid_file.is_none() {
         options.pid_file = Some(home.pids().join(format!("{}.pid", name_from(name))));
     }
@@ -346,9 +349,8 @@ fn decorate_file_app(
     let many = !matches!(app.options.instances, Instances::Count(1));
     let cluster = node && many && !explicit_fork && !flags.execute_command;
     let declared = std::mem::take(&mut app.options.env);
-    let mut file_flags = Flags::default();
-    file_flags.watch = None;
-    apply_flags(&mut app.options, &file_flags, &cwd, name, home)?;
+    // The file's settings are the app's; only PM2's defaults go under them.
+    apply_flags(&mut app.options, &Flags::default(), &cwd, name, home)?;
     let mut env = inherited_env(&home.dir);
     env.extend(declared.iter().cloned());
     app.options.env = env;
