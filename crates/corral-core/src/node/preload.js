@@ -20,6 +20,9 @@
     }
     return realEmit.apply(this, arguments);
   };
+  // Node holds IPC messages back while the process has no 'message' listener; corral's
+  // own listeners are not on the emitter, so this one (that does nothing) lets them in.
+  process.on('message', () => {});
   // Direct: corral started this very process (`node app.js`). Wrapped: corral started a
   // wrapper (`npm start`, `yarn`, `sh -c '...'`) and this is some node process under it;
   // the one that listens on corral's port becomes the app, the others stay as they are.

@@ -138,7 +138,7 @@ fn bad_values_name_the_file_the_line_of_their_app_and_the_key_path() {
     );
     let path = write(
         "bad.json",
-        "{\n  \"apps\": [ {\n    \"script\": \"a.js\",\n    \"env\": { \"A\": [1] }\n  } ]\n}\n",
+        "{\n  \"apps\": [ {\n    \"script\": \"a.js\",\n    \"env\": { \"A\": null }\n  } ]\n}\n",
     );
     let err = load(&path, None).unwrap_err();
     assert_eq!(err.key, "apps[0].env");
