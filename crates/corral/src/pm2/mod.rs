@@ -278,7 +278,7 @@ impl Front {
     /// (`--update-env`) and PM2's watch switch flipped (`--watch`).
     fn refreshed(&self, record: &Record) -> StartApp {
         let mut start = record.start.clone();
-        let facts = record.facts();
+        let facts = record.facts.clone();
         if self.flags.update_env {
             let mut env = start::inherited_env(&self.home.dir);
             env.extend(facts.declared_env.iter().cloned());
@@ -396,7 +396,7 @@ impl Front {
             .unwrap_or_else(|| script.default_name());
         let same = records
             .iter()
-            .find(|r| r.facts().script == script.path && r.facts().name == name);
+            .find(|r| r.facts.script == script.path && r.facts.name == name);
         if let Some(record) = same {
             use corral_proto::control::AppStatus;
             if matches!(record.view.status, AppStatus::Stopped | AppStatus::Errored) {
@@ -472,7 +472,7 @@ impl Front {
                 outln!(
                     " Describing process with id {} - name {}",
                     p["pm_id"],
-                    record.facts().name
+                    record.facts.name
                 );
                 let env = &p["pm2_env"];
                 for key in [

@@ -17,28 +17,13 @@ use crate::model::{Request, StartApp};
 pub struct Record {
     pub view: AppView,
     pub start: StartApp,
+    /// PM2's facts, or what they would be for an app `corral start` made.
+    pub facts: Pm2Facts,
     pub created_at_ms: u64,
     pub instances: usize,
 }
 
 impl Record {
-    /// PM2's facts, or what they would be for an app `corral start` made.
-    pub fn facts(&self) -> Pm2Facts {
-        self.start.options.pm2_facts.clone().unwrap_or_else(|| {
-            let interpreter = self.start.command.first().cloned().unwrap_or_default();
-            Pm2Facts {
-                name: self.view.name.clone(),
-                exec_mode: "fork_mode".into(),
-                interpreter: Path::new(&interpreter)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or(interpreter),
-                script: self.start.command.get(1).cloned().unwrap_or_default(),
-                ..Pm2Facts::default()
-            }
-        })
-    }
-
     /// Its processes: one per slot listed (an app with no worker row yet shows its
     /// first slot, so that it is never missing from the list).
     pub fn processes(&self) -> Vec<WorkerView> {
@@ -97,11 +82,30 @@ fn record(app: AppRecord) -> Result<Record, Failure> {
             app.view.name
         ))
     })?;
+    let facts = facts_of(&app.view, &start);
     Ok(Record {
         view: app.view,
         start,
+        facts,
         created_at_ms: app.created_at_ms,
         instances: app.instances,
+    })
+}
+
+/// PM2's facts of an app, or what they would be for one `corral start` made.
+fn facts_of(view: &AppView, start: &StartApp) -> Pm2Facts {
+    start.options.pm2_facts.clone().unwrap_or_else(|| {
+        let interpreter = start.command.first().cloned().unwrap_or_default();
+        Pm2Facts {
+            name: view.name.clone(),
+            exec_mode: "fork_mode".into(),
+            interpreter: Path::new(&interpreter)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(interpreter),
+            script: start.command.get(1).cloned().unwrap_or_default(),
+            ..Pm2Facts::default()
+        }
     })
 }
 
@@ -119,7 +123,7 @@ pub fn resolve<'a>(records: &'a [Record], target: &str, cwd: &Path) -> Vec<&'a R
         return match regex::Regex::new(pattern) {
             Ok(re) => records
                 .iter()
-                .filter(|r| re.is_match(&r.facts().name))
+                .filter(|r| re.is_match(&r.facts.name))
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -127,7 +131,7 @@ pub fn resolve<'a>(records: &'a [Record], target: &str, cwd: &Path) -> Vec<&'a R
     let by = |pick: &dyn Fn(&Record) -> bool| -> Vec<&'a Record> {
         records.iter().filter(|r| pick(r)).collect()
     };
-    let named = by(&|r| r.facts().name == target || r.view.name == target);
+    let named = by(&|r| r.facts.name == target || r.view.name == target);
     if !named.is_empty() {
         return named;
     }
@@ -139,7 +143,7 @@ pub fn resolve<'a>(records: &'a [Record], target: &str, cwd: &Path) -> Vec<&'a R
         return spaced;
     }
     let path = cwd.join(target);
-    by(&|r| Path::new(&r.facts().script) == path)
+    by(&|r| Path::new(&r.facts.script) == path)
 }
 
 /// The corral names of the apps each target names, each app once; an error naming the

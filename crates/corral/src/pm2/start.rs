@@ -17,6 +17,7 @@ use crate::model::{AppOptions, StartApp};
 
 /// Variables of the caller's environment that describe the caller, not the app: a
 /// worker must not take corral's (or systemd's) sockets for its own.
+/// corral's own (`CORRAL_*`) are left out too, and `PM2_HOME` is the home's.
 const NOT_INHERITED: &[&str] = &[
     "LISTEN_FDS",
     "LISTEN_PID",
@@ -25,8 +26,7 @@ const NOT_INHERITED: &[&str] = &[
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
     "INVOCATION_ID",
-    "CORRAL_HOME",
-    "CORRAL_HOME_KIND",
+    "PM2_HOME",
 ];
 
 /// The caller's environment, as PM2 passes it to the apps it starts.
@@ -34,7 +34,6 @@ pub fn inherited_env(home: &Path) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| !NOT_INHERITED.contains(&k.as_str()) && !k.starts_with("CORRAL_"))
         .collect();
-    env.retain(|(k, _)| k != "PM2_HOME");
     env.push(("PM2_HOME".into(), home.display().to_string()));
     env
 }
@@ -61,7 +60,9 @@ impl Script {
         let path = if local.is_file() {
             local
         } else if !script.contains('/') {
-            which(script).ok_or_else(|| anyhow!("Script not found: {}", local.display()))?
+            let path = std::env::var_os("PATH");
+            corral_core::os::resolve_program(script.as_ref(), path.as_deref(), None)
+                .map_err(|_| anyhow!("Script not found: {}", local.display()))?
         } else {
             bail!("Script not found: {}", local.display());
         };
@@ -88,22 +89,12 @@ impl Script {
     }
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
+/// corral's interpreters by extension, and PM2's few more (`.ts` with bun, `.coffee`).
 fn by_extension(path: &Path) -> Option<String> {
-    let ext = path.extension().and_then(|e| e.to_str());
-    let known = match ext {
-        Some("js" | "mjs" | "cjs") => "node",
-        Some("py") => "python3",
-        Some("sh") => "bash",
-        Some("rb") => "ruby",
-        Some("php") => "php",
-        Some("pl") => "perl",
+    if let Some(known) = crate::model::names::interpreter_for(path) {
+        return Some(known.into());
+    }
+    let known = match path.extension().and_then(|e| e.to_str()) {
         Some("ts" | "tsx") => "bun",
         Some("coffee") => "coffee",
         _ => return text_without_shebang(path).then(|| "node".into()),
@@ -147,17 +138,22 @@ pub fn script_app(
         .chain(&flags.interpreter_args)
         .flat_map(|a| a.split_whitespace().map(str::to_owned))
         .collect();
-    let mut command: Vec<String> = Vec::new();
-    if script.shell {
-        command.extend(["bash".into(), "-c".into(), script.path.clone()]);
-    } else {
-        if let Some(i) = &script.interpreter {
-            command.push(i.clone());
-            command.extend(interpreter_args.iter().cloned());
-        }
-        command.push(script.path.clone());
-    }
-    command.extend(args.iter().cloned());
+    // The interpreter is decided (`none` for none); a shell line is left to the resolver.
+    let interpreter = match script.shell {
+        true => None,
+        false => Some(script.interpreter.as_deref().unwrap_or("none")),
+    };
+    let app_args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let command: Vec<String> = crate::model::names::resolve_command(
+        script.path.as_ref(),
+        interpreter,
+        &interpreter_args,
+        &app_args,
+        cwd,
+    )
+    .into_iter()
+    .map(|c| c.to_string_lossy().into_owned())
+    .collect();
     let name = flags.name.clone().unwrap_or_else(|| script.default_name());
     let node = script.interpreter.as_deref() == Some("node");
     let mut options = AppOptions {

@@ -9,7 +9,7 @@ use super::procs::{status_word, Record};
 
 /// One process in PM2's schema: `pid`, `name`, `pm_id`, `monit`, `pm2_env`.
 pub fn process(record: &Record, worker: &WorkerView, now_ms: u64) -> Value {
-    let facts = record.facts();
+    let facts = &record.facts;
     let options = &record.start.options;
     let pm_id = worker.pm_id.unwrap_or(record.view.id);
     let log = |stream: LogStream| {
