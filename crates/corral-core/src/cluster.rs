@@ -296,6 +296,7 @@ impl Builder {
             health: self.health,
             asked_ports: false,
             per_slot: Default::default(),
+            stdin_pipe: false,
         })
     }
 }

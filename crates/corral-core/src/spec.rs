@@ -42,6 +42,10 @@ pub struct AppSpec {
     pub asked_ports: bool,
     /// Variables that differ per worker slot (PM2's `instance_var`, `increment_var`).
     pub per_slot: PerSlotEnv,
+    /// Give each worker a pipe as its standard input, written by
+    /// [`crate::supervisor::input_request`] (PM2's fork mode; `pm2 send`). Without it a
+    /// worker reads end-of-file from `/dev/null`.
+    pub stdin_pipe: bool,
 }
 
 impl AppSpec {

@@ -74,6 +74,12 @@ pub enum Request<O> {
         name: String,
         data: serde_json::Value,
     },
+    /// Write `text` to the standard input of an app's workers (`app`) or one worker
+    /// (`app:slot`); the app runs with `stdin = "pipe"`.
+    Input {
+        target: String,
+        text: String,
+    },
     Describe {
         name: String,
     },

@@ -90,6 +90,9 @@ pub enum Command {
     Signal(SignalArgs),
     /// Send a JSON message to every worker of an app.
     Send(SendArgs),
+    /// Write a line to the standard input of an app's workers (`app`) or one worker
+    /// (`app:slot`); the app runs with `--stdin pipe`.
+    Input(InputArgs),
     /// Show an app's settings, workers and environment (secrets masked).
     Describe(DescribeArgs),
     /// Show the environment an app's workers get (secrets masked).
@@ -260,6 +263,17 @@ pub struct SignalArgs {
     pub signal: Signal,
     /// `app` or `app:slot`.
     pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// APP or APP:SLOT.
+    pub target: String,
+    /// The line to write; a newline is added.
+    pub line: String,
+    /// Write the text as given, without the newline.
+    #[arg(long)]
+    pub no_newline: bool,
 }
 
 #[derive(Debug, Args)]

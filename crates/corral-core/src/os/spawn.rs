@@ -31,6 +31,8 @@ pub struct Command {
     pub extra_fds: Vec<RawFd>,
     /// SIGKILL the worker if the supervisor dies.
     pub die_with_parent: bool,
+    /// A pipe at fd 0 instead of `/dev/null`; its write end comes back in [`Child::stdin`].
+    pub stdin_pipe: bool,
 }
 
 /// A started worker: its pid (= process group id) and the read ends of its output.
@@ -38,6 +40,8 @@ pub struct Child {
     pub pid: Pid,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// The write end of its standard input (non-blocking), with [`Command::stdin_pipe`].
+    pub stdin: Option<OwnedFd>,
 }
 
 /// Everything the child touches, allocated before fork.
@@ -127,8 +131,12 @@ pub fn spawn(cmd: &Command) -> Result<Child, SpawnError> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| SpawnError::Os(e.into()))?;
+    let stdin = cmd.stdin_pipe.then(stdin_pipe).transpose()?;
+    let fd0 = stdin
+        .as_ref()
+        .map_or(devnull.as_raw_fd(), |(r, _)| r.as_raw_fd());
     // fds the child installs at 0, 1, 2, 3, ... in this order.
-    let mut plan: Vec<RawFd> = vec![devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+    let mut plan: Vec<RawFd> = vec![fd0, out_w.as_raw_fd(), err_w.as_raw_fd()];
     plan.extend_from_slice(&cmd.listen_fds);
     plan.extend_from_slice(&cmd.extra_fds);
     let parent = std::process::id() as libc::pid_t;
@@ -166,6 +174,10 @@ pub fn spawn(cmd: &Command) -> Result<Child, SpawnError> {
     // anyone signals it.
     // SAFETY: plain syscall on our own child.
     unsafe { libc::setpgid(pid, pid) };
+    let stdin = stdin.map(|(theirs, ours)| {
+        drop(theirs);
+        ours
+    });
     drop((out_w, err_w, fail_w, devnull));
     if let Some(errno) = read_exec_failure(fail_r) {
         return Err(SpawnError::Exec {
@@ -177,7 +189,20 @@ pub fn spawn(cmd: &Command) -> Result<Child, SpawnError> {
         pid,
         stdout: out_r,
         stderr: err_r,
+        stdin,
     })
+}
+
+/// A worker's standard input: the read end for the child, the write end non-blocking, so
+/// that a worker that does not read never stalls the supervisor's loop.
+fn stdin_pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let (read, write) = pipe()?;
+    let flags = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| SpawnError::Os(e.into()))?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| SpawnError::Os(e.into()))?;
+    Ok((read, write))
 }
 
 /// Waits for exec: the pipe closes on success (CLOEXEC) or carries the errno on failure.

@@ -4,7 +4,7 @@
 
 use tokio::sync::oneshot;
 
-use super::{EngineSnapshot, Handed};
+use super::{EngineSnapshot, Handed, InputRefused};
 use crate::group::Control;
 use crate::handover::Refused;
 
@@ -24,6 +24,13 @@ pub enum Command {
     /// A copy of what [`Command::HandOver`] would give, as duplicates, while the engine
     /// runs on (for a holder: [`snapshot_request`]).
     Snapshot(oneshot::Sender<Result<EngineSnapshot, Refused>>),
+    /// Write bytes to the standard input of the worker serving `slot`, or of every
+    /// worker; the answer is how many were written to (see [`input_request`]).
+    Input {
+        slot: Option<usize>,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<usize, InputRefused>>,
+    },
 }
 
 impl From<Control> for Command {
@@ -32,14 +39,41 @@ impl From<Control> for Command {
     }
 }
 
-/// Where the answer to a [`Command::HandOver`] or [`Command::Snapshot`] comes.
-pub struct Answer<T>(oneshot::Receiver<Result<T, Refused>>);
+/// Where the answer to a [`Command::HandOver`], [`Command::Snapshot`] or
+/// [`Command::Input`] comes.
+pub struct Answer<T, E = Refused>(oneshot::Receiver<Result<T, E>>);
 
-impl<T> Answer<T> {
+impl<T, E: Stopping> Answer<T, E> {
     /// The answer, or why there is none (an engine that ended first counts as stopping).
-    pub async fn get(self) -> Result<T, Refused> {
-        self.0.await.unwrap_or(Err(Refused::Stopping))
+    pub async fn get(self) -> Result<T, E> {
+        self.0.await.unwrap_or(Err(E::stopping()))
     }
+}
+
+/// The refusal of an engine that ended before it answered.
+pub trait Stopping {
+    fn stopping() -> Self;
+}
+
+impl Stopping for Refused {
+    fn stopping() -> Self {
+        Refused::Stopping
+    }
+}
+
+impl Stopping for InputRefused {
+    fn stopping() -> Self {
+        InputRefused::Stopping
+    }
+}
+
+/// A [`Command::Input`] to send to a running app, and where its answer comes.
+pub fn input_request(
+    slot: Option<usize>,
+    bytes: Vec<u8>,
+) -> (Command, Answer<usize, InputRefused>) {
+    let (reply, rx) = oneshot::channel();
+    (Command::Input { slot, bytes, reply }, Answer(rx))
 }
 
 /// A [`Command::Snapshot`] to send to a running app, and where its answer comes.

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::channel::Input;
 use checks::SocketChecks;
-pub use command::{hand_over_request, snapshot_request, Answer, Command};
+pub use command::{hand_over_request, input_request, snapshot_request, Answer, Command, Stopping};
 pub use run::run;
 
 use crate::group::{Group, Processes, Report};
@@ -32,7 +32,7 @@ use crate::process::{Pid, SpawnError};
 use crate::spec::AppSpec;
 
 use slots::{SlotSocket, SlotSockets};
-pub use workers::WINDOW;
+pub use workers::{InputRefused, WINDOW};
 use workers::{OsProcesses, Pass, ProcsState};
 
 use crate::group::GroupState;

@@ -9,7 +9,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 
-use super::workers::{OsProcesses, Pass, Template};
+use super::workers::{InputRefused, OsProcesses, Pass, Template};
 use super::{
     accept_ready, flush, hand_over, hear_out, inbox, readable, resolve, sleep_until, snapshot,
     watch, worker_of, Channels, Command, HandOverResult, Handed, Orphans, Reports, RunError,
@@ -284,6 +284,9 @@ impl<'a> Engine<'a> {
                 self.group.processes_mut().message_all(&data);
             }
             Some(Command::Respec(new)) => self.respec(&new),
+            Some(Command::Input { slot, bytes, reply }) => {
+                let _ = reply.send(self.write_stdin(slot, &bytes));
+            }
             Some(Command::Snapshot(reply)) => {
                 let _ = reply.send(snapshot(&self.group, &self.notify, self.listeners));
             }
@@ -299,6 +302,23 @@ impl<'a> Engine<'a> {
             }
         }
         None
+    }
+
+    /// Writes to the standard input of the worker serving `slot`, or of every worker.
+    fn write_stdin(&mut self, slot: Option<usize>, bytes: &[u8]) -> Result<usize, InputRefused> {
+        let pids: Vec<Pid> = match slot {
+            Some(slot) => vec![self
+                .group
+                .current(slot)
+                .ok_or(InputRefused::NoWorker(slot))?],
+            None => (0..self.group.slot_count())
+                .filter_map(|slot| self.group.current(slot))
+                .collect(),
+        };
+        if pids.is_empty() {
+            return Err(InputRefused::NoWorkers);
+        }
+        self.group.processes_mut().write_stdin(&pids, bytes)
     }
 
     fn respec(&mut self, new: &AppSpec) {

@@ -82,6 +82,10 @@ pub fn run(command: Command) -> Result<(), Failure> {
                 .with_context(|| format!("`{}` is not JSON", a.json))
                 .map_err(Failure::Usage)?,
         },
+        Command::Input(a) => Request::Input {
+            target: a.target,
+            text: if a.no_newline { a.line } else { a.line + "\n" },
+        },
         Command::Describe(a) => return describe::describe(&home, a.name, a.json),
         Command::Env(a) => return describe::env(&home, a.name, a.json),
         Command::Flush(t) => Request::Flush { target: t.target },

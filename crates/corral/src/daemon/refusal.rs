@@ -46,6 +46,16 @@ pub enum Refusal {
     BadWorker(String),
     #[error("{app} has no running worker {slot}")]
     NoWorker { app: String, slot: usize },
+    #[error(
+        "{0} reads no input from corral: start it with `--stdin pipe` (config: `stdin = \"pipe\"`)"
+    )]
+    NoStdin(String),
+    #[error("{app}: {why}")]
+    Input {
+        app: String,
+        #[source]
+        why: corral_core::supervisor::InputRefused,
+    },
     #[error("cannot signal pid {pid}: {source}")]
     Signal {
         pid: i32,

@@ -24,6 +24,16 @@ pub enum LogFormat {
     Pm2Json,
 }
 
+/// What a worker reads as its standard input (`--stdin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StdinMode {
+    /// `/dev/null`: end-of-file at once.
+    #[default]
+    Null,
+    /// A pipe corral holds open and writes to on `corral input` (`pm2 send`).
+    Pipe,
+}
+
 /// PM2's exec modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExecMode {

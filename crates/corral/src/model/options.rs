@@ -15,7 +15,7 @@ use corral_proto::env::WORKERS;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use super::kinds::{EnvArg, ExecMode, LogFormat, ReadyArg};
+use super::kinds::{EnvArg, ExecMode, LogFormat, ReadyArg, StdinMode};
 use super::names::{check_app_name, default_name};
 use super::parse::{
     parse_duration, parse_env, parse_ready, parse_signal, parse_size, read_env_file,
@@ -238,6 +238,12 @@ pub struct AppOptions {
     #[serde(with = "values::text")]
     pub exec_mode: ExecMode,
 
+    /// `pipe`: each worker's standard input is a pipe that `corral input APP TEXT` writes
+    /// to (PM2's `pm2 send`); `null`: it reads end-of-file from /dev/null.
+    #[arg(long, value_name = "null|pipe", default_value = "null")]
+    #[serde(with = "values::text")]
+    pub stdin: StdinMode,
+
     /// Also pass each worker's slot (0..N-1) in this variable (PM2's `instance_var`).
     #[arg(long, value_name = "VAR")]
     pub instance_var: Option<String>,
@@ -374,6 +380,7 @@ impl AppOptions {
                 instance_var: self.instance_var.take(),
                 increment_var: self.increment_var.take(),
             },
+            stdin_pipe: self.stdin == StdinMode::Pipe,
         })
     }
 

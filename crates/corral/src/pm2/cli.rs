@@ -51,6 +51,12 @@ pub enum Verb {
         target: String,
         line: String,
     },
+    /// Follow a process's output and send it each line typed (until end of input).
+    Attach {
+        target: String,
+        /// What ends each line sent (default: a newline).
+        separator: Option<String>,
+    },
     #[command(name = "sendSignal")]
     SendSignal {
         signal: String,

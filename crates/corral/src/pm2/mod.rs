@@ -92,9 +92,8 @@ impl Front {
             Verb::Describe { target } => self.describe(&target),
             Verb::Reset { target } => self.each(&[target], |name| Request::Reset { target: name }),
             Verb::Pid { target } => self.pid(target.as_deref()),
-            Verb::Send { .. } => Err(Failure::Usage(anyhow!(
-                "corral can't honour `pm2 send`: it does not pipe a worker's standard input yet; `corral send APP JSON` sends a message on the worker's channel (process.on('message'))"
-            ))),
+            Verb::Send { target, line } => self.send_line(&target, &line),
+            Verb::Attach { target, separator } => self.attach(&target, separator.as_deref()),
             Verb::SendSignal { signal, target } => {
                 let signal = crate::model::parse::parse_signal(&signal)
                     .map_err(|e| Failure::Usage(anyhow!(e)))?;
@@ -206,6 +205,55 @@ impl Front {
         self.show_list()
     }
 
+    /// `pm2 send ID LINE`: the line and a newline to that process's standard input.
+    fn send_line(&self, target: &str, line: &str) -> Result<(), Failure> {
+        let records = records(&self.home)?;
+        let (record, slot) = procs::process(&records, target)?;
+        let request = Request::Input {
+            target: format!("{}:{slot}", record.view.name),
+            text: format!("{line}\n"),
+        };
+        self.send_and_say(request, false)?;
+        self.show_list()
+    }
+
+    /// `pm2 attach ID`: the app's output as it comes, and each line read from standard
+    /// input sent to the process, until end of input.
+    fn attach(&self, target: &str, separator: Option<&str>) -> Result<(), Failure> {
+        if target.parse::<u32>().is_err() {
+            return Err(Failure::Runtime(anyhow!(
+                "pm_id must be a process number (not a process name): `pm2 list` shows them"
+            )));
+        }
+        let records = records(&self.home)?;
+        let (record, slot) = procs::process(&records, target)?;
+        let (name, home) = (record.view.name.clone(), self.home.clone());
+        let args = crate::cli::LogsArgs {
+            app: Some(name.clone()),
+            lines: 0,
+            follow: true,
+            err: false,
+            out: false,
+            json: false,
+        };
+        // The output runs on until this process ends, which is when input ends.
+        std::thread::spawn(move || crate::client::logs::logs(&home, &args));
+        let separator = separator.unwrap_or("\n");
+        for line in std::io::stdin().lines() {
+            let line = line
+                .context("reading standard input")
+                .map_err(Failure::Runtime)?;
+            let request = Request::Input {
+                target: format!("{name}:{slot}"),
+                text: format!("{line}{separator}"),
+            };
+            if let Response::Error { message } = self.request(request, false)? {
+                errln!("[PM2][ERROR] {message}");
+            }
+        }
+        Ok(())
+    }
+
     fn one_name(&self, target: &str) -> Result<String, Failure> {
         let records = records(&self.home)?;
         let names = names_of(&records, &[target.to_owned()], &self.cwd)?;
@@ -232,10 +280,28 @@ impl Front {
                     .iter()
                     .find(|r| r.view.name == name)
                     .expect("resolved");
+                self.warn_whole_app(act, target, record);
                 self.act_on(act, record)?;
             }
         }
         self.show_list()
+    }
+
+    /// PM2 acts on the one process an id names; corral's engine acts on whole apps, and
+    /// says so rather than surprise.
+    fn warn_whole_app(&self, act: Act, target: &str, record: &Record) {
+        let n = record.processes().len();
+        let one_of_many = n > 1
+            && target.parse::<u32>().is_ok()
+            && record.facts.name != target
+            && record.view.name != target;
+        if one_of_many {
+            errln!(
+                "[PM2][WARN] id {target} is one of {n} processes of {name}: corral's `{verb}` acts on every one (`pm2 scale {name} N` changes how many run)",
+                name = record.facts.name,
+                verb = format!("{act:?}").to_lowercase(),
+            );
+        }
     }
 
     /// A config file a verb names (`-`: one on standard input), or None.

@@ -168,6 +168,33 @@ pub fn names_of(
     Ok(names)
 }
 
+/// The one process `target` names (an id, or the name of an app of one process), and
+/// its slot: PM2's commands that act on a process, not an app (`send`, `attach`).
+pub fn process<'a>(records: &'a [Record], target: &str) -> Result<(&'a Record, usize), Failure> {
+    if let Ok(id) = target.parse::<u32>() {
+        for record in records {
+            if let Some(w) = record.processes().iter().find(|w| w.pm_id == Some(id)) {
+                return Ok((record, w.slot));
+            }
+        }
+    }
+    let named: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.facts.name == target || r.view.name == target)
+        .collect();
+    match named.as_slice() {
+        [] => Err(not_found(target, records.is_empty())),
+        [one] if one.processes().len() == 1 => Ok((one, one.processes()[0].slot)),
+        [one] => Err(Failure::Runtime(anyhow!(
+            "{target} runs {} processes: name one by its id (`pm2 list` shows them)",
+            one.processes().len()
+        ))),
+        _ => Err(Failure::Runtime(anyhow!(
+            "{target} names several apps: name one process by its id (`pm2 list` shows them)"
+        ))),
+    }
+}
+
 pub fn not_found(target: &str, none_at_all: bool) -> Failure {
     let hint = if none_at_all {
         " (no process runs; `pm2 start app.js` starts one)"

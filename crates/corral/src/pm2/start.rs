@@ -195,13 +195,16 @@ pub fn apply_flags(
 ) -> anyhow::Result<()> {
     let abs = |p: &str| cwd.join(p);
     // PM2's defaults: SIGINT to stop (unless a file chose a signal), a pid file per
-    // process under its home.
+    // process under its home, a piped standard input.
     if options.kill_signal == AppOptions::default().kill_signal {
         options.kill_signal = nix::sys::signal::Signal::SIGINT;
     }
     if options.pid_file.is_none() {
         options.pid_file = Some(home.pids().join(format!("{}.pid", name_from(name))));
     }
+    // PM2 gives every process a pipe as its standard input (`pm2 send` writes to it):
+    // an app reading stdin waits instead of reading end-of-file.
+    options.stdin = crate::model::kinds::StdinMode::Pipe;
     if let Some(p) = &flags.output {
         options.out_file = Some(abs(p));
     }

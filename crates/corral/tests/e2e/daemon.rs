@@ -831,3 +831,33 @@ fn issue_24_signal_app_slot_reaches_that_slots_worker_from_the_board() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("fx has no running worker 5"), "{err}");
 }
+
+#[test]
+fn issue_22_corral_input_writes_to_a_piped_stdin_and_says_how_when_the_app_has_none() {
+    let home = crate::home("input");
+    // `cat` copies its standard input to its output, which is the app's log.
+    home.ok(&[
+        "start", "--name", "cat", "--stdin", "pipe", "-i", "2", "--", "cat",
+    ]);
+    home.wait_online("cat", 2);
+    let said = home.ok(&["input", "cat:1", "to one"]);
+    assert!(said.contains("written to cat:1"), "{said}");
+    let said = home.ok(&["input", "cat", "to all"]);
+    assert!(said.contains("written to 2 workers of cat"), "{said}");
+    let log = |slot: usize| {
+        std::fs::read_to_string(home.dir.join(format!("logs/cat-{slot}-out.log")))
+            .unwrap_or_default()
+    };
+    assert!(corral_testkit::eventually(T, || log(1).contains("to one")
+        && log(0).contains("to all")
+        && log(1).contains("to all")));
+    assert!(!log(0).contains("to one"), "{}", log(0));
+    home.ok(&["start", "--name", "quiet", "--", "sleep", "600"]);
+    let refused = home.fails(&["input", "quiet", "x"]);
+    assert!(
+        refused.contains("start it with `--stdin pipe`"),
+        "{refused}"
+    );
+    let refused = home.fails(&["input", "cat:7", "x"]);
+    assert!(refused.contains("no worker serves slot 7"), "{refused}");
+}

@@ -377,6 +377,70 @@ fn issue_22_reload_with_pm2_kill_use_message_sends_shutdown_and_no_corral_messag
     assert!(!read(&out).contains("CORRAL_"), "{}", read(&out));
 }
 
+/// Reads lines from standard input and says which process got each.
+const READS_STDIN: &str =
+    "const rl = require('readline').createInterface({ input: process.stdin });
+rl.on('line', (l) => console.log(`${process.env.NODE_APP_INSTANCE} got ${l}`));
+rl.on('close', () => console.log('stdin closed'));
+";
+
+#[test]
+fn issue_22_pm2_send_writes_to_one_processs_stdin_across_an_update_and_a_killed_daemon() {
+    if !node() {
+        return;
+    }
+    let pm2 = Pm2::new("send");
+    pm2.file("stdin.js", READS_STDIN);
+    pm2.ok(&[
+        "start",
+        "stdin.js",
+        "-i",
+        "2",
+        "-o",
+        "out.log",
+        "--merge-logs",
+    ]);
+    let out = pm2.app_dir().join("out.log");
+    let got = |line: &str| {
+        assert!(
+            eventually(T, || read(&out).contains(line)),
+            "no `{line}` in {}",
+            read(&out)
+        )
+    };
+    pm2.ok(&["send", "1", "first"]);
+    got("1 got first");
+    assert!(!read(&out).contains("0 got first"), "{}", read(&out));
+    let refused = pm2.fails(&["send", "stdin", "x"]);
+    assert!(refused.contains("runs 2 processes"), "{refused}");
+    // The pipes' write ends cross an update and wait in the holder while no daemon runs.
+    pm2.ok(&["update"]);
+    pm2.ok(&["send", "0", "after-update"]);
+    got("0 got after-update");
+    let pid: i32 = read(&pm2.home().join("pm2.pid")).trim().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(eventually(T, || {
+        let now = read(&pm2.home().join("pm2.pid"));
+        now.trim().parse::<i32>().is_ok_and(|p| p != pid)
+            && pm2.run_env(&["ping"], &[]).status.success()
+    }));
+    pm2.ok(&["send", "1", "after-death"]);
+    got("1 got after-death");
+    assert!(!read(&out).contains("stdin closed"), "{}", read(&out));
+    assert_eq!(pm2.times(), vec![0, 0], "no process restarted");
+    // One process of several: corral acts on the app, and says so.
+    let stop = pm2.run_env(&["stop", "1"], &[]);
+    let said = String::from_utf8_lossy(&stop.stderr);
+    assert!(
+        said.contains("id 1 is one of 2 processes of stdin"),
+        "{said}"
+    );
+}
+
 #[test]
 fn issue_22_corral_pm2_is_the_same_dialect_and_refused_flags_say_why() {
     if !node() {

@@ -322,6 +322,19 @@ fn daemon_killed_under_load(
     let loads = Loads::start(addr);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), Signal::SIGKILL).unwrap();
     loads.more(300); // served while no daemon runs, or right after
+    wait_successor(home, daemon);
+    let after = home.wait_online(app, 2);
+    assert_eq!(pids(&after), pids(&before), "the same workers, taken back");
+    loads.more(300);
+    let reports = loads.finish_losing(lost, || home.daemon_log());
+    assert!(home.daemon_log().contains("took back what the holder kept"));
+    // Exits seen through pidfds.
+    reload_replaces(home, app, &pids(&before));
+    reports
+}
+
+/// Waits until a daemon other than `daemon` answers.
+fn wait_successor(home: &corral_testkit::Home, daemon: i32) {
     assert!(
         corral_testkit::eventually(T, || {
             let out = home.corral(&["ping"]);
@@ -331,14 +344,76 @@ fn daemon_killed_under_load(
         "no daemon took over: {}",
         home.daemon_log()
     );
-    let after = home.wait_online(app, 2);
-    assert_eq!(pids(&after), pids(&before), "the same workers, taken back");
-    loads.more(300);
-    let reports = loads.finish_losing(lost, || home.daemon_log());
-    assert!(home.daemon_log().contains("took back what the holder kept"));
-    // Exits seen through pidfds.
-    reload_replaces(home, app, &pids(&before));
-    reports
+}
+
+/// The numbers of the `tick N` lines in a log file.
+fn ticks(file: &Path) -> Vec<u64> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit("tick ").next()?.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn issue_23_a_node_app_that_logs_outlives_a_killed_daemon_and_its_lines_are_kept() {
+    // The holder kept no copy of the workers' output pipes: once the daemon died, a
+    // worker's next console.log met a pipe without a reader and Node died of EPIPE, so
+    // every app that logged was lost with its daemon after all (found with `pm2 send`).
+    if !corral_testkit::have("node", "install Node.js 22+") {
+        return;
+    }
+    let home = crate::home("readopt-logs");
+    let script = home.dir.join("tick.js");
+    std::fs::create_dir_all(&home.dir).unwrap();
+    std::fs::write(
+        &script,
+        "let n = 0; setInterval(() => console.log(`tick ${n++}`), 5);\n",
+    )
+    .unwrap();
+    home.ok(&[
+        "start",
+        "--name",
+        "tick",
+        "-i",
+        "2",
+        "--",
+        "node",
+        script.to_str().unwrap(),
+    ]);
+    let before = home.wait_online("tick", 2);
+    let logs: Vec<PathBuf> = (0..2)
+        .map(|slot| home.dir.join(format!("logs/tick-{slot}-out.log")))
+        .collect();
+    assert!(corral_testkit::eventually(T, || logs
+        .iter()
+        .all(|f| ticks(f).len() > 20)));
+    let daemon = home.daemon_pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), Signal::SIGKILL).unwrap();
+    let at_kill: Vec<usize> = logs.iter().map(|f| ticks(f).len()).collect();
+    wait_successor(&home, daemon);
+    // Written while no daemon ran (the pipes held them) and after.
+    assert!(
+        corral_testkit::eventually(T, || logs
+            .iter()
+            .zip(&at_kill)
+            .all(|(f, n)| ticks(f).len() > n + 300)),
+        "{}",
+        home.daemon_log()
+    );
+    let after = home.app("tick");
+    assert_eq!(pids(&after), pids(&before), "the same workers, alive");
+    assert!(after.workers.iter().all(|w| w.restarts == 0), "{after:?}");
+    for file in &logs {
+        let got = ticks(file);
+        let missing = (got.last().unwrap() + 1) as usize - got.len();
+        // Only lines the dead daemon had read and not yet written can be lost.
+        assert!(
+            missing <= 5,
+            "{missing} lines missing from {}",
+            file.display()
+        );
+    }
 }
 
 #[test]

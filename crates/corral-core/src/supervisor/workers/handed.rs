@@ -16,7 +16,7 @@ use crate::channel::{Channel, ChannelState, Input};
 use crate::dispatch::Dispatcher;
 use crate::handover::Fd;
 use crate::listen::Listener;
-use crate::output::{self, LogLine, Stream};
+use crate::output::{LogLine, Stream};
 use crate::process::Pid;
 use crate::supervisor::asked::{AskedPorts, AskedState};
 use crate::supervisor::slots::{SlotSockets, SlotsState};
@@ -39,6 +39,9 @@ struct WorkerIo {
     worker_end: Option<Fd>,
     node: bool,
     outputs: Vec<OutputState>,
+    /// The write end of its standard input (absent from an older corral's state).
+    #[serde(default)]
+    stdin: Option<Fd>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,6 +74,7 @@ impl OsProcesses {
             .channels
             .keys()
             .chain(self.worker_ends.keys())
+            .chain(self.stdins.keys())
             .copied()
             .collect();
         pids.extend(outputs);
@@ -135,6 +139,7 @@ impl OsProcesses {
                 worker_end: self.worker_ends.remove(&pid).map(Fd),
                 node: self.node_workers.contains(&pid),
                 outputs: outputs.remove(&pid).unwrap_or_default(),
+                stdin: self.stdins.remove(&pid).map(Fd),
             });
         }
         let held = self
@@ -194,6 +199,11 @@ impl OsProcesses {
                     .transpose()?,
                 node: self.node_workers.contains(&pid),
                 outputs,
+                stdin: self
+                    .stdins
+                    .get(&pid)
+                    .map(|fd| Fd::dup(fd.as_fd()))
+                    .transpose()?,
             });
         }
         Ok(ProcsState {
@@ -246,20 +256,11 @@ impl OsProcesses {
             if worker.node {
                 procs.node_workers.insert(pid);
             }
+            if let Some(stdin) = worker.stdin {
+                procs.stdins.insert(pid, stdin.0);
+            }
             for out in worker.outputs {
-                let pump = output::pump(
-                    out.fd.0,
-                    out.slot,
-                    pid,
-                    out.stream,
-                    procs.logs.clone(),
-                    out.pending,
-                );
-                let entry = procs
-                    .pumps
-                    .entry(pid)
-                    .or_insert_with(|| (out.slot, Vec::new()));
-                entry.1.extend(pump.map(|p| (out.stream, p)));
+                procs.pump_output(pid, out.slot, [(out.fd.0, out.stream, out.pending)]);
             }
         }
         Ok(procs)

@@ -48,6 +48,7 @@ pub(super) struct Template {
     cwd: Option<PathBuf>,
     listen_fds: Vec<RawFd>,
     die_with_parent: bool,
+    stdin_pipe: bool,
     /// Also names the slot (PM2's `instance_var`).
     instance_var: Option<String>,
     /// A variable and its base value, plus the slot for each worker (`increment_var`).
@@ -118,6 +119,7 @@ impl Template {
             cwd: spec.cwd.clone(),
             listen_fds: listeners.iter().map(Listener::raw_fd).collect(),
             die_with_parent: spec.die_with_supervisor,
+            stdin_pipe: spec.stdin_pipe,
         }
     }
 
@@ -142,6 +144,7 @@ impl Template {
             listen_fds: self.listen_fds.clone(),
             extra_fds: vec![channel_fd],
             die_with_parent: self.die_with_parent,
+            stdin_pipe: self.stdin_pipe,
         }
     }
 }
@@ -202,8 +205,14 @@ pub(super) struct OsProcesses {
     node_workers: std::collections::HashSet<Pid>,
     /// Each worker's slot and its output pumps, stopped for a hand-over.
     pumps: HashMap<Pid, (usize, Vec<(Stream, output::Pump)>)>,
-    /// Duplicates of each worker's output pipes, for snapshots (`handed.rs`).
+    /// Duplicates of each worker's output pipes, for snapshots (`handed.rs`): a holder
+    /// keeps them, so that a worker's writes never meet a pipe without a reader (EPIPE,
+    /// SIGPIPE) while no daemon runs.
     outputs: HashMap<Pid, Vec<(usize, Stream, OwnedFd)>>,
+    /// The write end of each worker's standard input ([`AppSpec::stdin_pipe`]).
+    ///
+    /// [`AppSpec::stdin_pipe`]: crate::spec::AppSpec::stdin_pipe
+    stdins: HashMap<Pid, OwnedFd>,
     pub(super) dispatcher: Dispatcher,
     listeners: Vec<RawFd>,
     held: VecDeque<Held>,
@@ -237,6 +246,7 @@ impl OsProcesses {
             node_workers: Default::default(),
             pumps: HashMap::new(),
             outputs: HashMap::new(),
+            stdins: HashMap::new(),
             dispatcher: Dispatcher::new(balance, WINDOW),
             listeners,
             held: VecDeque::new(),
@@ -613,6 +623,70 @@ fn accept_one(fd: RawFd, listener: u32, client: bool) -> Accepted {
     }
 }
 
+impl OsProcesses {
+    /// Reads a worker's output pipes into the log, each with what was read of its
+    /// unfinished line, and keeps a duplicate of each for snapshots.
+    fn pump_output(
+        &mut self,
+        pid: Pid,
+        slot: usize,
+        streams: impl IntoIterator<Item = (OwnedFd, Stream, Vec<u8>)>,
+    ) {
+        for (fd, stream, pending) in streams {
+            if let Ok(dup) = fd.try_clone() {
+                self.outputs
+                    .entry(pid)
+                    .or_default()
+                    .push((slot, stream, dup));
+            }
+            let pump = output::pump(fd, slot, pid, stream, self.logs.clone(), pending);
+            let entry = self.pumps.entry(pid).or_insert_with(|| (slot, Vec::new()));
+            entry.1.extend(pump.map(|p| (stream, p)));
+        }
+    }
+
+    /// Writes `bytes` to the standard input of each of `pids`, whole or not at all: a
+    /// worker that has not read what it was sent (its pipe full) is not sent more.
+    pub(super) fn write_stdin(
+        &mut self,
+        pids: &[Pid],
+        bytes: &[u8],
+    ) -> Result<usize, InputRefused> {
+        let mut written = 0;
+        for pid in pids {
+            let Some(fd) = self.stdins.get(pid) else {
+                return Err(InputRefused::NoPipe(*pid));
+            };
+            match nix::unistd::write(fd, bytes) {
+                Ok(n) if n == bytes.len() => written += 1,
+                // A short write leaves part of the line in the pipe; the rest would
+                // follow a later line's start, so the worker is told nothing more.
+                Ok(_) => return Err(InputRefused::Full(*pid)),
+                Err(nix::errno::Errno::EAGAIN) => return Err(InputRefused::Full(*pid)),
+                Err(e) => return Err(InputRefused::Closed(*pid, e.into())),
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// Why a line did not reach a worker's standard input.
+#[derive(Debug, thiserror::Error)]
+pub enum InputRefused {
+    #[error("worker {0} has no standard input pipe (the app was started without `--stdin pipe`)")]
+    NoPipe(Pid),
+    #[error("worker {0} is not reading its standard input: its pipe is full")]
+    Full(Pid),
+    #[error("worker {0} closed its standard input")]
+    Closed(Pid, #[source] std::io::Error),
+    #[error("no worker serves slot {0}")]
+    NoWorker(usize),
+    #[error("the app has no running worker")]
+    NoWorkers,
+    #[error("the app is stopping")]
+    Stopping,
+}
+
 impl Processes for OsProcesses {
     fn spawn(&mut self, slot: usize) -> Result<Pid, SpawnError> {
         let (theirs, ours) = channel::pair().map_err(SpawnError::Os)?;
@@ -625,17 +699,14 @@ impl Processes for OsProcesses {
         self.groups().for_each(|g| g.spawned(slot, child.pid));
         os::keeper::watch(child.pid);
         self.worker_ends.insert(child.pid, theirs);
-        let pumps = [
+        if let Some(stdin) = child.stdin {
+            self.stdins.insert(child.pid, stdin);
+        }
+        let streams = [
             (child.stdout, Stream::Stdout),
             (child.stderr, Stream::Stderr),
-        ]
-        .into_iter()
-        .filter_map(|(fd, stream)| {
-            let pump = output::pump(fd, slot, child.pid, stream, self.logs.clone(), Vec::new());
-            pump.map(|p| (stream, p))
-        })
-        .collect();
-        self.pumps.insert(child.pid, (slot, pumps));
+        ];
+        self.pump_output(child.pid, slot, streams.map(|(fd, s)| (fd, s, Vec::new())));
         // Without a channel the worker still runs; it just can't talk to us.
         if let Ok(channel) = Channel::start(ours, child.pid, self.inputs.clone()) {
             self.channels.insert(child.pid, channel);
@@ -694,6 +765,7 @@ impl Processes for OsProcesses {
         // Its pumps read on until every process that could write to them is gone.
         self.pumps.remove(&pid);
         self.outputs.remove(&pid);
+        self.stdins.remove(&pid);
         self.dispatcher.remove(pid);
         self.node_workers.remove(&pid);
         let emptied: Vec<SlotSocket> = self.groups().flat_map(|g| g.exited(slot, pid)).collect();

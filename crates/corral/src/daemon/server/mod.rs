@@ -530,6 +530,7 @@ impl Daemon {
             Request::Send { name, data } => self.each(&name, |app| {
                 send(app, Command::Message(data.clone())).map(|()| format!("sent to {}", app.name))
             }),
+            Request::Input { target, text } => return self.input(&target, text, reply),
             Request::Describe { name } => self.describe(&name),
             Request::Env { name } => self.env(&name),
             Request::Flush { target } => {

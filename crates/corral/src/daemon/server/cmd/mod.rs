@@ -6,6 +6,7 @@ pub(super) mod describe;
 pub(super) mod env;
 pub(super) mod flush;
 pub(super) mod hold;
+pub(super) mod input;
 pub(super) mod kill;
 pub(super) mod ls;
 pub(super) mod reload;
