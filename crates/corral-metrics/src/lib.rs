@@ -20,6 +20,7 @@
 //! ```
 
 mod board;
+mod conns;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -179,25 +180,51 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<Socket
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
+        let mut conns = conns::Conns::default();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 // Out of fds: the scraper retries; corral must not spin.
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| answer(req, metrics.clone()));
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(30),
-                    hyper::server::conn::http1::Builder::new().serve_connection(io, service),
-                )
-                .await;
-            });
+            if !conns.make_room() {
+                continue; // every open one is mid-request: this one is closed
+            }
+            let flags = std::sync::Arc::new(conns::Flags::default());
+            let task = tokio::spawn(connection(stream, metrics.clone(), flags.clone()));
+            conns.add(flags, task.abort_handle());
         }
     });
     Ok(local)
+}
+
+/// Serves one connection for 30 s at most, saying when it is within a request.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    metrics: Metrics,
+    flags: std::sync::Arc<conns::Flags>,
+) {
+    use std::sync::atomic::Ordering;
+    let shared = flags.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let (metrics, flags) = (metrics.clone(), shared.clone());
+        async move {
+            flags.busy.store(true, Ordering::Release);
+            let response = answer(req, metrics).await;
+            flags.busy.store(false, Ordering::Release);
+            response
+        }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(conns::HEAD_TIMEOUT);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        http.serve_connection(io, service),
+    )
+    .await;
+    flags.ended.store(true, Ordering::Release);
 }
 
 async fn answer<B>(req: Request<B>, metrics: Metrics) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -10,7 +10,10 @@ pub use corral_proto::control::{AppDetail, AppStatus, AppView, LogLineView, Work
 pub use home::{pids, Home};
 pub use http::{free_port, get, get_after, get_from, KeepAlive, Response};
 pub use load::{reloads_under_load, Load, LoadReport, Requests};
-pub use process::{dev_full, fixture_bin, limit_open_files, limit_processes, open_fds, Corral};
+pub use process::{
+    dev_full, fixture_bin, limit_open_files, limit_processes, open_fds, processes_running,
+    raise_open_files, Corral,
+};
 
 /// Polls `check` every 20ms until it holds (true) or `timeout` passes (false).
 pub fn eventually(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {

@@ -25,8 +25,12 @@ pub fn installed_exe() -> PathBuf {
 /// Runs `exe __handover check` and makes sure it takes this corral's hand-over: a
 /// binary that can't start, or can't take over, is found out before anything is stopped.
 pub fn check(exe: &Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    // A group of its own, killed whole on a timeout: a wrapper script's children would
+    // otherwise outlive the check, holding its output pipes.
     let mut child = std::process::Command::new(exe)
         .args(["__handover", "check"])
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -48,7 +52,7 @@ pub fn check(exe: &Path) -> anyhow::Result<()> {
     let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
     let Ok(said) = stdout.recv_timeout(CHECK_TIMEOUT) else {
-        let _ = child.kill();
+        corral_core::os::signal_group(child.id() as i32, nix::sys::signal::Signal::SIGKILL);
         let _ = child.wait();
         anyhow::bail!(
             "{} did not answer its check within {}s",

@@ -62,6 +62,76 @@ fn socket_inodes(pid: Pid) -> Vec<u64> {
         .collect()
 }
 
+/// Processes of this user, other than this one and `except`, that hold one of the
+/// sockets `inodes`. Once an app's workers and every copy corral keeps are gone, what
+/// is left holding its listener escaped the worker's process group (a child that called
+/// `setsid()`, a double-forking daemon) and would keep the port from the next start.
+pub fn holders_of(inodes: &[u64], except: &[Pid]) -> Vec<Pid> {
+    use std::os::unix::fs::MetadataExt;
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id() as Pid;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<Pid>().ok())
+        .filter(|&pid| pid != me && !except.contains(&pid))
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid))
+        .filter(|&pid| socket_inodes(pid).iter().any(|i| inodes.contains(i)))
+        .collect()
+}
+
+/// A process [`kill_holders`] found holding a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escaped {
+    pub pid: Pid,
+    pub command: String,
+    pub killed: bool,
+}
+
+impl std::fmt::Display for Escaped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} pid {} (`{}`), which held its listener after its workers stopped: a worker's child that left its process group",
+            if self.killed { "killed" } else { "could not kill" },
+            self.pid,
+            self.command
+        )
+    }
+}
+
+/// SIGKILLs each of [`holders_of`]`(inodes, except)`, and says who they were.
+pub fn kill_holders(inodes: &[u64], except: &[Pid]) -> Vec<Escaped> {
+    holders_of(inodes, except)
+        .into_iter()
+        .map(|pid| {
+            let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            let killed = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok();
+            Escaped {
+                pid,
+                command,
+                killed,
+            }
+        })
+        .collect()
+}
+
 /// Listening TCP sockets (IPv4 and IPv6) by inode.
 fn listening_tcp() -> HashMap<u64, SocketAddr> {
     let mut out = HashMap::new();
@@ -123,6 +193,30 @@ mod tests {
         );
         let established = v4.replace(" 0A ", " 01 ");
         assert_eq!(parse_line(&established, false), None);
+    }
+
+    #[test]
+    fn issue_23_finds_a_child_that_holds_a_listener_and_not_this_process() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = inode_of(listener.as_raw_fd()).unwrap();
+        assert!(
+            holders_of(&[inode], &[]).is_empty(),
+            "this process is left out"
+        );
+        // A child that inherits the socket (not close-on-exec in its copy) holds it.
+        let dup = nix::unistd::dup(&listener).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as Pid;
+        // spawn returns once the child has exec'd, holding its inherited fds.
+        assert_eq!(holders_of(&[inode], &[]), vec![pid]);
+        assert!(holders_of(&[inode], &[pid]).is_empty());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(dup);
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Starts a holder for `home`; returns the daemon's end of the link.
-pub fn spawn(home: &Home) -> io::Result<OwnedFd> {
+pub fn spawn(home: &Home) -> io::Result<(OwnedFd, i32)> {
     use std::os::unix::process::CommandExt;
     let (ours, theirs) = seqpacket_pair()?;
     let theirs_raw = theirs.as_raw_fd();
@@ -77,10 +77,10 @@ pub fn spawn(home: &Home) -> io::Result<OwnedFd> {
             Ok(())
         });
     }
-    command.spawn()?;
+    let child = command.spawn()?;
     drop(theirs);
     bounded(&ours);
-    Ok(ours)
+    Ok((ours, child.id() as i32))
 }
 
 /// A holder that stopped reading (SIGSTOP) makes a send fail after a while instead of

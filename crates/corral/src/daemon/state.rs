@@ -43,6 +43,8 @@ pub struct App {
     /// Replies (joins, see `joins.rs`) waiting for the app to stop.
     pub waiting: Vec<u64>,
     pub listen: Vec<String>,
+    /// The inodes of its listeners' sockets, to find who still holds them once it stopped.
+    pub listener_inodes: Vec<u64>,
     /// `--watch` / `--cron-restart`, and their running watchers while the app runs.
     pub triggers: crate::triggers::Triggers,
     pub running_triggers: Option<crate::triggers::Running>,
@@ -74,6 +76,7 @@ impl App {
             then: Then::Nothing,
             waiting: Vec::new(),
             listen: Vec::new(),
+            listener_inodes: Vec::new(),
             triggers,
             running_triggers: None,
             lines: Default::default(),

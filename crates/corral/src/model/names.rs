@@ -83,6 +83,10 @@ pub fn check_app_name(name: &str) -> anyhow::Result<()> {
     if name.starts_with('.') {
         bail!("invalid app name `{name}`: it may not start with `.`");
     }
+    // A name that reads as a flag could be named by no command.
+    if name.starts_with('-') {
+        bail!("invalid app name `{name}`: it may not start with `-` (commands would read it as an option)");
+    }
     if name.len() > 64 {
         bail!("invalid app name `{name}`: at most 64 characters");
     }
@@ -176,6 +180,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_23_a_name_that_reads_as_a_flag_is_refused_and_a_config_name_made_safe() {
+        let e = check_app_name("--no-autorestart").unwrap_err().to_string();
+        assert!(e.contains("may not start with `-`"), "{e}");
+        assert_eq!(name_from("--no-autorestart"), "no-autorestart");
+        assert!(check_app_name("web-1").is_ok());
+    }
 
     #[test]
     fn suggests_near_names_only() {

@@ -169,7 +169,14 @@ async fn supervise(
         notes.flush(OUTPUT_GRACE).await;
         return Err(exec_upgrade(handed, listeners));
     }
+    let inodes: Vec<u64> = listeners
+        .iter()
+        .filter_map(|l| corral_core::os::sockets::inode_of(l.raw_fd()))
+        .collect();
     drop(listeners);
+    for escaped in corral_core::os::sockets::kill_holders(&inodes, &[]) {
+        say(&format!("{}: {escaped}", spec.name));
+    }
     if let Ok(Outcome::Stopped) = outcome {
         say(&format!("{}: stopped", spec.name));
     }

@@ -861,3 +861,36 @@ fn issue_22_corral_input_writes_to_a_piped_stdin_and_says_how_when_the_app_has_n
     let refused = home.fails(&["input", "cat:7", "x"]);
     assert!(refused.contains("no worker serves slot 7"), "{refused}");
 }
+
+#[test]
+fn issue_23_a_workers_setsid_child_holding_the_port_is_killed_at_stop_and_the_app_starts_again() {
+    // Before: the child left the worker's process group, so the stop's SIGKILL of the
+    // group missed it; it kept the listener, and the next start failed with "address
+    // already in use".
+    let home = home("escaped");
+    let listen = format!("127.0.0.1:{}", corral_testkit::free_port());
+    let script = format!("setsid sleep 311 & exec {}", fixture());
+    let start = [
+        "start", "--name", "esc", "-i", "1", "--listen", &listen, "--", "sh", "-c", &script,
+    ];
+    home.ok(&start);
+    home.wait_online("esc", 1);
+    let escaped = || corral_testkit::processes_running(&["sleep", "311"]);
+    assert!(eventually(T, || !escaped().is_empty()));
+    home.ok(&["stop", "esc"]);
+    assert!(
+        eventually(T, || escaped().is_empty()),
+        "{}",
+        home.daemon_log()
+    );
+    assert!(
+        home.daemon_log().contains("esc: killed pid")
+            && home.daemon_log().contains("left its process group"),
+        "{}",
+        home.daemon_log()
+    );
+    home.ok(&["restart", "esc"]);
+    home.wait_online("esc", 1);
+    home.ok(&["delete", "esc"]);
+    assert!(eventually(T, || escaped().is_empty()));
+}

@@ -604,3 +604,58 @@ fn issue_12_daemon_log_format_json_writes_every_event_as_a_json_object() {
         .unwrap();
     assert_eq!(finished["replaced"], 2);
 }
+
+#[test]
+fn issue_23_a_flood_of_idle_metrics_connections_leaves_probes_and_dispatch_answering() {
+    // Before: idle connections to --metrics were each kept open for 30 s, so a flood
+    // used up corral's fds: the app's round-robin dispatch and /livez stopped answering
+    // ("Too many open files"), which under Kubernetes means pod restarts.
+    let flood_size = 3000;
+    assert!(corral_testkit::raise_open_files(flood_size + 512) > flood_size);
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (at, fixture) = (metrics.to_string(), fixture());
+    let args = [
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "-i",
+        "2",
+        "--balance",
+        "round-robin",
+        "--metrics",
+        &at,
+        "--",
+        &fixture,
+    ];
+    let c = Corral::start_with(CORRAL, &args, &[], |cmd| {
+        corral_testkit::limit_open_files(cmd, 1024)
+    });
+    c.wait_for("probes on /livez and /readyz", T);
+    c.ready_pid(1, 1, T);
+    let baseline = corral_testkit::open_fds(c.pid());
+    let mut flood = Vec::new();
+    for _ in 0..flood_size {
+        let conn = std::net::TcpStream::connect_timeout(&metrics, Duration::from_secs(2));
+        flood.extend(conn.ok());
+    }
+    assert!(
+        flood.len() as u64 >= flood_size / 2,
+        "{} connected",
+        flood.len()
+    );
+    for _ in 0..5 {
+        assert_eq!(status(metrics, "/livez"), 200, "/livez during the flood");
+        let served = get(c.addr(), "/");
+        assert!(
+            served.is_ok_and(|r| r.status == 200),
+            "dispatch during the flood"
+        );
+    }
+    let during = corral_testkit::open_fds(c.pid());
+    assert!(
+        during <= baseline + 64 + 16,
+        "{during} fds open, {baseline} before"
+    );
+    drop(flood);
+    assert!(eventually(T, || corral_testkit::open_fds(c.pid()) <= baseline + 4));
+}

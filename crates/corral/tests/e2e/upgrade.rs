@@ -416,6 +416,40 @@ fn issue_23_a_node_app_that_logs_outlives_a_killed_daemon_and_its_lines_are_kept
     }
 }
 
+/// Whether `pid` is a zombie (dead, not reaped by its parent).
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn issue_23_a_holder_killed_while_the_apps_are_quiet_is_replaced_at_once_and_keeps_them() {
+    // Before: nothing noticed a dead holder until a snapshot failed, and snapshots go
+    // out only after a worker change; it stayed a zombie, and a daemon killed then lost
+    // every app.
+    let home = crate::home("holder-dies");
+    start_fixture(&home, "fx", &["--balance", "shared"]);
+    home.wait_online("fx", 2);
+    let holder = home.holder_pid().expect("a holder runs");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(holder), Signal::SIGKILL).unwrap();
+    assert!(
+        corral_testkit::eventually(T, || home
+            .daemon_log()
+            .contains("the new holder keeps 1 apps")),
+        "{}",
+        home.daemon_log()
+    );
+    assert!(home
+        .daemon_log()
+        .contains(&format!("the holder (pid {holder}) died")));
+    assert!(!zombie(holder), "the dead holder was reaped");
+    assert!(home.holder_pid().is_some_and(|p| p != holder));
+    daemon_killed_under_load(&home, "fx", home.addr("fx"), 0);
+}
+
 #[test]
 fn issue_13_a_daemon_killed_under_load_loses_nothing_in_shared_mode_and_the_next_takes_its_workers_back(
 ) {
@@ -649,4 +683,27 @@ fn issue_13_corral_run_whose_upgrade_exec_fails_goes_back_to_its_own_binary() {
         .all(|p| workers.contains(p)));
     c.signal(Signal::SIGHUP);
     c.wait_report("reload_finished", |r| r["replaced"] == 2, T);
+}
+
+#[test]
+fn issue_23_an_update_to_a_binary_whose_check_hangs_leaves_no_process_behind() {
+    // Before: the check was killed at its timeout but a wrapper's child lived on,
+    // holding the check's output pipes.
+    let binary = Binary::new("update-hangs");
+    let home = corral_testkit::Home::new(&binary.path(), "update-hangs");
+    start_fixture(&home, "fx", &[]);
+    let before = pids(&home.wait_online("fx", 2));
+    let hangs = binary.script("hangs.sh", "sleep 307");
+    let out = home.corral(&["update", "--binary", hangs.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("did not answer its check"),
+        "{said}"
+    );
+    assert!(
+        corral_testkit::eventually(T, || corral_testkit::processes_running(&["sleep", "307"])
+            .is_empty()),
+        "the check's child outlived it"
+    );
+    assert_eq!(pids(&home.wait_online("fx", 2)), before);
 }

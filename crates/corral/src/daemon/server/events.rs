@@ -30,6 +30,16 @@ impl Daemon {
         }
     }
 
+    /// Kills what still holds app `name`'s listeners now that its workers, its engine
+    /// and the holder let them go: processes that left a worker's group, which would
+    /// keep the port from the next start.
+    fn kill_escaped(&self, name: &str, inodes: &[u64]) {
+        let except: Vec<i32> = self.holder_pid.into_iter().collect();
+        for escaped in corral_core::os::sockets::kill_holders(inodes, &except) {
+            journal::say(&format!("{name}: {escaped}"));
+        }
+    }
+
     pub(super) fn finished(&mut self, name: &str, outcome: Result<Outcome, Refusal>) {
         // An engine that ended on its own while an update waited for it.
         self.hand_over_answer(name, Err(corral_core::handover::Refused::Stopping));
@@ -48,6 +58,8 @@ impl Daemon {
             }
         };
         let waiting = std::mem::take(&mut app.waiting);
+        let ended = matches!(outcome, Ok(Outcome::Stopped | Outcome::Failed));
+        let inodes = std::mem::take(&mut app.listener_inodes);
         self.reloads_ended(name);
         if let Some(coming) = self.coming_up.remove(name) {
             let refusal = Refusal::NotRunning(name.to_owned());
@@ -55,6 +67,9 @@ impl Daemon {
         }
         // Before anyone hears it stopped: the holder's copies would keep its ports.
         self.forget_held(name);
+        if ended {
+            self.kill_escaped(name, &inodes);
+        }
         self.after_stop(name, waiting);
         self.workers_changed(Some(name));
     }

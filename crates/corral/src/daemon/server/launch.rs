@@ -36,6 +36,10 @@ pub(super) fn launch(
         ),
     };
     app.listen = listeners.iter().map(|l| l.local.to_string()).collect();
+    app.listener_inodes = listeners
+        .iter()
+        .filter_map(|l| corral_core::os::sockets::inode_of(l.raw_fd()))
+        .collect();
     let (controls_tx, controls) = mpsc::channel(64);
     let (logs, log_rx) = mpsc::channel(1024);
     let files = LogFiles::new(home.logs(), app.name.clone())

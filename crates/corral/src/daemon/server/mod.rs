@@ -84,9 +84,13 @@ pub fn serve(
     };
     // Apps outlive the daemon: the holder keeps them for the next one. What a holder
     // kept for this daemon is taken back below; without one, a new holder starts.
-    let held = match adopted {
-        Some(_) => None, // the holder's link came with the document
-        None => cmd::hold::find_or_start_holder(&home)?,
+    let (held, holder_pid) = match &adopted {
+        // The holder's link came with the document.
+        Some(doc) => (None, doc.holder_pid),
+        None => {
+            let found = cmd::hold::find_or_start_holder(&home)?;
+            (found.held, found.pid)
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -116,6 +120,7 @@ pub fn serve(
             }
             None => {}
         }
+        daemon.watch_holder(holder_pid);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         daemon.run(rx).await;
         // Only ours: a daemon started since (after an update, the same pid) keeps its.
@@ -189,6 +194,8 @@ enum Msg {
     Released(String, Vec<listen::Listener>),
     /// Time to send the holder a snapshot, and the engines' parts of it.
     TakeSnapshot,
+    /// The holder with this pid exited.
+    HolderGone(i32),
     Snapshots(
         Vec<String>,
         BTreeMap<String, corral_core::supervisor::EngineSnapshot>,
@@ -397,6 +404,8 @@ struct Daemon {
     updating: Option<cmd::update::Updating>,
     /// Snapshots for the holder.
     holding: cmd::hold::Holding,
+    /// The holder watched (`cmd::hold::watch_holder`).
+    holder_pid: Option<i32>,
     /// The worker groups of each app's last entry with the holder, with their start
     /// times (`workers.json`).
     held_groups: BTreeMap<String, Vec<(i32, u64)>>,
@@ -440,6 +449,7 @@ impl Daemon {
             control: None,
             updating: None,
             holding: Default::default(),
+            holder_pid: None,
             held_groups: BTreeMap::new(),
         }
     }
@@ -467,6 +477,7 @@ impl Daemon {
                     Some(Msg::HandOverAnswer(app, result)) => self.hand_over_answer(&app, result),
                     Some(Msg::Released(app, listeners)) => self.released(&app, listeners),
                     Some(Msg::TakeSnapshot) => self.take_snapshot(),
+                    Some(Msg::HolderGone(pid)) => self.holder_gone(pid),
                     Some(Msg::Snapshots(names, engines)) => self.send_snapshot(names, engines),
                     Some(Msg::Report(app, report)) => self.report(&app, report),
                     Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),

@@ -19,6 +19,12 @@ const SNAPSHOT_DELAY: std::time::Duration = std::time::Duration::from_millis(50)
 /// started (some may be newer than the snapshot).
 pub(in crate::daemon::server) type Held = Option<holder::Kept>;
 
+/// The holder found or started, and what it kept.
+pub(in crate::daemon::server) struct Found {
+    pub held: Held,
+    pub pid: Option<i32>,
+}
+
 /// An app's snapshot as it travels: the document and the numbers its fds had.
 #[derive(serde::Deserialize)]
 struct Wrapped {
@@ -45,16 +51,20 @@ pub(in crate::daemon::server) struct Holding {
     all: bool,
     scheduled: bool,
     in_flight: bool,
+    /// A new holder has not had every app's entry yet.
+    fresh: bool,
 }
 
 /// Connects to the holder of `home` and takes what it kept, or starts a holder. The
 /// records of every worker group go to it from now on.
-pub(in crate::daemon::server) fn find_or_start_holder(home: &Home) -> anyhow::Result<Held> {
+pub(in crate::daemon::server) fn find_or_start_holder(home: &Home) -> anyhow::Result<Found> {
     if let Some(link) = holder::connect(home) {
+        // A connection's peer is the process that listens: the holder.
+        let pid = getsockopt(&link, PeerCredentials).ok().map(|c| c.pid());
         match holder::fetch(link.as_fd()) {
             Ok(held) => {
                 corral_core::os::keeper::attach(link);
-                return Ok(held);
+                return Ok(Found { held, pid });
             }
             Err(e) => journal::say(&format!(
                 "the holder did not answer ({e}); starting a new one"
@@ -63,9 +73,12 @@ pub(in crate::daemon::server) fn find_or_start_holder(home: &Home) -> anyhow::Re
     }
     // No holder: if one died with its daemon, their workers are nobody's now.
     kill_unheld_workers(home);
-    let link = holder::spawn(home).context("cannot start corral's holder process")?;
+    let (link, pid) = holder::spawn(home).context("cannot start corral's holder process")?;
     corral_core::os::keeper::attach(link);
-    Ok(None)
+    Ok(Found {
+        held: None,
+        pid: Some(pid),
+    })
 }
 
 /// Kills the worker groups `workers.json` lists that still run the process they named.
@@ -248,15 +261,15 @@ impl Daemon {
             Some(link) => send_all(&link),
             None => Err(std::io::ErrorKind::NotConnected.into()),
         };
-        if sent.is_err() {
-            // The holder is gone: a new one, which gets every app's entry next.
-            journal::say("the holder is gone; starting a new one");
-            match holder::spawn(&self.home) {
-                Ok(link) => {
-                    corral_core::os::keeper::attach(link);
-                    self.holding.all = true;
-                }
-                Err(e) => journal::say(&format!("cannot keep the apps with a holder: {e}")),
+        match sent {
+            Ok(()) if self.holding.fresh && !self.holding.all => {
+                self.holding.fresh = false;
+                journal::say(&format!("the new holder keeps {} apps", self.apps.len()));
+            }
+            Ok(()) => {}
+            Err(e) => {
+                journal::say(&format!("the holder does not take snapshots ({e})"));
+                self.replace_holder();
             }
         }
         self.held_groups
@@ -265,6 +278,75 @@ impl Daemon {
         drop(entries);
         if self.holding.all || !self.holding.dirty.is_empty() {
             self.schedule_snapshot();
+        }
+    }
+
+    /// Watches holder `pid` (a pidfd): a holder that dies is replaced at once, not at
+    /// the next snapshot, which may come only with the next worker change, or never
+    /// before the daemon dies too.
+    pub(in crate::daemon::server) fn watch_holder(&mut self, pid: Option<i32>) {
+        let Some(pid) = pid else {
+            return;
+        };
+        self.holder_pid = Some(pid);
+        let tx = self.tx.clone();
+        let pidfd = corral_core::os::pidfd::open(pid);
+        tokio::spawn(async move {
+            // No pidfd: it is gone already (or the kernel has none; then it is not
+            // watched, and a failed snapshot still finds it gone).
+            if let Ok(fd) = pidfd {
+                // SAFETY: the AsyncFd owns the pidfd, so it stays open and the same.
+                let watched = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        fd,
+                        tokio::io::Interest::READABLE,
+                    )
+                };
+                match watched {
+                    Ok(fd) => drop(fd.readable().await),
+                    Err(_) => return,
+                }
+            }
+            let _ = tx.send(Msg::HolderGone(pid));
+        });
+    }
+
+    /// The holder `pid` exited: reaped (it is this daemon's child unless an earlier
+    /// daemon started it) and, unless it was told to go, replaced.
+    pub(in crate::daemon::server) fn holder_gone(&mut self, pid: i32) {
+        use nix::sys::wait::{waitpid, WaitPidFlag};
+        let _ = waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        if self.holder_pid != Some(pid) || self.killing.is_some() {
+            return;
+        }
+        // Reaped: its pid may be another process's by now.
+        self.holder_pid = None;
+        journal::say(&format!("the holder (pid {pid}) died"));
+        self.replace_holder();
+    }
+
+    /// A new holder, which gets every app's entry at once. One that still runs but does
+    /// not take snapshots (stopped, stuck) is killed: left alive, it would start daemons
+    /// of its own once it runs again and finds this one gone.
+    fn replace_holder(&mut self) {
+        if let Some(old) = self.holder_pid.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(old),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        match holder::spawn(&self.home) {
+            Ok((link, pid)) => {
+                corral_core::os::keeper::attach(link);
+                self.watch_holder(Some(pid));
+                journal::say(&format!(
+                    "a new holder (pid {}) keeps the apps from now on",
+                    self.holder_pid.unwrap_or_default()
+                ));
+                self.holding.fresh = true;
+                self.workers_changed(None);
+            }
+            Err(e) => journal::say(&format!("cannot keep the apps with a holder: {e}")),
         }
     }
 

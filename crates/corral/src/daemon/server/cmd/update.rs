@@ -56,6 +56,9 @@ pub(in crate::daemon) struct DaemonDoc {
     /// The control socket, listening all along.
     control: Option<Fd>,
     pub keeper: Option<Fd>,
+    /// The holder's pid, which its link (a socket pair this pid made) can't tell.
+    #[serde(default)]
+    pub holder_pid: Option<i32>,
     /// The `corral update` connection, answered by whichever binary runs in the end
     /// (none in a snapshot for the holder).
     reply: Option<Fd>,
@@ -76,6 +79,7 @@ impl DaemonDoc {
             lock: None,
             control: None,
             keeper: None,
+            holder_pid: None,
             reply: None,
             next_id,
             apps,
@@ -416,6 +420,7 @@ impl Daemon {
             lock: Some(lock),
             control: Some(control),
             keeper: corral_core::os::keeper::hand_over(),
+            holder_pid: self.holder_pid,
             reply: Some(reply),
             next_id: self.next_id,
             apps,
