@@ -62,16 +62,19 @@ fn socket_inodes(pid: Pid) -> Vec<u64> {
         .collect()
 }
 
-/// Processes of this user, other than this one and `except`, that hold one of the
-/// sockets `inodes`. Once an app's workers and every copy corral keeps are gone, what
-/// is left holding its listener escaped the worker's process group (a child that called
-/// `setsid()`, a double-forking daemon) and would keep the port from the next start.
+/// Processes of this user, other than this one, its ancestors and `except`, that hold
+/// one of the sockets `inodes`. Once an app's workers and every copy corral keeps are
+/// gone, what is left holding its listener escaped the worker's process group (a child
+/// that called `setsid()`, a double-forking daemon) and would keep the port from the
+/// next start. An ancestor holding it is the one that passed it down (systemd's socket
+/// unit, a wrapper that bound it): its owner, never an escapee.
 pub fn holders_of(inodes: &[u64], except: &[Pid]) -> Vec<Pid> {
     use std::os::unix::fs::MetadataExt;
     if inodes.is_empty() {
         return Vec::new();
     }
     let me = std::process::id() as Pid;
+    let ancestors = ancestors_of(me);
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -79,10 +82,27 @@ pub fn holders_of(inodes: &[u64], except: &[Pid]) -> Vec<Pid> {
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<Pid>().ok())
-        .filter(|&pid| pid != me && !except.contains(&pid))
+        .filter(|&pid| pid != me && !except.contains(&pid) && !ancestors.contains(&pid))
         .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid))
         .filter(|&pid| socket_inodes(pid).iter().any(|i| inodes.contains(i)))
         .collect()
+}
+
+/// The parent of `pid`, its parent, and so on up to PID 1.
+fn ancestors_of(pid: Pid) -> Vec<Pid> {
+    let mut out = Vec::new();
+    let mut at = pid;
+    while let Some(parent) = super::memory::parent_of(at) {
+        let Ok(parent) = Pid::try_from(parent) else {
+            break;
+        };
+        if parent <= 0 || out.contains(&parent) {
+            break;
+        }
+        out.push(parent);
+        at = parent;
+    }
+    out
 }
 
 /// A process [`kill_holders`] found holding a listener.
@@ -193,6 +213,14 @@ mod tests {
         );
         let established = v4.replace(" 0A ", " 01 ");
         assert_eq!(parse_line(&established, false), None);
+    }
+
+    #[test]
+    fn ancestors_run_from_the_parent_up_and_never_include_this_process() {
+        let me = std::process::id() as Pid;
+        let up = ancestors_of(me);
+        assert_eq!(up.first(), Some(&(nix::unistd::getppid().as_raw())));
+        assert!(!up.contains(&me));
     }
 
     #[test]
