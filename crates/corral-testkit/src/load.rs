@@ -43,6 +43,8 @@ pub struct LoadReport {
     pub errors: Vec<String>,
     /// Successful answers per worker pid.
     pub by_pid: BTreeMap<i32, usize>,
+    /// The longest a successful request took.
+    pub slowest: Duration,
 }
 
 impl LoadReport {
@@ -136,6 +138,7 @@ fn client(
         if stop.load(Ordering::SeqCst) || Instant::now() >= deadline {
             return;
         }
+        let asked = Instant::now();
         let result = match requests {
             Requests::KeepAlive => ka.get("/"),
             Requests::Close => get_after(addr, "/", Duration::ZERO),
@@ -145,6 +148,7 @@ fn client(
         match result {
             Ok(resp) if resp.status == 200 => {
                 r.ok += 1;
+                r.slowest = r.slowest.max(asked.elapsed());
                 if let Some(pid) = resp.pid() {
                     *r.by_pid.entry(pid).or_default() += 1;
                 }

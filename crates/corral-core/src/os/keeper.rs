@@ -14,15 +14,46 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::process::Pid;
 
 /// Where the records go: the keeper's pipe, or a daemon's holder (see [`attach`]).
-static KEEPER: Mutex<Option<File>> = Mutex::new(None);
+static KEEPER: Mutex<Option<Sink>> = Mutex::new(None);
 
-fn keeper() -> std::sync::MutexGuard<'static, Option<File>> {
+/// What a holder that takes no records (stopped, stuck) makes happen (see [`on_stall`]).
+static ON_STALL: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
+
+struct Sink {
+    file: File,
+    /// A holder's link, written without waiting: a record must never hold up the worker
+    /// start (and the dispatch of its engine) that sends it. The keeper's pipe is
+    /// written in full: the keeper does nothing but read it.
+    link: bool,
+}
+
+impl Sink {
+    fn new(fd: std::os::fd::OwnedFd) -> Sink {
+        let link = nix::sys::stat::fstat(&fd).is_ok_and(|st| {
+            nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+                .contains(nix::sys::stat::SFlag::S_IFSOCK)
+        });
+        Sink {
+            file: File::from(fd),
+            link,
+        }
+    }
+}
+
+fn keeper() -> std::sync::MutexGuard<'static, Option<Sink>> {
     KEEPER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Calls `hook` whenever a record cannot go to the holder at once (its link is full):
+/// that record is lost, and the holder should be replaced by one that gets everything.
+/// The hook runs on the sender's thread and must not block. Set once.
+pub fn on_stall(hook: impl Fn() + Send + Sync + 'static) {
+    let _ = ON_STALL.set(Box::new(hook));
 }
 
 /// Groups the keeper can hold; past this, a group is not recorded (PDEATHSIG still
@@ -47,7 +78,7 @@ pub fn start() -> io::Result<()> {
         0 => unsafe { keep(read.as_raw_fd(), devnull.as_raw_fd(), title.as_ref()) },
         _ => {
             drop(read);
-            *keeper() = Some(File::from(write));
+            *keeper() = Some(Sink::new(write));
             Ok(())
         }
     }
@@ -58,26 +89,28 @@ pub fn start() -> io::Result<()> {
 pub fn hand_over() -> Option<crate::handover::Fd> {
     keeper()
         .as_ref()
-        .and_then(|pipe| crate::handover::Fd::dup(std::os::fd::AsFd::as_fd(pipe)).ok())
+        .and_then(|sink| crate::handover::Fd::dup(std::os::fd::AsFd::as_fd(&sink.file)).ok())
 }
 
 /// Takes the keeper a previous binary of this process started (see [`hand_over`]).
 pub fn adopt(pipe: crate::handover::Fd) {
-    *keeper() = Some(File::from(pipe.0));
+    *keeper() = Some(Sink::new(pipe.0));
 }
 
 /// Sends the records to `link` from now on: a daemon's holder, which keeps the groups
 /// alive for the next daemon instead of killing them (`SOCK_SEQPACKET`: a record is a
 /// packet).
 pub fn attach(link: std::os::fd::OwnedFd) {
-    *keeper() = Some(File::from(link));
+    *keeper() = Some(Sink::new(link));
 }
 
 /// A duplicate of where the records go.
 pub fn link() -> Option<std::os::fd::OwnedFd> {
-    keeper()
-        .as_ref()
-        .and_then(|f| std::os::fd::AsFd::as_fd(f).try_clone_to_owned().ok())
+    keeper().as_ref().and_then(|sink| {
+        std::os::fd::AsFd::as_fd(&sink.file)
+            .try_clone_to_owned()
+            .ok()
+    })
 }
 
 /// Records process group `pgid`: killed if the supervisor dies before [`forget`].
@@ -97,14 +130,25 @@ pub fn forget(pgid: Pid) {
 }
 
 fn send(op: u8, pgid: Pid) {
+    use nix::sys::socket::MsgFlags;
     let mut keeper = keeper();
-    let Some(pipe) = keeper.as_mut() else {
+    let Some(sink) = keeper.as_mut() else {
         return;
     };
     let mut record = [op, 0, 0, 0, 0];
     record[1..].copy_from_slice(&pgid.to_le_bytes());
-    // Under PIPE_BUF, so atomic; a keeper that is gone (EPIPE) changes nothing here.
-    let _ = pipe.write_all(&record);
+    if !sink.link {
+        // Under PIPE_BUF, so atomic; a keeper that is gone (EPIPE) changes nothing here.
+        let _ = sink.file.write_all(&record);
+        return;
+    }
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    let sent = nix::sys::socket::send(sink.file.as_raw_fd(), &record, flags);
+    if sent == Err(nix::errno::Errno::EAGAIN) {
+        if let Some(hook) = ON_STALL.get() {
+            hook();
+        }
+    }
 }
 
 /// What `ps` shows for the keeper instead of its parent's command line, which a fork
@@ -227,6 +271,34 @@ fn apply(groups: &mut [Pid], op: u8, pgid: Pid) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_23_a_full_holder_link_calls_the_stall_hook_and_never_blocks() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static STALLS: AtomicUsize = AtomicUsize::new(0);
+        on_stall(|| {
+            STALLS.fetch_add(1, Ordering::SeqCst);
+        });
+        let (ours, _theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        attach(ours);
+        let started = std::time::Instant::now();
+        // Far more records than a socket buffer holds; nobody reads them.
+        for pgid in 0..100_000 {
+            watch(pgid);
+            if STALLS.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+        }
+        assert!(STALLS.load(Ordering::SeqCst) > 0, "the link never filled");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        *keeper() = None;
+    }
 
     #[test]
     fn records_are_added_and_forgotten() {

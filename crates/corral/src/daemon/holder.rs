@@ -33,6 +33,10 @@ const FDS_PER_PACKET: usize = 200;
 const FORGET_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a daemon waits for the holder's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a packet waits for room on a full link. A holder that reads drains it in
+/// microseconds; one that does not (stopped, stuck) must not hold up the daemon's state
+/// task, which then replaces it.
+const SEND_WAIT: Duration = Duration::from_millis(250);
 /// After the daemon died, how long the holder waits for a daemon before it starts one.
 const RESTART_AFTER: Duration = Duration::from_millis(500);
 /// And how long it gives each daemon it started to come.
@@ -79,15 +83,7 @@ pub fn spawn(home: &Home) -> io::Result<(OwnedFd, i32)> {
     }
     let child = command.spawn()?;
     drop(theirs);
-    bounded(&ours);
     Ok((ours, child.id() as i32))
-}
-
-/// A holder that stopped reading (SIGSTOP) makes a send fail after a while instead of
-/// stopping the daemon: the daemon then starts another.
-fn bounded(link: &OwnedFd) {
-    let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as i64, 0);
-    let _ = socket::setsockopt(link, socket::sockopt::SendTimeout, &timeout);
 }
 
 /// The running holder of `home`, if one answers.
@@ -101,22 +97,44 @@ pub fn connect(home: &Home) -> Option<OwnedFd> {
     .ok()?;
     let addr = socket::UnixAddr::new(&home.dir.join("holder.sock")).ok()?;
     socket::connect(fd.as_raw_fd(), &addr).ok()?;
-    bounded(&fd);
     Some(fd)
 }
 
-/// Sends one packet with `fds`.
+/// Sends one packet with `fds`, waiting at most [`SEND_WAIT`] for room.
 fn send(link: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-    socket::sendmsg::<()>(
-        link.as_raw_fd(),
-        &[IoSlice::new(bytes)],
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    Ok(())
+    let deadline = Instant::now() + SEND_WAIT;
+    loop {
+        let sent = socket::sendmsg::<()>(
+            link.as_raw_fd(),
+            &[IoSlice::new(bytes)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            None,
+        );
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !writable(link, left) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the holder takes nothing from its link",
+                    ));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether `link` has room for a packet within `timeout`.
+pub fn writable(link: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let mut polls = [nix::poll::PollFd::new(link, nix::poll::PollFlags::POLLOUT)];
+    let ms = timeout.as_millis().min(u16::MAX as u128) as u16;
+    matches!(nix::poll::poll(&mut polls, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0)
 }
 
 /// Sends the snapshot of entry `name` (an app; "" for the daemon's own part, which also
@@ -162,8 +180,8 @@ pub fn forget(link: BorrowedFd<'_>, name: &str) -> io::Result<()> {
 }
 
 /// Tells the holder that the daemon stopped every app itself: nothing to hold.
-pub fn bye(link: BorrowedFd<'_>) {
-    let _ = send(link, b"B", &[]);
+pub fn bye(link: BorrowedFd<'_>) -> io::Result<()> {
+    send(link, b"B", &[])
 }
 
 /// What a holder kept: the last snapshot of each entry (the daemon's own part under
@@ -192,11 +210,13 @@ fn receive(link: BorrowedFd<'_>, timeout: Duration) -> io::Result<Option<(Vec<u8
 }
 
 /// Reads the `D` packets of a snapshot whose `S` header is `header`; returns its entry
-/// name and the snapshot.
+/// name and the snapshot. Other packets in between go to `aside`, which says whether it
+/// took them: the keeper's records come from the engines' threads at any time.
 fn receive_snapshot(
     link: BorrowedFd<'_>,
     header: &[u8],
     timeout: Duration,
+    mut aside: impl FnMut(&[u8]) -> bool,
 ) -> io::Result<(String, Snapshot)> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "a broken snapshot header");
     let field = |range: std::ops::Range<usize>| header.get(range).ok_or_else(bad);
@@ -213,6 +233,7 @@ fn receive_snapshot(
                 snapshot.json.extend_from_slice(&packet[1..]);
                 snapshot.fds.extend(fds);
             }
+            Some((packet, _)) if aside(&packet) => {}
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -240,7 +261,7 @@ pub fn fetch(link: BorrowedFd<'_>) -> io::Result<Option<Kept>> {
     loop {
         match receive(link, ANSWER_TIMEOUT)? {
             Some((header, _)) if header.first() == Some(&b'S') => {
-                let (name, snapshot) = receive_snapshot(link, &header, ANSWER_TIMEOUT)?;
+                let (name, snapshot) = receive_snapshot(link, &header, ANSWER_TIMEOUT, |_| false)?;
                 entries.insert(name, snapshot);
             }
             Some((end, _)) if end.first() == Some(&b'E') => break,
@@ -342,22 +363,15 @@ impl Holder {
         };
         match receive(daemon.as_fd(), Duration::ZERO) {
             Ok(Some((packet, _))) => match packet.first() {
-                Some(op @ (b'+' | b'-' | b'R')) if packet.len() == 5 => {
-                    let pgid = i32::from_le_bytes([packet[1], packet[2], packet[3], packet[4]]);
-                    match op {
-                        b'+' => self.groups.push((pgid, false)),
-                        b'-' => self.groups.retain(|&(g, _)| g != pgid),
-                        _ => self
-                            .groups
-                            .iter_mut()
-                            .filter(|(g, _)| *g == pgid)
-                            .for_each(|(_, ready)| *ready = true),
-                    }
+                Some(b'+' | b'-' | b'R') => {
+                    record(&mut self.groups, &packet);
                 }
                 Some(b'S') => {
-                    if let Ok((name, snapshot)) =
-                        receive_snapshot(daemon.as_fd(), &packet, ANSWER_TIMEOUT)
-                    {
+                    let groups = &mut self.groups;
+                    let got = receive_snapshot(daemon.as_fd(), &packet, ANSWER_TIMEOUT, |p| {
+                        record(groups, p)
+                    });
+                    if let Ok((name, snapshot)) = got {
                         if name.is_empty() {
                             let apps = listed_apps(&snapshot.json);
                             self.entries.retain(|n, _| n.is_empty() || apps.contains(n));
@@ -442,6 +456,31 @@ impl Holder {
     }
 }
 
+/// Applies a keeper record (`+`, `-` or `R` and a group) to `groups`; false if
+/// `packet` is none.
+fn record(groups: &mut Vec<(i32, bool)>, packet: &[u8]) -> bool {
+    let (Some(&op), Ok(pgid)) = (
+        packet.first(),
+        <[u8; 4]>::try_from(packet.get(1..5).unwrap_or_default()),
+    ) else {
+        return false;
+    };
+    if packet.len() != 5 {
+        return false;
+    }
+    let pgid = i32::from_le_bytes(pgid);
+    match op {
+        b'+' => groups.push((pgid, false)),
+        b'-' => groups.retain(|&(g, _)| g != pgid),
+        b'R' => groups
+            .iter_mut()
+            .filter(|(g, _)| *g == pgid)
+            .for_each(|(_, ready)| *ready = true),
+        _ => return false,
+    }
+    true
+}
+
 /// The app names the daemon's own part lists (`{"names": [...]}`).
 fn listed_apps(json: &[u8]) -> Vec<String> {
     #[derive(serde::Deserialize)]
@@ -472,7 +511,8 @@ mod tests {
             (a, pipes)
         });
         let (header, _) = receive(b.as_fd(), ANSWER_TIMEOUT).unwrap().unwrap();
-        let (name, snapshot) = receive_snapshot(b.as_fd(), &header, ANSWER_TIMEOUT).unwrap();
+        let (name, snapshot) =
+            receive_snapshot(b.as_fd(), &header, ANSWER_TIMEOUT, |_| false).unwrap();
         let (_a, pipes) = sender.join().unwrap();
         assert_eq!(name, "api");
         assert_eq!(snapshot.json.len(), CHUNK * 2 + 7);
@@ -481,6 +521,53 @@ mod tests {
         nix::unistd::write(&pipes[6].1, b"!").unwrap();
         let mut buf = [0u8; 1];
         assert_eq!(nix::unistd::read(&snapshot.fds[6], &mut buf).unwrap(), 1);
+    }
+
+    #[test]
+    fn issue_23_a_holder_that_reads_nothing_fails_a_send_within_the_wait_never_blocks() {
+        let (a, _b) = seqpacket_pair().unwrap();
+        let packet = vec![b'D'; CHUNK];
+        let mut sent = 0;
+        let failed = loop {
+            let asked = Instant::now();
+            let result = send(a.as_fd(), &packet, &[]);
+            assert!(asked.elapsed() < SEND_WAIT * 4, "{:?}", asked.elapsed());
+            match result {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 10_000, "the link never filled");
+        };
+        assert_eq!(failed.kind(), io::ErrorKind::TimedOut, "{failed}");
+        assert!(!writable(a.as_fd(), Duration::ZERO));
+    }
+
+    #[test]
+    fn issue_23_records_in_the_middle_of_a_snapshot_are_applied_and_it_arrives_whole() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let json = vec![b'x'; CHUNK + 10];
+        let mut header = vec![b'S'];
+        header.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(b"api");
+        send(a.as_fd(), &header, &[]).unwrap();
+        send(a.as_fd(), &[b"D".as_slice(), &json[..CHUNK]].concat(), &[]).unwrap();
+        // An engine's thread starts a worker meanwhile.
+        send(
+            a.as_fd(),
+            &[b"+".as_slice(), &42i32.to_le_bytes()].concat(),
+            &[],
+        )
+        .unwrap();
+        send(a.as_fd(), &[b"D".as_slice(), &json[CHUNK..]].concat(), &[]).unwrap();
+        let mut groups = Vec::new();
+        let (first, _) = receive(b.as_fd(), ANSWER_TIMEOUT).unwrap().unwrap();
+        let (name, snapshot) = receive_snapshot(b.as_fd(), &first, ANSWER_TIMEOUT, |p| {
+            record(&mut groups, p)
+        })
+        .unwrap();
+        assert_eq!((name.as_str(), snapshot.json), ("api", json));
+        assert_eq!(groups, vec![(42, false)]);
     }
 
     #[test]

@@ -451,6 +451,76 @@ fn issue_23_a_holder_killed_while_the_apps_are_quiet_is_replaced_at_once_and_kee
 }
 
 #[test]
+fn issue_23_a_stopped_holder_never_stalls_ls_or_dispatch_and_is_killed_when_replaced() {
+    // Before: with the holder stopped (SIGSTOP) and a crash loop beside, link writes
+    // blocked for up to 10 s under the keeper's mutex: `ls` took 10-15 s, dispatched
+    // requests waited 5 s, and the holder, replaced, lived on.
+    let home = crate::home("holder-stalled");
+    start_fixture(&home, "fx", &[]);
+    home.wait_online("fx", 2);
+    let fixture = fixture();
+    home.ok(&[
+        "start",
+        &fixture,
+        "--name",
+        "crashy",
+        "-i",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--env",
+        "FIXTURE_READY_THEN_EXIT_MS=150",
+    ]);
+    let addr = home.addr("fx");
+    let load = Load::start(addr, 4, false, Duration::from_secs(60));
+    assert!(load.wait_ok(100, T));
+    let holder = home.holder_pid().expect("a holder runs");
+    let pid = nix::unistd::Pid::from_raw(holder);
+    nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+    let stopped = std::time::Instant::now();
+    let mut slowest_ls = Duration::ZERO;
+    let mut scales = 0;
+    while stopped.elapsed() < Duration::from_secs(12) {
+        // Worker changes: each one a snapshot and records for the holder.
+        scales += 1;
+        let n = if scales % 2 == 0 { "2" } else { "4" };
+        assert!(home.corral(&["scale", "fx", n]).status.success());
+        let asked = std::time::Instant::now();
+        let out = home.corral(&["ls"]);
+        slowest_ls = slowest_ls.max(asked.elapsed());
+        assert!(out.status.success(), "ls failed: {out:?}");
+    }
+    let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+    let before = load.ok_so_far();
+    assert!(load.wait_ok(before + 100, T), "fx serves after the stall");
+    let report = load.finish();
+    let log = home.daemon_log();
+    eprintln!(
+        "holder stopped 12 s: {scales} scales, slowest ls {slowest_ls:?}, slowest request {:?}, {} ok, {} failed",
+        report.slowest, report.ok, report.failed
+    );
+    assert!(
+        slowest_ls < Duration::from_secs(2),
+        "ls took {slowest_ls:?}: {log}"
+    );
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(report.slowest < Duration::from_secs(2), "{report:?}");
+    assert!(
+        corral_testkit::eventually(T, || !std::path::Path::new(&format!("/proc/{holder}"))
+            .exists()
+            || zombie(holder)),
+        "the stalled holder {holder} was replaced and killed: {log}"
+    );
+    assert!(home.holder_pid().is_some_and(|p| p != holder), "{log}");
+    assert!(log.contains("a new holder"), "{log}");
+    home.ok(&["kill"]);
+    assert!(
+        corral_testkit::eventually(T, || std::net::TcpListener::bind(addr).is_ok()),
+        "the port is free after kill"
+    );
+}
+
+#[test]
 fn issue_13_a_daemon_killed_under_load_loses_nothing_in_shared_mode_and_the_next_takes_its_workers_back(
 ) {
     let home = crate::home("readopt-shared");

@@ -106,6 +106,10 @@ pub fn serve(
         };
         let control_dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let stalled = tx.clone();
+        corral_core::os::keeper::on_stall(move || {
+            let _ = stalled.send(Msg::HolderStalled);
+        });
         tokio::spawn(accept_loop(listener, tx.clone()));
         let mut daemon = Daemon::new(home, tx, lock);
         daemon.control = Some(control_dup);
@@ -196,6 +200,8 @@ enum Msg {
     TakeSnapshot,
     /// The holder with this pid exited.
     HolderGone(i32),
+    /// A record could not go to the holder: its link is full.
+    HolderStalled,
     Snapshots(
         Vec<String>,
         BTreeMap<String, corral_core::supervisor::EngineSnapshot>,
@@ -478,6 +484,7 @@ impl Daemon {
                     Some(Msg::Released(app, listeners)) => self.released(&app, listeners),
                     Some(Msg::TakeSnapshot) => self.take_snapshot(),
                     Some(Msg::HolderGone(pid)) => self.holder_gone(pid),
+                    Some(Msg::HolderStalled) => self.holder_stalled(),
                     Some(Msg::Snapshots(names, engines)) => self.send_snapshot(names, engines),
                     Some(Msg::Report(app, report)) => self.report(&app, report),
                     Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),

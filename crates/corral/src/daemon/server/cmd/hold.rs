@@ -66,9 +66,18 @@ pub(in crate::daemon::server) fn find_or_start_holder(home: &Home) -> anyhow::Re
                 corral_core::os::keeper::attach(link);
                 return Ok(Found { held, pid });
             }
-            Err(e) => journal::say(&format!(
-                "the holder did not answer ({e}); starting a new one"
-            )),
+            Err(e) => {
+                // Left alive, it would start daemons of its own once it runs again.
+                if let Some(pid) = pid {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                journal::say(&format!(
+                    "the holder did not answer ({e}); killed it and starting a new one"
+                ));
+            }
         }
     }
     // No holder: if one died with its daemon, their workers are nobody's now.
@@ -145,12 +154,14 @@ impl Daemon {
 
     /// The holder no longer keeps anything of app `name` (stopped or deleted), before
     /// anyone hears it is: its ports are free.
-    pub(in crate::daemon::server) fn forget_held(&self, name: &str) {
+    pub(in crate::daemon::server) fn forget_held(&mut self, name: &str) {
         if let Some(link) = corral_core::os::keeper::link() {
             if let Err(e) = holder::forget(link.as_fd(), name) {
+                // Killed, it lets them go; the new one gets the other apps.
                 journal::say(&format!(
                     "{name}: the holder did not let its sockets go ({e})"
                 ));
+                self.replace_holder();
             }
         }
     }
@@ -325,6 +336,23 @@ impl Daemon {
         self.replace_holder();
     }
 
+    /// A record for the holder found its link full (`keeper::on_stall`). Unless the
+    /// link has room again (the holder caught up, or was replaced meanwhile), the holder
+    /// missed it and is replaced by one that gets everything.
+    pub(in crate::daemon::server) fn holder_stalled(&mut self) {
+        let Some(link) = corral_core::os::keeper::link() else {
+            return;
+        };
+        if self.killing.is_some() || holder::writable(link.as_fd(), std::time::Duration::ZERO) {
+            return;
+        }
+        journal::say(&format!(
+            "the holder (pid {}) takes nothing from its link",
+            self.holder_pid.unwrap_or_default()
+        ));
+        self.replace_holder();
+    }
+
     /// A new holder, which gets every app's entry at once. One that still runs but does
     /// not take snapshots (stopped, stuck) is killed: left alive, it would start daemons
     /// of its own once it runs again and finds this one gone.
@@ -359,7 +387,15 @@ impl Daemon {
     /// The daemon stops every app itself: the holder has nothing to keep.
     pub(in crate::daemon::server) fn release_holder(&self) {
         if let Some(link) = corral_core::os::keeper::link() {
-            holder::bye(link.as_fd());
+            // One that cannot hear it would hold the ports, then start a daemon.
+            if holder::bye(link.as_fd()).is_err() {
+                if let Some(pid) = self.holder_pid {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
         }
         let _ = std::fs::remove_file(self.home.dir.join("workers.json"));
     }
