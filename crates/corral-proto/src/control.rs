@@ -140,27 +140,21 @@ pub struct ConfigRef {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Response {
     /// Done; `message` says what was done (empty when there is nothing to say).
-    Ok {
-        message: String,
-    },
+    Ok { message: String },
     /// `ls`: every app.
-    Apps {
-        apps: Vec<AppView>,
-    },
+    Apps { apps: Vec<AppView> },
     /// `Records`: every app with what it was started from.
-    Records {
-        apps: Vec<AppRecord>,
-    },
+    Records { apps: Vec<AppRecord> },
     /// `describe`: one app in full.
-    Described {
-        app: Box<AppDetail>,
-    },
+    Described { app: Box<AppDetail> },
     /// `env`: the workers' declared environment, secrets masked, sorted by key.
-    Env {
-        vars: Vec<EnvVar>,
-    },
+    Env { vars: Vec<EnvVar> },
     Error {
         message: String,
+        /// The same request, sent again shortly, will be answered (the daemon was
+        /// updating itself). Absent from older daemons: false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retry: bool,
     },
 }
 
@@ -174,6 +168,15 @@ impl Response {
     pub fn error(message: impl Into<String>) -> Self {
         Response::Error {
             message: message.into(),
+            retry: false,
+        }
+    }
+
+    /// An error that goes away when the request is sent again shortly.
+    pub fn retry_soon(message: impl Into<String>) -> Self {
+        Response::Error {
+            message: message.into(),
+            retry: true,
         }
     }
 
@@ -182,7 +185,7 @@ impl Response {
     pub fn outcome(self) -> Result<String, String> {
         match self {
             Response::Ok { message } => Ok(message),
-            Response::Error { message } => Err(message),
+            Response::Error { message, .. } => Err(message),
             Response::Apps { .. }
             | Response::Records { .. }
             | Response::Described { .. }

@@ -25,8 +25,24 @@ pub fn is_no_daemon(e: &anyhow::Error) -> bool {
     e.downcast_ref::<NoDaemon>().is_some()
 }
 
-/// Sends `request`; with `start`, starts the daemon first when none is running.
+/// How long a request is sent again while the daemon says to retry (it is updating).
+const RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// Sends `request`; with `start`, starts the daemon first when none is running. While
+/// the daemon updates itself, the request is sent again until the new binary answers.
 pub fn request(home: &Home, request: Request, start: bool) -> anyhow::Result<Response> {
+    let deadline = Instant::now() + RETRY_FOR;
+    loop {
+        match request_once(home, &request, start)? {
+            Response::Error { retry: true, .. } if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            response => return Ok(response),
+        }
+    }
+}
+
+fn request_once(home: &Home, request: &Request, start: bool) -> anyhow::Result<Response> {
     use std::io::ErrorKind;
     let stream = match UnixStream::connect(home.socket()) {
         Ok(stream) => stream,
@@ -45,10 +61,10 @@ pub fn request(home: &Home, request: Request, start: bool) -> anyhow::Result<Res
             })
         }
     };
-    exchange(stream, &request)
+    exchange(stream, request, home)
 }
 
-fn exchange(mut stream: UnixStream, request: &Request) -> anyhow::Result<Response> {
+fn exchange(mut stream: UnixStream, request: &Request, home: &Home) -> anyhow::Result<Response> {
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let envelope = Envelope {
         version: PROTOCOL_VERSION,
@@ -63,6 +79,13 @@ fn exchange(mut stream: UnixStream, request: &Request) -> anyhow::Result<Respons
     BufReader::new(stream)
         .read_line(&mut answer)
         .context("the corral daemon did not answer")?;
+    if answer.is_empty() {
+        bail!(
+            "the corral daemon closed the connection without answering (it stopped or \
+             restarted meanwhile); run the command again (the daemon's log: {})",
+            home.daemon_log().display()
+        );
+    }
     let envelope: Envelope<Response> = serde_json::from_str(&answer).with_context(|| {
         format!(
             "the corral daemon answered something this corral (protocol v{PROTOCOL_VERSION}) \

@@ -117,7 +117,7 @@ mod tests {
         assert!(rx.try_recv().is_err(), "one part still open");
         joins.settle(id, Err(Refusal::Busy("b".into())));
         match rx.try_recv().unwrap() {
-            Response::Error { message } => assert_eq!(message, "b is busy; try again"),
+            Response::Error { message, .. } => assert_eq!(message, "b is busy; try again"),
             other => panic!("{other:?}"),
         }
         let (tx, mut rx) = oneshot::channel();

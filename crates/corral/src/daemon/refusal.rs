@@ -136,7 +136,11 @@ impl Near {
 
 impl From<Refusal> for Response {
     fn from(refusal: Refusal) -> Response {
-        Response::error(refusal.to_string())
+        match refusal {
+            // The binary it becomes answers the same request in a moment.
+            Refusal::Updating => Response::retry_soon(refusal.to_string()),
+            _ => Response::error(refusal.to_string()),
+        }
     }
 }
 

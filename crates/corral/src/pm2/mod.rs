@@ -247,7 +247,7 @@ impl Front {
                 target: format!("{name}:{slot}"),
                 text: format!("{line}{separator}"),
             };
-            if let Response::Error { message } = self.request(request, false)? {
+            if let Response::Error { message, .. } = self.request(request, false)? {
                 errln!("[PM2][ERROR] {message}");
             }
         }

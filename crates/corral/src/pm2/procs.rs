@@ -58,7 +58,7 @@ impl Record {
 pub fn records(home: &Home) -> Result<Vec<Record>, Failure> {
     let apps = match conn::request(home, Request::Records, false) {
         Ok(Response::Records { apps }) => apps,
-        Ok(Response::Error { message }) => return Err(Failure::Runtime(anyhow!(message))),
+        Ok(Response::Error { message, .. }) => return Err(Failure::Runtime(anyhow!(message))),
         Ok(_) => {
             return Err(Failure::Runtime(anyhow!(
                 "the daemon does not list PM2's views (an older corral?); run `pm2 update` to move it to this binary, then retry"

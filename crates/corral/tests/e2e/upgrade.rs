@@ -166,6 +166,94 @@ fn issue_13_corral_update_loses_no_request_and_keeps_every_worker_its_uptime_and
 }
 
 #[test]
+fn issue_23_concurrent_updates_are_done_or_refused_and_every_control_request_is_answered() {
+    // Before: of 2-5 concurrent updates, requests in flight at the exec were dropped (the
+    // CLI called the EOF a version mismatch), a monitoring `ls` got a reset, and an
+    // update could exit 0 printing nothing.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let binary = Binary::new("update-many");
+    let home = corral_testkit::Home::new(&binary.path(), "update-many");
+    start_fixture(&home, "fx", &[]);
+    let before = home.wait_online("fx", 2);
+    let loads = Loads::start(home.addr("fx"));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let monitors: Vec<_> = (0..2)
+        .map(|_| {
+            // The build's binary: the test's copy is replaced meanwhile.
+            let dir = home.dir.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut asked, mut failures) = (0, Vec::new());
+                while !stop.load(Ordering::SeqCst) && asked < 2_000 {
+                    asked += 1;
+                    let out = std::process::Command::new(CORRAL)
+                        .arg("ls")
+                        .env("CORRAL_HOME", &dir)
+                        .output()
+                        .unwrap();
+                    if !out.status.success() {
+                        failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                    }
+                }
+                (asked, failures)
+            })
+        })
+        .collect();
+    let (mut done, mut refused) = (0, 0);
+    for _ in 0..3 {
+        binary.replace_with(Path::new(CORRAL));
+        let updates: Vec<_> = (0..4)
+            .map(|_| {
+                std::process::Command::new(binary.path())
+                    .arg("update")
+                    .env("CORRAL_HOME", &home.dir)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for update in updates {
+            let out = update.wait_with_output().unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+            if out.status.success() {
+                assert!(stdout.contains("updated in place"), "{stdout:?} {stderr:?}");
+                done += 1;
+            } else {
+                assert!(
+                    stderr.contains("an update is already under way"),
+                    "{stdout:?} {stderr:?}"
+                );
+                refused += 1;
+            }
+        }
+        loads.more(200);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut listed = 0;
+    for monitor in monitors {
+        let (asked, failures) = monitor.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} of {asked} ls failed: {failures:?}",
+            failures.len()
+        );
+        listed += asked;
+    }
+    eprintln!("updates: {done} done, {refused} refused; {listed} ls, all answered");
+    assert!(done >= 3, "each round updated: {done}");
+    loads.finish(|| home.daemon_log());
+    assert_eq!(
+        pids(&home.wait_online("fx", 2)),
+        pids(&before),
+        "the same workers"
+    );
+}
+
+#[test]
 fn issue_13_a_node_app_asking_for_its_port_in_reuseport_mode_is_updated_in_place_losing_nothing() {
     let Some(plain) = corral_testkit::node_file("examples/node", "plain.js") else {
         return;
@@ -588,6 +676,13 @@ fn issue_13_when_the_daemon_and_its_holder_both_die_no_worker_keeps_the_port_and
         .expect("the daemon's holder runs");
     for pid in [home.daemon_pid(), holder] {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        // Dead, not dying: a dying daemon's control socket still takes a connection,
+        // then resets it.
+        assert!(corral_testkit::eventually(T, || !std::path::Path::new(
+            &format!("/proc/{pid}")
+        )
+        .exists()
+            || zombie(pid)));
     }
     // A server without a corral channel serves on, unsupervised, until a daemon starts.
     assert!(corral_testkit::get(addr, "/").is_ok());

@@ -17,12 +17,12 @@ use corral_core::supervisor::Command;
 use corral_core::supervisor::{self, Channels};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
 mod cmd;
 mod events;
+mod front;
 mod launch;
 mod persist;
 
@@ -41,7 +41,6 @@ use crate::daemon::state::{App, Status, Then};
 use crate::home::Home;
 use crate::model::names::closest;
 use crate::model::{Request, StartApp};
-use crate::render;
 use corral_proto::control::{
     AppDetail, AppRecord, AppView, ApplyMode, EnvVar, Envelope, LogFileView, Response, ScaleChange,
     PROTOCOL_VERSION,
@@ -110,15 +109,16 @@ pub fn serve(
         corral_core::os::keeper::on_stall(move || {
             let _ = stalled.send(Msg::HolderStalled);
         });
-        tokio::spawn(accept_loop(listener, tx.clone()));
-        let mut daemon = Daemon::new(home, tx, lock);
+        let (front, side) = front::Front::new();
+        tokio::spawn(front::accept_loop(listener, tx.clone(), side));
+        let mut daemon = Daemon::new(home, tx, lock, front);
         daemon.control = Some(control_dup);
         daemon.metrics = observe.serve(journal::say).await?;
         match adopted {
             Some(doc) => daemon.took_over(doc),
             None if held.is_some() => daemon.adopt_held(held),
             None if resurrect => {
-                if let Response::Error { message } = daemon.resurrect() {
+                if let Response::Error { message, .. } = daemon.resurrect() {
                     journal::say(&format!("resurrect: {message}"));
                 }
             }
@@ -202,6 +202,8 @@ enum Msg {
     HolderGone(i32),
     /// A record could not go to the holder: its link is full.
     HolderStalled,
+    /// Time to see again whether an update can exec (`Front::quiet`).
+    UpdateTick,
     Snapshots(
         Vec<String>,
         BTreeMap<String, corral_core::supervisor::EngineSnapshot>,
@@ -222,158 +224,6 @@ enum After {
     Reload { join: u64 },
     /// A restart, after the app stopped; settles every join once it runs again.
     Restart { joins: Vec<u64> },
-}
-
-/// Connections that have not sent their request yet, at most; a new one closes the
-/// oldest, so idle connections can never lock real clients out.
-const MAX_PENDING: usize = 128;
-/// How long a connection may take to send its request.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// The largest request read (a whole config's environment fits many times over).
-pub const MAX_REQUEST: u64 = 16 * 1024 * 1024;
-
-/// Accepts control connections until the daemon exits. Out of fds (EMFILE, ENFILE) or
-/// memory, it waits and tries again, however long that lasts.
-async fn accept_loop(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
-    let (read_tx, mut read_rx) = mpsc::unbounded_channel::<u64>();
-    let mut pending: std::collections::VecDeque<(u64, tokio::task::AbortHandle)> =
-        Default::default();
-    let mut next = 0u64;
-    let mut backoff = Backoff::default();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    backoff = Backoff::default();
-                    if pending.len() >= MAX_PENDING {
-                        if let Some((_, oldest)) = pending.pop_front() {
-                            oldest.abort();
-                        }
-                    }
-                    let id = next;
-                    next += 1;
-                    let task = tokio::spawn(connection(stream, tx.clone(), read_tx.clone(), id));
-                    pending.push_back((id, task.abort_handle()));
-                }
-                Err(e) if e.raw_os_error().is_some_and(corral_core::os::out_of_resources) => {
-                    let wait = backoff.next();
-                    if backoff.should_say() {
-                        journal::say(&format!(
-                            "control socket: cannot accept ({e}); retrying every {}",
-                            render::duration(wait)
-                        ));
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-                Err(_) => {} // the client gave up before we took it (ECONNABORTED...)
-            },
-            Some(id) = read_rx.recv() => pending.retain(|(i, _)| *i != id),
-        }
-    }
-}
-
-/// Exponential waits from 10 ms to 1 s; says so once per streak, then every 100th time.
-#[derive(Default)]
-struct Backoff {
-    tries: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> std::time::Duration {
-        let wait = std::time::Duration::from_millis(10u64 << self.tries.min(7));
-        self.tries += 1;
-        wait.min(std::time::Duration::from_secs(1))
-    }
-
-    fn should_say(&self) -> bool {
-        self.tries % 100 == 1
-    }
-}
-
-/// One request per connection, from our own user only.
-async fn connection(
-    stream: UnixStream,
-    tx: mpsc::UnboundedSender<Msg>,
-    read: mpsc::UnboundedSender<u64>,
-    id: u64,
-) {
-    let peer = getsockopt(&stream, PeerCredentials).map(|c| c.uid());
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    let (read_half, mut write) = stream.into_split();
-    // Read the request even from a stranger, so that the refusal reaches it rather than
-    // a broken pipe; one line of at most MAX_REQUEST, within REQUEST_TIMEOUT.
-    let mut line = Vec::new();
-    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read_half, MAX_REQUEST + 1));
-    let got = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
-    let _ = read.send(id);
-    if !matches!(got, Ok(Ok(n)) if n > 0) {
-        return; // idle, closed, or broken: nobody to answer
-    }
-    if peer.as_ref().ok() == Some(&me) {
-        if let Some(exe) = update_request(&line) {
-            // Answered by whichever binary runs in the end: the connection goes along.
-            let read_half = reader.into_inner().into_inner();
-            if let Some(stream) = read_half
-                .reunite(write)
-                .ok()
-                .and_then(|s| s.into_std().ok())
-            {
-                let _ = tx.send(Msg::Update(exe, stream));
-            }
-            return;
-        }
-    }
-    let response = if line.len() as u64 > MAX_REQUEST {
-        Refusal::TooLarge {
-            limit_mib: MAX_REQUEST / (1024 * 1024),
-        }
-        .into()
-    } else {
-        answer(peer.ok() == Some(me), me, &line, &tx).await
-    };
-    let envelope = Envelope {
-        version: PROTOCOL_VERSION,
-        body: response,
-    };
-    if let Ok(mut bytes) = serde_json::to_vec(&envelope) {
-        bytes.push(b'\n');
-        let _ = write.write_all(&bytes).await;
-    }
-}
-
-/// Whether `line` is a `corral update` request, whatever its protocol version (any corral
-/// may move the daemon to a binary of its choice), and the binary it names, if any.
-fn update_request(line: &[u8]) -> Option<Option<String>> {
-    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
-    (value["op"] == "update").then(|| value["exe"].as_str().map(str::to_owned))
-}
-
-async fn answer(
-    same_user: bool,
-    me: u32,
-    line: &[u8],
-    tx: &mpsc::UnboundedSender<Msg>,
-) -> Response {
-    if !same_user {
-        return Refusal::Stranger { owner: me }.into();
-    }
-    match serde_json::from_slice::<Envelope<Request>>(line) {
-        Ok(envelope) if envelope.version == PROTOCOL_VERSION => {
-            let (reply, answer) = oneshot::channel();
-            let _ = tx.send(Msg::Request(envelope.body, reply));
-            answer
-                .await
-                .unwrap_or_else(|_| Refusal::ShuttingDown.into())
-        }
-        Ok(envelope) => Refusal::Protocol {
-            daemon: env!("CARGO_PKG_VERSION"),
-            ours: PROTOCOL_VERSION,
-            theirs: envelope.version,
-        }
-        .into(),
-        Err(e) => Refusal::BadRequest(e).into(),
-    }
 }
 
 struct Daemon {
@@ -406,6 +256,10 @@ struct Daemon {
     log_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// A duplicate of the control socket, to pass on in an update.
     control: Option<std::os::fd::OwnedFd>,
+    /// The control socket's accepting side, paused by an update.
+    front: front::Front,
+    /// A `corral update` whose new binary is being checked.
+    checking_update: bool,
     /// `corral update` under way.
     updating: Option<cmd::update::Updating>,
     /// Snapshots for the holder.
@@ -436,8 +290,14 @@ impl ComingUp {
 }
 
 impl Daemon {
-    fn new(home: Home, tx: mpsc::UnboundedSender<Msg>, lock: std::fs::File) -> Self {
+    fn new(
+        home: Home,
+        tx: mpsc::UnboundedSender<Msg>,
+        lock: std::fs::File,
+        front: front::Front,
+    ) -> Self {
         Daemon {
+            front,
             home,
             tx,
             apps: BTreeMap::new(),
@@ -453,6 +313,7 @@ impl Daemon {
             metrics: None,
             log_generation: Default::default(),
             control: None,
+            checking_update: false,
             updating: None,
             holding: Default::default(),
             holder_pid: None,
@@ -485,6 +346,7 @@ impl Daemon {
                     Some(Msg::TakeSnapshot) => self.take_snapshot(),
                     Some(Msg::HolderGone(pid)) => self.holder_gone(pid),
                     Some(Msg::HolderStalled) => self.holder_stalled(),
+                    Some(Msg::UpdateTick) => self.update_tick(),
                     Some(Msg::Snapshots(names, engines)) => self.send_snapshot(names, engines),
                     Some(Msg::Report(app, report)) => self.report(&app, report),
                     Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),
@@ -660,17 +522,5 @@ fn send(app: &App, command: impl Into<Command>) -> Result<(), Refusal> {
             .try_send(command.into())
             .map_err(|_| Refusal::Busy(app.name.clone())),
         None => Err(Refusal::NotRunning(app.name.clone())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Backoff;
-
-    #[test]
-    fn issue_24_the_accept_backoff_starts_at_10ms_and_stops_at_a_second() {
-        let mut b = Backoff::default();
-        let waits: Vec<u128> = (0..9).map(|_| b.next().as_millis()).collect();
-        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
     }
 }

@@ -24,6 +24,10 @@ const LOGS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// An engine that handed over: its listeners and its state.
 type Engine = (Vec<Listener>, Box<Handed>);
 
+/// How long, once every engine has handed over, the exec waits for the connections
+/// accepted before the front paused to be answered.
+const QUIET_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// An update under way.
 pub(in crate::daemon::server) struct Updating {
     exe: PathBuf,
@@ -31,6 +35,10 @@ pub(in crate::daemon::server) struct Updating {
     /// The apps whose engines are handing over: what each has given back so far.
     apps: BTreeMap<String, Handing>,
     refused: Vec<String>,
+    /// When the exec goes ahead even if the front is not quiet yet.
+    quiet_by: Option<std::time::Instant>,
+    /// A [`Msg::UpdateTick`] is on its way.
+    ticking: bool,
 }
 
 #[derive(Default)]
@@ -215,6 +223,7 @@ impl Daemon {
         if let Some(why) = self.cannot_update() {
             return answer(conn, not_updated(why));
         }
+        self.checking_update = true;
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let exe = exe.map_or_else(crate::upgrade::installed_exe, PathBuf::from);
@@ -230,8 +239,8 @@ impl Daemon {
     fn cannot_update(&self) -> Option<&'static str> {
         if self.killing.is_some() {
             Some("the daemon is stopping")
-        } else if self.updating.is_some() {
-            Some("an update is already under way")
+        } else if self.updating.is_some() || self.checking_update {
+            Some("an update is already under way; run it again once that one has answered")
         } else {
             None
         }
@@ -243,6 +252,7 @@ impl Daemon {
         conn: UnixStream,
         checked: Result<(), String>,
     ) {
+        self.checking_update = false;
         if let Err(why) = checked {
             return answer(conn, not_updated(&why));
         }
@@ -254,7 +264,11 @@ impl Daemon {
             conn,
             apps: BTreeMap::new(),
             refused: Vec::new(),
+            quiet_by: None,
+            ticking: false,
         };
+        // From now on connections wait for whichever binary runs in the end.
+        self.front.pause();
         for app in self.apps.values().filter(|a| a.controls.is_some()) {
             let (request, answered) = corral_core::supervisor::hand_over_request();
             if let Err(e) = send(app, request) {
@@ -308,16 +322,47 @@ impl Daemon {
             .is_some_and(|u| u.apps.values().all(Handing::done))
     }
 
-    /// Execs the new binary, or gives the engines back their workers and says why not.
+    /// Once every connection accepted before the front paused has been answered (or
+    /// after [`QUIET_WITHIN`]), execs the new binary; or gives the engines back their
+    /// workers and says why not.
     pub(in crate::daemon::server) async fn finish_update(&mut self) {
+        let Some(updating) = self.updating.as_mut() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let by = *updating.quiet_by.get_or_insert(now + QUIET_WITHIN);
+        if !self.front.quiet() && now < by {
+            if !std::mem::replace(&mut updating.ticking, true) {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    let _ = tx.send(Msg::UpdateTick);
+                });
+            }
+            return;
+        }
         let Some(updating) = self.updating.take() else {
             return;
         };
+        self.exec_update(updating).await;
+        // Still here: not updated, and this binary answers again.
+        self.front.resume();
+    }
+
+    /// A tick of [`Daemon::finish_update`]'s wait.
+    pub(in crate::daemon::server) fn update_tick(&mut self) {
+        if let Some(updating) = self.updating.as_mut() {
+            updating.ticking = false;
+        }
+    }
+
+    async fn exec_update(&mut self, updating: Updating) {
         let Updating {
             exe,
             conn,
             apps,
             refused,
+            ..
         } = updating;
         let engines: BTreeMap<String, Engine> = apps
             .into_iter()
