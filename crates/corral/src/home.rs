@@ -175,6 +175,43 @@ impl Home {
         self.dir.join("daemon.log")
     }
 
+    /// `workers.json`: the worker process groups the daemon last gave its holder, with
+    /// their start times, to stop if the daemon and the holder both die.
+    pub fn workers(&self) -> PathBuf {
+        self.dir.join("workers.json")
+    }
+
+    /// The groups of [`Home::workers`] whose leader still runs the process named (not a
+    /// later one with the same pid): what a daemon and holder that both died left.
+    pub fn left_workers(&self) -> Vec<i32> {
+        let Ok(text) = std::fs::read_to_string(self.workers()) else {
+            return Vec::new();
+        };
+        let groups: Vec<(i32, u64)> = serde_json::from_str(&text).unwrap_or_default();
+        groups
+            .into_iter()
+            .filter(|&(pgid, started)| corral_core::os::memory::start_time(pgid) == Some(started))
+            .map(|(pgid, _)| pgid)
+            .collect()
+    }
+
+    /// Whether a holder listens at `holder.sock` (it keeps apps for the next daemon). The
+    /// probe connection closes at once, which the holder reads as nothing to serve.
+    pub fn holder_runs(&self) -> bool {
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+        use std::os::fd::AsRawFd;
+        let Ok(fd) = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        ) else {
+            return false;
+        };
+        UnixAddr::new(&self.dir.join("holder.sock"))
+            .is_ok_and(|addr| connect(fd.as_raw_fd(), &addr).is_ok())
+    }
+
     /// Creates the home (mode 0700) and its logs directory, and checks it again.
     pub fn create(&self) -> anyhow::Result<()> {
         use std::os::unix::fs::DirBuilderExt;

@@ -221,9 +221,37 @@ fn kill(home: &Home) -> Result<(), Failure> {
     match conn::request(home, Request::Kill, false) {
         Ok(response) => answer(response),
         Err(e) if conn::is_no_daemon(&e) => {
-            outln!("no daemon running");
+            match stop_left_workers(home) {
+                0 => outln!("no daemon running"),
+                n => outln!(
+                    "no daemon running; stopped {n} worker process group{} a daemon that died left serving",
+                    if n == 1 { "" } else { "s" }
+                ),
+            }
             Ok(())
         }
         Err(e) => Err(Failure::Runtime(e)),
     }
+}
+
+/// How long workers nobody supervises get to drain before they are killed.
+const LEFT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Stops the worker groups a daemon and holder that both died left (SIGTERM, then
+/// SIGKILL after [`LEFT_GRACE`]); how many there were.
+fn stop_left_workers(home: &Home) -> usize {
+    use nix::sys::signal::Signal;
+    let left = home.left_workers();
+    for &pgid in &left {
+        corral_core::os::signal_group(pgid, Signal::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + LEFT_GRACE;
+    while !home.left_workers().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for pgid in home.left_workers() {
+        corral_core::os::signal_group(pgid, Signal::SIGKILL);
+    }
+    let _ = std::fs::remove_file(home.workers());
+    left.len()
 }

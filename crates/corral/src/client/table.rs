@@ -12,9 +12,11 @@ use crate::home::Home;
 use crate::model::Request;
 use crate::render;
 
-/// The daemon's apps (none when no daemon runs).
+/// The daemon's apps (none when no daemon runs). A holder that keeps apps for the next
+/// daemon means they run: a daemon is started, which takes them back.
 pub fn listed(home: &Home) -> Result<Vec<AppView>, Failure> {
-    match conn::request(home, Request::List, false) {
+    let start = home.holder_runs();
+    match conn::request(home, Request::List, start) {
         Ok(Response::Apps { apps }) => Ok(apps),
         Ok(other) => Err(super::unexpected(other)),
         Err(e) if conn::is_no_daemon(&e) => Ok(Vec::new()),
@@ -24,15 +26,54 @@ pub fn listed(home: &Home) -> Result<Vec<AppView>, Failure> {
 
 pub fn list(home: &Home, args: &ListArgs) -> Result<(), Failure> {
     let apps = listed(home)?;
+    // No app, yet workers of a daemon that died (with its holder) still serve.
+    let left = match apps.is_empty() {
+        true => left_behind(home),
+        false => String::new(),
+    };
     if args.json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&apps).expect("views serialize")
         );
+        if !left.is_empty() {
+            errln!("{left}");
+        }
+    } else if !left.is_empty() {
+        outln!("{left}");
     } else {
         out!("{}", table(&apps));
     }
     Ok(())
+}
+
+/// What a daemon and holder that both died left running, in words; empty if nothing.
+pub fn left_behind(home: &Home) -> String {
+    let left = home.left_workers();
+    if left.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "no apps: no corral daemon runs, but one that died (with its holder) left {} \
+         worker process group{} serving, unsupervised:",
+        left.len(),
+        if left.len() == 1 { "" } else { "s" }
+    );
+    for pgid in left {
+        let command = std::fs::read(format!("/proc/{pgid}/cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        out.push_str(&format!("\n  pid {pgid}  {command}"));
+    }
+    out.push_str(
+        "\n`corral kill` stops them; `corral resurrect` stops them and starts the saved apps again",
+    );
+    out
 }
 
 /// The columns of `ls` (and `monit`).

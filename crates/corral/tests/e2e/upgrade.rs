@@ -638,13 +638,20 @@ fn issue_13_a_node_app_outlives_its_daemon_and_is_taken_back() {
     daemon_killed_under_load(&home, "plain", addr, 0);
 }
 
-#[test]
-fn issue_13_when_the_daemon_and_its_holder_both_die_no_worker_keeps_the_port_and_resurrect_restores(
-) {
-    let Some(server) = crate::reuseport::python_stdlib() else {
-        return;
-    };
-    let home = crate::home("readopt-none");
+/// SIGKILLs the daemon and its holder, and waits until both are dead.
+fn kill_daemon_and_holder(home: &corral_testkit::Home) {
+    let holder = home.holder_pid().expect("the daemon's holder runs");
+    for pid in [home.daemon_pid(), holder] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        // Dead, not dying: a dying daemon's control socket still takes a connection,
+        // then resets it.
+        let gone = || !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid);
+        assert!(corral_testkit::eventually(T, gone), "{pid} still runs");
+    }
+}
+
+/// Two python3 stdlib servers (no corral channel: they outlive any daemon) as app `py`.
+fn start_python(home: &corral_testkit::Home, server: &str) {
     home.ok(&[
         "start",
         "--name",
@@ -657,33 +664,57 @@ fn issue_13_when_the_daemon_and_its_holder_both_die_no_worker_keeps_the_port_and
         "shared",
         "--",
         "python3",
-        &server,
+        server,
     ]);
+}
+
+#[test]
+fn issue_23_ls_and_kill_without_a_daemon_name_and_stop_the_workers_a_dead_one_left() {
+    // Before: `ls` said "no apps" while they served, and `kill` "no daemon running".
+    let Some(server) = crate::reuseport::python_stdlib() else {
+        return;
+    };
+    let home = crate::home("left-behind");
+    start_python(&home, &server);
+    let workers = pids(&home.wait_online("py", 2));
+    let addr = home.addr("py");
+    kill_daemon_and_holder(&home);
+    assert!(corral_testkit::get(addr, "/").is_ok(), "they serve on");
+    let said = home.ok(&["ls"]);
+    assert!(
+        said.contains("left 2 worker process groups serving"),
+        "{said}"
+    );
+    for pid in &workers {
+        assert!(said.contains(&format!("pid {pid}  ")), "{said}");
+    }
+    let json = home.corral(&["ls", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&json.stdout).trim(), "[]");
+    assert!(String::from_utf8_lossy(&json.stderr).contains("corral kill` stops them"));
+    let said = home.ok(&["kill"]);
+    assert!(said.contains("stopped 2 worker process groups"), "{said}");
+    for pid in workers {
+        let gone = || !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid);
+        assert!(corral_testkit::eventually(T, gone), "{pid} still runs");
+    }
+    assert!(corral_testkit::eventually(T, || {
+        std::net::TcpListener::bind(addr).is_ok()
+    }));
+    assert!(home.ok(&["ls"]).contains("no apps (start one"));
+}
+
+#[test]
+fn issue_13_when_the_daemon_and_its_holder_both_die_no_worker_keeps_the_port_and_resurrect_restores(
+) {
+    let Some(server) = crate::reuseport::python_stdlib() else {
+        return;
+    };
+    let home = crate::home("readopt-none");
+    start_python(&home, &server);
     let before = pids(&home.wait_online("py", 2));
     let addr = home.addr("py");
     home.ok(&["save"]);
-    let holder = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            cmd.windows(8).any(|w| w == b"__holder")
-                && env
-                    .windows(home.dir.as_os_str().len())
-                    .any(|w| w == home.dir.as_os_str().as_encoded_bytes())
-        })
-        .expect("the daemon's holder runs");
-    for pid in [home.daemon_pid(), holder] {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-        // Dead, not dying: a dying daemon's control socket still takes a connection,
-        // then resets it.
-        assert!(corral_testkit::eventually(T, || !std::path::Path::new(
-            &format!("/proc/{pid}")
-        )
-        .exists()
-            || zombie(pid)));
-    }
+    kill_daemon_and_holder(&home);
     // A server without a corral channel serves on, unsupervised, until a daemon starts.
     assert!(corral_testkit::get(addr, "/").is_ok());
     let said = home.ok(&["resurrect"]);

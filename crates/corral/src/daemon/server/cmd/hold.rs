@@ -92,25 +92,18 @@ pub(in crate::daemon::server) fn find_or_start_holder(home: &Home) -> anyhow::Re
 
 /// Kills the worker groups `workers.json` lists that still run the process they named.
 fn kill_unheld_workers(home: &Home) {
-    let path = home.dir.join("workers.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    let groups: Vec<(i32, u64)> = serde_json::from_str(&text).unwrap_or_default();
-    let mut killed = 0;
-    for (pgid, started) in groups {
-        if start_time(pgid) == Some(started) {
-            corral_core::os::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
-            killed += 1;
-        }
+    let left = home.left_workers();
+    for &pgid in &left {
+        corral_core::os::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
     }
+    let killed = left.len();
     if killed > 0 {
         journal::say(&format!(
             "killed {killed} worker groups left by a daemon and holder that both died; \
              `corral resurrect` starts the saved apps again"
         ));
     }
-    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(home.workers());
 }
 
 impl Daemon {
@@ -381,7 +374,7 @@ impl Daemon {
     /// `workers.json`: the groups to stop if the daemon and the holder both die.
     fn write_workers(&self) {
         let groups: Vec<(i32, u64)> = self.held_groups.values().flatten().copied().collect();
-        let _ = persist::write_atomically(&self.home.dir.join("workers.json"), &groups);
+        let _ = persist::write_atomically(&self.home.workers(), &groups);
     }
 
     /// The daemon stops every app itself: the holder has nothing to keep.
@@ -397,7 +390,7 @@ impl Daemon {
                 }
             }
         }
-        let _ = std::fs::remove_file(self.home.dir.join("workers.json"));
+        let _ = std::fs::remove_file(self.home.workers());
     }
 }
 
