@@ -154,9 +154,14 @@ impl Reader {
                     }
                 }
                 Ok(Frame::Corral(Message::Conn { fds: count, .. })) => {
+                    // Each one sent counts as received, even one whose fd never came
+                    // (this process was out of fds: the kernel closed it): its credit
+                    // goes back, or dispatch to this worker would stop for good.
+                    self.inner
+                        .received
+                        .fetch_add(u64::from(count), Ordering::AcqRel);
                     for _ in 0..count {
                         let Some(fd) = fds.pop_front() else { break };
-                        self.inner.received.fetch_add(1, Ordering::AcqRel);
                         // A connection that can't be wrapped (or arrives after the
                         // drain) is dropped: its client sees it close.
                         if let (Ok(stream), Some(conns)) = (Stream::from_fd(fd), &self.conns) {
@@ -201,15 +206,9 @@ mod tests {
     use super::*;
 
     fn inner(out: Option<mpsc::UnboundedSender<Vec<u8>>>) -> Arc<Inner> {
-        Arc::new(Inner {
-            out,
-            shutdown: watch::channel(false).0,
-            active: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            taken: Notify::new(),
-            dirty: Notify::new(),
-        })
+        let mut inner = Inner::new(watch::channel(false).0);
+        inner.out = out;
+        Arc::new(inner)
     }
 
     struct Wired {

@@ -79,9 +79,36 @@ struct Inner {
     taken: Notify,
     /// Connections finished: report the new count soon.
     dirty: Notify,
+    /// Connections that have sent nothing yet, oldest first (see [`Inner::make_room`]).
+    fresh: Mutex<VecDeque<std::sync::Weak<conn::Shed>>>,
+    /// Open connections past which the oldest silent one is closed for a new one.
+    room: u64,
+}
+
+/// Fds kept free for a new connection's arrival, the listeners, logs and the runtime:
+/// a process at its fd limit cannot even receive the next connection (the kernel
+/// closes it), so idle connections that never send a byte would lock everyone out.
+fn room_for_connections() -> u64 {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(u64::MAX, |(soft, _)| soft);
+    soft.saturating_sub(32 + soft / 16)
 }
 
 impl Inner {
+    fn new(shutdown: watch::Sender<bool>) -> Inner {
+        Inner {
+            out: None,
+            shutdown,
+            active: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            taken: Notify::new(),
+            dirty: Notify::new(),
+            fresh: Mutex::new(VecDeque::new()),
+            room: room_for_connections(),
+        }
+    }
+
     fn send(&self, message: &Message) {
         if let Some(out) = &self.out {
             let _ = out.send(channel::encode(message));
@@ -129,15 +156,7 @@ impl Worker {
             .and_then(|s| s.parse().ok());
         let (shutdown, _) = watch::channel(false);
         let (messages_tx, messages_rx) = mpsc::unbounded_channel();
-        let mut inner = Inner {
-            out: None,
-            shutdown,
-            active: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            taken: Notify::new(),
-            dirty: Notify::new(),
-        };
+        let mut inner = Inner::new(shutdown);
         let channel = take_channel_fd()?;
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         if channel.is_some() {

@@ -1077,3 +1077,49 @@ fn issue_8_a_paused_supervisor_or_machine_kills_no_healthy_worker() {
     let output = c.output().join("\n");
     assert!(!output.contains("is hung"), "{output}");
 }
+
+/// 1000 idle connections that never send a byte against `--balance BALANCE` at 256
+/// fds (corral and workers): 10 requests during the flood and 10 right after it.
+fn idle_flood_at_the_fd_limit(balance: &str) -> (usize, usize) {
+    assert!(
+        corral_testkit::raise_open_files(2048) > 1200,
+        "room for the flood"
+    );
+    let c = run_fixture(
+        "127.0.0.1:0",
+        "flooded",
+        &["-i", "2", "--balance", balance],
+        &[],
+        |cmd| limit_open_files(cmd, 256),
+    );
+    let workers = [c.ready_pid(0, 1, T), c.ready_pid(1, 1, T)];
+    let addr = c.addr();
+    let flood: Vec<std::net::TcpStream> = (0..1000)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    // The flood has reached the workers, which are near their limit.
+    let held = || workers.iter().map(|&w| open_fds(w)).sum::<usize>();
+    assert!(eventually(T, || held() > 300), "{} fds held", held());
+    // Up to the first failure: each one waits out the client's timeout.
+    let served = |n| (0..n).take_while(|_| get(addr, "/").is_ok()).count();
+    let during = served(10);
+    drop(flood);
+    let after = served(10);
+    eprintln!(
+        "{balance}: {} flood connections, {during}/10 during, {after}/10 right after",
+        1000
+    );
+    (during, after)
+}
+
+#[test]
+fn issue_23_round_robin_at_its_fd_limit_serves_others_during_an_idle_flood_and_after_it() {
+    // Before: 0 of 10 during the flood, and still 0 of 10 after it (credit for
+    // connections whose fds never reached a worker at its limit was never given back).
+    assert_eq!(idle_flood_at_the_fd_limit("round-robin"), (10, 10));
+}
+
+#[test]
+fn issue_23_shared_mode_at_its_fd_limit_serves_others_during_an_idle_flood() {
+    assert_eq!(idle_flood_at_the_fd_limit("shared"), (10, 10));
+}
