@@ -45,6 +45,20 @@ pub fn listener_use(root: Pid, ours: &[u64]) -> ListenerUse {
     }
 }
 
+/// The listening TCP sockets the tree under `root` holds, by inode: corral's listeners,
+/// ports corral bound at a worker's request, and the worker's own.
+pub fn listening_inodes_of(root: Pid) -> Vec<u64> {
+    let listening = listening_tcp();
+    let mut held: Vec<u64> = super::memory::tree_pids(root)
+        .into_iter()
+        .flat_map(socket_inodes)
+        .filter(|inode| listening.contains_key(inode))
+        .collect();
+    held.sort_unstable();
+    held.dedup();
+    held
+}
+
 fn socket_inodes(pid: Pid) -> Vec<u64> {
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();
@@ -213,6 +227,17 @@ mod tests {
         );
         let established = v4.replace(" 0A ", " 01 ");
         assert_eq!(parse_line(&established, false), None);
+    }
+
+    #[test]
+    fn the_listening_sockets_a_process_holds_are_found_and_others_are_not() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let me = std::process::id() as Pid;
+        let held = listening_inodes_of(me);
+        assert!(held.contains(&inode_of(listener.as_raw_fd()).unwrap()));
+        assert!(!held.contains(&inode_of(client.as_raw_fd()).unwrap()));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum Then {
 }
 
 /// One app of the daemon.
+/// Listening sockets remembered per app run (see `App::apply`).
+const MAX_LISTENER_INODES: usize = 4096;
+
 pub struct App {
     /// Its number, given at start and never reused while the daemon runs.
     pub id: u32,
@@ -107,6 +110,22 @@ impl App {
             | Report::Exited { slot, .. }
             | Report::GaveUp { slot, .. } => self.write_pid_file(*slot),
             _ => {}
+        }
+        // What a ready worker listens on, so that a process that leaves its group
+        // holding one of those sockets is found at stop (`kill_holders`).
+        if let Report::Ready { pid, .. } = report {
+            for inode in corral_core::os::sockets::listening_inodes_of(*pid) {
+                if !self.listener_inodes.contains(&inode) {
+                    self.listener_inodes.push(inode);
+                }
+            }
+            // Workers that bind a port of their own anew at each start: the oldest
+            // sockets are long closed.
+            let over = self
+                .listener_inodes
+                .len()
+                .saturating_sub(MAX_LISTENER_INODES);
+            self.listener_inodes.drain(..over);
         }
         if let Report::PortBound { addr, .. } = report {
             let shown = format!("{addr} (asked by the app)");

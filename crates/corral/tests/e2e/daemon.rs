@@ -863,6 +863,45 @@ fn issue_22_corral_input_writes_to_a_piped_stdin_and_says_how_when_the_app_has_n
 }
 
 #[test]
+fn issue_23_a_node_workers_setsid_child_holding_its_asked_port_is_killed_at_stop() {
+    // Before: only corral's --listen sockets were looked for; a port a Node worker asked
+    // for with listen(PORT) (the PM2 form) stayed held by the escaped child.
+    if !corral_testkit::have("node", "install Node.js")
+        || !corral_testkit::have("setsid", "apt-get install util-linux")
+    {
+        return;
+    }
+    let home = home("escaped-asked");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/workers/escape_asked.js");
+    let port = corral_testkit::free_port().to_string();
+    let env = format!("PORT={port}");
+    let start = [
+        "start", "--name", "escn", "-i", "1", "--env", &env, "--", "node", script,
+    ];
+    home.ok(&start);
+    home.wait_online("escn", 1);
+    let escaped = || corral_testkit::processes_running(&["sleep", "313"]);
+    assert!(eventually(T, || !escaped().is_empty()));
+    home.ok(&["stop", "escn"]);
+    assert!(
+        eventually(T, || escaped().is_empty()),
+        "{}",
+        home.daemon_log()
+    );
+    assert!(
+        home.daemon_log().contains("escn: killed pid"),
+        "{}",
+        home.daemon_log()
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        eventually(T, || std::net::TcpListener::bind(addr).is_ok()),
+        "the port is free"
+    );
+    home.ok(&["delete", "escn"]);
+}
+
+#[test]
 fn issue_23_a_workers_setsid_child_holding_the_port_is_killed_at_stop_and_the_app_starts_again() {
     // Before: the child left the worker's process group, so the stop's SIGKILL of the
     // group missed it; it kept the listener, and the next start failed with "address
