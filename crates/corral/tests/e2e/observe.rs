@@ -633,6 +633,7 @@ fn issue_23_a_flood_of_idle_metrics_connections_leaves_probes_and_dispatch_answe
     c.wait_for("probes on /livez and /readyz", T);
     c.ready_pid(1, 1, T);
     let baseline = corral_testkit::open_fds(c.pid());
+    let rss_before = rss_kib(c.pid());
     let mut flood = Vec::new();
     for _ in 0..flood_size {
         let conn = std::net::TcpStream::connect_timeout(&metrics, Duration::from_secs(2));
@@ -656,6 +657,27 @@ fn issue_23_a_flood_of_idle_metrics_connections_leaves_probes_and_dispatch_answe
         during <= baseline + 64 + 16,
         "{during} fds open, {baseline} before"
     );
+    let rss_during = rss_kib(c.pid());
     drop(flood);
     assert!(eventually(T, || corral_testkit::open_fds(c.pid()) <= baseline + 4));
+    let rss_after = rss_kib(c.pid());
+    eprintln!(
+        "{} flood connections: RSS {rss_before} KiB before, {rss_during} during, {rss_after} after",
+        flood_size
+    );
+    // Before the cap it grew 31-46 MiB and stayed there.
+    assert!(
+        rss_after <= rss_before + 8 * 1024,
+        "RSS {rss_after} KiB after, {rss_before} before"
+    );
+}
+
+/// VmRSS of `pid`, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
