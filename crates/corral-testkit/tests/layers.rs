@@ -127,6 +127,7 @@ const CORRAL_LAYERS: &[&[&str]] = &[
     &["config"],
     &[
         "model",
+        "bind_shim",
         "home",
         "log_layout",
         "render",

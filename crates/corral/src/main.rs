@@ -7,6 +7,7 @@
 #[macro_use]
 mod print;
 mod app;
+mod bind_shim;
 mod chatter;
 mod cli;
 mod client;

@@ -34,6 +34,17 @@ pub enum StdinMode {
     Pipe,
 }
 
+/// Whether workers get corral's bind shim preloaded (`--bind-shim`, `bind_shim.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BindShim {
+    /// For runtimes whose servers bind their own socket (Bun, Deno).
+    #[default]
+    Auto,
+    /// For every worker: any dynamically linked server.
+    On,
+    Off,
+}
+
 /// PM2's exec modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExecMode {

@@ -15,7 +15,7 @@ use corral_proto::env::WORKERS;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use super::kinds::{EnvArg, ExecMode, LogFormat, ReadyArg, StdinMode};
+use super::kinds::{BindShim, EnvArg, ExecMode, LogFormat, ReadyArg, StdinMode};
 use super::names::{check_app_name, default_name};
 use super::parse::{
     parse_duration, parse_env, parse_ready, parse_signal, parse_size, read_env_file,
@@ -244,6 +244,14 @@ pub struct AppOptions {
     #[serde(with = "values::text")]
     pub stdin: StdinMode,
 
+    /// `auto`: servers that bind their own socket and can't take corral's (Bun, Deno)
+    /// get corral's bind shim preloaded, which makes their bind() of a port corral
+    /// listens on corral's socket; `on`: every worker (any dynamically linked server);
+    /// `off`: none.
+    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
+    #[serde(with = "values::text")]
+    pub bind_shim: BindShim,
+
     /// Also pass each worker's slot (0..N-1) in this variable (PM2's `instance_var`).
     #[arg(long, value_name = "VAR")]
     pub instance_var: Option<String>,
@@ -351,7 +359,15 @@ impl AppOptions {
             }
             None => default_name(&command),
         };
-        let env = self.environment(inherited)?;
+        let mut env = self.environment(inherited)?;
+        let shim = match self.bind_shim {
+            BindShim::Auto => crate::bind_shim::binds_itself(&command),
+            BindShim::On => true,
+            BindShim::Off => false,
+        };
+        if shim && !self.listen.is_empty() {
+            crate::bind_shim::preload(&mut env)?;
+        }
         Ok(AppSpec {
             name,
             command,

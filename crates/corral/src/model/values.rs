@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use super::kinds::{ExecMode, LogFormat, ReadyArg, StdinMode};
+use super::kinds::{BindShim, ExecMode, LogFormat, ReadyArg, StdinMode};
 
 /// A scalar as text: strings as they are, numbers and booleans written out.
 fn scalar_text(value: &Value) -> Option<String> {
@@ -325,6 +325,16 @@ impl Text for ExecMode {
     /// PM2 writes `cluster`, `cluster_mode`, `fork` or `fork_mode`.
     fn from_value(value: &Value) -> Result<Self, String> {
         enum_from(value, &[("cluster_mode", "cluster"), ("fork_mode", "fork")])
+    }
+}
+
+impl Text for BindShim {
+    fn to_text(&self) -> String {
+        enum_text(self)
+    }
+
+    fn from_value(value: &Value) -> Result<Self, String> {
+        enum_from(value, &[])
     }
 }
 

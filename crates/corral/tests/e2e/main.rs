@@ -18,6 +18,7 @@ mod pm2_dialect;
 mod recipes;
 mod reuseport;
 mod run;
+mod runtimes;
 mod upgrade;
 
 /// The corral binary under test.
