@@ -539,6 +539,43 @@ fn issue_23_a_holder_killed_while_the_apps_are_quiet_is_replaced_at_once_and_kee
 }
 
 #[test]
+fn issue_23_a_holder_that_cannot_start_is_retried_with_a_backoff_not_in_a_busy_loop() {
+    // Before: a holder that died at once (here its socket path is a directory) was
+    // replaced at once, again and again: the daemon spun at 12% CPU.
+    let home = crate::home("holder-cannot");
+    start_fixture(&home, "fx", &["--balance", "shared"]);
+    home.wait_online("fx", 2);
+    let holder = home.holder_pid().expect("a holder runs");
+    let socket = home.dir.join("holder.sock");
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::create_dir(&socket).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(holder), Signal::SIGKILL).unwrap();
+    let started = || home.daemon_log().matches("a new holder (pid").count();
+    assert!(
+        corral_testkit::eventually(T, || home.daemon_log().contains("times in a row")),
+        "{}",
+        home.daemon_log()
+    );
+    let so_far = started();
+    std::thread::sleep(Duration::from_secs(3)); // a busy loop starts hundreds meanwhile
+    let more = started() - so_far;
+    assert!(
+        more <= 3,
+        "{more} holders started in 3 s: {}",
+        home.daemon_log()
+    );
+    std::fs::remove_dir(&socket).unwrap();
+    assert!(
+        corral_testkit::eventually(Duration::from_secs(90), || home
+            .daemon_log()
+            .contains("the new holder keeps 1 apps")),
+        "{}",
+        home.daemon_log()
+    );
+    assert!(home.holder_pid().is_some());
+}
+
+#[test]
 fn issue_23_a_stopped_holder_never_stalls_ls_or_dispatch_and_is_killed_when_replaced() {
     // Before: with the holder stopped (SIGSTOP) and a crash loop beside, link writes
     // blocked for up to 10 s under the keeper's mutex: `ls` took 10-15 s, dispatched

@@ -204,6 +204,8 @@ enum Msg {
     HolderStalled,
     /// Time to see again whether an update can exec (`Front::quiet`).
     UpdateTick,
+    /// Time to start a holder again, after holders that ended right after their start.
+    StartHolder,
     Snapshots(
         Vec<String>,
         BTreeMap<String, corral_core::supervisor::EngineSnapshot>,
@@ -347,6 +349,7 @@ impl Daemon {
                     Some(Msg::HolderGone(pid)) => self.holder_gone(pid),
                     Some(Msg::HolderStalled) => self.holder_stalled(),
                     Some(Msg::UpdateTick) => self.update_tick(),
+                    Some(Msg::StartHolder) => self.holder_retry(),
                     Some(Msg::Snapshots(names, engines)) => self.send_snapshot(names, engines),
                     Some(Msg::Report(app, report)) => self.report(&app, report),
                     Some(Msg::Finished(app, outcome)) => self.finished(&app, outcome),

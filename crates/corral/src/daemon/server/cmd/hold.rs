@@ -53,7 +53,18 @@ pub(in crate::daemon::server) struct Holding {
     in_flight: bool,
     /// A new holder has not had every app's entry yet.
     fresh: bool,
+    /// When the holder now watched was started by this daemon.
+    started: Option<std::time::Instant>,
+    /// Holders in a row that died (or were replaced) within [`HOLDER_MIN_LIFE`].
+    quick_ends: u32,
+    /// A [`Msg::StartHolder`] is on its way.
+    retry_due: bool,
 }
+
+/// A holder that ends sooner than this after its start counts as failing to start
+/// (its home is gone, its socket can't be bound): the next waits, so that a holder that
+/// can never run costs a retry a minute, not a busy loop.
+const HOLDER_MIN_LIFE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Connects to the holder of `home` and takes what it kept, or starts a holder. The
 /// records of every worker group go to it from now on.
@@ -356,6 +367,47 @@ impl Daemon {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        let quick = self
+            .holding
+            .started
+            .is_some_and(|at| at.elapsed() < HOLDER_MIN_LIFE);
+        self.holding.quick_ends = if quick {
+            self.holding.quick_ends + 1
+        } else {
+            0
+        };
+        if self.holding.quick_ends < 2 {
+            return self.start_holder();
+        }
+        if std::mem::replace(&mut self.holding.retry_due, true) {
+            return;
+        }
+        let wait = std::time::Duration::from_millis(500 << (self.holding.quick_ends - 2).min(7))
+            .min(std::time::Duration::from_secs(60));
+        journal::say(&format!(
+            "the holder ended within {}s of its start {} times in a row (see above); \
+             the next starts in {}; until then a daemon that dies takes its apps with it",
+            HOLDER_MIN_LIFE.as_secs(),
+            self.holding.quick_ends,
+            crate::render::duration(wait)
+        ));
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = tx.send(Msg::StartHolder);
+        });
+    }
+
+    /// The wait of [`Daemon::replace_holder`] is over.
+    pub(in crate::daemon::server) fn holder_retry(&mut self) {
+        self.holding.retry_due = false;
+        if self.holder_pid.is_none() && self.killing.is_none() {
+            self.start_holder();
+        }
+    }
+
+    fn start_holder(&mut self) {
+        self.holding.started = Some(std::time::Instant::now());
         match holder::spawn(&self.home) {
             Ok((link, pid)) => {
                 corral_core::os::keeper::attach(link);
