@@ -625,11 +625,12 @@ fn issue_23_a_stopped_holder_never_stalls_ls_or_dispatch_and_is_killed_when_repl
         report.slowest, report.ok, report.failed
     );
     assert!(
-        slowest_ls < Duration::from_secs(2),
+        slowest_ls < Duration::from_secs(5),
         "ls took {slowest_ls:?}: {log}"
     );
     assert_eq!(report.failed, 0, "{report:?}");
-    assert!(report.slowest < Duration::from_secs(2), "{report:?}");
+    // Bounds far above what it takes (~0.1 s), far below what it took (10-15 s, 5 s).
+    assert!(report.slowest < Duration::from_secs(3), "{report:?}");
     assert!(
         corral_testkit::eventually(T, || !std::path::Path::new(&format!("/proc/{holder}"))
             .exists()
