@@ -51,7 +51,7 @@ fn installed() -> anyhow::Result<PathBuf> {
         );
     }
     let uid = nix::unistd::geteuid().as_raw();
-    let dir = corral_core::signals::runtime_dir().join(format!("corral-{uid}"));
+    let dir = corral_core::signals::runtime_dir().join(format!("corral-shim-{uid}"));
     let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
     let meta = std::fs::symlink_metadata(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
