@@ -96,6 +96,18 @@ pub fn cpu_ticks(pid: Pid) -> Option<u64> {
     Some(user + system)
 }
 
+/// `pid`'s command line, its arguments joined by spaces (empty when it is gone).
+pub fn command_line(pid: Pid) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
 /// The parent of `pid` (field 4).
 pub fn parent_of(pid: Pid) -> Option<u64> {
     stat_numbers(pid, [4]).map(|[ppid]| ppid)

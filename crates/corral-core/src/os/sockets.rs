@@ -144,14 +144,7 @@ pub fn kill_holders(inodes: &[u64], except: &[Pid]) -> Vec<Escaped> {
     holders_of(inodes, except)
         .into_iter()
         .map(|pid| {
-            let command = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    String::from_utf8_lossy(&c)
-                        .replace('\0', " ")
-                        .trim()
-                        .to_owned()
-                })
-                .unwrap_or_default();
+            let command = super::memory::command_line(pid);
             let killed = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,

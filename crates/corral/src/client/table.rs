@@ -60,14 +60,7 @@ pub fn left_behind(home: &Home) -> String {
         if left.len() == 1 { "" } else { "s" }
     );
     for pgid in left {
-        let command = std::fs::read(format!("/proc/{pgid}/cmdline"))
-            .map(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .trim()
-                    .to_owned()
-            })
-            .unwrap_or_default();
+        let command = corral_core::os::memory::command_line(pgid);
         out.push_str(&format!("\n  pid {pgid}  {command}"));
     }
     out.push_str(

@@ -519,6 +519,17 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// `msg` reaches the state task after `wait`.
+    fn send_later(&self, wait: std::time::Duration, msg: Msg) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = tx.send(msg);
+        });
+    }
+}
+
 fn send(app: &App, command: impl Into<Command>) -> Result<(), Refusal> {
     match &app.controls {
         Some(tx) => tx

@@ -187,11 +187,7 @@ impl Daemon {
             return;
         }
         self.holding.scheduled = true;
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(SNAPSHOT_DELAY).await;
-            let _ = tx.send(Msg::TakeSnapshot);
-        });
+        self.send_later(SNAPSHOT_DELAY, Msg::TakeSnapshot);
     }
 
     /// Asks every running engine for its snapshot.
@@ -391,11 +387,7 @@ impl Daemon {
             self.holding.quick_ends,
             crate::render::duration(wait)
         ));
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _ = tx.send(Msg::StartHolder);
-        });
+        self.send_later(wait, Msg::StartHolder);
     }
 
     /// The wait of [`Daemon::replace_holder`] is over.

@@ -333,11 +333,7 @@ impl Daemon {
         let by = *updating.quiet_by.get_or_insert(now + QUIET_WITHIN);
         if !self.front.quiet() && now < by {
             if !std::mem::replace(&mut updating.ticking, true) {
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    let _ = tx.send(Msg::UpdateTick);
-                });
+                self.send_later(std::time::Duration::from_millis(10), Msg::UpdateTick);
             }
             return;
         }
