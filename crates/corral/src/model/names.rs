@@ -6,10 +6,13 @@ use std::path::Path;
 
 use anyhow::bail;
 
-/// The interpreter for a script, from its extension.
+/// The interpreter for a script, from its extension; for TypeScript, from its project:
+/// Bun's (`bunfig.toml`) or Deno's (`deno.json`) in its directory or above, else node
+/// (see [`check_typescript`]).
 pub fn interpreter_for(script: &Path) -> Option<&'static str> {
     match script.extension().and_then(|e| e.to_str()) {
         Some("js" | "mjs" | "cjs") => Some("node"),
+        Some("ts" | "mts" | "cts") => Some(typescript_runtime(script)),
         Some("py") => Some("python3"),
         Some("rb") => Some("ruby"),
         Some("sh") => Some("bash"),
@@ -17,6 +20,82 @@ pub fn interpreter_for(script: &Path) -> Option<&'static str> {
         Some("pl") => Some("perl"),
         _ => None,
     }
+}
+
+fn typescript_runtime(script: &Path) -> &'static str {
+    let mut dir = script.parent();
+    while let Some(at) = dir {
+        if at.join("bunfig.toml").is_file() {
+            return "bun";
+        }
+        if at.join("deno.json").is_file() || at.join("deno.jsonc").is_file() {
+            return "deno";
+        }
+        dir = at.parent();
+    }
+    "node"
+}
+
+/// Node strips TypeScript's types by default from these lines on: 22.18, then 23.6.
+fn strips_types(version: &str) -> bool {
+    let mut parts = version.trim().trim_start_matches('v').split('.');
+    let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (next(), next()) {
+        (Some(major), Some(minor)) => {
+            major > 23 || (major == 23 && minor >= 6) || (major == 22 && minor >= 18)
+        }
+        _ => false,
+    }
+}
+
+/// A TypeScript script for a node that can't strip its types is refused with the ways
+/// to run it, rather than crash-looping on a syntax error. Flags that bring their own
+/// loader (`--import tsx`, `--experimental-strip-types`) are left to work.
+pub fn check_typescript(command: &[OsString]) -> anyhow::Result<()> {
+    let Some(program) = command.first() else {
+        return Ok(());
+    };
+    let is_node = Path::new(program)
+        .file_name()
+        .is_some_and(|n| n == "node" || n == "nodejs");
+    let args: Vec<&str> = command[1..].iter().filter_map(|a| a.to_str()).collect();
+    let Some(script) = args.iter().find(|a| !a.starts_with('-')) else {
+        return Ok(());
+    };
+    let typescript = [".ts", ".mts", ".cts"].iter().any(|e| script.ends_with(e));
+    let loader = args.iter().take_while(|a| a.starts_with('-')).any(|a| {
+        [
+            "--experimental-strip-types",
+            "--experimental-transform-types",
+            "--import",
+            "--loader",
+            "--require",
+            "-r",
+        ]
+        .iter()
+        .any(|f| a.starts_with(f))
+    });
+    if !is_node || !typescript || loader {
+        return Ok(());
+    }
+    let version = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if strips_types(&version) {
+        return Ok(());
+    }
+    bail!(
+        "{script}: this node ({}) can't run TypeScript; Node 22.18+ or 23.6+ strips its types. \
+         Use a newer node, --interpreter-args=--experimental-strip-types (Node 22.6+), \
+         --interpreter tsx, or --interpreter bun or deno",
+        if version.is_empty() {
+            "its version unknown"
+        } else {
+            &version
+        }
+    )
 }
 
 /// The command that runs `script`: its interpreter (`interpreter`, or from the extension;
@@ -45,6 +124,11 @@ pub fn resolve_command(
     if let Some(interpreter) = interpreter {
         command.push(OsString::from(interpreter));
         command.extend(interpreter_args.iter().map(OsString::from));
+        // Deno runs a script with `run`, and a server needs more than its default
+        // permissions; `--interpreter-args` says otherwise.
+        if interpreter == "deno" && interpreter_args.is_empty() {
+            command.extend(["run".into(), "-A".into()]);
+        }
     }
     let is_path = path.components().count() > 1 || cwd.join(path).exists() || interpreter.is_some();
     if is_path && path.is_relative() {
@@ -180,6 +264,60 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_26_typescript_runs_with_the_projects_runtime_else_node() {
+        let dir = std::env::temp_dir().join(format!("corral-ts-{}", std::process::id()));
+        for (project, marker, runtime) in [
+            ("bun", Some("bunfig.toml"), "bun"),
+            ("deno", Some("deno.json"), "deno"),
+            ("plain", None, "node"),
+        ] {
+            let src = dir.join(project).join("src");
+            std::fs::create_dir_all(&src).unwrap();
+            if let Some(marker) = marker {
+                std::fs::write(dir.join(project).join(marker), "").unwrap();
+            }
+            assert_eq!(
+                interpreter_for(&src.join("app.ts")),
+                Some(runtime),
+                "{project}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn issue_26_node_strips_types_from_22_18_and_23_6() {
+        for (version, strips) in [
+            ("v20.20.2", false),
+            ("v22.17.1", false),
+            ("v22.18.0", true),
+            ("v23.5.0", false),
+            ("v23.6.0", true),
+            ("v24.1.0", true),
+            ("v26.0.0", true),
+            ("", false),
+        ] {
+            assert_eq!(strips_types(version), strips, "{version}");
+        }
+    }
+
+    #[test]
+    fn issue_26_deno_runs_a_script_with_run_and_its_permissions() {
+        let cwd = Path::new("/srv/app");
+        let cmd = resolve_command("main.ts".as_ref(), Some("deno"), &[], &[], cwd);
+        assert_eq!(
+            cmd,
+            ["deno", "run", "-A", "/srv/app/main.ts"].map(OsString::from)
+        );
+        let args = ["run".to_owned(), "--allow-net".to_owned()];
+        let cmd = resolve_command("main.ts".as_ref(), Some("deno"), &args, &[], cwd);
+        assert_eq!(
+            cmd,
+            ["deno", "run", "--allow-net", "/srv/app/main.ts"].map(OsString::from)
+        );
+    }
 
     #[test]
     fn issue_23_a_name_that_reads_as_a_flag_is_refused_and_a_config_name_made_safe() {

@@ -348,6 +348,7 @@ impl AppOptions {
         self.take_env_vars()?;
         let instances = workers_override(&inherited)?.unwrap_or(self.instances);
         self.check(&command)?;
+        super::names::check_typescript(&command)?;
         let instances = instances.resolve(cpus);
         corral_core::spec::check_worker_count(instances, cpus, self.force)
             .map_err(|e| anyhow::anyhow!(worker_count_refused(&e)))?;

@@ -91,10 +91,11 @@ impl Script {
 
 /// corral's interpreters by extension, and PM2's few more (`.ts` with bun, `.coffee`).
 fn by_extension(path: &Path) -> Option<String> {
-    if let Some(known) = crate::model::names::interpreter_for(path) {
+    let ext = path.extension().and_then(|e| e.to_str());
+    if let Some(known) = crate::model::names::interpreter_for(path).filter(|_| ext != Some("ts")) {
         return Some(known.into());
     }
-    let known = match path.extension().and_then(|e| e.to_str()) {
+    let known = match ext {
         Some("ts" | "tsx") => "bun",
         Some("coffee") => "coffee",
         _ => return text_without_shebang(path).then(|| "node".into()),

@@ -87,3 +87,45 @@ fn issue_26_deno_serve_reloads_on_corrals_socket_losing_nothing() {
         "{report:?}"
     );
 }
+
+#[test]
+fn issue_26_a_typescript_app_runs_with_node_when_node_strips_types_and_else_says_what_to_use() {
+    if !corral_testkit::have("node", "install Node.js") {
+        return;
+    }
+    let version = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let numbers: Vec<u32> = version
+        .trim_start_matches('v')
+        .split('.')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let strips = match numbers[..] {
+        [major, minor, ..] => {
+            major > 23 || (major == 23 && minor >= 6) || (major == 22 && minor >= 18)
+        }
+        _ => false,
+    };
+    let home = crate::home("typescript");
+    let port = corral_testkit::free_port().to_string();
+    let env = format!("PORT={port}");
+    let script = app("server.ts");
+    let start = ["start", &script, "--name", "ts", "-i", "2", "--env", &env];
+    if strips {
+        home.ok(&start);
+        home.wait_online("ts", 2);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let answer = corral_testkit::get(addr, "/").expect("the TypeScript app answers");
+        assert!(answer.body.contains("runtime=node-ts"), "{}", answer.body);
+    } else {
+        let said = home.fails(&start);
+        assert!(
+            said.contains(&format!("this node ({version}) can't run TypeScript")),
+            "{said}"
+        );
+        assert!(said.contains("--interpreter tsx"), "{said}");
+    }
+}
