@@ -37,6 +37,8 @@ impl Home {
             .open(self.daemon_log())?;
         let mut command = std::process::Command::new(crate::upgrade::installed_exe());
         command
+            // A copy installed as `pm2` (not a link) would read `daemon` in PM2's dialect.
+            .arg0("corral")
             .arg("daemon")
             .env("CORRAL_HOME", &self.dir)
             .env(

@@ -34,6 +34,15 @@ impl Pm2 {
         Pm2 { dir, bin }
     }
 
+    /// With a copy of the binary named `pm2` instead of a link, as a package that
+    /// installs it under PM2's name does.
+    fn copied(name: &str) -> Pm2 {
+        let pm2 = Pm2::new(name);
+        std::fs::remove_file(&pm2.bin).unwrap();
+        std::fs::copy(CORRAL, &pm2.bin).unwrap();
+        pm2
+    }
+
     fn home(&self) -> PathBuf {
         self.dir.join("home")
     }
@@ -475,4 +484,13 @@ fn issue_22_corral_pm2_is_the_same_dialect_and_refused_flags_say_why() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("corral can't honour --uid"));
     let none = pm2.run_env(&[], &[]);
     assert!(!none.status.success(), "pm2 alone is an error, as PM2's");
+}
+
+#[test]
+fn issue_22_a_copy_of_corral_installed_as_pm2_starts_its_daemon() {
+    // Before: the daemon it started was a `pm2 daemon` in PM2's dialect ("not a command
+    // corral serves"), and every command waited 10 s for a daemon that never came.
+    let pm2 = Pm2::copied("copied");
+    let said = pm2.ok(&["ping"]);
+    assert!(said.contains("pong"), "{said}");
 }
