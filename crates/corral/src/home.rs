@@ -198,20 +198,25 @@ impl Home {
     }
 
     /// Whether a holder listens at `holder.sock` (it keeps apps for the next daemon). The
-    /// probe connection closes at once, which the holder reads as nothing to serve.
+    /// probe connection closes at once, which the holder reads as nothing to serve. It
+    /// never waits: a holder that is stopped, its backlog full, still counts.
     pub fn holder_runs(&self) -> bool {
         use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
         use std::os::fd::AsRawFd;
         let Ok(fd) = socket(
             AddressFamily::Unix,
             SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             None,
         ) else {
             return false;
         };
-        UnixAddr::new(&self.dir.join("holder.sock"))
-            .is_ok_and(|addr| connect(fd.as_raw_fd(), &addr).is_ok())
+        UnixAddr::new(&self.dir.join("holder.sock")).is_ok_and(|addr| {
+            matches!(
+                connect(fd.as_raw_fd(), &addr),
+                Ok(()) | Err(nix::errno::Errno::EAGAIN)
+            )
+        })
     }
 
     /// Creates the home (mode 0700) and its logs directory, and checks it again.
@@ -227,5 +232,41 @@ impl Home {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_23_probing_a_stopped_holder_never_waits() {
+        use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag};
+        use nix::sys::socket::{SockType, UnixAddr};
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("corral-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let home = Home {
+            dir: dir.clone(),
+            kind: HomeKind::Corral,
+        };
+        assert!(!home.holder_runs(), "nothing listens");
+        // A holder that accepts nothing (SIGSTOP): its backlog fills with probes.
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        let addr = UnixAddr::new(&dir.join("holder.sock")).unwrap();
+        bind(listener.as_raw_fd(), &addr).unwrap();
+        listen(&listener, Backlog::new(1).unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            assert!(home.holder_runs());
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

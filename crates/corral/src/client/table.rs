@@ -15,8 +15,13 @@ use crate::render;
 /// The daemon's apps (none when no daemon runs). A holder that keeps apps for the next
 /// daemon means they run: a daemon is started, which takes them back.
 pub fn listed(home: &Home) -> Result<Vec<AppView>, Failure> {
-    let start = home.holder_runs();
-    match conn::request(home, Request::List, start) {
+    let answer = match conn::request(home, Request::List, false) {
+        Err(e) if conn::is_no_daemon(&e) && home.holder_runs() => {
+            conn::request(home, Request::List, true)
+        }
+        answer => answer,
+    };
+    match answer {
         Ok(Response::Apps { apps }) => Ok(apps),
         Ok(other) => Err(super::unexpected(other)),
         Err(e) if conn::is_no_daemon(&e) => Ok(Vec::new()),
