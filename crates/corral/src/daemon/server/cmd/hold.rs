@@ -59,6 +59,8 @@ pub(in crate::daemon::server) struct Holding {
     quick_ends: u32,
     /// A [`Msg::StartHolder`] is on its way.
     retry_due: bool,
+    /// Restarts that wait for the snapshot in flight (see [`Daemon::restart_after_snapshot`]).
+    restarts: Vec<(String, Vec<u64>)>,
 }
 
 /// A holder that ends sooner than this after its start counts as failing to start
@@ -225,20 +227,55 @@ impl Daemon {
         });
     }
 
+    /// Whether app `name`'s restart must wait: a snapshot in flight may hold copies of
+    /// its old listeners (its engine answered before it stopped), which would keep the
+    /// port from the new ones. It goes on once the snapshot is in (`after_stop`).
+    pub(in crate::daemon::server) fn restart_after_snapshot(
+        &mut self,
+        name: &str,
+        joins: &mut Vec<u64>,
+    ) -> bool {
+        if !self.holding.in_flight {
+            return false;
+        }
+        self.holding
+            .restarts
+            .push((name.to_owned(), std::mem::take(joins)));
+        true
+    }
+
     /// Sends the holder the entries of apps `names` (with the engines of those that run)
     /// and the daemon's own part; a holder that is gone is started again, with every app.
     pub(in crate::daemon::server) fn send_snapshot(
         &mut self,
         names: Vec<String>,
-        mut engines: BTreeMap<String, EngineSnapshot>,
+        engines: BTreeMap<String, EngineSnapshot>,
     ) {
         self.holding.in_flight = false;
         if self.updating.is_some() || self.killing.is_some() {
-            return; // engines answered while they were handing over: not a snapshot
+            // Engines answered while they were handing over: not a snapshot.
+            drop(engines);
+            return self.restarts_waited();
         }
+        self.send_entries(names, engines);
+        self.restarts_waited();
+        if self.holding.all || !self.holding.dirty.is_empty() {
+            self.schedule_snapshot();
+        }
+    }
+
+    /// The restarts that waited for the snapshot, now that its copies are gone.
+    fn restarts_waited(&mut self) {
+        for (name, joins) in std::mem::take(&mut self.holding.restarts) {
+            self.after_stop(&name, joins);
+        }
+    }
+
+    fn send_entries(&mut self, names: Vec<String>, mut engines: BTreeMap<String, EngineSnapshot>) {
         let mut entries = Vec::new();
         for app in names.iter().filter_map(|n| self.apps.get(n)) {
-            let engine = engines.remove(&app.name);
+            // An engine that ended since it answered: its copies are of sockets gone.
+            let engine = engines.remove(&app.name).filter(|_| app.controls.is_some());
             if app.controls.is_some() && engine.is_none() {
                 continue; // no snapshot of a running engine (it just ended): keep the last
             }
@@ -287,9 +324,6 @@ impl Daemon {
             .retain(|name, _| self.apps.contains_key(name));
         self.write_workers();
         drop(entries);
-        if self.holding.all || !self.holding.dirty.is_empty() {
-            self.schedule_snapshot();
-        }
     }
 
     /// Watches holder `pid` (a pidfd): a holder that dies is replaced at once, not at

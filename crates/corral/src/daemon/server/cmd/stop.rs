@@ -54,7 +54,14 @@ impl Daemon {
     }
 
     /// What follows an app's stop; settles `joins` once it is done.
-    pub(in crate::daemon::server) fn after_stop(&mut self, name: &str, joins: Vec<u64>) {
+    pub(in crate::daemon::server) fn after_stop(&mut self, name: &str, mut joins: Vec<u64>) {
+        let restarts = self
+            .apps
+            .get(name)
+            .is_some_and(|app| matches!(app.then, Then::Start));
+        if restarts && self.restart_after_snapshot(name, &mut joins) {
+            return;
+        }
         let Some(app) = self.apps.get_mut(name) else {
             return self.joins.settle_all(joins, Ok(String::new()));
         };
