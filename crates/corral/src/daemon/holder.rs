@@ -132,9 +132,7 @@ fn send(link: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
 
 /// Whether `link` has room for a packet within `timeout`.
 pub fn writable(link: BorrowedFd<'_>, timeout: Duration) -> bool {
-    let mut polls = [nix::poll::PollFd::new(link, nix::poll::PollFlags::POLLOUT)];
-    let ms = timeout.as_millis().min(u16::MAX as u128) as u16;
-    matches!(nix::poll::poll(&mut polls, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0)
+    ready(link, nix::poll::PollFlags::POLLOUT, timeout)
 }
 
 /// Sends the snapshot of entry `name` (an app; "" for the daemon's own part, which also
@@ -190,7 +188,12 @@ pub type Kept = (BTreeMap<String, Snapshot>, Vec<(i32, bool)>);
 
 /// Waits up to `timeout` for `fd` to be readable.
 fn readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
-    let mut polls = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+    ready(fd, nix::poll::PollFlags::POLLIN, timeout)
+}
+
+/// Waits up to `timeout` for `fd` to be ready for `events`.
+fn ready(fd: BorrowedFd<'_>, events: nix::poll::PollFlags, timeout: Duration) -> bool {
+    let mut polls = [nix::poll::PollFd::new(fd, events)];
     let ms = timeout.as_millis().min(u16::MAX as u128) as u16;
     matches!(nix::poll::poll(&mut polls, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0)
 }
@@ -459,16 +462,10 @@ impl Holder {
 /// Applies a keeper record (`+`, `-` or `R` and a group) to `groups`; false if
 /// `packet` is none.
 fn record(groups: &mut Vec<(i32, bool)>, packet: &[u8]) -> bool {
-    let (Some(&op), Ok(pgid)) = (
-        packet.first(),
-        <[u8; 4]>::try_from(packet.get(1..5).unwrap_or_default()),
-    ) else {
+    let &[op, a, b, c, d] = packet else {
         return false;
     };
-    if packet.len() != 5 {
-        return false;
-    }
-    let pgid = i32::from_le_bytes(pgid);
+    let pgid = i32::from_le_bytes([a, b, c, d]);
     match op {
         b'+' => groups.push((pgid, false)),
         b'-' => groups.retain(|&(g, _)| g != pgid),

@@ -42,12 +42,12 @@ fn reloads(command: &[&str], flags: &[&str], requests: Requests) -> LoadReport {
     report
 }
 
-#[test]
-fn issue_26_bun_node_http_reloads_on_corrals_socket_losing_nothing() {
+/// Bun running `tests/runtime-apps/SCRIPT`, 3 reloads under each load: 0 failed.
+fn bun_loses_nothing(script: &str) {
     if !have("bun") {
         return;
     }
-    let script = app("bun_http.js");
+    let script = app(script);
     for requests in [Requests::Close, Requests::KeepAlive] {
         let report = reloads(&["bun", &script], &[], requests);
         assert_eq!(report.failed, 0, "{report:?}");
@@ -55,15 +55,13 @@ fn issue_26_bun_node_http_reloads_on_corrals_socket_losing_nothing() {
 }
 
 #[test]
+fn issue_26_bun_node_http_reloads_on_corrals_socket_losing_nothing() {
+    bun_loses_nothing("bun_http.js");
+}
+
+#[test]
 fn issue_26_bun_serve_reloads_on_corrals_socket_losing_nothing() {
-    if !have("bun") {
-        return;
-    }
-    let script = app("bun_serve.js");
-    for requests in [Requests::Close, Requests::KeepAlive] {
-        let report = reloads(&["bun", &script], &[], requests);
-        assert_eq!(report.failed, 0, "{report:?}");
-    }
+    bun_loses_nothing("bun_serve.js");
 }
 
 #[test]

@@ -81,12 +81,7 @@ pub(in crate::daemon::server) fn find_or_start_holder(home: &Home) -> anyhow::Re
             }
             Err(e) => {
                 // Left alive, it would start daemons of its own once it runs again.
-                if let Some(pid) = pid {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+                kill_holder(pid);
                 journal::say(&format!(
                     "the holder did not answer ({e}); killed it and starting a new one"
                 ));
@@ -106,9 +101,7 @@ pub(in crate::daemon::server) fn find_or_start_holder(home: &Home) -> anyhow::Re
 /// Kills the worker groups `workers.json` lists that still run the process they named.
 fn kill_unheld_workers(home: &Home) {
     let left = home.left_workers();
-    for &pgid in &left {
-        corral_core::os::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
-    }
+    kill_groups(&left);
     let killed = left.len();
     if killed > 0 {
         journal::say(&format!(
@@ -391,12 +384,7 @@ impl Daemon {
     /// not take snapshots (stopped, stuck) is killed: left alive, it would start daemons
     /// of its own once it runs again and finds this one gone.
     fn replace_holder(&mut self) {
-        if let Some(old) = self.holder_pid.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(old),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        kill_holder(self.holder_pid.take());
         let quick = self
             .holding
             .started
@@ -460,12 +448,7 @@ impl Daemon {
         if let Some(link) = corral_core::os::keeper::link() {
             // One that cannot hear it would hold the ports, then start a daemon.
             if holder::bye(link.as_fd()).is_err() {
-                if let Some(pid) = self.holder_pid {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+                kill_holder(self.holder_pid);
             }
         }
         let _ = std::fs::remove_file(self.home.workers());
@@ -505,6 +488,17 @@ fn wrap(doc: &AppDoc) -> std::io::Result<(Vec<u8>, Vec<RawFd>)> {
     wrapped.extend_from_slice(&json);
     wrapped.push(b'}');
     Ok((wrapped, numbers))
+}
+
+/// SIGKILLs holder `pid`, if any: one that can't serve must not live on to start
+/// daemons of its own.
+fn kill_holder(pid: Option<i32>) {
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 fn kill_groups(groups: &[i32]) {
